@@ -1,0 +1,1 @@
+"""FastAPI service: data, alarm handling, bureau overview (DESIGN.md: api/)."""

@@ -1,0 +1,388 @@
+"""The plant model: Enterprise > HazardSource > Unit > Equipment, with Tags and Devices.
+
+Pydantic models with ``extra="forbid"``: an unknown key is an error, not silently ignored.
+Enum values are UPPER_CASE and accepted in any case. Everything is frozen after loading;
+``core.plant_check`` adds the cross-reference rules (unique keys, known devices, Modbus
+overlaps, GB/T 50493 limits) and resolves each tag's effective limits.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field
+from pydantic import Tag as UnionTag
+
+from core.settings import Settings
+
+__all__ = [
+    "BaoBao",
+    "ByteOrder",
+    "DataType",
+    "Detector",
+    "Device",
+    "Enterprise",
+    "Equipment",
+    "FinalElement",
+    "GasMethod",
+    "GasSpec",
+    "HazardKind",
+    "HazardSource",
+    "Interlock",
+    "InterlockInput",
+    "Limits",
+    "ModbusDevice",
+    "ModbusTable",
+    "OpcUaDevice",
+    "Person",
+    "Plant",
+    "Scale",
+    "Substance",
+    "Tag",
+    "TagKind",
+    "TagSource",
+    "Unit",
+]
+
+CODE = r"^[A-Za-z0-9_-]+$"  # no dots: tag keys are ENTERPRISE.EQUIPMENT.TAG
+PHONE = re.compile(r"^(\+?86)?1[3-9]\d{9}$|^0\d{2,3}-?\d{7,8}$")
+
+
+def _upper(v: Any) -> Any:
+    return v.upper().replace("-", "_") if isinstance(v, str) else v
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HazardKind(StrEnum):
+    PRODUCTION = "PRODUCTION"
+    STORAGE = "STORAGE"
+
+
+class TagKind(StrEnum):
+    TEMPERATURE = "TEMPERATURE"
+    PRESSURE = "PRESSURE"
+    LEVEL = "LEVEL"
+    FLOW = "FLOW"
+    COMPOSITION = "COMPOSITION"
+    GAS = "GAS"
+    DISCRETE = "DISCRETE"
+
+
+class ModbusTable(StrEnum):
+    HOLDING = "HOLDING"
+    INPUT = "INPUT"
+    COIL = "COIL"
+    DISCRETE_INPUT = "DISCRETE_INPUT"
+
+
+class DataType(StrEnum):
+    INT16 = "INT16"
+    UINT16 = "UINT16"
+    INT32 = "INT32"
+    UINT32 = "UINT32"
+    FLOAT32 = "FLOAT32"
+    FLOAT64 = "FLOAT64"
+    BOOL = "BOOL"
+
+    @property
+    def registers(self) -> int:
+        return {"INT32": 2, "UINT32": 2, "FLOAT32": 2, "FLOAT64": 4}.get(self.value, 1)
+
+
+class ByteOrder(StrEnum):
+    ABCD = "ABCD"  # big-endian words, big-endian bytes (Modbus standard)
+    DCBA = "DCBA"
+    BADC = "BADC"
+    CDAB = "CDAB"  # word-swapped: common on Schneider/Siemens float32
+
+
+class Detector(StrEnum):
+    COMBUSTIBLE = "COMBUSTIBLE"
+    TOXIC = "TOXIC"
+    OXYGEN = "OXYGEN"
+
+
+class GasMethod(StrEnum):
+    POINT = "POINT"
+    OPEN_PATH = "OPEN_PATH"
+
+
+class SecurityPolicy(StrEnum):
+    NONE = "NONE"
+    BASIC256SHA256 = "BASIC256SHA256"
+
+
+class SecurityMode(StrEnum):
+    NONE = "NONE"
+    SIGN = "SIGN"
+    SIGN_AND_ENCRYPT = "SIGN_AND_ENCRYPT"
+
+
+class TimestampSource(StrEnum):
+    SOURCE = "SOURCE"
+    SERVER = "SERVER"
+    GATHER = "GATHER"
+
+
+class OpcUaMode(StrEnum):
+    SUBSCRIPTION = "SUBSCRIPTION"
+    POLLING = "POLLING"
+
+
+def _protocol_name(v: Any) -> Any:
+    return v.upper().replace("_", "").replace("-", "").replace(" ", "") if isinstance(v, str) else v
+
+
+def _enum(e: type[StrEnum]) -> Any:
+    return Annotated[e, BeforeValidator(_upper)]
+
+
+Code = Annotated[str, Field(pattern=CODE, min_length=1, max_length=64)]
+Range = tuple[float, float]
+
+
+# --- people and substances --------------------------------------------------------
+
+
+def _phone(v: str) -> str:
+    if not PHONE.match(v.replace(" ", "")):
+        raise ValueError(f"{v!r} is not a mainland mobile (1xxxxxxxxxx) or landline (0xxx-xxxxxxx) number")
+    return v
+
+
+Phone = Annotated[str, AfterValidator(_phone)]
+
+
+class Person(_Model):
+    name: str = Field(min_length=1)
+    phone: Phone
+
+
+class BaoBao(_Model):
+    """包保责任人: the three people answerable for one hazard source."""
+
+    principal: Person  # 主要负责人
+    technical: Person  # 技术负责人
+    operational: Person  # 操作负责人
+
+
+class Substance(_Model):
+    name: str
+    cas: str | None = None
+    design_t: float = Field(gt=0, description="design-maximum quantity q in tonnes")
+    critical_t: float | None = Field(default=None, gt=0, description="GB 18218 critical quantity Q")
+    beta: float | None = Field(default=None, gt=0)
+
+
+# --- structure -------------------------------------------------------------------
+
+
+class Equipment(_Model):
+    code: Code
+    name: str
+    kind: str | None = None
+
+
+class Unit(_Model):
+    code: Code
+    name: str
+    equipment: list[Equipment] = []
+
+
+# --- devices --------------------------------------------------------------------
+
+
+class OpcUaDevice(_Model):
+    protocol: Annotated[Literal["OPCUA"], BeforeValidator(_protocol_name)]
+    id: Code
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+")
+    namespace_uri: str | None = None
+    mode: _enum(OpcUaMode) = OpcUaMode.SUBSCRIPTION  # type: ignore[valid-type]
+    interval_s: float = Field(default=1.0, gt=0)
+    queue_size: int = Field(default=10, ge=1)
+    security_policy: _enum(SecurityPolicy) = SecurityPolicy.NONE  # type: ignore[valid-type]
+    security_mode: _enum(SecurityMode) = SecurityMode.NONE  # type: ignore[valid-type]
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    timestamp_source: _enum(TimestampSource) = TimestampSource.SOURCE  # type: ignore[valid-type]
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class ModbusDevice(_Model):
+    protocol: Annotated[Literal["MODBUS"], BeforeValidator(_protocol_name)]
+    id: Code
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=1, ge=0, le=10)
+    byte_order: _enum(ByteOrder) = ByteOrder.ABCD  # type: ignore[valid-type]
+    max_registers: int = Field(default=125, ge=1, le=125)
+    max_bits: int = Field(default=2000, ge=1, le=2000)
+    gap_tolerance: int = Field(default=8, ge=0, le=100)
+
+
+def _protocol(v: Any) -> str | None:
+    raw = v.get("protocol") if isinstance(v, dict) else getattr(v, "protocol", None)
+    name = _protocol_name(raw)
+    return name if isinstance(name, str) else None
+
+
+Device = Annotated[
+    Annotated[OpcUaDevice, UnionTag("OPCUA")] | Annotated[ModbusDevice, UnionTag("MODBUS")],
+    Discriminator(
+        _protocol,
+        custom_error_type="protocol",
+        custom_error_message="protocol must be OPCUA or MODBUS",
+    ),
+]
+
+
+# --- tags -----------------------------------------------------------------------
+
+
+class Scale(_Model):
+    """Linear map from raw device counts to engineering units (eng defaults to the tag range)."""
+
+    raw: Range
+    eng: Range | None = None
+
+
+class TagSource(_Model):
+    device: Code
+    # OPC UA: node identifier without namespace index ("s=LT01", "i=1001") + namespace URI
+    node: str | None = None
+    namespace_uri: str | None = None
+    # Modbus
+    table: _enum(ModbusTable) | None = None  # type: ignore[valid-type]
+    address: int | None = Field(default=None, ge=0, le=65535)
+    type: _enum(DataType) | None = None  # type: ignore[valid-type]
+    byte_order: _enum(ByteOrder) | None = None  # type: ignore[valid-type]
+    unit_id: int | None = Field(default=None, ge=0, le=255)
+    scale: Scale | None = None
+
+
+class Limits(_Model):
+    """Alarm limits in the tag's unit. Deadband is absolute, or ``deadband_pct`` of range."""
+
+    ll: float | None = None
+    l: float | None = None  # noqa: E741 — the plant's own name for the low limit
+    h: float | None = None
+    hh: float | None = None
+    deadband: float | None = Field(default=None, ge=0)
+    deadband_pct: float | None = Field(default=None, ge=0, le=50)
+    on_delay_s: float | None = Field(default=None, ge=0)
+    off_delay_s: float | None = Field(default=None, ge=0)
+    latched: bool = False
+
+
+class GasLevel(_Model):
+    value: float
+    unit: str
+
+
+class GasSpec(_Model):
+    """A gas detector: GB/T 50493 two-level alarm, from a preset, explicit levels or defaults."""
+
+    gas: str
+    detector: _enum(Detector)  # type: ignore[valid-type]
+    method: _enum(GasMethod) = GasMethod.POINT  # type: ignore[valid-type]
+    preset: str | None = None
+    level1: float | None = None
+    level2: float | None = None
+
+
+class Tag(_Model):
+    code: Code
+    name: str = Field(min_length=1)
+    equipment: Code
+    kind: _enum(TagKind)  # type: ignore[valid-type]
+    unit: str = ""
+    range: Range | None = None
+    resolution: float | None = Field(default=None, gt=0)
+    source: TagSource
+    limits: Limits | None = None
+    gas: GasSpec | None = None
+    in_service: bool = True
+    description: str | None = None
+    # Filled in by plant_check: ENTERPRISE.EQUIPMENT.CODE
+    key: str = ""
+
+
+# --- interlocks (SIS) -------------------------------------------------------------
+
+
+class InterlockInput(_Model):
+    tag: str  # key, or EQUIPMENT.CODE within the enterprise
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    value: float
+    bypass: str | None = None  # bypass switch tag (1 = bypassed)
+
+
+class FinalElement(_Model):
+    tag: str  # position feedback tag
+    safe_value: float  # e.g. 0 = closed
+    tolerance: float = Field(default=0.5, ge=0)
+
+
+class Interlock(_Model):
+    code: Code
+    name: str
+    voting: str = Field(pattern=r"^\d+oo\d+$")
+    inputs: list[InterlockInput] = Field(min_length=1)
+    final_element: FinalElement
+    response_s: float = Field(default=10.0, gt=0)
+    max_bypass_h: float = Field(default=8.0, gt=0)
+    in_service: bool = True
+
+
+class HazardSource(_Model):
+    code: Code
+    name: str
+    kind: _enum(HazardKind)  # type: ignore[valid-type]
+    grade: int = Field(ge=1, le=4)
+    substances: list[Substance] = []
+    baobao: BaoBao | None = None
+    units: list[Unit] = []
+    tags: list[Tag] = []
+    interlocks: list[Interlock] = []
+
+
+class Enterprise(_Model):
+    code: Code
+    name: str
+    county: str  # 属地县(市、区): which county bureau supervises it
+    city: str = ""
+    industry: str = ""
+    credit_code: str | None = Field(default=None, pattern=r"^[0-9A-HJ-NPQRTUWXY]{18}$")
+    population_500m: int | None = Field(default=None, ge=0)
+    duty_phone: Phone | None = None
+    devices: list[Device] = []
+    hazard_sources: list[HazardSource] = []
+
+
+class Plant(_Model):
+    name: str = "HazardWatch"
+    reference: str | None = None  # folder with gases.yaml / gb18218.yaml, relative to the file
+    settings: Settings = Settings()
+    enterprises: list[Enterprise] = Field(min_length=1)
+
+    # --- navigation (no state: derived on demand) ---------------------------------
+
+    def tags(self) -> list[Tag]:
+        return [t for e in self.enterprises for h in e.hazard_sources for t in h.tags]
+
+    def devices(self) -> list[OpcUaDevice | ModbusDevice]:
+        return [d for e in self.enterprises for d in e.devices]
+
+    def tag(self, key: str) -> Tag:
+        for t in self.tags():
+            if t.key == key:
+                return t
+        raise KeyError(key)

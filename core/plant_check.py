@@ -1,0 +1,535 @@
+"""Build a Plant from loaded YAML: structural validation, cross-reference rules, resolution.
+
+All problems are collected and raised together as one ConfigError, each naming file:line
+and the document path. The checks walk the raw data (not the validated model) so that a
+structural error in one tag never hides a cross-reference error in another.
+
+Resolution fills in what the rule engine needs: each tag's stable key, effective limits
+for gas detectors (GB/T 50493-2019 §5.5.2 from preset, explicit levels or defaults), and
+the DOMAIN.md default deadbands and on-delays per tag kind.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.config import Loaded, PathKey, SourceMap, load_document
+from core.errors import ConfigError, ConfigIssue
+from core.plant import DataType, Plant
+from core.units import KIND_UNITS, GasProperties, UnitError, convert_gas
+
+__all__ = ["DEFAULT_DEADBAND_PCT", "DEFAULT_ON_DELAY_S", "GasReference", "build_plant"]
+
+# ISA-18.2 starting points (DOMAIN.md "Alarm management"); gas and discrete: none.
+DEFAULT_DEADBAND_PCT = {"FLOW": 5.0, "LEVEL": 5.0, "PRESSURE": 2.0, "TEMPERATURE": 1.0, "COMPOSITION": 1.0}
+DEFAULT_ON_DELAY_S = {"FLOW": 15.0, "LEVEL": 60.0, "PRESSURE": 15.0, "TEMPERATURE": 60.0, "COMPOSITION": 15.0}
+_BIT_TABLES = {"COIL", "DISCRETE_INPUT"}
+_NODE_PREFIXES = ("i=", "s=", "g=", "b=")
+
+
+def _up(v: Any) -> Any:
+    return v.upper().replace("-", "_") if isinstance(v, str) else v
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _pair(v: Any) -> tuple[float, float] | None:
+    if isinstance(v, list | tuple) and len(v) == 2:
+        a, b = _num(v[0]), _num(v[1])
+        if a is not None and b is not None:
+            return a, b
+    return None
+
+
+@dataclass
+class GasReference:
+    gases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    molar_volume: float = 24.45
+
+    def props(self, gas: str) -> GasProperties:
+        g = self.gases[gas]
+        return GasProperties(float(g["molar_mass"]), _num(g.get("lel_vol_pct")))
+
+
+def _load_reference(
+    plant_file: Path, data: Any, source: SourceMap, issues: list[ConfigIssue]
+) -> GasReference:
+    ref = GasReference()
+    rel = data.get("reference") if isinstance(data, dict) else None
+    if not isinstance(rel, str):
+        return ref
+    path = (plant_file.parent / rel / "gases.yaml").resolve()
+    if not path.exists():
+        issues.append(source.issue(("reference",), f"no gases.yaml in reference folder {rel!r}"))
+        return ref
+    loaded = load_document(path)
+    issues.extend(loaded.issues)
+    doc = loaded.data if isinstance(loaded.data, dict) else {}
+    ref.gases = {str(k).upper(): v for k, v in (doc.get("gases") or {}).items()}
+    ref.presets = {str(k).upper(): v for k, v in (doc.get("presets") or {}).items()}
+    ref.defaults = doc.get("defaults") or {}
+    ref.molar_volume = float(doc.get("molar_volume_l_mol", 24.45))
+    return ref
+
+
+class _Checker:
+    """Cross-reference rules over raw plant data. ``issues`` collects every finding."""
+
+    def __init__(self, data: dict[str, Any], source: SourceMap, ref: GasReference) -> None:
+        self.data = data
+        self.source = source
+        self.ref = ref
+        self.issues: list[ConfigIssue] = []
+        self.keys: dict[str, PathKey] = {}
+        self.tag_kind: dict[str, str] = {}
+        # (device, unit id, table) -> [(start, end, key, path)]
+        self.registers: dict[tuple[str, int, str], list[tuple[int, int, str, PathKey]]] = defaultdict(list)
+
+    def err(self, path: PathKey, message: str) -> None:
+        self.issues.append(self.source.issue(path, message))
+
+    def run(self) -> None:
+        ent_codes: dict[str, PathKey] = {}
+        hs_codes: dict[str, PathKey] = {}
+        device_ids: dict[str, PathKey] = {}
+        interlocks: list[tuple[str, PathKey, dict[str, Any]]] = []
+        for i, ent in _items(self.data.get("enterprises")):
+            at: PathKey = ("enterprises", i)
+            code = ent.get("code")
+            self._unique(ent_codes, code, (*at, "code"), "enterprise code")
+            devices: dict[str, dict[str, Any]] = {}
+            for d, dev in _items(ent.get("devices")):
+                self._unique(device_ids, dev.get("id"), (*at, "devices", d, "id"), "device id")
+                if isinstance(dev.get("id"), str):
+                    devices[dev["id"]] = dev
+            for h, hs in _items(ent.get("hazard_sources")):
+                hat: PathKey = (*at, "hazard_sources", h)
+                self._unique(hs_codes, hs.get("code"), (*hat, "code"), "hazard source code")
+                equipment = {
+                    e.get("code") for _, u in _items(hs.get("units")) for _, e in _items(u.get("equipment"))
+                }
+                for t, tag in _items(hs.get("tags")):
+                    self._tag(str(code), tag, (*hat, "tags", t), equipment, devices)
+                interlocks += [
+                    (str(code), (*hat, "interlocks", k), il) for k, il in _items(hs.get("interlocks"))
+                ]
+        self._overlaps()
+        for ent_code, at, il in interlocks:
+            self._interlock(ent_code, il, at)
+
+    def _unique(self, seen: dict[str, PathKey], value: Any, at: PathKey, what: str) -> None:
+        if not isinstance(value, str):
+            return
+        if value in seen:
+            self.err(at, f"duplicate {what} {value!r} (first at {self._where(seen[value])})")
+        else:
+            seen[value] = at
+
+    def _where(self, at: PathKey) -> str:
+        file, line = self.source.where(at)
+        return f"{file}:{line}"
+
+    # --- tags ----------------------------------------------------------------------
+
+    def _tag(
+        self,
+        ent: str,
+        tag: dict[str, Any],
+        at: PathKey,
+        equipment: set[Any],
+        devices: dict[str, dict[str, Any]],
+    ) -> None:
+        eq, code, kind = tag.get("equipment"), tag.get("code"), _up(tag.get("kind"))
+        if isinstance(eq, str) and eq not in equipment:
+            known = ", ".join(sorted(str(e) for e in equipment)) or "none"
+            self.err(
+                (*at, "equipment"), f"unknown equipment {eq!r} (this hazard source's units have: {known})"
+            )
+        key = f"{ent}.{eq}.{code}"
+        if isinstance(eq, str) and isinstance(code, str):
+            self._unique(self.keys, key, (*at, "code"), "tag key")
+            if isinstance(kind, str):
+                self.tag_kind[key] = kind
+        unit = tag.get("unit", "")
+        if (
+            isinstance(kind, str)
+            and kind in KIND_UNITS
+            and isinstance(unit, str)
+            and unit not in KIND_UNITS[kind]
+        ):
+            allowed = ", ".join(repr(u) for u in sorted(KIND_UNITS[kind]))
+            self.err((*at, "unit"), f"unit mismatch: {unit!r} is not a {kind} unit (use one of {allowed})")
+        rng = _pair(tag.get("range"))
+        if tag.get("range") is not None and rng is not None and rng[0] >= rng[1]:
+            self.err((*at, "range"), f"range low {rng[0]:g} must be below high {rng[1]:g}")
+            rng = None
+        if kind not in (None, "DISCRETE") and tag.get("range") is None:
+            self.err((*at, "range"), f"a {kind} tag needs its instrument range [low, high]")
+        source = tag.get("source")
+        if isinstance(source, dict):
+            self._source(key, source, (*at, "source"), devices, rng)
+        limits = tag.get("limits")
+        if isinstance(limits, dict):
+            self._limits(limits, (*at, "limits"), rng)
+        gas = tag.get("gas")
+        if kind == "GAS" and not isinstance(gas, dict):
+            self.err(at, "a GAS tag needs a gas: block (gas, detector; preset or level1/level2)")
+        if gas is not None and kind not in ("GAS", None):
+            self.err((*at, "gas"), f"gas: belongs to GAS tags, this one is {kind}")
+        if kind == "GAS" and isinstance(gas, dict):
+            if limits is not None:
+                self.err(
+                    (*at, "limits"),
+                    "gas detector levels come from gas: (preset or level1/level2), not limits:",
+                )
+            self._gas(gas, (*at, "gas"), unit if isinstance(unit, str) else "", rng)
+
+    def _source(
+        self,
+        key: str,
+        src: dict[str, Any],
+        at: PathKey,
+        devices: dict[str, dict[str, Any]],
+        rng: tuple[float, float] | None,
+    ) -> None:
+        dev_id = src.get("device")
+        dev = devices.get(dev_id) if isinstance(dev_id, str) else None
+        if isinstance(dev_id, str) and dev is None:
+            known = ", ".join(sorted(devices)) or "none"
+            self.err((*at, "device"), f"unknown device {dev_id!r} (this enterprise has: {known})")
+            return
+        if dev is None:
+            return
+        protocol = str(dev.get("protocol", "")).upper()
+        opcua_keys = {"node", "namespace_uri"}
+        modbus_keys = {"table", "address", "type", "byte_order", "unit_id", "scale"}
+        present = set(src)
+        if protocol == "OPCUA":
+            for k in sorted(present & modbus_keys):
+                self.err((*at, k), f"{k} is a Modbus setting but device {dev_id!r} is OPC UA")
+            node = src.get("node")
+            if node is None:
+                self.err(at, f"device {dev_id!r} is OPC UA: give the node (e.g. node: s=LT01)")
+            elif isinstance(node, str):
+                if node.startswith("ns="):
+                    self.err(
+                        (*at, "node"),
+                        "give node without ns=..; and set namespace_uri: namespace "
+                        "indexes change when a server restarts",
+                    )
+                elif not node.startswith(_NODE_PREFIXES):
+                    self.err((*at, "node"), f"node {node!r} must start with i=, s=, g= or b=")
+                elif not node.startswith("i=") and not (src.get("namespace_uri") or dev.get("namespace_uri")):
+                    self.err(
+                        (*at, "node"),
+                        f"node {node!r} needs a namespace_uri (on the tag or device {dev_id!r})",
+                    )
+        elif protocol == "MODBUS":
+            for k in sorted(present & opcua_keys):
+                self.err((*at, k), f"{k} is an OPC UA setting but device {dev_id!r} is Modbus")
+            self._modbus(key, src, at, dev, rng)
+
+    def _modbus(
+        self, key: str, src: dict[str, Any], at: PathKey, dev: dict[str, Any], rng: tuple[float, float] | None
+    ) -> None:
+        missing = [k for k in ("table", "address", "type") if k not in src]
+        if missing:
+            self.err(at, f"Modbus source needs {', '.join(missing)}")
+            return
+        table, dtype, address = _up(src["table"]), _up(src["type"]), src["address"]
+        if not (isinstance(address, int) and isinstance(table, str) and dtype in DataType.__members__):
+            return
+        if (dtype == "BOOL") != (table in _BIT_TABLES):
+            self.err(
+                (*at, "type"), f"type {dtype} does not fit table {table} (BOOL goes with COIL/DISCRETE_INPUT)"
+            )
+            return
+        width = DataType(dtype).registers
+        if address + width > 65536:
+            self.err((*at, "address"), f"registers {address}..{address + width - 1} run past 65535")
+            return
+        unit_id = src.get("unit_id", dev.get("unit_id", 1))
+        self.registers[(str(dev.get("id")), int(unit_id), table)].append((address, address + width, key, at))
+        scale = src.get("scale")
+        if isinstance(scale, dict):
+            raw = _pair(scale.get("raw"))
+            if raw is not None and raw[0] == raw[1]:
+                self.err((*at, "scale", "raw"), "raw range must not be empty")
+            if scale.get("eng") is None and rng is None:
+                self.err((*at, "scale"), "scale needs eng: [low, high] when the tag has no range")
+
+    def _overlaps(self) -> None:
+        for (dev, unit_id, table), spans in self.registers.items():
+            spans.sort(key=lambda s: (s[0], s[3]))
+            for prev, cur in itertools.pairwise(spans):
+                if cur[0] < prev[1]:
+                    self.err(
+                        (*cur[3], "address"),
+                        f"registers {cur[0]}..{cur[1] - 1} overlap {prev[2]} ({prev[0]}..{prev[1] - 1}) "
+                        f"on device {dev!r} unit {unit_id} {table}",
+                    )
+
+    def _limits(self, limits: dict[str, Any], at: PathKey, rng: tuple[float, float] | None) -> None:
+        order = ["ll", "l", "h", "hh"]
+        present = [(n, _num(limits.get(n))) for n in order if _num(limits.get(n)) is not None]
+        for (lo_name, lo), (hi_name, hi) in itertools.pairwise(present):
+            assert lo is not None and hi is not None
+            if hi <= lo:
+                self.err((*at, hi_name), f"must be above {lo_name} ({lo:g}), is {hi:g}")
+        if rng is not None:
+            for name, v in present:
+                assert v is not None
+                if not rng[0] <= v <= rng[1]:
+                    self.err(
+                        (*at, name),
+                        f"{v:g} is outside the instrument range [{rng[0]:g}, {rng[1]:g}]: "
+                        "it can never be reached",
+                    )
+        if limits.get("deadband") is not None and limits.get("deadband_pct") is not None:
+            self.err((*at, "deadband_pct"), "give deadband or deadband_pct, not both")
+
+    # --- gas detectors (GB/T 50493-2019) ----------------------------------------------
+
+    def _gas(self, gas: dict[str, Any], at: PathKey, unit: str, rng: tuple[float, float] | None) -> None:
+        levels = resolve_gas(gas, unit, self.ref, lambda p, m: self.err((*at, *p), m))
+        if levels is None:
+            return
+        _kind, l1, l2 = levels
+        if rng is not None:
+            for name, v in (("level1", l1), ("level2", l2)):
+                if not rng[0] <= v <= rng[1]:
+                    self.err(
+                        (*at, name), f"{v:g} {unit} is outside the detector range [{rng[0]:g}, {rng[1]:g}]"
+                    )
+
+    # --- interlocks ------------------------------------------------------------------
+
+    def _interlock(self, ent: str, il: dict[str, Any], at: PathKey) -> None:
+        voting = il.get("voting")
+        inputs = il.get("inputs")
+        if isinstance(voting, str) and "oo" in voting and isinstance(inputs, list):
+            m, _, n = voting.partition("oo")
+            if m.isdigit() and n.isdigit():
+                if not 1 <= int(m) <= int(n):
+                    self.err((*at, "voting"), f"voting {voting}: M must be between 1 and N")
+                elif int(n) != len(inputs):
+                    self.err((*at, "voting"), f"voting {voting} needs {n} inputs, has {len(inputs)}")
+        for k, inp in _items(inputs):
+            self._ref(ent, inp.get("tag"), (*at, "inputs", k, "tag"))
+            if inp.get("bypass") is not None:
+                self._ref(ent, inp.get("bypass"), (*at, "inputs", k, "bypass"), want="DISCRETE")
+        fe = il.get("final_element")
+        if isinstance(fe, dict):
+            self._ref(ent, fe.get("tag"), (*at, "final_element", "tag"))
+
+    def _ref(self, ent: str, ref: Any, at: PathKey, want: str | None = None) -> None:
+        if not isinstance(ref, str):
+            return
+        key = resolve_key(ent, ref)
+        if key not in self.keys:
+            self.err(at, f"unknown tag {ref!r}")
+        elif want is not None and self.tag_kind.get(key) != want:
+            self.err(at, f"tag {ref!r} must be a {want} tag, is {self.tag_kind.get(key)}")
+
+
+def resolve_key(enterprise: str, ref: str) -> str:
+    """A tag reference is a full key, or EQUIPMENT.CODE within the referring enterprise."""
+    return ref if ref.count(".") >= 2 else f"{enterprise}.{ref}"
+
+
+def resolve_gas(
+    gas: dict[str, Any], unit: str, ref: GasReference, err: Callable[[PathKey, str], None]
+) -> tuple[str, float, float] | None:
+    """Effective (detector, level1, level2) in the tag's unit, or None after reporting why.
+
+    For OXYGEN, level1 is the low alarm and level2 the high alarm.
+    """
+    name = str(gas.get("gas", "")).upper()
+    detector = _up(gas.get("detector"))
+    method = _up(gas.get("method", "POINT"))
+    if name not in ref.gases:
+        known = ", ".join(sorted(ref.gases)) or "none: set reference: in the plant file"
+        err(("gas",), f"unknown gas {gas.get('gas')!r} (known: {known})")
+        return None
+    props = ref.props(name)
+    l1, l2 = _num(gas.get("level1")), _num(gas.get("level2"))
+    preset_name = gas.get("preset")
+    try:
+        if preset_name is not None:
+            preset = ref.presets.get(str(preset_name).upper())
+            if preset is None:
+                err(("preset",), f"unknown preset {preset_name!r} (known: {', '.join(sorted(ref.presets))})")
+                return None
+            if str(preset.get("gas", "")).upper() != name:
+                err(
+                    ("preset",),
+                    f"preset {preset_name} is for {preset.get('gas')}, this detector measures {name}",
+                )
+                return None
+            if l1 is None:
+                l1 = convert_gas(
+                    float(preset["level1"]["value"]), preset["level1"]["unit"], unit, props, ref.molar_volume
+                )
+            if l2 is None:
+                l2 = convert_gas(
+                    float(preset["level2"]["value"]), preset["level2"]["unit"], unit, props, ref.molar_volume
+                )
+        if detector == "OXYGEN":
+            d = ref.defaults.get("OXYGEN", {})
+            l1 = l1 if l1 is not None else convert_gas(float(d.get("low", 19.5)), "%VOL", unit, props)
+            l2 = l2 if l2 is not None else convert_gas(float(d.get("high", 23.5)), "%VOL", unit, props)
+            if l1 >= l2:
+                err(("level2",), f"oxygen high alarm {l2:g} must be above the low alarm {l1:g}")
+                return None
+            return detector, l1, l2
+        if detector == "COMBUSTIBLE" and method == "OPEN_PATH":
+            if unit != "LEL·m":
+                err((), f"unit mismatch: open-path detectors measure LEL·m, this one {unit!r}")
+                return None
+            d = ref.defaults.get("COMBUSTIBLE_OPEN_PATH", {})
+            l1 = l1 if l1 is not None else float(d.get("level1", 1))
+            l2 = l2 if l2 is not None else float(d.get("level2", 2))
+        elif detector == "COMBUSTIBLE":
+            if props.lel_vol_pct is None:
+                err(("gas",), f"{name} has no LEL: it cannot be a combustible detector")
+                return None
+            d = ref.defaults.get("COMBUSTIBLE_POINT", {})
+            l1 = l1 if l1 is not None else convert_gas(float(d.get("level1", 20)), "%LEL", unit, props)
+            l2 = l2 if l2 is not None else convert_gas(float(d.get("level2", 50)), "%LEL", unit, props)
+            # GB/T 50493-2019 §5.5.2: level 1 <= 25 %LEL, level 2 <= 50 %LEL.
+            for level, v, cap in (("level1", l1, 25.0), ("level2", l2, 50.0)):
+                lel = convert_gas(v, unit, "%LEL", props)
+                if lel > cap + 1e-9:
+                    shown = f"{v:g} %LEL:" if unit == "%LEL" else f"{v:g} {unit} is {lel:.3g} %LEL;"
+                    err(
+                        (level,),
+                        f"{shown} GB/T 50493-2019 §5.5.2 allows at most "
+                        f"{cap:g} %LEL for {level.replace('level', 'level ')}",
+                    )
+        elif detector == "TOXIC":
+            oel = _num(ref.gases[name].get("oel_mg_m3"))
+            if (l1 is None or l2 is None) and oel is None:
+                err(("gas",), f"{name} has no OEL in the reference data: give level1 and level2")
+                return None
+            d = ref.defaults.get("TOXIC", {})
+            if l1 is None:
+                assert oel is not None
+                l1 = convert_gas(
+                    oel * float(d.get("level1_oel_pct", 100)) / 100, "mg/m³", unit, props, ref.molar_volume
+                )
+            if l2 is None:
+                assert oel is not None
+                l2 = convert_gas(
+                    oel * float(d.get("level2_oel_pct", 200)) / 100, "mg/m³", unit, props, ref.molar_volume
+                )
+        else:
+            return None  # the structural validation reports a bad detector value
+    except UnitError as exc:
+        err((), f"unit mismatch: {exc}")
+        return None
+    assert l1 is not None and l2 is not None
+    if l2 <= l1:
+        err(("level2",), f"level 2 ({l2:g}) must be above level 1 ({l1:g})")
+        return None
+    return detector, round(l1, 6), round(l2, 6)
+
+
+def _items(v: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, x) for i, x in enumerate(v) if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
+    """Pydantic's error location as a document path (union tags dropped)."""
+    out: list[int | str] = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        elif isinstance(cur, dict) and isinstance(part, str) and part.isupper():
+            continue  # a discriminated-union tag such as "MODBUS"
+        else:
+            cur = None
+        out.append(part)
+    return tuple(out)
+
+
+def _structural(data: Any, source: SourceMap) -> list[ConfigIssue]:
+    try:
+        Plant.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for e in exc.errors(include_url=False):
+            path = _loc_to_path(tuple(e["loc"]), data)
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see docs/configuration.md)"
+            elif e["type"] == "missing":
+                msg = "required key is missing"
+            issues.append(source.issue(path, msg))
+        return issues
+    return []
+
+
+def _resolve(data: dict[str, Any], ref: GasReference) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for ent in out.get("enterprises", []):
+        for hs in ent.get("hazard_sources", []):
+            for tag in hs.get("tags", []):
+                tag["key"] = f"{ent['code']}.{tag['equipment']}.{tag['code']}"
+                kind = _up(tag["kind"])
+                rng = _pair(tag.get("range"))
+                if kind == "GAS":
+                    levels = resolve_gas(tag["gas"], tag.get("unit", ""), ref, lambda p, m: None)
+                    assert levels is not None
+                    detector, l1, l2 = levels
+                    limits = {"l": l1, "h": l2} if detector == "OXYGEN" else {"h": l1, "hh": l2}
+                    tag["limits"] = {
+                        **limits,
+                        "deadband": 0.0,
+                        "on_delay_s": 0.0,
+                        "off_delay_s": 0.0,
+                        "latched": True,
+                    }
+                elif isinstance(tag.get("limits"), dict):
+                    lim = tag["limits"]
+                    if lim.get("deadband") is None:
+                        pct = lim.pop("deadband_pct", None)
+                        pct = DEFAULT_DEADBAND_PCT.get(kind, 0.0) if pct is None else pct
+                        lim["deadband"] = round(pct / 100 * (rng[1] - rng[0]), 9) if rng else 0.0
+                    lim.setdefault("on_delay_s", DEFAULT_ON_DELAY_S.get(kind, 0.0))
+                    lim.setdefault("off_delay_s", 0.0)
+    return out
+
+
+def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
+    issues = list(loaded.issues)
+    data = loaded.data
+    if not isinstance(data, dict):
+        if data is not None:
+            issues.append(loaded.source.issue((), "a plant file must be a mapping with enterprises:"))
+        raise ConfigError(issues)
+    ref = _load_reference(plant_file, data, loaded.source, issues)
+    issues += _structural(data, loaded.source)
+    checker = _Checker(data, loaded.source, ref)
+    checker.run()
+    issues += checker.issues
+    if issues:
+        raise ConfigError(issues)
+    return Plant.model_validate(_resolve(data, ref))

@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (DESIGN.md: dashboards/)."""

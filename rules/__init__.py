@@ -1,0 +1,1 @@
+"""Vectorized rule engine: limits, data quality and interlock conditions (DESIGN.md: rules/)."""

@@ -1,0 +1,1 @@
+"""Plant simulators over real OPC UA and Modbus, scenarios and replay (DESIGN.md: simulators/)."""
