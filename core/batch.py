@@ -96,11 +96,10 @@ class ReadingBatch:
         if not rows:
             return cls.empty()
         tag, ts, value, quality = zip(*rows, strict=True)
+        # Integer columns keep their inferred dtype so that from_arrays refuses a float
+        # timestamp instead of truncating it.
         return cls.from_arrays(
-            np.asarray(tag, dtype=np.int64),
-            np.asarray(ts, dtype=np.int64),
-            np.asarray(value, dtype=np.float64),
-            np.asarray(quality, dtype=np.int64),
+            np.asarray(tag), np.asarray(ts), np.asarray(value, dtype=np.float64), np.asarray(quality)
         )
 
     @classmethod

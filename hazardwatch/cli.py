@@ -1,0 +1,103 @@
+"""The ``hazardwatch`` command line: one entry point, subcommands mounted from their packages.
+
+Exit codes: 0 success, 2 invalid configuration or usage, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import hazardwatch
+from core.config import load_plant
+from core.errors import ConfigError
+from core.plant import ModbusDevice, OpcUaDevice, Plant
+
+app = typer.Typer(
+    name="hazardwatch",
+    help="HazardWatch: real-time monitoring and alarms for major hazard sources (重大危险源).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"hazardwatch {hazardwatch.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Monitor temperature, pressure, level, flow and gas detectors; raise and route alarms."""
+
+
+def load_or_exit(config: Path) -> Plant:
+    """Load a plant config, or print every problem in it and exit with code 2."""
+    try:
+        return load_plant(config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False, soft_wrap=True)
+        err.print(f"{len(exc.issues)} error(s) in {config}", style="bold red")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml.")) -> None:
+    """Validate a plant config and summarise it, or list every error (exit code 2)."""
+    plant = load_or_exit(config)
+    tags = plant.tags()
+    protocol_of = {d.id: ("OPC UA" if isinstance(d, OpcUaDevice) else "Modbus") for d in plant.devices()}
+    hazard_sources = [h for e in plant.enterprises for h in e.hazard_sources]
+    summary = Table(title=f"{plant.name}: {config}", show_edge=False)
+    for col in ("enterprise", "county", "hazard sources", "grades", "tags", "devices"):
+        summary.add_column(col)
+    for ent in plant.enterprises:
+        grades = Counter(f"{h.grade}级" for h in ent.hazard_sources)
+        summary.add_row(
+            f"{ent.code} {ent.name}",
+            ent.county,
+            str(len(ent.hazard_sources)),
+            " ".join(f"{g}×{n}" for g, n in sorted(grades.items())),
+            str(sum(len(h.tags) for h in ent.hazard_sources)),
+            str(len(ent.devices)),
+        )
+    out.print(summary)
+    by_kind = Counter(t.kind.value for t in tags)
+    by_source = Counter(protocol_of[t.source.device] for t in tags)
+    interlocks = sum(len(h.interlocks) for h in hazard_sources)
+    out.print(
+        f"{len(plant.enterprises)} enterprises, {len(hazard_sources)} hazard sources, {len(tags)} tags, "
+        f"{len(plant.devices())} devices "
+        f"({sum(isinstance(d, OpcUaDevice) for d in plant.devices())} OPC UA, "
+        f"{sum(isinstance(d, ModbusDevice) for d in plant.devices())} Modbus), {interlocks} interlocks"
+    )
+    out.print("tags per kind:   " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
+    out.print("tags per source: " + ", ".join(f"{k} {n}" for k, n in sorted(by_source.items())))
+    out.print("config OK", style="bold green")
+
+
+def _mount() -> None:
+    """Subcommands from the packages that own them (explicit, no import-time discovery)."""
+    try:
+        from hazardwatch.cli_db import db_app
+    except ImportError:  # pragma: no cover — storage lands in its own issue
+        return
+    app.add_typer(db_app, name="db", help="Historian database: migrations, registry sync, retention.")
+
+
+_mount()
+
+
+def main() -> None:
+    app()

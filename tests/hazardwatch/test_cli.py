@@ -1,0 +1,60 @@
+"""The hazardwatch CLI: --version, check on a good config and on a broken one (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import hazardwatch
+from hazardwatch.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"hazardwatch {hazardwatch.__version__}"
+
+
+def test_check_summarises_a_valid_plant() -> None:
+    result = runner.invoke(app, ["check", str(ROOT / "tests/core/data/two_enterprises.yaml")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2 enterprises, 3 hazard sources, 6 tags, 3 devices (1 OPC UA, 2 Modbus), 0 interlocks" in result.output
+    assert "tags per kind:   DISCRETE 1, GAS 2, LEVEL 1, PRESSURE 1, TEMPERATURE 1" in result.output
+    assert "tags per source: Modbus 4, OPC UA 2" in result.output
+    assert "AA 甲化工" in result.output
+
+
+def test_check_lists_every_error_with_exit_code_2(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        (ROOT / "tests/core/data/two_enterprises.yaml")
+        .read_text(encoding="utf-8")
+        .replace("reference: ../../../config/reference", f"reference: {ROOT / 'config/reference'}")
+        .replace("limits: {h: 8, hh: 9}", "limits: {h: 8, hh: 7}")
+        .replace("range: [-20, 80]", "range: [80, -20]"),
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert f"{plant}:27 enterprises[0].hazard_sources[0].tags[0].limits.hh: must be above h (8), is 7" in lines
+    assert f"{plant}:39 enterprises[0].hazard_sources[1].tags[0].range: range low 80 must be below high -20" in lines
+    assert lines[-1] == f"2 error(s) in {tmp_path}"
+
+
+def test_check_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["check", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "no such file" in result.output
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "hazardwatch"
+    proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("hazardwatch ")
