@@ -93,10 +93,15 @@ def test_concat_select_and_empty() -> None:
         # equal timestamps: the later arrival wins
         ([(1, 10, 1.0, 192), (1, 10, 2.0, 0)], [(1, 10, 2.0, 0)]),
         # several tags, result ordered by tag index
-        ([(2, 5, 1.0, 192), (0, 7, 2.0, 192), (2, 6, 3.0, 192), (0, 1, 4.0, 192)], [(0, 7, 2.0, 192), (2, 6, 3.0, 192)]),
+        (
+            [(2, 5, 1.0, 192), (0, 7, 2.0, 192), (2, 6, 3.0, 192), (0, 1, 4.0, 192)],
+            [(0, 7, 2.0, 192), (2, 6, 3.0, 192)],
+        ),
     ],
 )
-def test_last_per_tag_table(rows: list[tuple[int, int, float, int]], expected: list[tuple[int, int, float, int]]) -> None:
+def test_last_per_tag_table(
+    rows: list[tuple[int, int, float, int]], expected: list[tuple[int, int, float, int]]
+) -> None:
     assert ReadingBatch.from_rows(rows).last_per_tag().rows() == expected
 
 
@@ -125,7 +130,9 @@ def test_last_per_tag_equals_scalar_reference(rows: list[tuple[int, int, float, 
 
 
 @given(rows_strategy, rows_strategy)
-def test_last_per_tag_of_concat_is_last_of_lasts(a: list[tuple[int, int, float, int]], b: list[tuple[int, int, float, int]]) -> None:
+def test_last_per_tag_of_concat_is_last_of_lasts(
+    a: list[tuple[int, int, float, int]], b: list[tuple[int, int, float, int]]
+) -> None:
     ba, bb = ReadingBatch.from_rows(a), ReadingBatch.from_rows(b)
     direct = ReadingBatch.concat([ba, bb]).last_per_tag()
     staged = ReadingBatch.concat([ba.last_per_tag(), bb.last_per_tag()]).last_per_tag()

@@ -22,9 +22,14 @@ def test_version() -> None:
 
 
 def test_check_summarises_a_valid_plant() -> None:
-    result = runner.invoke(app, ["check", str(ROOT / "tests/core/data/two_enterprises.yaml")], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["check", str(ROOT / "tests/core/data/two_enterprises.yaml")], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
-    assert "2 enterprises, 3 hazard sources, 6 tags, 3 devices (1 OPC UA, 2 Modbus), 0 interlocks" in result.output
+    assert (
+        "2 enterprises, 3 hazard sources, 6 tags, 3 devices (1 OPC UA, 2 Modbus), 0 interlocks"
+        in result.output
+    )
     assert "tags per kind:   DISCRETE 1, GAS 2, LEVEL 1, PRESSURE 1, TEMPERATURE 1" in result.output
     assert "tags per source: Modbus 4, OPC UA 2" in result.output
     assert "AA 甲化工" in result.output
@@ -43,8 +48,13 @@ def test_check_lists_every_error_with_exit_code_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "300"})
     assert result.exit_code == 2
     lines = result.output.splitlines()
-    assert f"{plant}:27 enterprises[0].hazard_sources[0].tags[0].limits.hh: must be above h (8), is 7" in lines
-    assert f"{plant}:39 enterprises[0].hazard_sources[1].tags[0].range: range low 80 must be below high -20" in lines
+    assert (
+        f"{plant}:27 enterprises[0].hazard_sources[0].tags[0].limits.hh: must be above h (8), is 7" in lines
+    )
+    assert (
+        f"{plant}:39 enterprises[0].hazard_sources[1].tags[0].range: range low 80 must be below high -20"
+        in lines
+    )
     assert lines[-1] == f"2 error(s) in {tmp_path}"
 
 
