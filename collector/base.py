@@ -1,0 +1,173 @@
+"""Source contract and the CollectorRunner that owns everything about running one.
+
+A Source only opens, reads and closes; it never retries or sleeps. The runner schedules
+reads (polling) or waits for pushed data (streaming), applies timeouts, reconnects with
+exponential backoff and jitter, rebuilds the client when a watchdog sees no read complete
+for ``watchdog_intervals`` intervals, and on failure publishes one batch marking the
+source's tags BAD|COMM_FAILURE so rules and boards see the loss. Failures are logged once
+when they start and once on recovery, never every cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from core.batch import ReadingBatch
+from core.clock import Clock, SystemClock
+from core.errors import SourceError
+from core.quality import Quality
+
+__all__ = ["CollectorRunner", "RunnerStats", "Source", "comm_failure_batch"]
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    name: str
+    tags: np.ndarray  # int32 dense indexes this source owns
+    interval_s: float  # poll period; for streaming sources the expected update period
+
+    @property
+    def streaming(self) -> bool:
+        """True when read() waits for pushed data instead of being scheduled."""
+        ...
+
+    async def open(self) -> None: ...
+
+    async def read(self) -> ReadingBatch:
+        """One batch (polling), or the next pushed batch; an empty batch is a healthy keep-alive."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class RunnerStats:
+    state: str = "starting"  # starting | ok | failed
+    reads: int = 0
+    readings: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    last_ok_us: int = 0
+    last_error: str = ""
+    failed_since_us: int = 0
+    history: list[str] = field(default_factory=list)  # state transitions, newest last (bounded)
+
+
+def comm_failure_batch(
+    tags: np.ndarray, now_us: int, quality: int = Quality.BAD_COMM_FAILURE
+) -> ReadingBatch:
+    n = len(tags)
+    return ReadingBatch(
+        np.asarray(tags, dtype=np.int32).copy(),
+        np.full(n, now_us, dtype=np.int64),
+        np.full(n, np.nan),
+        np.full(n, quality, dtype=np.uint8),
+    )
+
+
+class CollectorRunner:
+    def __init__(
+        self,
+        source: Source,
+        publish: Callable[[ReadingBatch], None],
+        *,
+        clock: Clock | None = None,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        jitter: float = 0.25,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float | None = None,
+        watchdog_intervals: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.publish = publish
+        self.clock = clock or SystemClock()
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.jitter = jitter
+        self.open_timeout_s = open_timeout_s
+        # A read that takes longer than this is treated like a lost connection.
+        self.read_timeout_s = read_timeout_s or max(2.0, watchdog_intervals * source.interval_s)
+        self.stats = RunnerStats()
+        self._rng = rng or random.Random()
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with +-jitter, so many collectors do not reconnect in step."""
+        base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** min(attempt, 30)))
+        return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await asyncio.wait_for(self.source.open(), self.open_timeout_s)
+                attempt = 0
+                await self._read_loop()
+            except asyncio.CancelledError:
+                raise
+            except (SourceError, TimeoutError, OSError) as exc:
+                self._failed(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.source.close(), self.open_timeout_s)
+            self.stats.reconnects += 1
+            await self.clock.sleep(self.backoff(attempt))
+            attempt += 1
+
+    async def _read_loop(self) -> None:
+        interval = self.source.interval_s
+        next_due = self.clock.monotonic()
+        while True:
+            if not self.source.streaming:
+                delay = next_due - self.clock.monotonic()
+                if delay > 0:
+                    await self.clock.sleep(delay)
+                # Skip ticks missed while a read was slow instead of bursting to catch up.
+                next_due = max(next_due + interval, self.clock.monotonic())
+            try:
+                batch = await asyncio.wait_for(self.source.read(), self.read_timeout_s)
+            except TimeoutError:
+                raise SourceError(f"no read completed within {self.read_timeout_s:g} s (watchdog)") from None
+            self._ok(batch)
+
+    def _ok(self, batch: ReadingBatch) -> None:
+        now = self.clock.now_us()
+        if self.stats.state != "ok":
+            if self.stats.state == "failed":
+                down_s = (now - self.stats.failed_since_us) / 1e6
+                log.warning("source %s recovered after %.1f s", self.source.name, down_s)
+            self._transition("ok")
+        self.stats.reads += 1
+        self.stats.readings += len(batch)
+        self.stats.last_ok_us = now
+        if len(batch):
+            self.publish(batch)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if self.stats.state != "failed":
+            now = self.clock.now_us()
+            log.error(
+                "source %s failed: %s (tags marked BAD, reconnecting)",
+                self.source.name,
+                self.stats.last_error,
+            )
+            self.stats.failed_since_us = now
+            self._transition("failed")
+            self.publish(comm_failure_batch(self.source.tags, now))
+
+    def _transition(self, state: str) -> None:
+        self.stats.state = state
+        self.stats.history.append(state)
+        del self.stats.history[:-32]

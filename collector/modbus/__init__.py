@@ -1,0 +1,1 @@
+"""Modbus TCP collection: read plan, vectorized decode, source (the only user of pymodbus)."""
