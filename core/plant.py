@@ -207,6 +207,8 @@ class OpcUaDevice(_Model):
     queue_size: int = Field(default=10, ge=1)
     security_policy: _enum(SecurityPolicy) = SecurityPolicy.NONE  # type: ignore[valid-type]
     security_mode: _enum(SecurityMode) = SecurityMode.NONE  # type: ignore[valid-type]
+    # Trust list of one: the server certificate (DER or PEM) we accept when signing/encrypting.
+    server_certificate: str | None = None
     username: str | None = None
     password: str | None = Field(default=None, repr=False)
     timestamp_source: _enum(TimestampSource) = TimestampSource.SOURCE  # type: ignore[valid-type]

@@ -115,6 +115,7 @@ class _Checker:
             devices: dict[str, dict[str, Any]] = {}
             for d, dev in _items(ent.get("devices")):
                 self._unique(device_ids, dev.get("id"), (*at, "devices", d, "id"), "device id")
+                self._security(dev, (*at, "devices", d))
                 if isinstance(dev.get("id"), str):
                     devices[dev["id"]] = dev
             for h, hs in _items(ent.get("hazard_sources")):
@@ -131,6 +132,20 @@ class _Checker:
         self._overlaps()
         for ent_code, at, il in interlocks:
             self._interlock(ent_code, il, at)
+
+    def _security(self, dev: dict[str, Any], at: PathKey) -> None:
+        if str(dev.get("protocol", "")).upper() != "OPCUA":
+            return
+        policy = _up(dev.get("security_policy", "NONE"))
+        mode = _up(dev.get("security_mode", "NONE"))
+        if (policy == "NONE") != (mode == "NONE"):
+            self.err(
+                (*at, "security_mode"),
+                f"security_policy {policy} and security_mode {mode} do not go together "
+                "(both NONE, or a policy with SIGN / SIGN_AND_ENCRYPT)",
+            )
+        elif policy != "NONE" and not dev.get("server_certificate"):
+            self.err(at, "a secured endpoint needs server_certificate: the server certificate to trust")
 
     def _unique(self, seen: dict[str, PathKey], value: Any, at: PathKey, what: str) -> None:
         if not isinstance(value, str):

@@ -1,0 +1,1 @@
+"""OPC UA collection: subscription and polling sources (the only users of asyncua in the collector)."""
