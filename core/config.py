@@ -61,6 +61,7 @@ class Loaded:
     data: Any
     source: SourceMap
     issues: list[ConfigIssue]
+    failed_includes: set[PathKey] = field(default_factory=set)
 
 
 class _Builder:
@@ -69,6 +70,7 @@ class _Builder:
         self.display_base = display_base
         self.source = SourceMap(self._display(root))
         self.issues: list[ConfigIssue] = []
+        self.failed_includes: set[PathKey] = set()
 
     def _display(self, path: Path) -> str:
         try:
@@ -105,7 +107,20 @@ class _Builder:
                 self.issues.append(self.source.issue(at, "!include takes a file name"))
                 return None
             target = (path.parent / str(node.value)).resolve()
-            self.source.lines[at] = (shown, node.start_mark.line + 1)
+            line = node.start_mark.line + 1
+            self.source.lines[at] = (shown, line)
+            problem = None
+            if target in stack:
+                chain = [self._display(p) for p in stack[stack.index(target) :]]
+                problem = f"include cycle: {' -> '.join([*chain, self._display(target)])}"
+            elif len(stack) > _MAX_INCLUDE_DEPTH:
+                problem = f"includes nested deeper than {_MAX_INCLUDE_DEPTH}"
+            elif not target.is_file():
+                problem = f"cannot include {node.value!r}: no such file"
+            if problem is not None:
+                self.issues.append(ConfigIssue(shown, line, format_path(at), problem))
+                self.failed_includes.add(at)
+                return None
             return self.load_file(target, at, stack)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -156,7 +171,7 @@ def load_document(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     base = Path.cwd().resolve()
     builder = _Builder(p, os.environ if env is None else env, base)
     data = builder.load_file(p, (), ())
-    return Loaded(data, builder.source, builder.issues)
+    return Loaded(data, builder.source, builder.issues, builder.failed_includes)
 
 
 def load_plant(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Any:

@@ -134,7 +134,7 @@ class OpcUaMode(StrEnum):
     POLLING = "POLLING"
 
 
-def _protocol_name(v: Any) -> Any:
+def protocol_name(v: Any) -> Any:
     return v.upper().replace("_", "").replace("-", "").replace(" ", "") if isinstance(v, str) else v
 
 
@@ -198,7 +198,7 @@ class Unit(_Model):
 
 
 class OpcUaDevice(_Model):
-    protocol: Annotated[Literal["OPCUA"], BeforeValidator(_protocol_name)]
+    protocol: Annotated[Literal["OPCUA"], BeforeValidator(protocol_name)]
     id: Code
     endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+")
     namespace_uri: str | None = None
@@ -216,7 +216,7 @@ class OpcUaDevice(_Model):
 
 
 class ModbusDevice(_Model):
-    protocol: Annotated[Literal["MODBUS"], BeforeValidator(_protocol_name)]
+    protocol: Annotated[Literal["MODBUS"], BeforeValidator(protocol_name)]
     id: Code
     host: str
     port: int = Field(default=502, ge=1, le=65535)
@@ -232,7 +232,7 @@ class ModbusDevice(_Model):
 
 def _protocol(v: Any) -> str | None:
     raw = v.get("protocol") if isinstance(v, dict) else getattr(v, "protocol", None)
-    name = _protocol_name(raw)
+    name = protocol_name(raw)
     return name if isinstance(name, str) else None
 
 

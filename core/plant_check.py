@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.config import Loaded, PathKey, SourceMap, load_document
+from core.config import Loaded, PathKey, SourceMap, format_path, load_document
 from core.errors import ConfigError, ConfigIssue
-from core.plant import DataType, Plant
+from core.plant import DataType, Plant, protocol_name
 from core.units import KIND_UNITS, GasProperties, UnitError, convert_gas
 
 __all__ = ["DEFAULT_DEADBAND_PCT", "DEFAULT_ON_DELAY_S", "GasReference", "build_plant"]
@@ -107,6 +107,7 @@ class _Checker:
         ent_codes: dict[str, PathKey] = {}
         hs_codes: dict[str, PathKey] = {}
         device_ids: dict[str, PathKey] = {}
+        equipment_codes: dict[tuple[str, str], PathKey] = {}
         interlocks: list[tuple[str, PathKey, dict[str, Any]]] = []
         for i, ent in _items(self.data.get("enterprises")):
             at: PathKey = ("enterprises", i)
@@ -121,9 +122,18 @@ class _Checker:
             for h, hs in _items(ent.get("hazard_sources")):
                 hat: PathKey = (*at, "hazard_sources", h)
                 self._unique(hs_codes, hs.get("code"), (*hat, "code"), "hazard source code")
-                equipment = {
-                    e.get("code") for _, u in _items(hs.get("units")) for _, e in _items(u.get("equipment"))
-                }
+                equipment = set()
+                for u, unit in _items(hs.get("units")):
+                    for k, e in _items(unit.get("equipment")):
+                        equipment.add(e.get("code"))
+                        where = (*hat, "units", u, "equipment", k, "code")
+                        if isinstance(e.get("code"), str):
+                            first = equipment_codes.setdefault((str(code), e["code"]), where)
+                            if first != where:
+                                self.err(
+                                    where,
+                                    f"duplicate equipment code {e['code']!r} (first at {self._where(first)})",
+                                )
                 for t, tag in _items(hs.get("tags")):
                     self._tag(str(code), tag, (*hat, "tags", t), equipment, devices)
                 interlocks += [
@@ -230,7 +240,7 @@ class _Checker:
             return
         if dev is None:
             return
-        protocol = str(dev.get("protocol", "")).upper()
+        protocol = protocol_name(dev.get("protocol"))
         opcua_keys = {"node", "namespace_uri"}
         modbus_keys = {"table", "address", "type", "byte_order", "unit_id", "scale"}
         present = set(src)
@@ -279,6 +289,8 @@ class _Checker:
             self.err((*at, "address"), f"registers {address}..{address + width - 1} run past 65535")
             return
         unit_id = src.get("unit_id", dev.get("unit_id", 1))
+        if not isinstance(unit_id, int) or isinstance(unit_id, bool):
+            return  # the structural validation reports it
         self.registers[(str(dev.get("id")), int(unit_id), table)].append((address, address + width, key, at))
         scale = src.get("scale")
         if isinstance(scale, dict):
@@ -291,13 +303,16 @@ class _Checker:
     def _overlaps(self) -> None:
         for (dev, unit_id, table), spans in self.registers.items():
             spans.sort(key=lambda s: (s[0], s[3]))
-            for prev, cur in itertools.pairwise(spans):
+            prev = spans[0]
+            for cur in spans[1:]:
                 if cur[0] < prev[1]:
                     self.err(
                         (*cur[3], "address"),
                         f"registers {cur[0]}..{cur[1] - 1} overlap {prev[2]} ({prev[0]}..{prev[1] - 1}) "
                         f"on device {dev!r} unit {unit_id} {table}",
                     )
+                if cur[1] > prev[1]:
+                    prev = cur
 
     def _limits(self, limits: dict[str, Any], at: PathKey, rng: tuple[float, float] | None) -> None:
         order = ["ll", "l", "h", "hh"]
@@ -394,6 +409,12 @@ def resolve_gas(
                 err(
                     ("preset",),
                     f"preset {preset_name} is for {preset.get('gas')}, this detector measures {name}",
+                )
+                return None
+            if _up(preset.get("detector", detector)) != detector:
+                err(
+                    ("preset",),
+                    f"preset {preset_name} is for {preset.get('detector')} detectors, this one is {detector}",
                 )
                 return None
             if l1 is None:
@@ -541,7 +562,16 @@ def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
             issues.append(loaded.source.issue((), "a plant file must be a mapping with enterprises:"))
         raise ConfigError(issues)
     ref = _load_reference(plant_file, data, loaded.source, issues)
-    issues += _structural(data, loaded.source)
+    issues += [
+        i
+        for i in _structural(data, loaded.source)
+        if not any(
+            i.path == format_path(f)
+            or i.path.startswith(format_path(f) + ".")
+            or i.path.startswith(format_path(f) + "[")
+            for f in loaded.failed_includes
+        )
+    ]
     checker = _Checker(data, loaded.source, ref)
     checker.run()
     issues += checker.issues

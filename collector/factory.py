@@ -1,0 +1,32 @@
+"""Sources for every configured device (explicit registry of protocols, no discovery)."""
+
+from __future__ import annotations
+
+from collector.base import Source
+from core.clock import Clock
+from core.plant import ModbusDevice, OpcUaDevice, Plant
+from core.registry import TagRegistry
+
+__all__ = ["build_sources"]
+
+
+def build_sources(
+    plant: Plant, registry: TagRegistry, clock: Clock, pki_dir: str = "var/pki"
+) -> list[Source]:
+    # Imported here so that a process that never collects never loads asyncua or pymodbus.
+    from collector.modbus.plan import points_for_device as modbus_points
+    from collector.modbus.source import ModbusSource
+    from collector.opcua.source import OpcUaSource
+    from collector.opcua.source import points_for_device as opcua_points
+
+    sources: list[Source] = []
+    for device in plant.devices():
+        if isinstance(device, ModbusDevice):
+            points = modbus_points(plant, registry, device)
+            if points:
+                sources.append(ModbusSource(device, points, clock))
+        elif isinstance(device, OpcUaDevice):
+            opc_points = opcua_points(plant, registry, device)
+            if opc_points:
+                sources.append(OpcUaSource(device, opc_points, clock, pki_dir=pki_dir))
+    return sources

@@ -1,0 +1,89 @@
+"""Prometheus text exposition of collector, hub and writer health, served on /metrics.
+
+A deliberately small HTTP endpoint (asyncio streams, GET /metrics and GET /healthz only):
+enough for Prometheus or curl, no framework in the collector process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+__all__ = ["Metric", "MetricsServer", "render"]
+
+log = logging.getLogger(__name__)
+
+# (name, help, type, [(labels, value)])
+Metric = tuple[str, str, str, list[tuple[dict[str, str], float]]]
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    body = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels.items()
+    )
+    return "{" + body + "}"
+
+
+def render(metrics: Iterable[Metric]) -> str:
+    lines = []
+    for name, help_text, kind, samples in metrics:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{_labels(labels)} {value:g}" for labels, value in samples)
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    def __init__(
+        self, collect: Callable[[], Iterable[Metric]], host: str = "127.0.0.1", port: int = 9108
+    ) -> None:
+        self.collect = collect
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)).strip():
+                pass  # headers are not needed
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if len(parts) < 2 or parts[0] != "GET":
+                status, body = "405 Method Not Allowed", "only GET\n"
+            elif path == "/metrics":
+                status, body = "200 OK", render(self.collect())
+            elif path == "/healthz":
+                status, body = "200 OK", "ok\n"
+            else:
+                status, body = "404 Not Found", "try /metrics\n"
+            data = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
