@@ -132,13 +132,13 @@ class CollectorRunner:
                 delay = next_due - self.clock.monotonic()
                 if delay > 0:
                     await self.clock.sleep(delay)
-                # Skip ticks missed while a read was slow instead of bursting to catch up.
-                next_due = max(next_due + interval, self.clock.monotonic())
             try:
                 batch = await asyncio.wait_for(self.source.read(), self.read_timeout_s)
             except TimeoutError:
                 raise SourceError(f"no read completed within {self.read_timeout_s:g} s (watchdog)") from None
             self._ok(batch)
+            # Ticks missed while a read was slow are skipped (one read now), never burst through.
+            next_due = max(next_due + interval, self.clock.monotonic())
 
     def _ok(self, batch: ReadingBatch) -> None:
         now = self.clock.now_us()

@@ -1,0 +1,199 @@
+"""CollectorRunner scheduling, backoff and failure reporting; Hub queues; LiveSnapshot; metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import numpy as np
+import pytest
+
+from collector.base import CollectorRunner
+from collector.hub import Hub, MemorySink
+from collector.live import LiveSnapshot
+from collector.metrics import MetricsServer, render
+from core.batch import ReadingBatch
+from core.clock import FakeClock
+from core.errors import SourceError
+from core.quality import Quality
+
+
+class ScriptedSource:
+    """A Source whose open/read outcomes follow a script (our own protocol's test double)."""
+
+    streaming = False
+
+    def __init__(self, script: list[str], interval_s: float = 1.0) -> None:
+        self.name = "scripted"
+        self.tags = np.array([0, 1], dtype=np.int32)
+        self.interval_s = interval_s
+        self.script = script
+        self.opens = 0
+        self.closes = 0
+        self.read_times: list[float] = []
+        self.clock: FakeClock | None = None
+
+    async def open(self) -> None:
+        self.opens += 1
+        if self.script and self.script[0] == "open-fail":
+            self.script.pop(0)
+            raise SourceError("device refused")
+
+    async def read(self) -> ReadingBatch:
+        assert self.clock is not None
+        self.read_times.append(self.clock.monotonic())
+        step = self.script.pop(0) if self.script else "stop"
+        if step == "fail":
+            raise SourceError("link down")
+        if step == "hang":
+            await asyncio.sleep(10)
+        if step == "slow":
+            self.clock.advance(2.5)
+        if step == "stop":
+            raise asyncio.CancelledError
+        return ReadingBatch.from_rows(
+            [(0, self.clock.now_us(), 1.0, 192), (1, self.clock.now_us(), 2.0, 192)]
+        )
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+async def run_script(
+    script: list[str], **kw: object
+) -> tuple[ScriptedSource, CollectorRunner, list[ReadingBatch]]:
+    clock = FakeClock(start_us=0)
+    source = ScriptedSource(script)
+    source.clock = clock
+    out: list[ReadingBatch] = []
+    runner = CollectorRunner(source, out.append, clock=clock, rng=random.Random(1), **kw)  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await runner.run()
+    return source, runner, out
+
+
+async def test_polls_on_cadence_and_skips_ticks_missed_by_a_slow_read() -> None:
+    source, runner, out = await run_script(["ok", "ok", "slow", "ok", "ok"])
+    assert source.read_times == [0.0, 1.0, 2.0, 4.5, 5.5, 6.5]  # the last read ends the script
+    assert runner.stats.reads == 5 and runner.stats.readings == 10 and len(out) == 5
+
+
+async def test_failure_publishes_one_comm_failure_batch_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="collector.base")
+    source, runner, out = await run_script(
+        ["ok", "fail", "open-fail", "open-fail", "ok"], backoff_initial_s=1.0
+    )
+    bad = [b for b in out if (b.quality == Quality.BAD_COMM_FAILURE).all()]
+    assert len(bad) == 1 and np.isnan(bad[0].value).all() and bad[0].tag.tolist() == [0, 1]
+    assert runner.stats.errors == 3 and runner.stats.reconnects == 3
+    assert source.opens == 4 and source.closes == source.opens
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("failed" in m for m in messages) == 1
+    assert sum("recovered" in m for m in messages) == 1
+    assert runner.stats.history == ["ok", "failed", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "low", "high"),
+    [(0, 0.75, 1.25), (1, 1.5, 2.5), (3, 6.0, 10.0), (10, 45.0, 75.0), (50, 45.0, 75.0)],
+)
+def test_backoff_is_exponential_capped_and_jittered(attempt: int, low: float, high: float) -> None:
+    runner = CollectorRunner(
+        ScriptedSource([]), lambda b: None, backoff_initial_s=1, backoff_max_s=60, jitter=0.25
+    )
+    delays = [runner.backoff(attempt) for _ in range(200)]
+    assert low <= min(delays) and max(delays) <= high
+    assert len({round(d, 6) for d in delays}) > 1  # jitter: collectors do not reconnect in step
+
+
+async def test_watchdog_rebuilds_a_source_whose_read_hangs() -> None:
+    source, runner, _out = await run_script(["ok", "hang", "ok"], read_timeout_s=0.05)
+    assert "watchdog" in runner.stats.last_error
+    assert source.opens == 2
+
+
+async def test_hub_drops_oldest_per_sink_and_a_slow_sink_never_delays_another() -> None:
+    clock = FakeClock(start_us=0)
+    hub = Hub(clock)
+    fast = MemorySink()
+    gate = asyncio.Event()
+    slow_seen: list[ReadingBatch] = []
+
+    async def slow(batch: ReadingBatch) -> None:
+        await gate.wait()
+        slow_seen.append(batch)
+
+    hub.add_sink("fast", fast.write, max_batches=100)
+    hub.add_sink("slow", slow, max_batches=3)
+    await hub.start()
+    batches = [ReadingBatch.from_rows([(i, i, float(i), 192), (i, i + 1, 0.0, 192)]) for i in range(10)]
+    for b in batches:
+        hub.publish(b)
+        await asyncio.sleep(0)
+    clock.advance(5)
+    assert len(fast.batches) == 10
+    stats = hub.stats()
+    assert (
+        stats["slow"].dropped_batches == 6 and stats["slow"].dropped_rows == 12
+    )  # 1 in flight + 3 queued kept
+    assert stats["slow"].depth == 3 and stats["slow"].lag_s == 5.0
+    assert stats["fast"].dropped_batches == 0 and stats["fast"].depth == 0
+    gate.set()
+    assert await hub.drain(timeout_s=2)
+    assert [b.tag[0] for b in slow_seen] == [0, 7, 8, 9]  # the oldest queued went first
+    await hub.stop()
+
+
+async def test_hub_counts_a_failing_sink_and_keeps_going() -> None:
+    hub = Hub()
+    calls: list[int] = []
+
+    async def flaky(batch: ReadingBatch) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    hub.add_sink("flaky", flaky)
+    await hub.start()
+    for _ in range(3):
+        hub.publish(ReadingBatch.from_rows([(0, 1, 1.0, 192)]))
+    assert await hub.drain(2)
+    assert hub.stats()["flaky"].errors == 1 and hub.stats()["flaky"].written_batches == 2
+    await hub.stop()
+    with pytest.raises(ValueError, match="already added"):
+        hub.add_sink("flaky", flaky)
+
+
+def test_live_snapshot_never_moves_backwards() -> None:
+    live = LiveSnapshot(3)
+    assert (live.quality == Quality.BAD_LAST_KNOWN).all()
+    live.apply(ReadingBatch.from_rows([(0, 10, 1.0, 192), (0, 20, 2.0, 192), (2, 5, 7.0, 0x18)]))
+    live.apply(ReadingBatch.from_rows([(0, 15, 9.0, 192)]))  # older than what we have: ignored
+    assert live.value[0] == 2.0 and live.ts[0] == 20
+    assert live.quality[2] == 0x18 and np.isnan(live.value[1])
+
+
+async def test_metrics_endpoint_serves_prometheus_text() -> None:
+    metrics = [
+        ("hw_reads_total", "Reads per source.", "counter", [({"source": 'a"b'}, 3.0), ({"source": "c"}, 4.0)])
+    ]
+    assert render(metrics) == (
+        "# HELP hw_reads_total Reads per source.\n# TYPE hw_reads_total counter\n"
+        'hw_reads_total{source="a\\"b"} 3\nhw_reads_total{source="c"} 4\n'
+    )
+    server = MetricsServer(lambda: metrics, port=0)
+    await server.start()
+    try:
+        for path, status in (("/metrics", b"200"), ("/healthz", b"200"), ("/nope", b"404")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            response = await reader.read()
+            writer.close()
+            assert response.split(b" ")[1] == status
+            if path == "/metrics":
+                assert b'hw_reads_total{source="c"} 4' in response
+    finally:
+        await server.stop()
