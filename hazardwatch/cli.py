@@ -90,7 +90,10 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
 
 
 def _mount() -> None:
-    """Subcommands from the packages that own them (explicit, no import-time discovery)."""
+    """Subcommands from the modules that own them (explicit, no import-time discovery)."""
+    from hazardwatch import cli_sim
+
+    cli_sim.register(app)
     try:
         from hazardwatch.cli_db import db_app
     except ImportError:  # pragma: no cover — storage lands in its own issue

@@ -1,0 +1,179 @@
+"""``hazardwatch simulate | replay | export``: the plant simulators on the command line.
+
+Mounted into the main CLI by ``register(app)``. Exit codes follow hazardwatch.cli: 0
+success, 2 invalid configuration/scenario/CSV or usage, 1 any other failure. History
+from the database goes through ``storage.queries.raw_history`` (see ``_db_rows``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from core.clock import from_datetime
+from core.config import load_plant
+from core.errors import ConfigError
+from core.plant import Plant
+from core.registry import TagRegistry
+
+__all__ = ["register"]
+
+DEFAULT_CONFIG = Path("config/demo")
+
+
+def _fail(exc: ConfigError, what: object) -> typer.Exit:
+    for issue in exc.issues:
+        typer.echo(str(issue), err=True)
+    typer.echo(f"{len(exc.issues)} error(s) in {what}", err=True)
+    return typer.Exit(2)
+
+
+def _plant(config: Path) -> Plant:
+    try:
+        plant: Plant = load_plant(config)
+    except ConfigError as exc:
+        raise _fail(exc, config) from None
+    return plant
+
+
+def _time(text: str | None, name: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint=name) from None
+    if dt.tzinfo is None:
+        raise typer.BadParameter("give a UTC offset (e.g. 2024-05-01T08:00:00Z)", param_hint=name)
+    return from_datetime(dt)
+
+
+def _tags(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _db_rows(
+    plant: Plant, start_us: int | None, end_us: int | None, tags: list[str] | None
+) -> Iterable[tuple[int, str, float, int]]:
+    """Raw readings from the historian as (ts_us, key, value, quality), oldest first."""
+    try:
+        from storage import queries  # type: ignore[attr-defined]  # built by the storage package
+
+        raw_history: Any = queries.raw_history
+    except (ImportError, AttributeError):
+        typer.echo("--from db needs storage.queries.raw_history (the historian is not available)", err=True)
+        raise typer.Exit(1) from None
+    rows: Iterable[tuple[int, str, float, int]] = raw_history(plant, tags, start_us, end_us)
+    return rows
+
+
+def _announce(sim: Any) -> None:
+    for o in sim.opcua:
+        typer.echo(f"OPC UA  {o.endpoint}  ({', '.join(d.id for d in o.devices)}, {len(o.index)} tags)")
+    for m in sim.modbus:
+        typer.echo(f"Modbus  {m.host}:{m.port}  ({', '.join(m.device_ids)})")
+
+
+def simulate(
+    config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml."),
+    scenario: Path | None = typer.Option(None, "--scenario", help="Scenario YAML (config/demo/scenarios/)."),
+    speed: float = typer.Option(1.0, "--speed", min=0.001, help="Simulated seconds per wall second."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the scenario's, else 0)."),
+    rate_hz: float = typer.Option(1.0, "--rate", min=0.01, help="Model steps per wall second."),
+    duration_s: float | None = typer.Option(
+        None, "--duration", min=0, help="Stop after this many wall seconds."
+    ),
+) -> None:
+    """Serve the plant as live OPC UA and Modbus servers driven by process models and a scenario."""
+    from simulators.runner import Simulator
+    from simulators.scenario import load_scenario
+
+    plant = _plant(config)
+    try:
+        sc = load_scenario(scenario, plant) if scenario is not None else None
+    except ConfigError as exc:
+        raise _fail(exc, scenario) from None
+
+    async def run() -> None:
+        async with Simulator(plant, sc, seed=seed, speed=speed, rate_hz=rate_hz) as sim:
+            _announce(sim)
+            await asyncio.sleep(duration_s if duration_s is not None else float("inf"))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def replay(
+    source: str = typer.Option("csv", "--from", help="csv or db."),
+    file: Path | None = typer.Option(None, "--file", help="CSV file (with --from csv)."),
+    start: str | None = typer.Option(None, "--start", help="ISO 8601 UTC start."),
+    end: str | None = typer.Option(None, "--end", help="ISO 8601 UTC end."),
+    tags: str | None = typer.Option(None, "--tags", help="Comma-separated tag keys (default: all)."),
+    speed: float = typer.Option(1.0, "--speed", min=0.001, help="Replay speed factor."),
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Plant YAML or folder."),
+    original_timestamps: bool = typer.Option(
+        False, "--original-timestamps", help="Serve recorded source times."
+    ),
+    hold_s: float = typer.Option(0.0, "--hold", min=0, help="Keep serving this long after the last value."),
+) -> None:
+    """Drive the simulator's servers with recorded values, keeping their original spacing."""
+    from simulators.replay import Recording, Replayer, read_csv
+    from simulators.runner import Simulator
+
+    plant = _plant(config)
+    registry = TagRegistry.from_plant(plant)
+    lo, hi, keys = _time(start, "--start"), _time(end, "--end"), _tags(tags)
+    try:
+        if source == "csv":
+            if file is None:
+                raise typer.BadParameter("--from csv needs --file", param_hint="--file")
+            rec = read_csv(file, registry, keys)
+        elif source == "db":
+            rows = _db_rows(plant, lo, hi, keys)
+            rec = Recording.from_rows((ts, registry.index_of(k), v, q) for ts, k, v, q in rows)
+        else:
+            raise typer.BadParameter("use csv or db", param_hint="--from")
+    except ConfigError as exc:
+        raise _fail(exc, file) from None
+    keep = (rec.ts >= (lo if lo is not None else rec.ts.min(initial=0))) & (
+        rec.ts <= (hi if hi is not None else rec.ts.max(initial=0))
+    )
+    rec = Recording(rec.ts[keep], rec.tag[keep], rec.value[keep], rec.quality[keep])
+    typer.echo(f"replaying {len(rec)} values over {rec.duration_s:g} s at {speed:g}x")
+
+    async def run() -> None:
+        async with Simulator(plant, autostep=False) as sim:
+            _announce(sim)
+            await Replayer(sim, rec, speed, "ORIGINAL" if original_timestamps else "SHIFTED").run()
+            await asyncio.sleep(hold_s)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def export(
+    start: str = typer.Option(..., "--start", help="ISO 8601 UTC start."),
+    end: str = typer.Option(..., "--end", help="ISO 8601 UTC end."),
+    tags: str | None = typer.Option(None, "--tags", help="Comma-separated tag keys (default: all)."),
+    out: Path = typer.Option(Path("history.csv"), "--out", help="CSV file to write."),
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Plant YAML or folder."),
+) -> None:
+    """Write recorded history as a replayable CSV (time, tag, value, quality)."""
+    from simulators.replay import write_csv
+
+    plant = _plant(config)
+    n = write_csv(out, _db_rows(plant, _time(start, "--start"), _time(end, "--end"), _tags(tags)))
+    typer.echo(f"wrote {n} rows to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``simulate``, ``replay`` and ``export`` to the main CLI."""
+    app.command("simulate")(simulate)
+    app.command("replay")(replay)
+    app.command("export")(export)
