@@ -1,7 +1,8 @@
 """LiveSnapshot: the newest value, quality and timestamp of every tag, as vectors.
 
 A hub sink for the live view, the API and the console. Updated with one vectorized
-scatter per batch; an older sample never overwrites a newer one (out-of-order data).
+scatter per batch; an older sample never overwrites a newer one (out-of-order data),
+except that real data always replaces a BAD|COMM_FAILURE marker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ class LiveSnapshot:
 
     def apply(self, batch: ReadingBatch) -> None:
         last = batch.last_per_tag()
-        newer = last.ts >= self.ts[last.tag]
+        # After a communication failure any real sample is news, even one stamped by a
+        # device clock that runs behind the gather time of the failure marker.
+        newer = (last.ts >= self.ts[last.tag]) | (self.quality[last.tag] == Quality.BAD_COMM_FAILURE)
         tags = last.tag[newer]
         self.value[tags] = last.value[newer]
         self.quality[tags] = last.quality[newer]

@@ -211,6 +211,9 @@ class Simulator:
         """The plant with every device pointing at the port its simulated server really uses."""
 
         def moved(d: OpcUaDevice | ModbusDevice) -> OpcUaDevice | ModbusDevice:
+            # A device whose protocol was not started (opcua=False / modbus=False) keeps its config.
+            if (self._opcua_of(d.id) if isinstance(d, OpcUaDevice) else self._modbus_of(d.id)) is None:
+                return d
             if isinstance(d, OpcUaDevice):
                 url = urlparse(d.endpoint)
                 return d.model_copy(

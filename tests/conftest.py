@@ -1,10 +1,12 @@
-"""Suite-wide rules: under CI=true a skipped test fails the run (every test runs for real)."""
+"""Suite-wide rules and fixtures: under CI=true a skipped test fails the run; the simulator fixture."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from simulators.fixtures import simulator  # noqa: F401 — the simulated plant, for every test package
 
 _skipped: list[str] = []
 

@@ -174,6 +174,9 @@ def test_live_snapshot_never_moves_backwards() -> None:
     live.apply(ReadingBatch.from_rows([(0, 15, 9.0, 192)]))  # older than what we have: ignored
     assert live.value[0] == 2.0 and live.ts[0] == 20
     assert live.quality[2] == 0x18 and np.isnan(live.value[1])
+    # a device whose clock runs behind the failure marker still replaces it
+    live.apply(ReadingBatch.from_rows([(2, 4, 8.0, 192)]))
+    assert live.value[2] == 8.0 and live.quality[2] == Quality.GOOD
 
 
 async def test_metrics_endpoint_serves_prometheus_text() -> None:

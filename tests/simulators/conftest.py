@@ -1,4 +1,4 @@
-"""Simulator tests: the ``simulator`` factory fixture and the small test plant."""
+"""Simulator tests: the small test plant (the ``simulator`` fixture comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from core.config import load_plant
 from core.plant import Plant
-from simulators.fixtures import simulator  # noqa: F401  (the fixture, re-exported)
 
 DATA = Path(__file__).parent / "data"
 

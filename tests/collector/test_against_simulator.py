@@ -1,0 +1,183 @@
+"""Collectors against the simulated demo plant: every tag, its value and quality; one device down."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collector.base import CollectorRunner
+from collector.factory import build_sources
+from collector.live import LiveSnapshot
+from core.clock import SystemClock
+from core.plant import ModbusDevice, Plant
+from core.quality import Quality
+from core.registry import TagRegistry
+from simulators.fixtures import SimulatorFactory
+
+DEMO = "config/demo"
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+def fast_polling(plant: Plant, poll_s: float = 0.25) -> Plant:
+    """The same plant with quick Modbus polls and timeouts, so outage timing fits a test."""
+    data: dict[str, Any] = plant.model_dump(mode="json")
+    for ent in data["enterprises"]:
+        for dev in ent["devices"]:
+            if dev["protocol"] == "MODBUS":
+                dev.update(poll_interval_s=poll_s, timeout_s=0.2, retries=0)
+            else:
+                dev.update(interval_s=poll_s)
+    return Plant.model_validate(data)
+
+
+def tolerance(plant: Plant, key: str, value: float) -> float:
+    """What the wire can carry: the tag's resolution, one raw count, or float32 rounding."""
+    tag = plant.tag(key)
+    src = tag.source
+    tol = tag.resolution or 0.0
+    if src.scale is not None:
+        (r0, r1), (e0, e1) = src.scale.raw, src.scale.eng or tag.range or (0.0, 1.0)
+        tol = max(tol, abs((e1 - e0) / (r1 - r0)))
+    elif src.type is not None and src.type.value.startswith(("INT", "UINT")):
+        tol = max(tol, 1.0)
+    elif src.type is not None and src.type.value == "FLOAT32":
+        tol = max(tol, abs(value) * 2.0**-23)
+    return max(tol, 1e-9)
+
+
+class Collectors:
+    def __init__(self, plant: Plant) -> None:
+        self.registry = TagRegistry.from_plant(plant)
+        self.live = LiveSnapshot(len(self.registry))
+        sources = build_sources(plant, self.registry, SystemClock())
+        self.runners = {
+            s.name: CollectorRunner(s, self.live.apply, backoff_initial_s=0.2, backoff_max_s=0.5)
+            for s in sources
+        }
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(r.run()) for r in self.runners.values()]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def test_every_demo_tag_arrives_with_the_simulated_value_and_good_quality(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = await simulator(DEMO, seed=3)
+    await sim.step(5)
+    plant = fast_polling(sim.plant_for_clients())
+    collectors = Collectors(plant)
+    collectors.start()
+    try:
+        await until(lambda: bool((collectors.live.quality == Quality.GOOD).all()))
+        await asyncio.sleep(0.6)  # one more poll of every device: values settled after the last step
+        mismatches = []
+        for i, key in enumerate(collectors.registry.keys):
+            want, got = sim.value(key), float(collectors.live.value[i])
+            if not math.isclose(got, want, abs_tol=tolerance(plant, key, want)):
+                mismatches.append((key, want, got))
+        assert not mismatches
+        assert len(collectors.registry) == 87
+    finally:
+        await collectors.stop()
+
+
+async def test_one_modbus_device_offline_goes_bad_within_two_polls_while_others_keep_cadence(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = await simulator(DEMO, seed=1, opcua=False)
+    await sim.step(1)
+    poll = 0.25
+    plant = fast_polling(sim.plant_for_clients(), poll)
+    modbus = [d.id for d in plant.devices() if isinstance(d, ModbusDevice)]
+    down, healthy = modbus[0], modbus[1:]
+    keys = [t.key for t in plant.tags() if t.source.device == down]
+    collectors = Collectors(Plant.model_validate(plant.model_dump(mode="json")))
+    for name in list(collectors.runners):
+        if name not in modbus:
+            del collectors.runners[name]  # OPC UA servers are not started in this test
+    collectors.start()
+    try:
+        idx = collectors.registry.indexes_of(keys)
+        await until(lambda: bool((collectors.live.quality[idx] == Quality.GOOD).all()))
+        reads_before = {n: collectors.runners[n].stats.reads for n in healthy}
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sim.device_offline(down)
+        await until(lambda: bool((collectors.live.quality[idx] != Quality.GOOD).all()), timeout=5)
+        went_bad_s = loop.time() - t0
+        assert went_bad_s <= 2 * poll + 0.2 + 0.3, f"BAD after {went_bad_s:.2f} s"
+        assert set(collectors.live.quality[idx].tolist()) == {Quality.BAD_COMM_FAILURE}
+        await asyncio.sleep(4 * poll)
+        elapsed = loop.time() - t0
+        for n in healthy:
+            done = collectors.runners[n].stats.reads - reads_before[n]
+            assert done >= int(elapsed / poll) - 2, f"{n} slowed down: {done} reads in {elapsed:.2f} s"
+        await sim.device_online(down)
+        await sim.step(1)
+        await until(lambda: bool((collectors.live.quality[idx] == Quality.GOOD).all()), timeout=70)
+        assert np.isfinite(collectors.live.value[idx]).all()
+    finally:
+        await collectors.stop()
+
+
+@pytest.mark.parametrize("renumber", [True])
+async def test_opcua_server_restart_resumes_without_restarting_hazardwatch(
+    simulator: SimulatorFactory, renumber: bool
+) -> None:
+    sim = await simulator(DEMO, seed=2, modbus=False)
+    await sim.step(1)
+    plant = fast_polling(sim.plant_for_clients())
+    collectors = Collectors(plant)
+    opc = [
+        n
+        for n in collectors.runners
+        if n not in {d.id for d in plant.devices() if isinstance(d, ModbusDevice)}
+    ]
+    for name in list(collectors.runners):
+        if name not in opc:
+            del collectors.runners[name]
+    dev = opc[0]
+    keys = [
+        t.key
+        for t in plant.tags()
+        if t.source.device == dev and t.kind in ("LEVEL", "PRESSURE", "TEMPERATURE")
+    ]
+    idx = collectors.registry.indexes_of(keys)
+    collectors.start()
+    try:
+        await until(lambda: bool((collectors.live.quality[idx] == Quality.GOOD).all()))
+        await sim.restart_device(dev, renumber=renumber, down_s=1.0)
+        runner = collectors.runners[dev]
+        await until(lambda: "failed" in runner.stats.history, timeout=15)
+        await until(lambda: runner.stats.state == "ok", timeout=30)
+        key = keys[0]
+        sim.set_value(key, sim.value(key) + 0.5, hold=True)
+        await sim.step(1)
+        want = sim.value(key)
+        try:
+            await until(
+                lambda: math.isclose(
+                    float(collectors.live.value[idx[0]]), want, abs_tol=tolerance(plant, key, want)
+                )
+            )
+        except TimeoutError:
+            raise AssertionError(f"{key}: want {want}, collected {collectors.live.value[idx[0]]}") from None
+        assert collectors.live.quality[idx[0]] == Quality.GOOD
+    finally:
+        await collectors.stop()
