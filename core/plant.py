@@ -20,8 +20,10 @@ from core.settings import Settings
 __all__ = [
     "BaoBao",
     "ByteOrder",
+    "DataQuality",
     "DataType",
     "Detector",
+    "Deviation",
     "Device",
     "Enterprise",
     "Equipment",
@@ -38,7 +40,9 @@ __all__ = [
     "OpcUaDevice",
     "Person",
     "Plant",
+    "RateOfChange",
     "Scale",
+    "StateAlarm",
     "Substance",
     "Tag",
     "TagKind",
@@ -284,6 +288,43 @@ class Limits(_Model):
     latched: bool = False
 
 
+class DataQuality(_Model):
+    """Data-quality checks of one tag (the bureau tracks offline, out-of-range and frozen points)."""
+
+    # None: by source (polled tags 10 polls, at least 60 s; OPC UA subscriptions report only
+    # changes, so off); 0: off.
+    stale_s: float | None = Field(default=None, ge=0)
+    frozen_s: float | None = Field(default=None, ge=0)  # None or 0: off
+    frozen_band_pct: float = Field(default=2.0, ge=0, le=50)  # of range, around each alarm limit
+    range_margin_pct: float = Field(default=1.25, ge=0, le=50)  # NAMUR NE 43: 3.8 mA is -1.25 %
+
+
+class RateOfChange(_Model):
+    """Rate-of-change alarm: the value moved faster than ``max_per_min`` over ``window_s``."""
+
+    max_per_min: float = Field(gt=0)
+    window_s: float = Field(default=60.0, gt=0)
+    on_delay_s: float = Field(default=0.0, ge=0)
+
+
+class Deviation(_Model):
+    """Deviation alarm between this tag and a redundant transmitter of the same quantity."""
+
+    tag: str  # key, or EQUIPMENT.CODE within the enterprise
+    max: float = Field(gt=0)  # absolute, in the tag's unit
+    on_delay_s: float = Field(default=10.0, ge=0)
+
+
+class StateAlarm(_Model):
+    """Discrete tags: alarm in a state, and/or when the feedback disagrees with its command."""
+
+    alarm_value: float | None = None  # e.g. 1 for a high-level switch
+    on_delay_s: float = Field(default=0.0, ge=0)
+    command: str | None = None  # command tag: pump run command, valve open command
+    tolerance: float = Field(default=0.5, ge=0)
+    travel_s: float = Field(default=10.0, gt=0)  # time the feedback may take to follow
+
+
 class GasLevel(_Model):
     value: float
     unit: str
@@ -311,6 +352,10 @@ class Tag(_Model):
     source: TagSource
     limits: Limits | None = None
     gas: GasSpec | None = None
+    data_quality: DataQuality | None = None
+    rate: RateOfChange | None = None
+    deviation: Deviation | None = None
+    state: StateAlarm | None = None
     in_service: bool = True
     description: str | None = None
     # Filled in by plant_check: ENTERPRISE.EQUIPMENT.CODE

@@ -99,6 +99,9 @@ class _Checker:
         self.tag_kind: dict[str, str] = {}
         # (device, unit id, table) -> [(start, end, key, path)]
         self.registers: dict[tuple[str, int, str], list[tuple[int, int, str, PathKey]]] = defaultdict(list)
+        self.tag_unit: dict[str, str] = {}
+        # rule references (deviation partner, state command) checked once every key is known
+        self.rule_refs: list[tuple[str, str, Any, PathKey]] = []
 
     def err(self, path: PathKey, message: str) -> None:
         self.issues.append(self.source.issue(path, message))
@@ -142,6 +145,8 @@ class _Checker:
         self._overlaps()
         for ent_code, at, il in interlocks:
             self._interlock(ent_code, il, at)
+        for ent_code, key, ref, at in self.rule_refs:
+            self._rule_ref(ent_code, key, ref, at)
 
     def _security(self, dev: dict[str, Any], at: PathKey) -> None:
         if str(dev.get("protocol", "")).upper() != "OPCUA":
@@ -190,6 +195,8 @@ class _Checker:
             self._unique(self.keys, key, (*at, "code"), "tag key")
             if isinstance(kind, str):
                 self.tag_kind[key] = kind
+            if isinstance(tag.get("unit", ""), str):
+                self.tag_unit[key] = tag.get("unit", "")
         unit = tag.get("unit", "")
         if (
             isinstance(kind, str)
@@ -223,6 +230,7 @@ class _Checker:
                     "gas detector levels come from gas: (preset or level1/level2), not limits:",
                 )
             self._gas(gas, (*at, "gas"), unit if isinstance(unit, str) else "", rng)
+        self._rule_settings(ent, key, kind, tag, at)
 
     def _source(
         self,
@@ -333,6 +341,40 @@ class _Checker:
         if limits.get("deadband") is not None and limits.get("deadband_pct") is not None:
             self.err((*at, "deadband_pct"), "give deadband or deadband_pct, not both")
 
+    def _rule_settings(self, ent: str, key: str, kind: Any, tag: dict[str, Any], at: PathKey) -> None:
+        """rate:, deviation: and state: (rules/): which kinds they suit, and their tag references."""
+        if tag.get("rate") is not None and kind == "DISCRETE":
+            self.err((*at, "rate"), "a rate-of-change alarm needs an analog tag, this one is DISCRETE")
+        deviation = tag.get("deviation")
+        if isinstance(deviation, dict) and isinstance(deviation.get("tag"), str):
+            self.rule_refs.append((ent, key, deviation["tag"], (*at, "deviation", "tag")))
+        state = tag.get("state")
+        if state is None:
+            return
+        if kind not in ("DISCRETE", None):
+            self.err((*at, "state"), f"state: belongs to DISCRETE tags, this one is {kind}")
+        if isinstance(state, dict):
+            if state.get("alarm_value") is None and state.get("command") is None:
+                self.err((*at, "state"), "give alarm_value, command or both")
+            if isinstance(state.get("command"), str):
+                self.rule_refs.append((ent, key, state["command"], (*at, "state", "command")))
+
+    def _rule_ref(self, ent: str, key: str, ref: str, at: PathKey) -> None:
+        target = resolve_key(ent, ref)
+        if target not in self.keys:
+            self.err(at, f"unknown tag {ref!r}")
+        elif target == key:
+            self.err(at, f"{ref!r} is this tag itself")
+        elif at[-2] == "deviation":
+            kind, other = self.tag_kind.get(key), self.tag_kind.get(target)
+            unit, other_unit = self.tag_unit.get(key), self.tag_unit.get(target)
+            if kind != other:
+                self.err(at, f"redundant transmitter {ref!r} is a {other} tag, this one is {kind}")
+            elif unit != other_unit:
+                self.err(
+                    at, f"redundant transmitter {ref!r} measures in {other_unit!r}, this one in {unit!r}"
+                )
+
     # --- gas detectors (GB/T 50493-2019) ----------------------------------------------
 
     def _gas(self, gas: dict[str, Any], at: PathKey, unit: str, rng: tuple[float, float] | None) -> None:
@@ -366,6 +408,14 @@ class _Checker:
         fe = il.get("final_element")
         if isinstance(fe, dict):
             self._ref(ent, fe.get("tag"), (*at, "final_element", "tag"))
+            ref = fe.get("tag")
+            fe_kind = self.tag_kind.get(resolve_key(ent, ref)) if isinstance(ref, str) else None
+            if fe_kind not in (None, "DISCRETE"):
+                self.err(
+                    (*at, "final_element", "tag"),
+                    f"final element {ref!r} must be the DISCRETE position feedback of a valve or "
+                    f"breaker (demand without action is judged on it), is {fe_kind}",
+                )
 
     def _ref(self, ent: str, ref: Any, at: PathKey, want: str | None = None) -> None:
         if not isinstance(ref, str):

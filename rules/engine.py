@@ -1,0 +1,231 @@
+"""RuleEngine: evaluates a compiled RuleSet on every batch and timer tick, emitting only edges.
+
+Keeps the current value, quality and timestamp of every tag and the condition state of
+every rule (rules/machine.py), and computes exactly what rules/reference.py defines, with
+numpy. A batch first refreshes STALE for every tag in it (arrival). Samples older than
+their tag's newest are dropped; with repeats the batch is sorted by (tag, ts, arrival) and
+the k-th sample of every tag forms round k, so every sample is seen in order. Samples inside
+their tag's quiet band skip the families (rules/families.py). Then the rules over several
+tags run, then the timers at ``now``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.batch import ReadingBatch
+from core.clock import to_datetime
+from core.errors import BatchError
+from core.plant import Plant
+from core.quality import is_bad
+from core.registry import TagRegistry
+from rules.compile import compile_rules
+from rules.families import CHECK_KINDS, LimitFamily, QuietBand, TagCheck
+from rules.interlock import InterlockFamily, InterlockStatus
+from rules.machine import EdgeParts, Slots
+from rules.pairs import PairFamily
+from rules.snapshot import EngineSnapshot, initial_rule_state, initial_tag_state
+from rules.spec import LABELS, ActiveCondition, ConditionEdges, RuleKind, RuleSet, Severity
+
+__all__ = ["RuleEngine"]
+
+
+class RuleEngine:
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.value, self.quality, self.ts = initial_tag_state(rules.n_tags)
+        self.valid = np.zeros(rules.n_tags, bool)
+        self._mark = np.zeros(rules.n_tags, np.int64)
+        self._all_dirty = True  # evaluate every interlock once after construction or restore
+        self.limits = LimitFamily(rules)
+        checks = [TagCheck(rules, k) for k in CHECK_KINDS]
+        self.checks = [c for c in checks if len(c) and c.kind != RuleKind.STALE]
+        self._stale = next((c for c in checks if len(c) and c.kind == RuleKind.STALE), None)
+        self.quiet = QuietBand(rules, self.limits, self.checks)
+        self.pairs = PairFamily(rules)
+        self.interlocks = InterlockFamily(rules)
+        self._slots: list[Slots] = [
+            self.limits.slots,
+            *(c.slots for c in self.checks),
+            *([self._stale.slots] if self._stale is not None else []),
+            self.pairs.slots,
+            self.interlocks.slots,
+        ]
+        self.born: int | None = None
+
+    @classmethod
+    def from_plant(cls, plant: Plant, registry: TagRegistry | None = None) -> RuleEngine:
+        return cls(compile_rules(plant, registry))
+
+    # --- the two calls ------------------------------------------------------------------------
+
+    def evaluate(self, batch: ReadingBatch, now_us: int) -> ConditionEdges:
+        """Apply a batch, then the timers at ``now_us``; the edges, ordered by rule."""
+        out: EdgeParts = []
+        with np.errstate(all="ignore"):  # inf - inf in a derived value is data, not a bug
+            self._start(now_us)
+            tags = batch.tag.astype(np.int64)
+            if tags.size and (tags.min() < 0 or tags.max() >= self.rules.n_tags):
+                raise BatchError(f"RuleEngine: tag index outside the registry (0..{self.rules.n_tags - 1})")
+            if self._stale is not None and tags.size:
+                self._stale.arrive(tags, now_us, out)
+            rounds = self._rounds(batch)
+            for tag, t, v, q in rounds:
+                self.value[tag], self.quality[tag], self.ts[tag] = v, q, t
+                ok = ~is_bad(q) & ~np.isnan(v)
+                self.valid[tag] = ok
+                rows = self.quiet.live(tag, v, ok)
+                if rows.size < tag.size:
+                    tag, t, v, ok = tag[rows], t[rows], v[rows], ok[rows]
+                self.limits.round(tag, t, v, ok, out)
+                for check in self.checks:
+                    check.round(tag, t, v, ok, out)
+                self.quiet.settle(tag)
+            self.pairs.evaluate(self.value, self.valid, self.ts, out)
+            if self._all_dirty:
+                touched = None
+                self._all_dirty = False
+            else:
+                touched = np.concatenate([r[0] for r in rounds]) if rounds else np.empty(0, np.int64)
+            self.interlocks.evaluate(self.value, self.valid, self.ts, out, touched)
+            self._timers(now_us, out)
+        return _edges(out)
+
+    def tick(self, now_us: int) -> ConditionEdges:
+        """Timers only: delays, stale data, bypass age, out of service; no new data needed."""
+        out: EdgeParts = []
+        self._start(now_us)
+        self._timers(now_us, out)
+        return _edges(out)
+
+    def _start(self, now: int) -> None:
+        if self.born is not None:
+            return
+        self.born = now
+        if self._stale is not None:
+            s = self._stale.slots
+            s.aux_ts[:] = now
+            s.due_on[~s.active] = now + s.on_us[~s.active]
+            s.schedule()
+        self.interlocks.start(now)
+
+    def _timers(self, now: int, out: EdgeParts) -> None:
+        for s in self._slots:
+            s.fire(now, out)
+
+    def _rounds(self, batch: ReadingBatch) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        n = len(batch)
+        if n == 0:
+            return []
+        tag = batch.tag.astype(np.int64)
+        ts, value, quality = batch.ts, batch.value, batch.quality
+        # One sample per tag (the usual poll) needs no order and makes one round. Only the
+        # last writer of a repeated index survives in _mark, which is how repeats show.
+        self._mark[tag] = np.arange(n)
+        unique = n == 1 or bool((self._mark[tag] == np.arange(n)).all())
+        if not unique:
+            order = np.lexsort((ts, tag))
+            tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
+        keep = ts >= self.ts[tag]
+        if not keep.all():
+            tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
+        if tag.size == 0:
+            return []
+        if unique:
+            return [(tag, ts, value, quality)]
+        first = np.ones(tag.size, bool)
+        first[1:] = tag[1:] != tag[:-1]
+        pos = np.arange(tag.size)
+        rank = pos - np.maximum.accumulate(np.where(first, pos, 0))
+        return [
+            (tag[m], ts[m], value[m], quality[m]) for m in (rank == k for k in range(int(rank.max()) + 1))
+        ]
+
+    # --- what is active now ----------------------------------------------------------------
+
+    def active(self) -> list[ActiveCondition]:
+        """Every active condition, most severe first, then oldest first."""
+        state = self._state()
+        rs = self.rules
+        out = []
+        for r in np.flatnonzero(state["active"]).tolist():
+            tag = int(rs.tag[r])
+            kind = RuleKind(int(rs.kind[r]))
+            value = (
+                float(self.value[tag]) if tag >= 0 and kind in _SHOWS_TAG_VALUE else float(state["last"][r])
+            )
+            out.append(
+                ActiveCondition(
+                    rule=r,
+                    key=rs.keys[r],
+                    subject=rs.subjects[r],
+                    kind=kind,
+                    severity=Severity(int(state["sev"][r])),
+                    value=value,
+                    limit=float(state["lim"][r]),
+                    since_us=int(state["since"][r]),
+                    description=rs.descriptions[r],
+                    latched=bool(rs.latched[r]),
+                )
+            )
+        out.sort(key=lambda c: (-c.severity, c.since_us, c.rule))
+        return out
+
+    def describe(self, edges: ConditionEdges) -> list[str]:
+        """One log line per edge (until the alarm manager takes the edges)."""
+        rs = self.rules
+        return [
+            f"{to_datetime(ts).isoformat()} {rs.keys[r]} {'ACTIVE' if on else 'CLEARED'} "
+            f"{LABELS[RuleKind(int(rs.kind[r]))]} value={v:.6g} limit={lim:.6g} severity={Severity(sev).name}"
+            for r, on, ts, v, lim, sev in edges.rows()
+        ]
+
+    def interlock_status(self) -> list[InterlockStatus]:
+        return self.interlocks.status(self.value, self.valid)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state = initial_rule_state(self.rules)
+        for s in self._slots:
+            s.export(state)
+        return state
+
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot.build(self.rules, self._state(), (self.value, self.quality, self.ts))
+
+    def restore(self, snap: EngineSnapshot) -> None:
+        """Resume from a snapshot (possibly of another rule set); the next call restarts timers."""
+        state, tags = snap.for_rules(self.rules)
+        for s in self._slots:
+            s.load(state)
+        self.value, self.quality, self.ts = (a.copy() for a in tags)
+        self.valid = ~is_bad(self.quality) & ~np.isnan(self.value)
+        self.limits.refresh()
+        self.quiet.settle(np.arange(self.rules.n_tags))
+        self._all_dirty = True
+        self.born = None
+
+
+_SHOWS_TAG_VALUE = frozenset(
+    {
+        RuleKind.LL,
+        RuleKind.L,
+        RuleKind.H,
+        RuleKind.HH,
+        RuleKind.GAS_L1,
+        RuleKind.GAS_L2,
+        RuleKind.O2_LOW,
+        RuleKind.O2_HIGH,
+        RuleKind.OUT_OF_RANGE,
+        RuleKind.STATE,
+        RuleKind.BAD_QUALITY,
+    }
+)
+
+
+def _edges(out: EdgeParts) -> ConditionEdges:
+    if not out:
+        return ConditionEdges.empty()
+    cols = [np.concatenate(c) for c in zip(*out, strict=True)]
+    return ConditionEdges.of(*cols).by_rule()

@@ -1,0 +1,200 @@
+"""Rule families evaluated on every sample of their one tag: limits and data-quality checks.
+
+``LimitFamily`` lays the (up to) four limit rules of each tag out as a ``(tags, 4)`` slot
+matrix: columns 0-1 are LOW (LL, L, O2 low), columns 2-3 HIGH (H, HH, gas levels, O2 high),
+so one row gather serves a tag's limits and the direction is fixed per column. Rows whose
+value hits no limit and that have nothing active or running are skipped before the
+transition. ``TagCheck`` holds one check kind (at most one rule per tag). Both follow the
+per-kind definitions in rules/reference.py exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rules.machine import EdgeParts, Slots
+from rules.spec import LIMIT_KINDS, LOW_KINDS, NEVER, RuleKind, RuleSet
+
+__all__ = ["CHECK_KINDS", "LimitFamily", "TagCheck"]
+
+K = RuleKind
+US_PER_MIN = 60_000_000
+CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE)
+
+
+class LimitFamily:
+    def __init__(self, rules: RuleSet) -> None:
+        n_tags = rules.n_tags
+        slot = np.full((n_tags, 4), -1, np.int64)
+        for r in np.flatnonzero(np.isin(rules.kind, list(LIMIT_KINDS))).tolist():
+            t = int(rules.tag[r])
+            low = RuleKind(int(rules.kind[r])) in LOW_KINDS
+            cols = (0, 1) if low else (3, 2)  # fill LOW from the left and HIGH from the right
+            col = next((c for c in cols if slot[t, c] < 0), None)
+            if col is None:
+                raise ValueError(f"{rules.tag_keys[t]}: more than two {'LOW' if low else 'HIGH'} limits")
+            slot[t, col] = r
+        # keep each side's columns in rule order (LL before L, H before HH)
+        for a, b in ((0, 1), (2, 3)):
+            swap = (slot[:, a] > slot[:, b]) & (slot[:, b] >= 0)
+            slot[swap, a], slot[swap, b] = slot[swap, b], slot[swap, a]
+        self.slots = Slots(rules, slot.reshape(-1))
+        has = slot >= 0
+        rule = np.where(has, slot, 0)
+        self.set_at = np.where(has, rules.set_at[rule], np.nan)
+        self.clear_at = np.where(has, rules.clear_at[rule], np.nan)
+        self.engaged = np.zeros(n_tags, bool)  # any slot of the tag active or with a deadline
+        # the least extreme limit on each side: a value beyond it hits some limit
+        with np.errstate(invalid="ignore"):
+            self.low_max = np.fmax(self.set_at[:, 0], self.set_at[:, 1])
+            self.high_min = np.fmin(self.set_at[:, 2], self.set_at[:, 3])
+        self.cols = np.arange(4)
+
+    def round(self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+        hit = (v <= np.take(self.low_max, tag)) | (v >= np.take(self.high_min, tag))
+        rows = np.flatnonzero((hit & ok) | np.take(self.engaged, tag))
+        if rows.size == 0:
+            return
+        tr, vr, okr = tag[rows], v[rows], ok[rows, None]
+        thr, clr_at, col = np.take(self.set_at, tr, axis=0), np.take(self.clear_at, tr, axis=0), vr[:, None]
+        setc = np.concatenate((col <= thr[:, :2], col >= thr[:, 2:]), axis=1) & okr
+        clr = np.concatenate((col > clr_at[:, :2], col < clr_at[:, 2:]), axis=1) & okr
+        idx = (tr[:, None] * 4 + self.cols).reshape(-1)
+        s = self.slots
+        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t[rows], 4), np.repeat(vr, 4), out)
+        busy = s.active[idx] | (s.due_on[idx] != NEVER) | (s.due_off[idx] != NEVER)
+        self.engaged[tr] = busy.reshape(-1, 4).any(axis=1)
+
+    def refresh(self) -> None:
+        s = self.slots
+        busy = s.active | (s.due_on != NEVER) | (s.due_off != NEVER)
+        self.engaged = busy.reshape(-1, 4).any(axis=1)
+
+
+class TagCheck:
+    """One data-quality, rate or state check: slot i belongs to tag ``tags[i]``."""
+
+    def __init__(self, rules: RuleSet, kind: RuleKind) -> None:
+        self.kind = kind
+        rule = np.flatnonzero(rules.kind == kind)
+        self.tags = rules.tag[rule]
+        self.slot_of = np.full(rules.n_tags, -1, np.int64)
+        self.slot_of[self.tags] = np.arange(rule.size)
+        self.slots = Slots(rules, rule)
+        self.set_at, self.clear_at = rules.set_at[rule], rules.clear_at[rule]
+        self.window = rules.window_us[rule]
+        self.p0, self.p1 = rules.params[rule, 0], rules.params[rule, 1]
+        self.everywhere = bool(np.array_equal(self.tags, np.arange(rules.n_tags)))
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def round(self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+        if self.everywhere:
+            slot, rows = tag, None
+        else:
+            slot = self.slot_of[tag]
+            rows = np.flatnonzero(slot >= 0)
+            if rows.size == 0:
+                return
+            slot, t, v, ok = slot[rows], t[rows], v[rows], ok[rows]
+        s, k = self.slots, self.kind
+        if k == K.BAD_QUALITY:
+            pick = np.flatnonzero(~ok | s.active[slot])
+            s.step(slot[pick], ~ok[pick], ok[pick], t[pick], v[pick], out)
+        elif k == K.OUT_OF_RANGE:
+            x = np.maximum(self.p0[slot] - v, v - self.p1[slot])
+            setc = ok & (x >= self.set_at[slot])
+            pick = np.flatnonzero(setc | s.active[slot])
+            clr = ok[pick] & (x[pick] < self.clear_at[slot[pick]])
+            s.step(slot[pick], setc[pick], clr, t[pick], v[pick], out)
+        elif k == K.STATE:
+            x = np.abs(v - self.p0[slot])
+            s.step(slot, ok & (x <= self.set_at[slot]), ok & (x > self.clear_at[slot]), t, v, out)
+        elif k == K.STALE:
+            return  # refreshed by arrivals (arrive), not by samples
+        elif k == K.ROC:
+            self._roc(slot, t, v, ok, out)
+        else:
+            self._frozen(slot, t, v, ok, out)
+
+    def arrive(self, tag: np.ndarray, now: int, out: EdgeParts) -> None:
+        """STALE: rows of ``tag`` (repeats allowed) arrived at ``now``."""
+        slot = self.slot_of[tag]
+        slot = slot[slot >= 0]
+        if slot.size == 0:
+            return
+        s = self.slots
+        was = s.active[slot]
+        if was.any():
+            f = np.unique(slot[was])
+            gap = (now - s.aux_ts[f]) / 1e6
+            s.active[f] = False
+            out.append((s.rule[f], s.active[f], np.full(f.size, now, np.int64), gap, s.lim[f], s.sev[f]))
+        s.aux_ts[slot] = now
+        s.due_on[slot] = now + s.on_us[slot]
+        s.watch(slot, now + int(s.on_us[slot].min()))
+
+    def _roc(self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+        s = self.slots
+        av, at, win = s.aux_v[slot], s.aux_ts[slot], self.window[slot]
+        has = ~np.isnan(av)
+        x = np.where(has, np.abs(v - av) / np.maximum(t - at, win) * US_PER_MIN, 0.0)
+        s.step(slot, ok & has & (x >= self.set_at[slot]), ok & (x < self.clear_at[slot]), t, x, out)
+        move = ok & (~has | (t - at >= win))
+        s.aux_v[slot[move]] = v[move]
+        s.aux_ts[slot[move]] = t[move]
+
+    def _frozen(self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+        s = self.slots
+        av = s.aux_v[slot]
+        first = np.isnan(av)
+        moved = ok & ~first & (np.abs(v - av) > self.clear_at[slot])
+        anchor = ok & (first | moved)
+        s.aux_v[slot[anchor]] = v[anchor]
+        s.aux_ts[slot[anchor]] = t[anchor]
+        s.step(slot, ok & ~moved, moved, t, s.aux_v[slot], out)
+        if moved.any():
+            m = slot[moved]
+            s.due_on[m] = t[moved] + s.on_us[m]
+            s.watch(m, int(s.due_on[m].min()))
+
+
+class QuietBand:
+    """Per tag, the open interval of values on which no limit, range or quality rule can act.
+
+    A valid sample inside it, of a tag with nothing active or running (``busy``), changes no
+    rule, so the families never see it; most samples of a plant in normal operation are such.
+    Tags with per-sample state (FROZEN, ROC, STATE) are always busy.
+    """
+
+    def __init__(self, rules: RuleSet, limits: LimitFamily, checks: list[TagCheck]) -> None:
+        self.limits, self.checks = limits, checks
+        self.lo = np.where(np.isnan(limits.low_max), -np.inf, limits.low_max)
+        self.hi = np.where(np.isnan(limits.high_min), np.inf, limits.high_min)
+        self.always = np.zeros(rules.n_tags, bool)
+        for c in checks:
+            if c.kind == K.OUT_OF_RANGE:
+                # conservative by far more than rounding: inside, max(lo - v, v - hi) < set_at
+                eps = 1e-9 * np.maximum.reduce([np.ones_like(c.p0), np.abs(c.p0), np.abs(c.p1), c.set_at])
+                self.lo[c.tags] = np.fmax(self.lo[c.tags], c.p0 - c.set_at + eps)
+                self.hi[c.tags] = np.fmin(self.hi[c.tags], c.p1 + c.set_at - eps)
+            elif c.kind in (K.FROZEN, K.ROC, K.STATE):
+                self.always[c.tags] = True
+        self.busy = self.always.copy()
+
+    def live(self, tag: np.ndarray, v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Positions of the samples some rule must see."""
+        quiet = ok & (v > np.take(self.lo, tag)) & (v < np.take(self.hi, tag)) & ~np.take(self.busy, tag)
+        return np.flatnonzero(~quiet)
+
+    def settle(self, tag: np.ndarray) -> None:
+        """Recompute ``busy`` for tags whose rules just ran."""
+        busy = self.always[tag] | self.limits.engaged[tag]
+        for c in self.checks:
+            slot = c.slot_of[tag]
+            has = slot >= 0
+            s = c.slots
+            sl = slot[has]
+            busy[has] |= s.active[sl] | (s.due_on[sl] != NEVER) | (s.due_off[sl] != NEVER)
+        self.busy[tag] = busy

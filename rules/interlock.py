@@ -1,0 +1,222 @@
+"""Interlocks (SIS) as the engine sees them: MooN voting with bypassed and failed inputs.
+
+Per interlock five rules (``INTERLOCK_KINDS``): trip demand, demand without action (final
+element not in its safe position within the response time; critical), input bypassed,
+bypass older than approved, out of service. Semantics in rules/reference.py; a 2oo3 with one
+input bypassed or failed votes as 2oo2 (DOMAIN.md), and ``status`` shows that live.
+
+Work per batch follows what changed: each input keeps a status code (healthy, voting to
+trip, failed, bypassed) and each interlock its counts of them. A batch recodes only the
+inputs whose tag or bypass switch reported, adjusts the counts by the differences, and steps
+only interlocks whose counts or final-element state changed or that have a deadline running.
+Skipping the others is exact: with unchanged conditions and no deadline a step changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rules.machine import EdgeParts, Slots
+from rules.spec import NEVER, UNSEEN, RuleSet
+
+__all__ = ["InterlockFamily", "InterlockStatus"]
+
+N_OUT = 5  # TRIP_DEMAND, NO_ACTION, INPUT_BYPASSED, BYPASS_OVERDUE, OUT_OF_SERVICE
+HEALTHY, VOTES, FAILED, BYPASSED = 1, 2, 4, 8  # input status bits; counts in this order
+
+
+@dataclass(frozen=True)
+class InterlockStatus:
+    """One safety function now: configured and effective voting, votes, bypassed/failed inputs."""
+
+    key: str
+    name: str
+    voting: str  # as configured, e.g. 2oo3
+    effective: str  # e.g. 2oo2 with one input bypassed; 0oo0 when every input is out
+    votes: int
+    demand: bool
+    no_action: bool
+    bypassed: tuple[str, ...]  # input tag keys
+    failed: tuple[str, ...]
+    in_service: bool
+
+
+def _csr(refs: np.ndarray, ids: np.ndarray, n_tags: int) -> tuple[np.ndarray, np.ndarray]:
+    keep = refs >= 0
+    order = np.argsort(refs[keep], kind="stable")
+    return ids[keep][order], np.concatenate([[0], np.cumsum(np.bincount(refs[keep], minlength=n_tags))])
+
+
+def _readers(ids: np.ndarray, ptr: np.ndarray, tags: np.ndarray, mark: np.ndarray) -> np.ndarray:
+    """Unique ids (ascending) listed for any of ``tags`` (repeats allowed)."""
+    start = ptr[tags]
+    count = ptr[tags + 1] - start
+    total = int(count.sum())
+    if total == 0:
+        return np.empty(0, np.int64)
+    offset = np.cumsum(count) - count
+    mark[ids[np.repeat(start - offset, count) + np.arange(total)]] = True
+    out = np.flatnonzero(mark)
+    mark[out] = False
+    return out
+
+
+class InterlockFamily:
+    def __init__(self, rules: RuleSet) -> None:
+        self.il = il = rules.interlocks
+        self.tag_keys = rules.tag_keys
+        n, m = len(il), len(il.in_tag)
+        self.slots = Slots(rules, il.rule.reshape(-1))
+        self.has_bp = il.in_bypass >= 0
+        self.bp = np.where(self.has_bp, il.in_bypass, 0)
+        self.owner = np.repeat(np.arange(n), np.diff(il.ptr))
+        # who reads a tag: ids < m are inputs (as input or bypass switch), m + i interlock i's
+        # final element
+        inputs = np.arange(m)
+        refs = np.concatenate([il.in_tag, il.in_bypass, il.fe_tag])
+        self.ref_ids, self.ref_ptr = _csr(
+            refs, np.concatenate([inputs, inputs, m + np.arange(n)]), rules.n_tags
+        )
+        self.code = np.zeros(m, np.uint8)
+        self.count = np.zeros((4, n), np.int64)  # healthy, votes, failed, bypassed
+        self.safe = np.zeros(n, bool)
+        self.mark_ref = np.zeros(m + n, bool)
+        self.mark_il, self.mark_sel = np.zeros(n, bool), np.zeros(n, bool)
+
+    def __len__(self) -> int:
+        return len(self.il)
+
+    def codes(self, j: np.ndarray | slice, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        il = self.il
+        tag, bp = il.in_tag[j], self.bp[j]
+        x = value[tag]
+        trips = ((x >= il.in_lo[j]) & (x <= il.in_hi[j])) ^ il.in_invert[j]
+        ok = valid[tag]
+        byp = self.has_bp[j] & valid[bp] & (value[bp] >= 0.5)
+        healthy = ok & ~byp
+        code = healthy * HEALTHY + (healthy & trips) * VOTES + (~ok & ~byp) * FAILED + byp * BYPASSED
+        return code.astype(np.uint8)
+
+    def _safe(self, i: np.ndarray | slice, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        il = self.il
+        fe = il.fe_tag[i]
+        return valid[fe] & (np.abs(value[fe] - il.fe_safe[i]) <= il.fe_tol[i])
+
+    def _recount(self, value: np.ndarray, valid: np.ndarray) -> None:
+        self.code = self.codes(slice(None), value, valid)
+        for k, bit in enumerate((HEALTHY, VOTES, FAILED, BYPASSED)):
+            self.count[k] = np.add.reduceat(((self.code & bit) != 0).astype(np.int64), self.il.ptr[:-1])
+        self.safe = self._safe(slice(None), value, valid)
+
+    def start(self, born: int) -> None:
+        """Out of service is a standing condition: due at the engine's start, cleared if restored."""
+        s, oos = self.slots, np.arange(len(self)) * N_OUT + 4
+        down = ~self.il.in_service
+        s.due_on[oos[down & ~s.active[oos]]] = born
+        s.due_off[oos[~down & s.active[oos]]] = born
+        s.schedule()
+
+    def evaluate(
+        self,
+        value: np.ndarray,
+        valid: np.ndarray,
+        ts: np.ndarray,
+        out: EdgeParts,
+        tags: np.ndarray | None = None,
+    ) -> None:
+        """After a batch that reported ``tags`` (None: recount and step every interlock)."""
+        if not len(self):
+            return
+        if tags is None:
+            self._recount(value, valid)
+            self._step(np.arange(len(self)), value, ts, out)
+            return
+        ids = _readers(self.ref_ids, self.ref_ptr, tags, self.mark_ref)
+        split = int(np.searchsorted(ids, len(self.code)))
+        j, f = ids[:split], ids[split:] - len(self.code)
+        new = self.codes(j, value, valid)
+        changed = np.flatnonzero(new != self.code[j])
+        if changed.size:
+            jc, old, now_ = j[changed], self.code[j[changed]], new[changed]
+            for k, bit in enumerate((HEALTHY, VOTES, FAILED, BYPASSED)):
+                delta = ((now_ & bit) != 0).astype(np.int64) - ((old & bit) != 0)
+                np.add.at(self.count[k], self.owner[jc], delta)
+            self.code[jc] = now_
+        safe = self._safe(f, value, valid)
+        fe_changed = f[safe != self.safe[f]]
+        self.safe[f] = safe
+        sel_mark = self.mark_sel
+        sel_mark[self.owner[j[changed]]] = True
+        sel_mark[fe_changed] = True
+        running = self._running()
+        if running.size:  # a touched interlock with a running deadline may fire on the new data
+            touched = self.mark_il
+            touched[self.owner[j]] = True
+            touched[f] = True
+            sel_mark[running[touched[running]]] = True
+            touched[:] = False
+        sel = np.flatnonzero(sel_mark)
+        sel_mark[sel] = False
+        if sel.size:
+            self._step(sel, value, ts, out)
+
+    def _running(self) -> np.ndarray:
+        """Interlocks with a deadline running on trip demand, no action or bypass outputs."""
+        s = self.slots
+        if s.next_due == NEVER or not s.pending:
+            return np.empty(0, np.int64)
+        cand = np.concatenate(s.pending)
+        live = cand[((s.due_on[cand] != NEVER) | (s.due_off[cand] != NEVER)) & (cand % N_OUT < 4)]
+        return np.unique(live // N_OUT)
+
+    def _step(self, sel: np.ndarray, value: np.ndarray, ts: np.ndarray, out: EdgeParts) -> None:
+        il, s = self.il, self.slots
+        start = il.ptr[sel]
+        n_in = il.ptr[sel + 1] - start
+        first = np.cumsum(n_in) - n_in
+        j = np.repeat(start - first, n_in) + np.arange(int(n_in.sum()))
+        t_bp = np.where(self.has_bp[j], ts[self.bp[j]], UNSEEN)
+        t_in = np.maximum.reduceat(np.maximum(ts[il.in_tag[j]], t_bp), first)
+        t_bp = np.maximum.reduceat(t_bp, first)
+        n_eff, votes, n_failed, n_byp = self.count[:, sel]
+        base = sel * N_OUT
+        demand = (n_eff > 0) & (votes >= np.minimum(il.m[sel], n_eff))
+        known = (n_eff > 0) | (n_failed == 0)
+        k = np.flatnonzero(t_in != UNSEEN)
+        s.step(base[k], (known & demand)[k], (known & ~demand)[k], t_in[k], votes[k].astype(float), out)
+        fe = il.fe_tag[sel]
+        t_fe = np.maximum(t_in, ts[fe])
+        no_action = s.active[base] & ~self.safe[sel]
+        k = np.flatnonzero(t_fe != UNSEEN)
+        s.step(base[k] + 1, no_action[k], ~no_action[k], t_fe[k], value[fe][k], out)
+        k = np.flatnonzero(t_bp != UNSEEN)
+        on = n_byp[k] > 0
+        for out_ in (2, 3):
+            s.step(base[k] + out_, on, ~on, t_bp[k], n_byp[k].astype(float), out)
+
+    def status(self, value: np.ndarray, valid: np.ndarray) -> list[InterlockStatus]:
+        il, s = self.il, self.slots
+        code = self.codes(slice(None), value, valid)
+        out = []
+        for i, key in enumerate(il.keys):
+            lo, hi = int(il.ptr[i]), int(il.ptr[i + 1])
+            c = code[lo:hi]
+            n_eff = int(((c & HEALTHY) != 0).sum())
+            tags = [self.tag_keys[t] for t in il.in_tag[lo:hi].tolist()]
+            out.append(
+                InterlockStatus(
+                    key=key,
+                    name=il.names[i],
+                    voting=f"{int(il.m[i])}oo{hi - lo}",
+                    effective=f"{min(int(il.m[i]), n_eff)}oo{n_eff}",
+                    votes=int(((c & VOTES) != 0).sum()),
+                    demand=bool(s.active[i * N_OUT]),
+                    no_action=bool(s.active[i * N_OUT + 1]),
+                    bypassed=tuple(t for t, x in zip(tags, c.tolist(), strict=True) if x & BYPASSED),
+                    failed=tuple(t for t, x in zip(tags, c.tolist(), strict=True) if x & FAILED),
+                    in_service=bool(il.in_service[i]),
+                )
+            )
+        return out

@@ -1,0 +1,173 @@
+"""Slots: the vectorized condition state of a group of rules, and the one transition they share.
+
+A family of rules (limits, one data-quality check, interlock outputs) keeps its state in flat
+arrays indexed by *slot*; ``rule[slot]`` is the rule index (-1 for an empty slot). ``step``
+applies the transition of rules/reference.py to a subset of slots, ``fire`` runs the timer
+phase. Invariants: ``due_on`` runs only while idle, ``due_off`` only while active, and
+``next_due`` is never later than the earliest running deadline (so ``fire`` can skip).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rules.snapshot import RULE_FIELDS
+from rules.spec import NEVER, RuleKind, RuleSet, Severity
+
+__all__ = ["EdgeParts", "Slots"]
+
+EdgeParts = list[tuple[np.ndarray, ...]]  # (rule, active, ts, value, limit, severity) columns
+
+
+class Slots:
+    def __init__(self, rules: RuleSet, rule: np.ndarray) -> None:
+        self.rules = rules
+        self.rule = np.asarray(rule, np.int64)
+        has = self.rule >= 0
+        r = np.where(has, self.rule, 0)
+        n = len(self.rule)
+        self.on_us = np.where(has, rules.on_us[r], 0)
+        self.off_us = np.where(has, rules.off_us[r], 0)
+        self.active = np.zeros(n, bool)
+        self.since = np.zeros(n, np.int64)
+        self.due_on = np.full(n, NEVER, np.int64)
+        self.due_off = np.full(n, NEVER, np.int64)
+        self.last = np.full(n, np.nan)
+        self.sev = np.where(has, rules.severity[r], 0).astype(np.uint8)
+        self.lim = np.where(has, rules.limit[r], np.nan)
+        self.aux_v = np.full(n, np.nan)
+        self.aux_ts = np.zeros(n, np.int64)
+        kinds = set(rules.kind[self.rule[has]].tolist())
+        self.frozen = kinds == {RuleKind.FROZEN}
+        self.stale = kinds == {RuleKind.STALE}
+        self.next_due = NEVER
+        # Slots whose deadline may run (a superset; checked when due). STALE scans densely:
+        # every sample restarts its deadline, so a list would only grow.
+        self.pending: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.rule)
+
+    def step(
+        self, idx: np.ndarray, setc: np.ndarray, clr: np.ndarray, t: Any, value: np.ndarray, out: EdgeParts
+    ) -> None:
+        """The transition for slots ``idx`` (unique) at times ``t`` (scalar or per slot)."""
+        if idx.size == 0:
+            return
+        act = self.active[idx]
+        don, doff = self.due_on[idx], self.due_off[idx]
+        # Only slots that may change: a condition against the state, or a running deadline.
+        live = np.flatnonzero(np.where(act, clr, setc) | (don != NEVER) | (doff != NEVER))
+        if live.size < idx.size:
+            if live.size == 0:
+                return
+            idx, setc, clr, value, act, don, doff = (a[live] for a in (idx, setc, clr, value, act, don, doff))
+            if np.ndim(t):
+                t = t[live]
+        won = setc & ~act
+        don = np.where(won, np.where(don == NEVER, t + self.on_us[idx], don), NEVER)
+        aclr = clr & act
+        doff = np.where(aclr, np.where(doff == NEVER, t + self.off_us[idx], doff), NEVER)
+        touched = won | aclr
+        if touched.any():
+            self.last[idx[touched]] = value[touched]
+        fire_on = won & (t >= don)
+        fired = fire_on | (aclr & (t >= doff))
+        don[fired] = NEVER
+        doff[fired] = NEVER
+        started = ((don != NEVER) & (self.due_on[idx] == NEVER)) | (
+            (doff != NEVER) & (self.due_off[idx] == NEVER)
+        )
+        self.due_on[idx] = don
+        self.due_off[idx] = doff
+        if started.any():
+            self.watch(idx[started], int(min(don.min(), doff.min())))
+        if fired.any():
+            f = idx[fired]
+            ts = np.broadcast_to(t, idx.shape)[fired]
+            self.active[f] = ~act[fired]
+            self.since[idx[fire_on]] = ts[fire_on[fired]]
+            if self.frozen:
+                self.near(idx[fire_on])
+            out.append((self.rule[f], self.active[f], ts, value[fired], self.lim[f], self.sev[f]))
+
+    def watch(self, idx: np.ndarray, due: int) -> None:
+        """Deadlines were started at ``idx`` (the earliest at ``due``)."""
+        if not self.stale:
+            self.pending.append(idx)
+        self.next_due = min(self.next_due, due)
+
+    def fire(self, now: int, out: EdgeParts) -> None:
+        """Timer phase: every running deadline ``<= now`` flips at ``now``."""
+        if now < self.next_due:
+            return
+        if self.stale:
+            cand = np.flatnonzero(np.minimum(self.due_on, self.due_off) <= now)
+        else:
+            cand = np.concatenate(self.pending) if self.pending else np.empty(0, np.int64)
+        due = np.minimum(self.due_on[cand], self.due_off[cand])
+        f = np.unique(cand[due <= now])  # a slot can be listed twice
+        on = self.due_on[f] <= now
+        if f.size:
+            went_on = on
+            if self.stale:
+                g = f[went_on]
+                self.last[g] = (now - self.aux_ts[g]) / 1e6
+            self.active[f] = ~self.active[f]
+            self.due_on[f] = NEVER
+            self.due_off[f] = NEVER
+            self.since[f[went_on]] = now
+            if self.frozen:
+                self.near(f[went_on])
+            n = f.size
+            out.append(
+                (
+                    self.rule[f],
+                    self.active[f],
+                    np.full(n, now, np.int64),
+                    self.last[f],
+                    self.lim[f],
+                    self.sev[f],
+                )
+            )
+        if self.stale:
+            self.schedule()
+        else:
+            waiting = (due > now) & (due != NEVER)
+            left = cand[waiting]
+            self.pending = [np.unique(left) if left.size > 4096 else left]
+            self.next_due = int(due[waiting].min(initial=NEVER))
+
+    def near(self, idx: np.ndarray) -> None:
+        """FROZEN: high severity, and that limit, when the frozen value sits near an alarm limit."""
+        if idx.size == 0:
+            return
+        r = self.rule[idx]
+        d = np.abs(self.aux_v[idx, None] - self.rules.params[r])
+        d = np.where(np.isnan(d), np.inf, d)
+        best = np.argmin(d, axis=1)
+        dist = d[np.arange(idx.size), best]
+        near = dist <= self.rules.band[r]
+        self.lim[idx] = np.where(near, self.rules.params[r, best], np.nan)
+        self.sev[idx] = np.where(near, np.uint8(Severity.HIGH), self.rules.severity[r])
+
+    def schedule(self) -> None:
+        """Recompute the timers from the deadlines (after start, restore or bulk changes)."""
+        due = np.minimum(self.due_on, self.due_off)
+        self.next_due = int(due.min(initial=NEVER))
+        self.pending = [] if self.stale else [np.flatnonzero(due != NEVER)]
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def export(self, state: dict[str, np.ndarray]) -> None:
+        has = self.rule >= 0
+        for name in RULE_FIELDS:
+            state[name][self.rule[has]] = getattr(self, name)[has]
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        has = self.rule >= 0
+        for name in RULE_FIELDS:
+            getattr(self, name)[has] = state[name][self.rule[has]]
+        self.schedule()

@@ -1,0 +1,313 @@
+"""ReferenceEngine: scalar Python that *defines* what the vectorized RuleEngine computes.
+
+Tests feed both the same calls and require identical edges and snapshots. Semantics:
+
+Inputs. ``evaluate(batch, now)`` = arrival phase, sample phase, cross-tag phase, then timer
+phase at ``now``; ``tick(now)`` = timer phase only. The first call after construction or restore also
+*starts* the engine at ``now`` (``born``): stale timers start at ``born + stale``, and an
+out-of-service interlock's condition becomes due at ``born``.
+
+Samples. Each tag's samples are taken in (ts, arrival) order; a sample older than the tag's
+newest accepted ts is ignored (out-of-order data never moves state backwards; equal ts is
+accepted). A sample is *valid* unless its quality is BAD or its value NaN (UNCERTAIN counts).
+Each accepted sample updates the tag's value, quality and ts, then runs every rule of that tag
+(rule index order) with ``t`` = the sample ts. Rules over several tags (DEVIATION, MISMATCH,
+interlocks) run once per batch after all samples, on the latest values, with ``t`` = the newest
+ts among the tags they read; a rule with none of its tags seen is skipped.
+
+Transition (every rule but STALE). From the sample or tag state a rule gets ``x``, a *set*
+and a *clear* condition. Idle: while *set* holds a deadline ``t + on_delay`` runs from the
+first such evaluation; at ``t >= deadline`` the rule activates at ``t``. Any evaluation
+without *set* stops the deadline. Active: the same with *clear* and ``off_delay``. Neither
+*set* nor *clear* holds for an invalid input, so NaN or BAD quality holds the state and stops
+running delays. The timer phase activates/clears every rule whose deadline is ``<= now``,
+at ``now``. Edges carry ``value`` = the reported value of the evaluation that started the
+deadline (or of the transition itself), ``limit`` and ``severity``.
+
+Per kind (HIGH: set ``x >= set_at``, clear ``x < clear_at``; LOW mirrored; v = tag value):
+limits and gas levels x = v; OUT_OF_RANGE x = max(lo - v, v - hi); STATE x = |v - alarm
+value| (LOW); BAD_QUALITY set = invalid, clear = valid, never held; ROC x = |v - anchor| /
+max(t - anchor_t, window) per minute, with the anchor (first valid sample) moved to the sample
+once ``t - anchor_t >= window``; FROZEN (LOW, x = |v - anchor|) re-anchors and clears when
+the value moves beyond resolution, and its flat time starts at the anchor sample; it reports
+the anchor value and, when the anchor lies within ``band`` of an alarm limit, HIGH severity
+and that limit. STALE is about delivery, not sample time (a polled OPC UA value keeps its old source
+timestamp): in the arrival phase every tag with any row in the batch, late or not, clears it
+at ``now`` (value: the gap in s) and restarts its deadline at ``now + stale``; only the timer
+activates it (value: seconds since the last arrival). DEVIATION / MISMATCH: x = |v - v2| (HIGH). Interlocks: an input is *bypassed*
+when its bypass switch is valid and >= 0.5, *failed* when invalid and not bypassed; the rest
+vote. N_eff = voting inputs, M_eff = min(M, N_eff); TRIP_DEMAND set = N_eff > 0 and votes >=
+M_eff (held while every non-bypassed input failed); NO_ACTION set = demand active and the
+final element not valid within tolerance of its safe value (on-delay = response time);
+INPUT_BYPASSED / BYPASS_OVERDUE set = any input bypassed (t = newest bypass switch ts).
+The engine reports conditions; latching (gas) is the alarm manager's, from ``RuleSet.latched``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from core.batch import ReadingBatch
+from rules.snapshot import EngineSnapshot
+from rules.spec import (
+    LOW_KINDS,
+    NEVER,
+    PAIR_KINDS,
+    TAG_KINDS,
+    UNSEEN,
+    ConditionEdges,
+    RuleKind,
+    RuleSet,
+    Severity,
+)
+
+__all__ = ["ReferenceEngine"]
+
+K = RuleKind
+US_PER_MIN = 60_000_000
+
+
+def _valid(v: float, q: int) -> bool:
+    return (q & 0xC0) not in (0x00, 0x80) and not math.isnan(v)
+
+
+class ReferenceEngine:
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        n = len(rules)
+        self.active = [False] * n
+        self.due_on, self.due_off = [NEVER] * n, [NEVER] * n
+        self.since = [0] * n
+        self.last = [math.nan] * n
+        self.sev = [int(s) for s in rules.severity.tolist()]
+        self.lim = rules.limit.tolist()
+        self.aux_v, self.aux_ts = [math.nan] * n, [0] * n
+        self.value, self.quality, self.ts = (
+            [math.nan] * rules.n_tags,
+            [0] * rules.n_tags,
+            [UNSEEN] * rules.n_tags,
+        )
+        self.kind = [K(k) for k in rules.kind.tolist()]
+        self.born: int | None = None
+        self.by_tag: list[list[int]] = [[] for _ in range(rules.n_tags)]
+        for r, (k, t) in enumerate(zip(self.kind, rules.tag.tolist(), strict=True)):
+            if k in TAG_KINDS:
+                self.by_tag[t].append(r)
+        self.edges: list[tuple[int, bool, int, float, float, int]] = []
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def evaluate(self, batch: ReadingBatch, now_us: int) -> ConditionEdges:
+        self._start(now_us)
+        for k in sorted(set(batch.tag.tolist())):
+            for r in self.by_tag[k]:
+                if self.kind[r] == K.STALE:
+                    self._arrive(r, now_us)
+        rows = sorted(zip(batch.tag.tolist(), batch.ts.tolist(), range(len(batch)), strict=True))
+        values, qualities = batch.value.tolist(), batch.quality.tolist()
+        for k, t, i in rows:
+            if t < self.ts[k]:
+                continue
+            self.value[k], self.quality[k], self.ts[k] = values[i], qualities[i], t
+            for r in self.by_tag[k]:
+                self._sample(r, t, values[i], _valid(values[i], qualities[i]))
+        for r, k in enumerate(self.kind):
+            if k in PAIR_KINDS:
+                self._pair(r)
+        for i in range(len(self.rules.interlocks)):
+            self._interlock(i)
+        return self._timers(now_us)
+
+    def tick(self, now_us: int) -> ConditionEdges:
+        self._start(now_us)
+        return self._timers(now_us)
+
+    # --- the transition -------------------------------------------------------------------
+
+    def _transition(self, r: int, setc: bool, clr: bool, t: int, value: float) -> None:
+        if not self.active[r]:
+            if not setc:
+                self.due_on[r] = NEVER
+                return
+            self.last[r] = value
+            if self.due_on[r] == NEVER:
+                self.due_on[r] = t + int(self.rules.on_us[r])
+            if t >= self.due_on[r]:
+                self._flip(r, t, value)
+        else:
+            if not clr:
+                self.due_off[r] = NEVER
+                return
+            self.last[r] = value
+            if self.due_off[r] == NEVER:
+                self.due_off[r] = t + int(self.rules.off_us[r])
+            if t >= self.due_off[r]:
+                self._flip(r, t, value)
+
+    def _flip(self, r: int, t: int, value: float) -> None:
+        on = not self.active[r]
+        self.active[r] = on
+        self.due_on[r] = self.due_off[r] = NEVER
+        if on:
+            self.since[r] = t
+            if self.kind[r] == K.FROZEN:
+                self._near(r)
+        self.edges.append((r, on, t, value, self.lim[r], self.sev[r]))
+
+    def _near(self, r: int) -> None:
+        best, lim = math.inf, math.nan
+        for limit in self.rules.params[r].tolist():
+            d = abs(self.aux_v[r] - limit)
+            if d < best:  # NaN limits never win
+                best, lim = d, limit
+        near = best <= float(self.rules.band[r])
+        self.lim[r] = lim if near else math.nan
+        self.sev[r] = int(Severity.HIGH if near else self.rules.severity[r])
+
+    # --- phases ------------------------------------------------------------------------------
+
+    def _start(self, now: int) -> None:
+        if self.born is not None:
+            return
+        self.born = now
+        for r, k in enumerate(self.kind):
+            if k == K.STALE:
+                self.aux_ts[r] = now
+                if not self.active[r]:
+                    self.due_on[r] = now + int(self.rules.on_us[r])
+        il = self.rules.interlocks
+        for i in range(len(il)):
+            r = int(il.rule[i, 4])
+            if not il.in_service[i] and not self.active[r]:
+                self.due_on[r] = now
+            elif il.in_service[i] and self.active[r]:
+                self.due_off[r] = now
+
+    def _sample(self, r: int, t: int, v: float, ok: bool) -> None:
+        k, rs = self.kind[r], self.rules
+        set_at, clear_at = float(rs.set_at[r]), float(rs.clear_at[r])
+        if k == K.STALE:
+            return  # arrivals, not samples, refresh it (_arrive)
+        if k == K.BAD_QUALITY:
+            self._transition(r, not ok, ok, t, v)
+            return
+        if not ok:
+            self._transition(r, False, False, t, v)
+            return
+        if k == K.ROC:
+            has = not math.isnan(self.aux_v[r])
+            x = (
+                abs(v - self.aux_v[r]) / max(t - self.aux_ts[r], int(rs.window_us[r])) * US_PER_MIN
+                if has
+                else 0.0
+            )
+            self._transition(r, has and x >= set_at, x < clear_at, t, x)
+            if not has or t - self.aux_ts[r] >= int(rs.window_us[r]):
+                self.aux_v[r], self.aux_ts[r] = v, t
+            return
+        if k == K.FROZEN:
+            first = math.isnan(self.aux_v[r])
+            moved = not first and abs(v - self.aux_v[r]) > clear_at
+            if first or moved:
+                self.aux_v[r], self.aux_ts[r] = v, t
+            self._transition(r, not moved, moved, t, self.aux_v[r])
+            if moved:
+                self.due_on[r] = t + int(rs.on_us[r])
+            return
+        if k == K.OUT_OF_RANGE:
+            x = max(float(rs.params[r, 0]) - v, v - float(rs.params[r, 1]))
+        elif k == K.STATE:
+            x = abs(v - float(rs.params[r, 0]))
+        else:
+            x = v
+        if k in LOW_KINDS:
+            self._transition(r, x <= set_at, x > clear_at, t, v)
+        else:
+            self._transition(r, x >= set_at, x < clear_at, t, v)
+
+    def _arrive(self, r: int, now: int) -> None:
+        gap = (now - self.aux_ts[r]) / 1e6
+        if self.active[r]:
+            self._flip(r, now, gap)
+        self.aux_ts[r] = now
+        self.due_on[r] = now + int(self.rules.on_us[r])
+
+    def _ok(self, tag: int) -> bool:
+        return _valid(self.value[tag], self.quality[tag])
+
+    def _pair(self, r: int) -> None:
+        a, b = int(self.rules.tag[r]), int(self.rules.tag2[r])
+        t = max(self.ts[a], self.ts[b])
+        if t == UNSEEN:
+            return
+        ok = self._ok(a) and self._ok(b)
+        x = abs(self.value[a] - self.value[b])
+        self._transition(r, ok and x >= self.rules.set_at[r], ok and x < self.rules.clear_at[r], t, x)
+
+    def _interlock(self, i: int) -> None:
+        il = self.rules.interlocks
+        votes = n_eff = n_failed = n_byp = 0
+        t_in = t_bp = UNSEEN
+        for j in range(int(il.ptr[i]), int(il.ptr[i + 1])):
+            tag, bp = int(il.in_tag[j]), int(il.in_bypass[j])
+            t_in = max(t_in, self.ts[tag])
+            bypassed = False
+            if bp >= 0:
+                t_in, t_bp = max(t_in, self.ts[bp]), max(t_bp, self.ts[bp])
+                bypassed = self._ok(bp) and self.value[bp] >= 0.5
+            x = self.value[tag]
+            trips = (il.in_lo[j] <= x <= il.in_hi[j]) != bool(il.in_invert[j])
+            n_byp += bypassed
+            if not bypassed and self._ok(tag):
+                n_eff += 1
+                votes += trips
+            elif not bypassed:
+                n_failed += 1
+        demand_r, no_action_r, bypassed_r, overdue_r = (int(r) for r in il.rule[i, :4])
+        if t_in != UNSEEN:
+            known = n_eff > 0 or n_failed == 0
+            demand = n_eff > 0 and votes >= min(int(il.m[i]), n_eff)
+            self._transition(demand_r, known and demand, known and not demand, t_in, float(votes))
+        fe = int(il.fe_tag[i])
+        t_fe = max(t_in, self.ts[fe])
+        if t_fe != UNSEEN:
+            safe = self._ok(fe) and abs(self.value[fe] - il.fe_safe[i]) <= il.fe_tol[i]
+            no_action = self.active[demand_r] and not safe
+            self._transition(no_action_r, no_action, not no_action, t_fe, self.value[fe])
+        if t_bp != UNSEEN:
+            for r in (bypassed_r, overdue_r):
+                self._transition(r, n_byp > 0, n_byp == 0, t_bp, float(n_byp))
+
+    def _timers(self, now: int) -> ConditionEdges:
+        for r in range(len(self.kind)):
+            if now >= self.due_on[r]:
+                if self.kind[r] == K.STALE:
+                    self.last[r] = (now - self.aux_ts[r]) / 1e6
+                self._flip(r, now, self.last[r])
+            elif now >= self.due_off[r]:
+                self._flip(r, now, self.last[r])
+        edges, self.edges = self.edges, []
+        if not edges:
+            return ConditionEdges.empty()
+        return ConditionEdges.of(*zip(*edges, strict=True)).by_rule()
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot.build(
+            self.rules,
+            {
+                "active": self.active, "since": self.since, "due_on": self.due_on, "due_off": self.due_off,
+                "last": self.last, "sev": self.sev, "lim": self.lim, "aux_v": self.aux_v, "aux_ts": self.aux_ts,
+            },
+            (self.value, self.quality, self.ts),
+        )  # fmt: skip
+
+    def restore(self, snap: EngineSnapshot) -> None:
+        rules_state, tags_state = snap.for_rules(self.rules)
+        for name, values in rules_state.items():
+            current = getattr(self, name)
+            for r, v in enumerate(values.tolist()):
+                current[r] = v
+        self.value, self.quality, self.ts = (a.tolist() for a in tags_state)
+        self.born = None

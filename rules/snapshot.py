@@ -1,0 +1,170 @@
+"""EngineSnapshot: rule and tag state keyed by stable keys, so a restart resumes delays.
+
+The alarm manager persists it (``to_dict`` is JSON-safe: NaN becomes None). Restoring into a
+different rule set (config edited) keeps the state of every rule and tag whose key still
+exists; new rules start idle. Reported severity and limit are kept only for FROZEN (they are
+dynamic there); every other rule takes them from the new rule set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rules.spec import NEVER, UNSEEN, RuleKind, RuleSet
+
+__all__ = ["RULE_FIELDS", "EngineSnapshot"]
+
+# name -> dtype of the per-rule state both engines keep
+RULE_FIELDS: dict[str, np.dtype] = {
+    "active": np.dtype(np.bool_),
+    "since": np.dtype(np.int64),
+    "due_on": np.dtype(np.int64),
+    "due_off": np.dtype(np.int64),
+    "last": np.dtype(np.float64),
+    "sev": np.dtype(np.uint8),
+    "lim": np.dtype(np.float64),
+    "aux_v": np.dtype(np.float64),
+    "aux_ts": np.dtype(np.int64),
+}
+TAG_FIELDS: dict[str, np.dtype] = {
+    "value": np.dtype(np.float64),
+    "quality": np.dtype(np.uint8),
+    "ts": np.dtype(np.int64),
+}
+
+
+def initial_rule_state(rules: RuleSet) -> dict[str, np.ndarray]:
+    n = len(rules)
+    return {
+        "active": np.zeros(n, bool),
+        "since": np.zeros(n, np.int64),
+        "due_on": np.full(n, NEVER, np.int64),
+        "due_off": np.full(n, NEVER, np.int64),
+        "last": np.full(n, np.nan),
+        "sev": rules.severity.copy(),
+        "lim": rules.limit.copy(),
+        "aux_v": np.full(n, np.nan),
+        "aux_ts": np.zeros(n, np.int64),
+    }
+
+
+def initial_tag_state(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.full(n, np.nan), np.zeros(n, np.uint8), np.full(n, UNSEEN, np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class EngineSnapshot:
+    rule_keys: tuple[str, ...]
+    rules: Mapping[str, np.ndarray]  # RULE_FIELDS, aligned with rule_keys
+    tag_keys: tuple[str, ...]
+    tags: Mapping[str, np.ndarray]  # TAG_FIELDS, aligned with tag_keys
+
+    @classmethod
+    def build(
+        cls,
+        rules: RuleSet,
+        state: Mapping[str, Sequence[Any] | np.ndarray],
+        tags: Sequence[Sequence[Any] | np.ndarray],
+    ) -> EngineSnapshot:
+        rs = {n: np.array(state[n], dtype=dt) for n, dt in RULE_FIELDS.items()}
+        ts = {n: np.array(a, dtype=dt) for (n, dt), a in zip(TAG_FIELDS.items(), tags, strict=True)}
+        return cls(rules.keys, rs, rules.tag_keys, ts)
+
+    def for_rules(self, rules: RuleSet) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
+        """State aligned with ``rules`` (and its tags); defaults where a key is new."""
+        state = initial_rule_state(rules)
+        where = {k: i for i, k in enumerate(self.rule_keys)}
+        pairs = [(i, where[k]) for i, k in enumerate(rules.keys) if k in where]
+        if pairs:
+            dst, src = (np.array(p, np.int64) for p in zip(*pairs, strict=True))
+            for name in RULE_FIELDS:
+                if name in ("sev", "lim"):
+                    frozen = rules.kind[dst] == RuleKind.FROZEN
+                    state[name][dst[frozen]] = self.rules[name][src[frozen]]
+                else:
+                    state[name][dst] = self.rules[name][src]
+        tags = initial_tag_state(rules.n_tags)
+        twhere = {k: i for i, k in enumerate(self.tag_keys)}
+        tpairs = [(i, twhere[k]) for i, k in enumerate(rules.tag_keys) if k in twhere]
+        if tpairs:
+            dst, src = (np.array(p, np.int64) for p in zip(*tpairs, strict=True))
+            for arr, name in zip(tags, TAG_FIELDS, strict=True):
+                arr[dst] = self.tags[name][src]
+        return state, tags
+
+    def equals(self, other: EngineSnapshot) -> bool:
+        if self.rule_keys != other.rule_keys or self.tag_keys != other.tag_keys:
+            return False
+        same = [
+            np.array_equal(self.rules[n], other.rules[n], equal_nan=True) for n in ("last", "lim", "aux_v")
+        ]
+        same += [
+            np.array_equal(self.rules[n], other.rules[n])
+            for n in RULE_FIELDS
+            if n not in ("last", "lim", "aux_v")
+        ]
+        same += [np.array_equal(self.tags[n], other.tags[n], equal_nan=n == "value") for n in TAG_FIELDS]
+        return all(same)
+
+    def differences(self, other: EngineSnapshot) -> list[str]:
+        """Which fields differ (test diagnostics)."""
+        out = []
+        for n in RULE_FIELDS:
+            a, b = self.rules[n], other.rules[n]
+            bad = ~((a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else (a == b))
+            out += [f"{self.rule_keys[i]}.{n}: {a[i]!r} != {b[i]!r}" for i in np.flatnonzero(bad)]
+        for n in TAG_FIELDS:
+            a, b = self.tags[n], other.tags[n]
+            bad = ~((a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else (a == b))
+            out += [f"{self.tag_keys[i]}.{n}: {a[i]!r} != {b[i]!r}" for i in np.flatnonzero(bad)]
+        return out
+
+    # --- JSON-safe form -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(vals: list[Any]) -> list[Any]:
+            return [None if isinstance(v, float) and math.isnan(v) else v for v in vals]
+
+        return {
+            "version": 1,
+            "rules": {
+                k: clean(list(row))
+                for k, row in zip(
+                    self.rule_keys,
+                    zip(*(self.rules[n].tolist() for n in RULE_FIELDS), strict=False),
+                    strict=True,
+                )
+            },
+            "tags": {
+                k: clean(list(row))
+                for k, row in zip(
+                    self.tag_keys,
+                    zip(*(self.tags[n].tolist() for n in TAG_FIELDS), strict=False),
+                    strict=True,
+                )
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineSnapshot:
+        if data.get("version") != 1:
+            raise ValueError(f"unknown rule engine snapshot version {data.get('version')!r}")
+
+        def columns(rows: Mapping[str, list[Any]], spec: dict[str, np.dtype]) -> dict[str, np.ndarray]:
+            cols = list(zip(*rows.values(), strict=True)) if rows else [()] * len(spec)
+            return {
+                n: np.array([math.nan if v is None else v for v in col], dtype=dt)
+                for (n, dt), col in zip(spec.items(), cols, strict=True)
+            }
+
+        return cls(
+            tuple(data["rules"]),
+            columns(data["rules"], RULE_FIELDS),
+            tuple(data["tags"]),
+            columns(data["tags"], TAG_FIELDS),
+        )
