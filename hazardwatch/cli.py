@@ -5,6 +5,8 @@ Exit codes: 0 success, 2 invalid configuration or usage, 1 any other failure.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import hazardwatch
 from core.config import load_plant
 from core.errors import ConfigError
 from core.plant import ModbusDevice, OpcUaDevice, Plant
+from hazardwatch.runtime import RuntimeOptions
 
 app = typer.Typer(
     name="hazardwatch",
@@ -89,11 +92,82 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
     out.print("config OK", style="bold green")
 
 
+def _logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
+
+
+def _options(metrics_port: int | None, pki_dir: str) -> RuntimeOptions:
+    return RuntimeOptions(metrics_port=metrics_port, pki_dir=pki_dir)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml."),
+    metrics_port: int = typer.Option(
+        9108, "--metrics-port", help="Port of /metrics on 127.0.0.1 (0: any free port)."
+    ),
+    duration_s: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
+    view: bool = typer.Option(False, "--view/--no-view", help="Show the live terminal view."),
+    pki_dir: str = typer.Option("var/pki", "--pki-dir", help="Where OPC UA client certificates are kept."),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
+    _logging(log_level)
+    plant = load_or_exit(config)
+    from hazardwatch.demo import run as run_plant
+
+    asyncio.run(
+        run_plant(plant, out, view=view, duration_s=duration_s, options=_options(metrics_port, pki_dir))
+    )
+
+
+@app.command()
+def demo(
+    config: Path = typer.Argument(Path("config/demo"), help="Plant YAML, or a folder holding plant.yaml."),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help="Scenario YAML for the simulated plant (default: scenarios/ammonia-leak.yaml beside the plant, "
+        "if present; 'none' for a quiet plant).",
+    ),
+    speed: float = typer.Option(1.0, "--speed", min=0.01, help="Simulated seconds per wall second."),
+    metrics_port: int = typer.Option(0, "--metrics-port", help="Port of /metrics (default: any free port)."),
+    duration_s: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
+    view: bool = typer.Option(True, "--view/--no-view", help="Show the live terminal view."),
+    log_level: str = typer.Option("WARNING", "--log-level"),
+) -> None:
+    """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
+    _logging(log_level)
+    plant = load_or_exit(config)
+    from hazardwatch.demo import demo as run_demo
+
+    base = config if config.is_dir() else config.parent
+    default = base / "scenarios" / "ammonia-leak.yaml"
+    chosen = (
+        None
+        if scenario == "none"
+        else Path(scenario)
+        if scenario
+        else (default if default.exists() else None)
+    )
+    options = _options(metrics_port, "var/pki")
+    asyncio.run(
+        run_demo(plant, out, scenario=chosen, speed=speed, view=view, duration_s=duration_s, options=options)
+    )
+
+
 def _mount() -> None:
     """Subcommands from the modules that own them (explicit, no import-time discovery)."""
-    from hazardwatch import cli_sim
+    from hazardwatch import cli_rules, cli_sim
 
     cli_sim.register(app)
+    cli_rules.register(app)
     try:
         from hazardwatch.cli_db import db_app
     except ImportError:  # pragma: no cover — storage lands in its own issue

@@ -18,7 +18,7 @@ import typer
 
 from core.clock import from_datetime
 from core.config import load_plant
-from core.errors import ConfigError
+from core.errors import ConfigError, StorageError
 from core.plant import Plant
 from core.registry import TagRegistry
 
@@ -62,15 +62,13 @@ def _db_rows(
     plant: Plant, start_us: int | None, end_us: int | None, tags: list[str] | None
 ) -> Iterable[tuple[int, str, float, int]]:
     """Raw readings from the historian as (ts_us, key, value, quality), oldest first."""
-    try:
-        from storage import queries  # type: ignore[attr-defined]  # built by the storage package
+    from storage.queries import raw_history  # only this path needs the database
 
-        raw_history: Any = queries.raw_history
-    except (ImportError, AttributeError):
-        typer.echo("--from db needs storage.queries.raw_history (the historian is not available)", err=True)
+    try:
+        return raw_history(plant, tags, start_us, end_us)
+    except StorageError as exc:
+        typer.echo(f"cannot read the historian: {exc}", err=True)
         raise typer.Exit(1) from None
-    rows: Iterable[tuple[int, str, float, int]] = raw_history(plant, tags, start_us, end_us)
-    return rows
 
 
 def _announce(sim: Any) -> None:

@@ -1,0 +1,236 @@
+"""Runtime: wires a plant config into running collectors, hub, historian and live view.
+
+Start-up order: migrations and registry sync (ids for every tag), the spooling historian
+writer, the hub with its sinks, one CollectorRunner per device, then /metrics. Shutdown
+reverses it and flushes: runners stop, the hub drains its queues into the sinks, the
+writer closes (whatever the database could not take stays in the disk spool for the next
+start), metrics stop last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from collector.base import CollectorRunner
+from collector.factory import build_sources
+from collector.hub import Hub
+from collector.live import LiveSnapshot
+from collector.metrics import Metric, MetricsServer
+from core.batch import ReadingBatch
+from core.clock import Clock, SystemClock
+from core.plant import Plant
+from core.registry import TagRegistry
+from rules import ConditionEdges, RuleEngine
+from storage.db import connect
+from storage.migrate import upgrade
+from storage.registry_sync import active_tag_ids, sync_registry
+from storage.retention import retention_loop
+from storage.spool import Spool
+from storage.spooling import SpoolingWriter
+from storage.writer import BatchWriter
+
+__all__ = ["RuleSink", "Runtime", "RuntimeOptions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9108  # None: no metrics endpoint; 0: any free port
+    pki_dir: str = "var/pki"
+    historian_queue_batches: int = 10_000
+    shutdown_flush_s: float = 10.0
+
+
+class RuleSink:
+    """Feeds the rule engine from the hub and from a timer; logs every condition edge.
+
+    Until the alarm lifecycle consumes them, edges are logged (and counted); the live view
+    shows the engine's active conditions.
+    """
+
+    def __init__(self, engine: RuleEngine, clock: Clock, tick_s: float = 1.0) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.tick_s = tick_s
+        self.edges_total = 0
+        self.activations_total = 0
+
+    async def write(self, batch: ReadingBatch) -> None:
+        self._log(self.engine.evaluate(batch, self.clock.now_us()))
+
+    async def run_timer(self) -> None:
+        while True:
+            await self.clock.sleep(self.tick_s)
+            self._log(self.engine.tick(self.clock.now_us()))
+
+    def _log(self, edges: ConditionEdges) -> None:
+        if len(edges) == 0:
+            return
+        self.edges_total += len(edges)
+        self.activations_total += int(edges.active.sum())
+        for line in self.engine.describe(edges):
+            log.warning("condition %s", line)
+
+
+class Runtime:
+    def __init__(
+        self, plant: Plant, dsn: str, *, clock: Clock | None = None, options: RuntimeOptions | None = None
+    ) -> None:
+        self.plant = plant
+        self.dsn = dsn
+        self.clock = clock or SystemClock()
+        self.options = options or RuntimeOptions()
+        self.hub = Hub(self.clock)
+        self.registry = TagRegistry.from_plant(plant)
+        self.live = LiveSnapshot(len(self.registry))
+        self.rules: RuleSink | None = None
+        self.runners: list[CollectorRunner] = []
+        self.writer: SpoolingWriter | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._extra_sinks: list[tuple[str, Callable[[ReadingBatch], Any]]] = []
+
+    def add_sink(self, name: str, write: Callable[[ReadingBatch], Any]) -> None:
+        """Another consumer of every batch (rule engine, API); call before start()."""
+        self._extra_sinks.append((name, write))
+
+    async def prepare_database(self) -> TagRegistry:
+        conn = await connect(self.dsn)
+        try:
+            applied = await upgrade(conn)
+            if applied:
+                log.info("applied %d migration(s)", len(applied))
+            report = await sync_registry(conn, self.plant, now_us=self.clock.now_us())
+            log.info("registry: %s", report.summary())
+            ids = await active_tag_ids(conn)
+        finally:
+            await conn.close()
+        return self.registry.with_db_ids(ids)
+
+    async def start(self) -> None:
+        self.registry = await self.prepare_database()
+        s = self.plant.settings.storage
+        spool = Spool(s.spool_dir, max_bytes=s.spool_max_bytes, segment_bytes=s.spool_segment_bytes)
+        db_ids = self.registry.db_id
+        self.writer = SpoolingWriter(
+            lambda: BatchWriter.connect(self.dsn, db_ids), db_ids, spool, clock=self.clock
+        )
+        await self.writer.start()
+        # Retention and partitions ahead of time (the writer also creates a missing day on demand).
+        self._tasks.append(
+            asyncio.create_task(retention_loop(lambda: connect(self.dsn), s, self.clock), name="retention")
+        )
+        self.hub.add_sink("historian", self.writer.write, max_batches=self.options.historian_queue_batches)
+        self.hub.add_sink("live", self.live.write)
+        self.rules = RuleSink(RuleEngine.from_plant(self.plant, self.registry), self.clock)
+        self.hub.add_sink("rules", self.rules.write)
+        self._tasks.append(asyncio.create_task(self.rules.run_timer(), name="rules-timer"))
+        for name, write in self._extra_sinks:
+            self.hub.add_sink(name, write)
+        await self.hub.start()
+        for source in build_sources(self.plant, self.registry, self.clock, self.options.pki_dir):
+            runner = CollectorRunner(source, self.hub.publish, clock=self.clock)
+            self.runners.append(runner)
+            self._tasks.append(asyncio.create_task(runner.run(), name=f"collector-{source.name}"))
+        if self.options.metrics_port is not None:
+            self.metrics_server = MetricsServer(
+                self.metrics, self.options.metrics_host, self.options.metrics_port
+            )
+            await self.metrics_server.start()
+        log.info("collecting %d tags from %d sources", len(self.registry), len(self.runners))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in self.runners:
+            with contextlib.suppress(Exception):
+                await runner.source.close()
+        self._tasks.clear()
+        if not await self.hub.drain(self.options.shutdown_flush_s):
+            log.warning("shutdown: sinks did not drain within %.0f s", self.options.shutdown_flush_s)
+        await self.hub.stop()
+        if self.writer is not None:
+            await self.writer.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+
+    def metrics(self) -> Iterable[Metric]:
+        runners = [(r.source.name, r.stats) for r in self.runners]
+        yield (
+            "hazardwatch_source_up",
+            "1 when the source's last read succeeded.",
+            "gauge",
+            [({"source": n}, float(s.state == "ok")) for n, s in runners],
+        )
+        yield (
+            "hazardwatch_source_readings_total",
+            "Readings collected per source.",
+            "counter",
+            [({"source": n}, float(s.readings)) for n, s in runners],
+        )
+        yield (
+            "hazardwatch_source_errors_total",
+            "Failed reads or connects per source.",
+            "counter",
+            [({"source": n}, float(s.errors)) for n, s in runners],
+        )
+        yield (
+            "hazardwatch_source_reconnects_total",
+            "Reconnect attempts per source.",
+            "counter",
+            [({"source": n}, float(s.reconnects)) for n, s in runners],
+        )
+        sinks = self.hub.stats()
+        yield (
+            "hazardwatch_hub_queue_depth",
+            "Batches queued per sink.",
+            "gauge",
+            [({"sink": n}, float(s.depth)) for n, s in sinks.items()],
+        )
+        yield (
+            "hazardwatch_hub_lag_seconds",
+            "Age of the oldest queued batch per sink.",
+            "gauge",
+            [({"sink": n}, s.lag_s) for n, s in sinks.items()],
+        )
+        yield (
+            "hazardwatch_hub_dropped_batches_total",
+            "Batches dropped (oldest first) per sink.",
+            "counter",
+            [({"sink": n}, float(s.dropped_batches)) for n, s in sinks.items()],
+        )
+        yield (
+            "hazardwatch_hub_dropped_rows_total",
+            "Readings dropped per sink.",
+            "counter",
+            [({"sink": n}, float(s.dropped_rows)) for n, s in sinks.items()],
+        )
+        if self.rules is not None:
+            yield (
+                "hazardwatch_rule_edges_total",
+                "Condition edges emitted by the rule engine.",
+                "counter",
+                [({}, float(self.rules.edges_total))],
+            )
+            yield (
+                "hazardwatch_rule_active_conditions",
+                "Conditions active now.",
+                "gauge",
+                [({}, float(len(self.rules.engine.active())))],
+            )
+        if self.writer is not None:
+            for key, value in self.writer.metrics().items():
+                yield (
+                    f"hazardwatch_historian_{key}",
+                    f"Historian writer: {key.replace('_', ' ')}.",
+                    "gauge",
+                    [({}, float(value))],
+                )

@@ -1,0 +1,86 @@
+"""Connections to the historian and the psycopg -> core.errors boundary.
+
+Invariant: nothing outside this package sees a psycopg exception. Losing the server
+(refused, reset, timed out, shut down) becomes DatabaseUnavailable, which writers answer
+by spooling; every other database error becomes StorageError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from core.errors import DatabaseUnavailable, StorageError
+
+__all__ = ["Backend", "Conn", "autocommit", "connect", "translate_errors"]
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class Backend(StrEnum):
+    """How time partitioning is done; fixed when the schema is first created."""
+
+    POSTGRES = "postgres"  # declarative range partitions managed by the app
+    TIMESCALEDB = "timescaledb"  # hypertables, drop_chunks
+
+
+@contextlib.contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Re-raise library errors from ``action`` as our exception tree."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
+        # OperationalError covers lost connections, admin shutdown, cancelled statements,
+        # deadlocks and a full disk: all are worth retrying later from the spool.
+        raise DatabaseUnavailable(f"{action}: {exc}".strip()) from exc
+    except psycopg.Error as exc:
+        raise StorageError(f"{action}: {exc}".strip()) from exc
+
+
+async def connect(
+    dsn: str,
+    *,
+    autocommit: bool = False,
+    connect_timeout_s: float = 5.0,
+    application_name: str = "hazardwatch",
+) -> Conn:
+    """Open one connection; DatabaseUnavailable when the server cannot be reached."""
+    with translate_errors("connect"):
+        return await psycopg.AsyncConnection.connect(
+            dsn,
+            autocommit=autocommit,
+            connect_timeout=max(1, round(connect_timeout_s)),
+            application_name=application_name,
+            # Notice that a half-open TCP connection died without waiting for the kernel's
+            # two-hour default.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+
+
+@contextlib.asynccontextmanager
+async def autocommit(conn: Conn) -> AsyncIterator[Conn]:
+    """Run a block in autocommit mode (DDL and maintenance that manage their own
+    transactions), restoring the connection's mode afterwards."""
+    if conn.autocommit:
+        yield conn
+        return
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise StorageError("maintenance needs a connection that is not inside a transaction")
+    with translate_errors("switch to autocommit"):
+        await conn.set_autocommit(True)
+    try:
+        yield conn
+    finally:
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(False)

@@ -1,0 +1,307 @@
+"""SpoolingWriter: the historian sink that keeps accepting batches through database outages.
+
+``write()`` never waits for the database: batches go to a bounded memory buffer, and one
+task writes them, coalescing whatever has queued up into one transaction of at most
+``max_batch_rows`` (group commit: small transactions when the database keeps up, large
+ones when it falls behind, which amortizes the per-transaction rollup and latest-value
+upserts). While the database is unreachable, or the buffer is full, batches go to the
+disk Spool; the same task reconnects with exponential backoff and jitter and replays the
+spool oldest-first, alternating with fresh data. Invariants: every accepted reading ends
+up in the database exactly once (writes are idempotent, so replaying after an ambiguous
+failure is safe) or is counted dropped by the spool; only memory-buffered batches (at
+most ``max_buffer_rows``) are lost if the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from core.batch import ReadingBatch
+from core.clock import Clock, SystemClock
+from core.errors import DatabaseUnavailable, StorageError
+from storage.spool import Spool, SpoolRecord
+from storage.writer import BatchWriter, to_db_ids
+
+__all__ = ["SpoolingWriter"]
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[], Awaitable[BatchWriter]]
+
+
+class SpoolingWriter:
+    """Front-end over BatchWriter + Spool. Use as ``async with``, or call start()/close()."""
+
+    def __init__(
+        self,
+        connect: Connector,
+        db_ids: np.ndarray,
+        spool: Spool,
+        *,
+        clock: Clock | None = None,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        write_timeout_s: float = 60.0,
+        max_batch_rows: int = 200_000,
+        max_buffer_rows: int = 1_000_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._connect = connect
+        self.db_ids = np.asarray(db_ids, dtype=np.int32)
+        self.spool = spool
+        self._clock = clock or SystemClock()
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._write_timeout_s = write_timeout_s
+        self.max_batch_rows = max_batch_rows
+        self.max_buffer_rows = max_buffer_rows
+        self._rng = rng or random.Random()
+        self._writer: BatchWriter | None = None
+        self._buffer: deque[ReadingBatch] = deque()
+        self._buffer_rows = 0
+        self._in_flight = False
+        self._settled = asyncio.Event()  # buffer empty and no buffered batch in flight
+        self._settled.set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._down_since: float | None = None
+        self._rejected = False  # a non-outage error is being retried (logged once)
+        self.written_batches = self.written_rows = self.transactions = 0
+        self.drained_batches = self.drained_rows = self.duplicate_rows = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="historian-writer")
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop; buffered batches are written if the database answers in time, else spooled."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._buffer and self._writer is not None:
+            with contextlib.suppress(DatabaseUnavailable, StorageError, TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    while self._buffer:
+                        await self._write_buffered()
+        self._spill_buffer()
+        await self._drop_writer()
+        self.spool.close()
+
+    async def __aenter__(self) -> SpoolingWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    def metrics(self) -> dict[str, int]:
+        s = self.spool
+        return {
+            "db_up": int(self.connected),
+            "written_batches": self.written_batches,
+            "written_rows": self.written_rows,
+            "transactions": self.transactions,
+            "duplicate_rows": self.duplicate_rows,
+            "buffered_batches": len(self._buffer),
+            "buffered_rows": self._buffer_rows,
+            "spooled_batches": s.spooled_batches,
+            "spooled_bytes": s.spooled_bytes,
+            "dropped_batches": s.dropped_batches,
+            "dropped_rows": s.dropped_rows,
+            "drained_batches": self.drained_batches,
+            "drained_rows": self.drained_rows,
+            "torn_records": s.torn_records,
+            "pending_batches": s.pending_batches,
+            "pending_rows": s.pending_rows,
+            "pending_bytes": s.size_bytes,
+        }
+
+    async def flush(self) -> None:
+        """Return once everything written so far is in the database or in the spool."""
+        self._wake.set()
+        await self._settled.wait()
+
+    async def wait_drained(self) -> None:
+        """Return once the buffer and spool are empty and the database is connected."""
+        while self._buffer or self.spool.pending_batches or not self.connected:
+            await self._wait_idle()
+
+    async def _wait_idle(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+        await self._idle.wait()
+
+    # --- accepting ---------------------------------------------------------------
+
+    async def write(self, batch: ReadingBatch) -> None:
+        """Accept a batch of dense-index readings; never waits for the database."""
+        resolved = to_db_ids(batch, self.db_ids)
+        if len(resolved) == 0:
+            return
+        if self._writer is None or self._buffer_rows + len(resolved) > self.max_buffer_rows:
+            # Down, or falling behind: disk, not memory, so a crash cannot take it.
+            self.spool.append(resolved)
+        else:
+            self._buffer.append(resolved)
+            self._buffer_rows += len(resolved)
+            self._settled.clear()
+        self._wake.set()
+
+    # --- the one task that talks to the database -----------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        spool_turn = False
+        while True:
+            if self._writer is None:
+                self._spill_buffer()
+                if not await self._try_connect(attempt):
+                    attempt += 1
+                    continue
+                attempt = 0
+            if self._buffer and not (spool_turn and self.spool.pending_batches):
+                await self._write_buffered()
+                spool_turn = True  # alternate, so a steady stream cannot starve the backlog
+            elif self.spool.pending_batches:
+                await self._write_spooled()
+                spool_turn = False
+            else:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+
+    async def _try_connect(self, attempt: int) -> bool:
+        try:
+            self._writer = await self._connect()
+        except DatabaseUnavailable as exc:
+            self._went_down(exc)
+            await self._clock.sleep(self._backoff_delay(attempt))
+            return False
+        except StorageError as exc:
+            # A schema mismatch will not fix itself soon: keep spooling, retry slowly.
+            if not self._rejected:
+                log.error("historian: cannot use the database (%s); spooling, retrying every %.0f s",
+                          exc, self._backoff[1])  # fmt: skip
+            self._rejected = True
+            await self._clock.sleep(self._backoff[1])
+            return False
+        if self._down_since is not None:
+            log.warning(
+                "historian: database back after %.1f s; draining %d spooled batches",
+                self._clock.monotonic() - self._down_since,
+                self.spool.pending_batches,
+            )
+            self._down_since = None
+        return True
+
+    async def _write_buffered(self) -> None:
+        batches = [self._buffer.popleft()]
+        rows = len(batches[0])
+        while self._buffer and rows + len(self._buffer[0]) <= self.max_batch_rows:
+            batches.append(self._buffer.popleft())
+            rows += len(batches[-1])
+        self._buffer_rows -= rows
+        self._in_flight = True
+        try:
+            await self._write_db(ReadingBatch.concat(batches))
+        except StorageError as exc:
+            for b in batches:
+                self.spool.append(b)
+            await self._failed(exc)
+            return
+        except BaseException:  # cancelled (close): give the batches back, close() decides
+            self._buffer.extendleft(reversed(batches))
+            self._buffer_rows += rows
+            raise
+        finally:
+            self._in_flight = False
+            self._check_settled()
+        self.written_batches += len(batches)
+        self.written_rows += rows
+
+    async def _write_spooled(self) -> None:
+        records: list[SpoolRecord] = self.spool.take(self.max_batch_rows)
+        if not records:
+            return
+        batch = ReadingBatch.concat(r.batch for r in records)
+        try:
+            await self._write_db(batch)
+        except StorageError as exc:
+            self.spool.requeue(records)
+            await self._failed(exc)
+            return
+        except BaseException:
+            self.spool.requeue(records)
+            raise
+        self.spool.ack(records)
+        self.drained_batches += len(records)
+        self.drained_rows += len(batch)
+
+    async def _write_db(self, batch: ReadingBatch) -> None:
+        writer = self._writer
+        if writer is None:
+            raise DatabaseUnavailable("not connected")
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                result = await writer.write_resolved(batch)
+        except TimeoutError as exc:
+            raise DatabaseUnavailable(f"write timed out after {self._write_timeout_s} s") from exc
+        self.transactions += 1
+        self.duplicate_rows += result.duplicates
+        if self._rejected:
+            log.warning("historian: database accepts batches again")
+            self._rejected = False
+
+    async def _failed(self, exc: StorageError) -> None:
+        if isinstance(exc, DatabaseUnavailable):
+            self._went_down(exc)
+        else:
+            # Not an outage, yet the database refused the data. It stays spooled (nothing
+            # is lost silently); reconnect and retry later instead of spinning.
+            if not self._rejected:
+                log.error("historian: database rejected a batch (%s); kept in the spool, retrying", exc)
+            self._rejected = True
+            await self._clock.sleep(self._backoff[1])
+        await self._drop_writer()
+
+    def _went_down(self, exc: DatabaseUnavailable) -> None:
+        if self._down_since is None:
+            self._down_since = self._clock.monotonic()
+            log.warning("historian: database unavailable (%s); spooling to %s", exc, self.spool.directory)
+
+    def _spill_buffer(self) -> None:
+        while self._buffer:
+            self.spool.append(self._buffer.popleft())
+        self._buffer_rows = 0
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        if not self._buffer and not self._in_flight:
+            self._settled.set()
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.close()
+
+    def _backoff_delay(self, attempt: int) -> float:
+        # "Equal jitter": half the exponential delay fixed, half random, so reconnect
+        # storms from many processes spread out but each still backs off.
+        initial, cap = self._backoff
+        delay = min(cap, initial * 2 ** min(attempt, 30))
+        return delay / 2 + self._rng.uniform(0, delay / 2)
