@@ -84,10 +84,12 @@ class PlantState:
         v = np.asarray(value, dtype=np.float64)
         q = np.asarray(quality, dtype=np.uint8)
         old_v, old_q = self.value[sel], self.quality[sel]
-        diff = ~((old_v == v) | (np.isnan(old_v) & np.isnan(v))) | (old_q != q)
+        ts = self.ts[sel]
+        # A tag never stamped (ts 0) gets this time too, even when its first value is the
+        # initial 0: otherwise servers would publish it with a 1970 source timestamp.
+        diff = ~((old_v == v) | (np.isnan(old_v) & np.isnan(v))) | (old_q != q) | (ts == 0)
         self.value[sel] = v
         self.quality[sel] = q
-        ts = self.ts[sel]
         ts[diff] = now_us
         self.ts[sel] = ts
         ch = self.changed[sel]
