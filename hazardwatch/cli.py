@@ -16,7 +16,7 @@ from rich.table import Table
 
 import hazardwatch
 from core.config import load_plant
-from core.errors import ConfigError
+from core.errors import ConfigError, SchemaError, StorageError
 from core.plant import ModbusDevice, OpcUaDevice, Plant
 from hazardwatch.runtime import RuntimeOptions
 
@@ -122,9 +122,16 @@ def run(
     plant = load_or_exit(config)
     from hazardwatch.demo import run as run_plant
 
-    asyncio.run(
-        run_plant(plant, out, view=view, duration_s=duration_s, options=_options(metrics_port, pki_dir))
-    )
+    try:
+        asyncio.run(
+            run_plant(plant, out, view=view, duration_s=duration_s, options=_options(metrics_port, pki_dir))
+        )
+    except StorageError as exc:
+        # No database, an unreachable one at start, or a schema newer than this code.
+        err.print(f"hazardwatch run: {exc}", markup=False)
+        raise typer.Exit(
+            2 if isinstance(exc, SchemaError) or "no database configured" in str(exc) else 1
+        ) from None
 
 
 @app.command()

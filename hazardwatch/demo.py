@@ -17,11 +17,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
+from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from hazardwatch.live_view import render_view
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from simulators.fixtures import start_simulator
-from storage.embedded import EmbeddedPostgres, dsn_or_embedded
+from storage.embedded import EmbeddedPostgres, configured_dsn, dsn_or_embedded
 
 __all__ = ["demo", "serve"]
 
@@ -86,10 +87,13 @@ async def serve(
 
 
 async def run(
-    config_plant: Plant, console: Console, *, view: bool, duration_s: float | None, options: RuntimeOptions
+    plant: Plant, console: Console, *, view: bool, duration_s: float | None, options: RuntimeOptions
 ) -> None:
-    async with _database(config_plant, console) as dsn:
-        await serve(config_plant, dsn, console, view=view, duration_s=duration_s, options=options)
+    """Production entry: the configured database only (the embedded server is for the demo)."""
+    dsn = configured_dsn(plant.settings.storage)
+    if not dsn:
+        raise DatabaseUnavailable("no database configured: set DATABASE_URL or settings.storage.dsn")
+    await serve(plant, dsn, console, view=view, duration_s=duration_s, options=options)
 
 
 async def demo(

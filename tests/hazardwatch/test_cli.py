@@ -68,3 +68,24 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "hazardwatch"
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("hazardwatch ")
+
+
+def test_run_without_a_database_says_so_with_exit_code_2() -> None:
+    result = runner.invoke(
+        app,
+        ["run", str(ROOT / "tests/core/data/two_enterprises.yaml"), "--duration", "1"],
+        env={"DATABASE_URL": ""},
+    )
+    assert result.exit_code == 2
+    assert "no database configured: set DATABASE_URL or settings.storage.dsn" in " ".join(
+        result.output.split()
+    )
+
+
+def test_run_with_an_unreachable_database_fails_clearly() -> None:
+    env = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}
+    result = runner.invoke(
+        app, ["run", str(ROOT / "tests/core/data/two_enterprises.yaml"), "--duration", "1"], env=env
+    )
+    assert result.exit_code == 1
+    assert "hazardwatch run: connect" in result.output and "127.0.0.1" in result.output
