@@ -1,8 +1,12 @@
 """``hazardwatch simulate | replay | export``: the plant simulators on the command line.
 
 Mounted into the main CLI by ``register(app)``. Exit codes follow hazardwatch.cli: 0
-success, 2 invalid configuration/scenario/CSV or usage, 1 any other failure. History
-from the database goes through ``storage.queries.raw_history`` (see ``_db_rows``).
+success, 2 invalid configuration/scenario/CSV or usage (including a tag key the plant does
+not define), 1 any other failure (database unreachable, schema mismatch, a tag the historian
+does not know). History from the database goes through ``storage.queries.raw_history`` (see
+``_db_rows``); the database is ``--dsn``, else the plant's ``settings.storage.dsn``, else
+``$DATABASE_URL``. Time windows are half-open, ``--start`` <= t < ``--end``, for the
+database and the CSV alike, so replaying an export over the same window replays every row.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from core.clock import from_datetime
@@ -25,6 +30,9 @@ from core.registry import TagRegistry
 __all__ = ["register"]
 
 DEFAULT_CONFIG = Path("config/demo")
+DSN_HELP = "PostgreSQL URL; default settings.storage.dsn, else $DATABASE_URL."
+START_HELP = "ISO 8601 start with a UTC offset (e.g. 2024-05-01T08:00:00Z), inclusive."
+END_HELP = "ISO 8601 end with a UTC offset, exclusive: values at exactly this time are left out."
 
 
 def _fail(exc: ConfigError, what: object) -> typer.Exit:
@@ -54,18 +62,37 @@ def _time(text: str | None, name: str) -> int | None:
     return from_datetime(dt)
 
 
-def _tags(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def _window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    lo, hi = _time(start, "--start"), _time(end, "--end")
+    if lo is not None and hi is not None and hi <= lo:
+        raise typer.BadParameter("must be later than --start", param_hint="--end")
+    return lo, hi
+
+
+def _tags(text: str | None, registry: TagRegistry) -> list[str] | None:
+    """The keys in ``--tags`` (None: all), each checked against the plant: exit 2 naming any unknown."""
+    if text is None:
+        return None
+    keys = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not keys:
+        raise typer.BadParameter("give at least one tag key", param_hint="--tags")
+    known = set(registry.keys)
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown tag key(s) in this plant: {', '.join(unknown)}", param_hint="--tags"
+        )
+    return keys
 
 
 def _db_rows(
-    plant: Plant, start_us: int | None, end_us: int | None, tags: list[str] | None
+    plant: Plant, start_us: int | None, end_us: int | None, tags: list[str] | None, dsn: str | None
 ) -> Iterable[tuple[int, str, float, int]]:
     """Raw readings from the historian as (ts_us, key, value, quality), oldest first."""
     from storage.queries import raw_history  # only this path needs the database
 
     try:
-        return raw_history(plant, tags, start_us, end_us)
+        return raw_history(plant, tags, start_us, end_us, dsn=dsn)
     except StorageError as exc:
         typer.echo(f"cannot read the historian: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -110,15 +137,18 @@ def simulate(
 def replay(
     source: str = typer.Option("csv", "--from", help="csv or db."),
     file: Path | None = typer.Option(None, "--file", help="CSV file (with --from csv)."),
-    start: str | None = typer.Option(None, "--start", help="ISO 8601 UTC start."),
-    end: str | None = typer.Option(None, "--end", help="ISO 8601 UTC end."),
+    start: str | None = typer.Option(None, "--start", help=START_HELP + " Default: the first value."),
+    end: str | None = typer.Option(None, "--end", help=END_HELP + " Default: after the last value."),
     tags: str | None = typer.Option(None, "--tags", help="Comma-separated tag keys (default: all)."),
-    speed: float = typer.Option(1.0, "--speed", min=0.001, help="Replay speed factor."),
+    speed: float = typer.Option(
+        1.0, "--speed", min=0.001, help="Replay speed factor: recorded spacing is divided by it."
+    ),
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Plant YAML or folder."),
     original_timestamps: bool = typer.Option(
         False, "--original-timestamps", help="Serve recorded source times."
     ),
     hold_s: float = typer.Option(0.0, "--hold", min=0, help="Keep serving this long after the last value."),
+    dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP + " (With --from db.)", show_default=False),
 ) -> None:
     """Drive the simulator's servers with recorded values, keeping their original spacing."""
     from simulators.replay import Recording, Replayer, read_csv
@@ -126,22 +156,24 @@ def replay(
 
     plant = _plant(config)
     registry = TagRegistry.from_plant(plant)
-    lo, hi, keys = _time(start, "--start"), _time(end, "--end"), _tags(tags)
+    (lo, hi), keys = _window(start, end), _tags(tags, registry)
     try:
         if source == "csv":
             if file is None:
                 raise typer.BadParameter("--from csv needs --file", param_hint="--file")
             rec = read_csv(file, registry, keys)
         elif source == "db":
-            rows = _db_rows(plant, lo, hi, keys)
+            rows = _db_rows(plant, lo, hi, keys, dsn)
             rec = Recording.from_rows((ts, registry.index_of(k), v, q) for ts, k, v, q in rows)
         else:
             raise typer.BadParameter("use csv or db", param_hint="--from")
     except ConfigError as exc:
         raise _fail(exc, file) from None
-    keep = (rec.ts >= (lo if lo is not None else rec.ts.min(initial=0))) & (
-        rec.ts <= (hi if hi is not None else rec.ts.max(initial=0))
-    )
+    keep = np.ones(len(rec), bool)  # [start, end), as the database query selects
+    if lo is not None:
+        keep &= rec.ts >= lo
+    if hi is not None:
+        keep &= rec.ts < hi
     rec = Recording(rec.ts[keep], rec.tag[keep], rec.value[keep], rec.quality[keep])
     typer.echo(f"replaying {len(rec)} values over {rec.duration_s:g} s at {speed:g}x")
 
@@ -156,17 +188,23 @@ def replay(
 
 
 def export(
-    start: str = typer.Option(..., "--start", help="ISO 8601 UTC start."),
-    end: str = typer.Option(..., "--end", help="ISO 8601 UTC end."),
+    start: str = typer.Option(..., "--start", help=START_HELP),
+    end: str = typer.Option(..., "--end", help=END_HELP),
     tags: str | None = typer.Option(None, "--tags", help="Comma-separated tag keys (default: all)."),
     out: Path = typer.Option(Path("history.csv"), "--out", help="CSV file to write."),
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Plant YAML or folder."),
+    dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP, show_default=False),
 ) -> None:
-    """Write recorded history as a replayable CSV (time, tag, value, quality)."""
+    """Write raw history in [--start, --end) as a replayable CSV, oldest first.
+
+    Columns: time (ISO 8601 UTC), tag (key), value (nan for a BAD reading without one), quality (byte).
+    """
     from simulators.replay import write_csv
 
     plant = _plant(config)
-    n = write_csv(out, _db_rows(plant, _time(start, "--start"), _time(end, "--end"), _tags(tags)))
+    (lo, hi), keys = _window(start, end), _tags(tags, TagRegistry.from_plant(plant))
+    rows = _db_rows(plant, lo, hi, keys, dsn)  # read fully before the file is created
+    n = write_csv(out, rows)
     typer.echo(f"wrote {n} rows to {out}")
 
 

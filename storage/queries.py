@@ -17,7 +17,7 @@ import numpy as np
 from psycopg import sql
 
 from core.clock import to_datetime
-from core.errors import DatabaseUnavailable
+from core.errors import DatabaseUnavailable, StorageError
 from core.plant import Plant
 from storage.db import Backend, Conn, connect, translate_errors
 from storage.migrate import require_current_schema
@@ -165,16 +165,19 @@ def raw_history(
     *,
     dsn: str | None = None,
 ) -> list[tuple[int, str, float, int]]:
-    """Blocking adapter for the CLI (export, replay): raw readings as (ts_us, key, value,
-    quality), oldest first. ``keys=None`` means every tag of ``plant``; open ends mean
-    unbounded. The database is ``dsn``, else the plant's storage settings or $DATABASE_URL.
+    """Blocking adapter for the CLI (export, replay): raw readings in [start_us, end_us) as
+    (ts_us, key, value, quality), oldest first (ties by tag id), any quality (a BAD reading's
+    value as stored, usually NaN). ``keys=None`` means every tag of ``plant`` the historian
+    knows; open ends mean unbounded. A key in ``keys`` the historian's tag table does not hold
+    raises StorageError naming it, rather than reading as "no history". The database is
+    ``dsn``, else the plant's storage settings or $DATABASE_URL.
     """
     from storage.embedded import configured_dsn  # the CLI path only
 
     dsn = dsn or configured_dsn(plant.settings.storage)
     if not dsn:
         raise DatabaseUnavailable("no database configured: set DATABASE_URL or settings.storage.dsn")
-    wanted = list(keys) if keys is not None else [t.key for t in plant.tags()]
+    wanted = list(dict.fromkeys(keys)) if keys is not None else [t.key for t in plant.tags()]
     lo = _MIN_US if start_us is None else start_us
     hi = _MAX_US if end_us is None else end_us
 
@@ -183,6 +186,12 @@ def raw_history(
             with translate_errors("look up tag ids"):
                 cur = await conn.execute("SELECT id, key FROM tag WHERE key = ANY(%s)", [wanted])
                 key_of = {int(i): k for i, k in await cur.fetchall()}
+            if keys is not None and len(key_of) < len(wanted):
+                found = set(key_of.values())
+                missing = ", ".join(k for k in wanted if k not in found)
+                raise StorageError(
+                    f"tag key(s) not in the historian: {missing} (run `hazardwatch db sync` for this plant)"
+                )
             h = await history(conn, sorted(key_of), lo, hi)
         order = np.lexsort((h.tag_id, h.time))
         return [
