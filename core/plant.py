@@ -37,7 +37,9 @@ __all__ = [
     "Limits",
     "ModbusDevice",
     "ModbusTable",
+    "ModbusTransport",
     "OpcUaDevice",
+    "Parity",
     "Person",
     "Plant",
     "RateOfChange",
@@ -138,6 +140,27 @@ class OpcUaMode(StrEnum):
     POLLING = "POLLING"
 
 
+class ModbusTransport(StrEnum):
+    TCP = "TCP"
+    RTU = "RTU"  # binary framing over a serial line (RS-485/RS-232)
+
+
+class Parity(StrEnum):
+    EVEN = "EVEN"  # Modbus over Serial Line v1.02 §2.5.1: the required default
+    ODD = "ODD"
+    NONE = "NONE"  # the spec then asks for 2 stop bits; many devices use 8N1 anyway
+
+    @property
+    def letter(self) -> str:
+        return self.value[0]
+
+
+def _parity(v: Any) -> Any:
+    """Serial parity as the device manual writes it: EVEN/ODD/NONE, or the E/O/N of "8E1"."""
+    short = {"E": "EVEN", "O": "ODD", "N": "NONE"}
+    return short.get(v.upper(), v.upper()) if isinstance(v, str) else v
+
+
 def protocol_name(v: Any) -> Any:
     return v.upper().replace("_", "").replace("-", "").replace(" ", "") if isinstance(v, str) else v
 
@@ -220,10 +243,21 @@ class OpcUaDevice(_Model):
 
 
 class ModbusDevice(_Model):
+    """A Modbus TCP device, or one unit on an RTU serial bus (plant_check: which keys fit which)."""
+
     protocol: Annotated[Literal["MODBUS"], BeforeValidator(protocol_name)]
     id: Code
-    host: str
+    transport: _enum(ModbusTransport) = ModbusTransport.TCP  # type: ignore[valid-type]
+    # TCP
+    host: str | None = None
     port: int = Field(default=502, ge=1, le=65535)
+    # RTU: devices on one serial_port share one bus, so they must agree on these settings.
+    serial_port: str | None = Field(default=None, min_length=1)
+    baudrate: int = Field(default=9600, ge=300, le=1_000_000)
+    parity: Annotated[Parity, BeforeValidator(_parity)] = Parity.EVEN
+    stopbits: Literal[1, 2] = 1
+    bytesize: int = Field(default=8, ge=5, le=8)  # plant_check: RTU needs 8
+    pause_s: float = Field(default=0.05, ge=0, le=10)  # bus silence before each request
     unit_id: int = Field(default=1, ge=0, le=255)
     poll_interval_s: float = Field(default=1.0, gt=0)
     timeout_s: float = Field(default=1.0, gt=0)

@@ -33,6 +33,17 @@ __all__ = ["DEFAULT_DEADBAND_PCT", "DEFAULT_ON_DELAY_S", "GasReference", "build_
 DEFAULT_DEADBAND_PCT = {"FLOW": 5.0, "LEVEL": 5.0, "PRESSURE": 2.0, "TEMPERATURE": 1.0, "COMPOSITION": 1.0}
 DEFAULT_ON_DELAY_S = {"FLOW": 15.0, "LEVEL": 60.0, "PRESSURE": 15.0, "TEMPERATURE": 60.0, "COMPOSITION": 15.0}
 _BIT_TABLES = {"COIL", "DISCRETE_INPUT"}
+# Keys that belong to one Modbus transport only; the settings every device on a bus must share.
+_TCP_KEYS = ("host", "port")
+_RTU_KEYS = ("serial_port", "baudrate", "parity", "stopbits", "bytesize", "pause_s")
+_BUS_DEFAULTS: dict[str, Any] = {
+    "baudrate": 9600,
+    "parity": "EVEN",
+    "stopbits": 1,
+    "bytesize": 8,
+    "pause_s": 0.05,
+}
+_PARITY = {"E": "EVEN", "O": "ODD", "N": "NONE"}
 _NODE_PREFIXES = ("i=", "s=", "g=", "b=")
 
 
@@ -102,6 +113,9 @@ class _Checker:
         self.tag_unit: dict[str, str] = {}
         # rule references (deviation partner, state command) checked once every key is known
         self.rule_refs: list[tuple[str, str, Any, PathKey]] = []
+        # RTU buses: serial port -> [(device, path)], and the unit ids tags address on them
+        self.buses: dict[str, list[tuple[dict[str, Any], PathKey]]] = defaultdict(list)
+        self.bus_units: list[tuple[str, int, str, PathKey]] = []  # (port, unit, device, tag path)
 
     def err(self, path: PathKey, message: str) -> None:
         self.issues.append(self.source.issue(path, message))
@@ -120,6 +134,7 @@ class _Checker:
             for d, dev in _items(ent.get("devices")):
                 self._unique(device_ids, dev.get("id"), (*at, "devices", d, "id"), "device id")
                 self._security(dev, (*at, "devices", d))
+                self._transport(dev, (*at, "devices", d))
                 if isinstance(dev.get("id"), str):
                     devices[dev["id"]] = dev
             for h, hs in _items(ent.get("hazard_sources")):
@@ -143,6 +158,7 @@ class _Checker:
                     (str(code), (*hat, "interlocks", k), il) for k, il in _items(hs.get("interlocks"))
                 ]
         self._overlaps()
+        self._buses()
         for ent_code, at, il in interlocks:
             self._interlock(ent_code, il, at)
         for ent_code, key, ref, at in self.rule_refs:
@@ -161,6 +177,73 @@ class _Checker:
             )
         elif policy != "NONE" and not dev.get("server_certificate"):
             self.err(at, "a secured endpoint needs server_certificate: the server certificate to trust")
+
+    def _transport(self, dev: dict[str, Any], at: PathKey) -> None:
+        """Modbus TCP needs host; RTU needs serial_port, 8 data bits and no TCP keys."""
+        if protocol_name(dev.get("protocol")) != "MODBUS":
+            return
+        transport = _up(dev.get("transport", "TCP"))
+        dev_id = dev.get("id")
+        if transport == "TCP":
+            if dev.get("host") is None:
+                self.err(at, "a Modbus TCP device needs host: (or transport: RTU with serial_port:)")
+            for k in _RTU_KEYS:
+                if k in dev:
+                    self.err((*at, k), f"{k} is a serial (RTU) setting but device {dev_id!r} uses TCP")
+        elif transport == "RTU":
+            for k in _TCP_KEYS:
+                if k in dev:
+                    self.err((*at, k), f"{k} is a TCP setting but device {dev_id!r} uses RTU (serial_port:)")
+            port = dev.get("serial_port")
+            if port is None:
+                self.err(at, "a Modbus RTU device needs serial_port: (e.g. /dev/ttyS1)")
+            elif isinstance(port, str) and port:
+                self.buses[port].append((dev, at))
+            if dev.get("bytesize", 8) != 8:
+                self.err(
+                    (*at, "bytesize"),
+                    "RTU frames are 8-bit binary: bytesize must be 8 (7 bits is Modbus ASCII)",
+                )
+            if dev.get("unit_id", 1) == 0:
+                self.err(
+                    (*at, "unit_id"),
+                    "unit_id 0 is the RTU broadcast address: no device answers a read (use 1..247)",
+                )
+
+    def _buses(self) -> None:
+        """Devices on one serial port share the bus: same line settings, one device per unit id."""
+        owner: dict[tuple[str, int], tuple[str, PathKey]] = {}
+        for port, members in self.buses.items():
+            (first, first_at), rest = members[0], members[1:]
+            for dev, at in rest:
+                for k, default in _BUS_DEFAULTS.items():
+                    mine, theirs = _bus_setting(dev, k, default), _bus_setting(first, k, default)
+                    if mine != theirs:
+                        self.err(
+                            (*at, k) if k in dev else at,
+                            f"device {dev.get('id')!r} has {k} {mine} but device {first.get('id')!r} "
+                            f"({self._where(first_at)}) has {theirs}: devices on serial port {port} "
+                            "share one bus and its settings",
+                        )
+            for dev, at in members:
+                unit = dev.get("unit_id", 1)
+                if not isinstance(unit, int) or isinstance(unit, bool):
+                    continue
+                seen = owner.setdefault((port, unit), (str(dev.get("id")), at))
+                if seen[1] != at:
+                    self.err(
+                        (*at, "unit_id") if "unit_id" in dev else at,
+                        f"devices {seen[0]!r} ({self._where(seen[1])}) and {dev.get('id')!r} both use "
+                        f"unit_id {unit} on serial port {port}: each unit on a bus is one device",
+                    )
+        for port, unit, dev_id, at in self.bus_units:
+            seen = owner.setdefault((port, unit), (dev_id, at))
+            if seen[0] != dev_id:
+                self.err(
+                    (*at, "unit_id"),
+                    f"unit {unit} on serial port {port} is device {seen[0]!r}, not {dev_id!r}: "
+                    "bind the tag to that device",
+                )
 
     def _unique(self, seen: dict[str, PathKey], value: Any, at: PathKey, what: str) -> None:
         if not isinstance(value, str):
@@ -300,6 +383,14 @@ class _Checker:
         if not isinstance(unit_id, int) or isinstance(unit_id, bool):
             return  # the structural validation reports it
         self.registers[(str(dev.get("id")), int(unit_id), table)].append((address, address + width, key, at))
+        port = dev.get("serial_port")
+        if _up(dev.get("transport", "TCP")) == "RTU" and isinstance(port, str) and "unit_id" in src:
+            if unit_id == 0:
+                self.err(
+                    (*at, "unit_id"),
+                    "unit_id 0 is the RTU broadcast address: no device answers a read (use 1..247)",
+                )
+            self.bus_units.append((port, int(unit_id), str(dev.get("id")), at))
         scale = src.get("scale")
         if isinstance(scale, dict):
             raw = _pair(scale.get("raw"))
@@ -533,6 +624,13 @@ def resolve_gas(
         err(("level2",), f"level 2 ({l2:g}) must be above level 1 ({l1:g})")
         return None
     return detector, round(l1, 6), round(l2, 6)
+
+
+def _bus_setting(dev: dict[str, Any], key: str, default: Any) -> Any:
+    v = dev.get(key, default)
+    if key == "parity" and isinstance(v, str):
+        return _PARITY.get(v.upper(), v.upper())
+    return v
 
 
 def _items(v: Any) -> list[tuple[int, dict[str, Any]]]:

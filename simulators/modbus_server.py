@@ -1,8 +1,10 @@
-"""Modbus TCP servers for the simulated plant (pymodbus is imported here and nowhere else in
+"""Modbus servers for the simulated plant (pymodbus is imported here and nowhere else in
 simulators/).
 
-One pymodbus ``ModbusTcpServer`` per configured (host, port); every unit id behind it has
-its own four tables served from numpy arrays that ``ModbusMap.encode`` refreshes from
+One pymodbus ``ModbusTcpServer`` per configured (host, port), or one RTU
+``ModbusSerialServer`` per serial bus (``ModbusDeviceServer.rtu``: the devices of one
+serial port, served on a device path such as one end of a pty pair). Every unit id has its
+own four tables served from numpy arrays that ``ModbusMap.encode`` refreshes from
 PlantState. The plant is read-only to clients (writes answer ILLEGAL FUNCTION). A unit
 whose device is OFFLINE stops answering (the client times out); a SLOW device answers
 after its delay.
@@ -17,8 +19,9 @@ from collections.abc import Sequence
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.datastore.context import ModbusBaseSlaveContext
 from pymodbus.exceptions import NoSuchSlaveException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from core.plant import ModbusDevice, ModbusTable
 from simulators.faults import DeviceFaults
@@ -79,13 +82,21 @@ class _Context(ModbusServerContext):
 
 
 class ModbusDeviceServer:
-    """One listening Modbus TCP endpoint serving one or more configured devices."""
+    """One listening Modbus endpoint (TCP host:port, or an RTU serial bus) serving configured devices."""
 
     def __init__(
-        self, host: str, port: int, devices: list[ModbusDevice], state: PlantState, faults: DeviceFaults
+        self,
+        host: str,
+        port: int,
+        devices: list[ModbusDevice],
+        state: PlantState,
+        faults: DeviceFaults,
+        *,
+        serial_port: str | None = None,
     ) -> None:
         self.host = host
         self.port = port  # 0: any free port; the bound port replaces it after start()
+        self.serial_port = serial_port  # RTU: the device path served instead of host:port
         self.devices = devices
         self.state = state
         ids = {d.id for d in devices}
@@ -93,7 +104,15 @@ class ModbusDeviceServer:
         self.map = ModbusMap(devices, tags)
         units = {u: _Unit(s, self.map.unit_device[u], faults) for u, s in self.map.stores.items()}
         self.context = _Context(units, faults)
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+
+    @classmethod
+    def rtu(
+        cls, serial_port: str, devices: list[ModbusDevice], state: PlantState, faults: DeviceFaults
+    ) -> ModbusDeviceServer:
+        """The slaves of one RTU bus on ``serial_port`` with the devices' line settings
+        (plant_check makes every device on a bus agree on them)."""
+        return cls("", 0, devices, state, faults, serial_port=serial_port)
 
     @property
     def device_ids(self) -> list[str]:
@@ -104,11 +123,35 @@ class ModbusDeviceServer:
 
     async def start(self) -> None:
         self.refresh()
+        if self.serial_port is not None:
+            await self._start_serial(self.serial_port)
+            return
         server = ModbusTcpServer(self.context, address=(self.host, self.port), ignore_missing_slaves=True)
         await server.serve_forever(background=True)
         if server.transport is None:
             raise OSError(f"Modbus simulator cannot listen on {self.host}:{self.port}")
         self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._server = server
+
+    async def _start_serial(self, path: str) -> None:
+        line = self.devices[0]
+        server = ModbusSerialServer(
+            self.context,
+            framer=FramerType.RTU,
+            port=path,
+            baudrate=line.baudrate,
+            bytesize=line.bytesize,
+            parity=line.parity.letter,
+            stopbits=line.stopbits,
+            ignore_missing_slaves=True,  # a slave that is not there stays silent, as on a real bus
+        )
+        try:
+            await server.serve_forever(background=True)
+        except Exception as exc:  # pyserial: termios.error / ValueError for settings the port refuses
+            await server.shutdown()
+            raise OSError(f"Modbus simulator cannot open serial port {path}: {exc}") from exc
+        if server.transport is None:
+            raise OSError(f"Modbus simulator cannot open serial port {path}")
         self._server = server
 
     async def stop(self) -> None:

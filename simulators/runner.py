@@ -58,8 +58,10 @@ class Simulator:
         for d in plant.devices():
             if isinstance(d, OpcUaDevice):
                 by_url.setdefault(d.endpoint, []).append(d)
-            else:
+            elif d.host is not None:
                 by_addr.setdefault((d.host, d.port), []).append(d)
+            else:  # RTU: the simulator needs the far end of a serial line (not wired up yet)
+                log.warning("Modbus RTU device %s (%s) is not simulated", d.id, d.serial_port)
         self.opcua = [
             OpcUaEndpointServer(u, ds, st, port=0 if free_ports else None) for u, ds in by_url.items()
         ]

@@ -1,1 +1,3 @@
-"""Modbus TCP collection: read plan, vectorized decode, source (the only user of pymodbus)."""
+"""Modbus collection, TCP and RTU: read plan, vectorized decode, the plan executor both
+transports share, ModbusSource (one TCP device) and ModbusBusSource (one RTU serial bus).
+The only user of pymodbus in the collector."""
