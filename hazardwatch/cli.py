@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 import hazardwatch
-from core.config import load_plant
-from core.errors import ConfigError, SchemaError, StorageError
-from core.plant import ModbusDevice, OpcUaDevice, Plant
+from core.errors import SchemaError, StorageError
+from core.plant import ModbusDevice, OpcUaDevice
+from hazardwatch.cli_common import load_plant_or_exit
 from hazardwatch.runtime import RuntimeOptions
 
 app = typer.Typer(
@@ -46,21 +46,10 @@ def main_options(
     """Monitor temperature, pressure, level, flow and gas detectors; raise and route alarms."""
 
 
-def load_or_exit(config: Path) -> Plant:
-    """Load a plant config, or print every problem in it and exit with code 2."""
-    try:
-        return load_plant(config)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            err.print(str(issue), markup=False, highlight=False, soft_wrap=True)
-        err.print(f"{len(exc.issues)} error(s) in {config}", style="bold red")
-        raise typer.Exit(2) from None
-
-
 @app.command()
 def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml.")) -> None:
     """Validate a plant config and summarise it, or list every error (exit code 2)."""
-    plant = load_or_exit(config)
+    plant = load_plant_or_exit(config)
     tags = plant.tags()
     protocol_of = {d.id: ("OPC UA" if isinstance(d, OpcUaDevice) else "Modbus") for d in plant.devices()}
     hazard_sources = [h for e in plant.enterprises for h in e.hazard_sources]
@@ -119,7 +108,7 @@ def run(
 ) -> None:
     """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
     _logging(log_level)
-    plant = load_or_exit(config)
+    plant = load_plant_or_exit(config)
     from hazardwatch.demo import run as run_plant
 
     try:
@@ -151,7 +140,7 @@ def demo(
 ) -> None:
     """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
     _logging(log_level)
-    plant = load_or_exit(config)
+    plant = load_plant_or_exit(config)
     from hazardwatch.demo import demo as run_demo
 
     base = config if config.is_dir() else config.parent

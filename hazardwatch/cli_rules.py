@@ -9,15 +9,15 @@ format (time, tag, value, quality).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 
 import typer
 
-from core.clock import from_datetime, to_datetime
+from core.clock import to_datetime
 from core.config import load_plant
 from core.errors import ConfigError, HazardWatchError
 from core.plant import Plant
+from hazardwatch.cli_common import config_error_exit, parse_time
 from rules.backtest import Backtest, backtest, batches_of
 from rules.compile import compile_rules
 from rules.overlay import load_candidate
@@ -26,29 +26,12 @@ from rules.spec import Severity
 __all__ = ["register"]
 
 
-def _fail(exc: ConfigError, what: object) -> typer.Exit:
-    for issue in exc.issues:
-        typer.echo(str(issue), err=True)
-    typer.echo(f"{len(exc.issues)} error(s) in {what}", err=True)
-    return typer.Exit(2)
-
-
-def _time(text: str, name: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint=name) from None
-    if dt.tzinfo is None:
-        raise typer.BadParameter("give a UTC offset (e.g. 2024-05-01T08:00:00Z)", param_hint=name)
-    return from_datetime(dt)
-
-
 def rules(config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml.")) -> None:
     """List the compiled rules: key, severity, latched, description."""
     try:
         plant: Plant = load_plant(config)
     except ConfigError as exc:
-        raise _fail(exc, config) from None
+        raise config_error_exit(exc, config) from None
     rs = compile_rules(plant)
     for i, key in enumerate(rs.keys):
         latched = " latched" if rs.latched[i] else ""
@@ -111,22 +94,22 @@ def backtest_cmd(
     top: int = typer.Option(30, "--top", min=1, help="Tags to list, largest change first."),
 ) -> None:
     """Which alarms the (edited) rules would have raised on history, against the current rules."""
-    lo, hi = _time(start, "--start"), _time(end, "--end")
+    lo, hi = parse_time(start, "--start"), parse_time(end, "--end")
     if hi <= lo:
         raise typer.BadParameter("--end must be after --start", param_hint="--end")
     try:
         plant: Plant = load_plant(config)
     except ConfigError as exc:
-        raise _fail(exc, config) from None
+        raise config_error_exit(exc, config) from None
     try:
         candidate = load_candidate(config, rules_file) if rules_file is not None else plant
     except ConfigError as exc:
-        raise _fail(exc, rules_file) from None
+        raise config_error_exit(exc, rules_file) from None
     current_rules, candidate_rules = compile_rules(plant), compile_rules(candidate)
     try:
         rows = _history(plant, csv, lo, hi)
     except ConfigError as exc:
-        raise _fail(exc, csv) from None
+        raise config_error_exit(exc, csv) from None
     except HazardWatchError as exc:
         typer.echo(f"cannot read history: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
 
-from core.clock import from_datetime
-from core.config import load_plant
 from core.errors import ConfigError, StorageError
 from core.plant import Plant
 from core.registry import TagRegistry
+from hazardwatch.cli_common import config_error_exit, load_plant_or_exit, parse_window
 
 __all__ = ["register"]
 
@@ -33,40 +31,6 @@ DEFAULT_CONFIG = Path("config/demo")
 DSN_HELP = "PostgreSQL URL; default settings.storage.dsn, else $DATABASE_URL."
 START_HELP = "ISO 8601 start with a UTC offset (e.g. 2024-05-01T08:00:00Z), inclusive."
 END_HELP = "ISO 8601 end with a UTC offset, exclusive: values at exactly this time are left out."
-
-
-def _fail(exc: ConfigError, what: object) -> typer.Exit:
-    for issue in exc.issues:
-        typer.echo(str(issue), err=True)
-    typer.echo(f"{len(exc.issues)} error(s) in {what}", err=True)
-    return typer.Exit(2)
-
-
-def _plant(config: Path) -> Plant:
-    try:
-        plant: Plant = load_plant(config)
-    except ConfigError as exc:
-        raise _fail(exc, config) from None
-    return plant
-
-
-def _time(text: str | None, name: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint=name) from None
-    if dt.tzinfo is None:
-        raise typer.BadParameter("give a UTC offset (e.g. 2024-05-01T08:00:00Z)", param_hint=name)
-    return from_datetime(dt)
-
-
-def _window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
-    lo, hi = _time(start, "--start"), _time(end, "--end")
-    if lo is not None and hi is not None and hi <= lo:
-        raise typer.BadParameter("must be later than --start", param_hint="--end")
-    return lo, hi
 
 
 def _tags(text: str | None, registry: TagRegistry) -> list[str] | None:
@@ -119,11 +83,11 @@ def simulate(
     from simulators.runner import Simulator
     from simulators.scenario import load_scenario
 
-    plant = _plant(config)
+    plant = load_plant_or_exit(config)
     try:
         sc = load_scenario(scenario, plant) if scenario is not None else None
     except ConfigError as exc:
-        raise _fail(exc, scenario) from None
+        raise config_error_exit(exc, scenario) from None
 
     async def run() -> None:
         async with Simulator(plant, sc, seed=seed, speed=speed, rate_hz=rate_hz) as sim:
@@ -154,9 +118,9 @@ def replay(
     from simulators.replay import Recording, Replayer, read_csv
     from simulators.runner import Simulator
 
-    plant = _plant(config)
+    plant = load_plant_or_exit(config)
     registry = TagRegistry.from_plant(plant)
-    (lo, hi), keys = _window(start, end), _tags(tags, registry)
+    (lo, hi), keys = parse_window(start, end), _tags(tags, registry)
     try:
         if source == "csv":
             if file is None:
@@ -168,7 +132,7 @@ def replay(
         else:
             raise typer.BadParameter("use csv or db", param_hint="--from")
     except ConfigError as exc:
-        raise _fail(exc, file) from None
+        raise config_error_exit(exc, file) from None
     keep = np.ones(len(rec), bool)  # [start, end), as the database query selects
     if lo is not None:
         keep &= rec.ts >= lo
@@ -201,8 +165,8 @@ def export(
     """
     from simulators.replay import write_csv
 
-    plant = _plant(config)
-    (lo, hi), keys = _window(start, end), _tags(tags, TagRegistry.from_plant(plant))
+    plant = load_plant_or_exit(config)
+    (lo, hi), keys = parse_window(start, end), _tags(tags, TagRegistry.from_plant(plant))
     rows = _db_rows(plant, lo, hi, keys, dsn)  # read fully before the file is created
     n = write_csv(out, rows)
     typer.echo(f"wrote {n} rows to {out}")

@@ -1,0 +1,51 @@
+"""Helpers every CLI module shares: config errors as exit code 2, UTC time options."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from core.clock import from_datetime
+from core.config import load_plant
+from core.errors import ConfigError
+from core.plant import Plant
+
+__all__ = ["config_error_exit", "load_plant_or_exit", "parse_time", "parse_window"]
+
+
+def config_error_exit(exc: ConfigError, what: object) -> typer.Exit:
+    """Print every issue (file:line path: message) to stderr; the Exit to raise (code 2)."""
+    for issue in exc.issues:
+        typer.echo(str(issue), err=True)
+    typer.echo(f"{len(exc.issues)} error(s) in {what}", err=True)
+    return typer.Exit(2)
+
+
+def load_plant_or_exit(config: Path) -> Plant:
+    try:
+        plant: Plant = load_plant(config)
+    except ConfigError as exc:
+        raise config_error_exit(exc, config) from None
+    return plant
+
+
+def parse_time(text: str, name: str) -> int:
+    """An ISO 8601 time with a UTC offset (``Z`` accepted) as UTC microseconds."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint=name) from None
+    if dt.tzinfo is None:
+        raise typer.BadParameter("give a UTC offset (e.g. 2024-05-01T08:00:00Z)", param_hint=name)
+    return from_datetime(dt)
+
+
+def parse_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """``--start`` (inclusive) and ``--end`` (exclusive); either may be open."""
+    lo = None if start is None else parse_time(start, "--start")
+    hi = None if end is None else parse_time(end, "--end")
+    if lo is not None and hi is not None and hi <= lo:
+        raise typer.BadParameter("must be later than --start", param_hint="--end")
+    return lo, hi
