@@ -7,6 +7,10 @@ appends to a bounded buffer (it never blocks the subscription), and read() turns
 buffer into one ReadingBatch. Status codes become quality bytes, never dropped. A node
 the server does not know yields BAD|CONFIG_ERROR rows, not a crash loop. The runner
 rebuilds client, session and subscription after any connection loss.
+
+Secured endpoints (Basic256Sha256, Sign or SignAndEncrypt) use our own client certificate
+(``pki``) and accept exactly the configured server certificate, checked against what the
+server advertises before any credentials go out. Passwords never reach a log line.
 """
 
 from __future__ import annotations
@@ -22,10 +26,16 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
-from asyncua.crypto import security_policies
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography.hazmat.primitives import serialization
 
+from collector.opcua.pki import (
+    ClientIdentity,
+    client_identity,
+    first_certificate,
+    read_certificate,
+    thumbprint,
+)
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock
 from core.errors import SourceError
@@ -43,6 +53,22 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MODES = {
     SecurityMode.SIGN: ua.MessageSecurityMode.Sign,
     SecurityMode.SIGN_AND_ENCRYPT: ua.MessageSecurityMode.SignAndEncrypt,
+}
+_S = ua.StatusCodes
+# Session refusals worth naming: the operator fixes the server's trust list or the credentials.
+_UNTRUSTED = {
+    _S.BadCertificateUntrusted,
+    _S.BadSecurityChecksFailed,  # what many servers answer for an untrusted client certificate
+    _S.BadCertificateInvalid,
+    _S.BadCertificateUseNotAllowed,
+    _S.BadCertificateUriInvalid,
+    _S.BadCertificateTimeInvalid,
+    _S.BadCertificateRevoked,
+}
+_REFUSED_USER = {
+    _S.BadUserAccessDenied,
+    _S.BadIdentityTokenInvalid,
+    _S.BadIdentityTokenRejected,
 }
 
 
@@ -78,6 +104,33 @@ def _us(dt: datetime | None) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def _why(exc: BaseException) -> str:
+    # asyncio and asyncua raise some errors (TimeoutError, ConnectionError) with no message.
+    return str(exc) or type(exc).__name__
+
+
+class _RedactUserTokens(logging.Filter):
+    """asyncua logs every request at DEBUG; ActivateSession carries the user's password."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, ua.ActivateSessionRequest) for a in record.args
+        ):
+            record.args = tuple(
+                "ActivateSessionRequest(<credentials redacted>)"
+                if isinstance(a, ua.ActivateSessionRequest)
+                else a
+                for a in record.args
+            )
+        return True
+
+
+def _hide_credentials() -> None:
+    proto = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
+    if not any(isinstance(f, _RedactUserTokens) for f in proto.filters):
+        proto.addFilter(_RedactUserTokens())
+
+
 def _number(v: Any) -> float | None:
     if isinstance(v, bool | int | float) and not isinstance(v, complex):
         return float(v)
@@ -107,6 +160,7 @@ class OpcUaSource:
         self._index_of: dict[ua.NodeId, int] = {}
         self._wake = asyncio.Event()
         self._failure: str | None = None
+        self._identity: ClientIdentity | None = None  # our certificate, once a secured open made it
         self.dropped = 0  # notifications dropped because read() fell behind
 
     @property
@@ -120,18 +174,17 @@ class OpcUaSource:
         client = Client(url=d.endpoint, timeout=d.timeout_s)
         client.application_uri = f"urn:hazardwatch:collector:{d.id}"
         if d.username:
+            _hide_credentials()
             client.set_user(d.username)
             client.set_password(d.password or "")
         try:
             if d.security_policy != SecurityPolicy.NONE:
                 await self._secure(client)
-            await client.connect()
-        except (OSError, TimeoutError, ua.UaError) as exc:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
-            raise SourceError(
-                f"{self.name}: cannot connect to {d.endpoint}: {exc or type(exc).__name__}"
-            ) from exc
+            await client.connect()  # cleans up after itself when it fails
+        except SourceError:
+            raise
+        except Exception as exc:  # socket, timeout, status and cryptography errors all come through as is
+            raise SourceError(self._refusal(exc)) from exc
         self._client = client
         self._failure = None
         try:
@@ -139,32 +192,67 @@ class OpcUaSource:
             if self.streaming:
                 await self._subscribe(client)
         except (OSError, TimeoutError, ua.UaError) as exc:
-            raise SourceError(f"{self.name}: setting up after connect failed: {exc}") from exc
+            raise SourceError(f"{self.name}: setting up after connect failed: {_why(exc)}") from exc
+
+    def _refusal(self, exc: Exception) -> str:
+        d = self.device
+        code = exc.code if isinstance(exc, ua.UaStatusCodeError) else None
+        if code in _UNTRUSTED and self._identity is not None:
+            return (
+                f"{self.name}: {d.endpoint} does not accept our client certificate "
+                f"{self._identity.certificate} (thumbprint {self._identity.thumbprint}): "
+                f"add it to the server's trusted certificates ({_why(exc)})"
+            )
+        if code in _REFUSED_USER and d.username:
+            return f"{self.name}: {d.endpoint} refused user {d.username!r}: {_why(exc)}"
+        return f"{self.name}: cannot connect to {d.endpoint}: {_why(exc)}"
 
     async def _secure(self, client: Client) -> None:
-        key = self.pki_dir / f"{self.name}-key.pem"
-        cert = self.pki_dir / f"{self.name}-cert.der"
-        self.pki_dir.mkdir(parents=True, exist_ok=True)
-        # Created on first run, reused after; the server must trust it (its own trust list).
-        await setup_self_signed_certificate(
-            key,
-            cert,
-            client.application_uri,
-            "hazardwatch",
-            [ExtendedKeyUsageOID.CLIENT_AUTH],
-            {"commonName": f"HazardWatch collector {self.name}"},
-        )
-        mode = _MODES.get(self.device.security_mode, ua.MessageSecurityMode.SignAndEncrypt)
-        trusted = self.device.server_certificate
-        assert trusted is not None  # config validation requires it for secured endpoints
-        # Pin the configured server certificate: a server presenting another one fails the handshake.
+        d = self.device
+        self._identity = ident = client_identity(self.pki_dir, self.name, client.application_uri)
+        assert d.server_certificate is not None  # config validation requires it for secured endpoints
+        pinned = read_certificate(d.server_certificate, self.name, "server_certificate")
+        pinned_der = pinned.public_bytes(serialization.Encoding.DER)
+        mode = _MODES.get(d.security_mode, ua.MessageSecurityMode.SignAndEncrypt)
+        await self._check_server_certificate(pinned_der, mode)
+        # Pinned: asyncua encrypts to this certificate's key and rejects a session from any other.
         await client.set_security(
-            security_policies.SecurityPolicyBasic256Sha256,
-            str(cert),
-            str(key),
-            server_certificate=trusted,
+            SecurityPolicyBasic256Sha256,
+            str(ident.certificate),
+            str(ident.private_key),
+            server_certificate=pinned_der,
             mode=mode,
         )
+
+    async def _check_server_certificate(self, pinned_der: bytes, mode: ua.MessageSecurityMode) -> None:
+        """Compare the certificate the server advertises with the pinned one, before any handshake.
+
+        A server holding another key cannot decrypt our OpenSecureChannel and just drops it, so
+        without this check the only symptom would be a timeout.
+        """
+        d = self.device
+        probe = Client(url=d.endpoint, timeout=d.timeout_s)
+        endpoints = await probe.connect_and_get_server_endpoints()
+        offered = [
+            ep
+            for ep in endpoints
+            if ep.SecurityPolicyUri == SecurityPolicyBasic256Sha256.URI and ep.SecurityMode == mode
+        ]
+        if not offered:
+            kinds = sorted(
+                {f"{ep.SecurityPolicyUri.rpartition('#')[2]}/{ep.SecurityMode.name}" for ep in endpoints}
+            )
+            raise SourceError(
+                f"{self.name}: {d.endpoint} offers no Basic256Sha256/{mode.name} endpoint "
+                f"(it offers {', '.join(kinds) or 'none'})"
+            )
+        presented = {first_certificate(ep.ServerCertificate or b"") for ep in offered}
+        if pinned_der not in presented:
+            raise SourceError(
+                f"{self.name}: {d.endpoint} presents certificate "
+                f"{', '.join(sorted(thumbprint(c) for c in presented if c)) or '(none)'}, not the configured "
+                f"server_certificate {d.server_certificate} ({thumbprint(pinned_der)}); refusing to connect"
+            )
 
     async def _resolve(self, client: Client) -> None:
         namespaces = await client.get_namespace_array()
@@ -287,18 +375,24 @@ class OpcUaSource:
         try:
             await client.check_connection()
         except Exception as exc:  # asyncua re-raises whatever killed its keep-alive task
-            raise SourceError(f"{self.name}: connection lost: {exc or type(exc).__name__}") from exc
+            raise SourceError(f"{self.name}: connection lost: {_why(exc)}") from exc
 
     async def _poll(self, client: Client) -> list[tuple[int, int, float, int]]:
         rows = []
         try:
             for start in range(0, len(self._nodes), CHUNK):
-                nodes = self._nodes[start : start + CHUNK]
-                values = await client.uaclient.read_attributes(
-                    [n.nodeid for n in nodes], ua.AttributeIds.Value
-                )
+                params = ua.ReadParameters()
+                # asyncua's read_attributes asks for the source timestamp only, and servers
+                # that honour that leave SERVER (and the SOURCE fallback) nothing to use.
+                params.TimestampsToReturn = ua.TimestampsToReturn.Both
+                for node in self._nodes[start : start + CHUNK]:
+                    rv = ua.ReadValueId()
+                    rv.NodeId = node.nodeid
+                    rv.AttributeId = ua.AttributeIds.Value
+                    params.NodesToRead.append(rv)
+                values = await client.uaclient.read(params)
                 for i, dv in zip(self._good[start : start + CHUNK], values, strict=True):
                     rows.append(self._row(i, dv, dv.Value.Value if dv.Value is not None else None))
         except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
-            raise SourceError(f"{self.name}: read failed: {exc or type(exc).__name__}") from exc
+            raise SourceError(f"{self.name}: read failed: {_why(exc)}") from exc
         return rows
