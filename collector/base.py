@@ -100,6 +100,7 @@ class CollectorRunner:
         self.read_timeout_s = read_timeout_s or max(2.0, watchdog_intervals * source.interval_s)
         self.stats = RunnerStats()
         self._rng = rng or random.Random()
+        self._attempt = 0
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with +-jitter, so many collectors do not reconnect in step."""
@@ -107,22 +108,24 @@ class CollectorRunner:
         return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
     async def run(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while True:
             try:
                 await asyncio.wait_for(self.source.open(), self.open_timeout_s)
-                attempt = 0
                 await self._read_loop()
             except asyncio.CancelledError:
                 raise
             except (SourceError, TimeoutError, OSError) as exc:
                 self._failed(exc)
+            except Exception as exc:  # a bug or an unexpected library error: never end collection
+                log.exception("source %s: unexpected error", self.source.name)
+                self._failed(exc)
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.source.close(), self.open_timeout_s)
             self.stats.reconnects += 1
-            await self.clock.sleep(self.backoff(attempt))
-            attempt += 1
+            await self.clock.sleep(self.backoff(self._attempt))
+            self._attempt += 1
 
     async def _read_loop(self) -> None:
         interval = self.source.interval_s
@@ -147,6 +150,7 @@ class CollectorRunner:
                 down_s = (now - self.stats.failed_since_us) / 1e6
                 log.warning("source %s recovered after %.1f s", self.source.name, down_s)
             self._transition("ok")
+        self._attempt = 0  # backoff restarts only after a read succeeded, not after a mere connect
         self.stats.reads += 1
         self.stats.readings += len(batch)
         self.stats.last_ok_us = now

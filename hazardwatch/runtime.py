@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from collector.base import CollectorRunner
@@ -25,7 +28,7 @@ from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock
 from core.plant import Plant
 from core.registry import TagRegistry
-from rules import ConditionEdges, RuleEngine
+from rules import ConditionEdges, EngineSnapshot, RuleEngine
 from storage.db import connect
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
@@ -45,6 +48,7 @@ class RuntimeOptions:
     metrics_port: int | None = 9108  # None: no metrics endpoint; 0: any free port
     pki_dir: str = "var/pki"
     historian_queue_batches: int = 10_000
+    rule_state_file: str | None = "var/rule-state.json"  # None: rule state is not kept across restarts
     shutdown_flush_s: float = 10.0
 
 
@@ -68,7 +72,27 @@ class RuleSink:
     async def run_timer(self) -> None:
         while True:
             await self.clock.sleep(self.tick_s)
-            self._log(self.engine.tick(self.clock.now_us()))
+            try:
+                self._log(self.engine.tick(self.clock.now_us()))
+            except Exception:  # a failing tick must not stop delays and stale checks for good
+                log.exception("rule engine tick failed")
+
+    def save(self, path: Path) -> None:
+        """Persist delays, latches and active conditions so a restart resumes them."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.engine.snapshot().to_dict()), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a crash leaves the old state, never half a file
+
+    def load(self, path: Path) -> bool:
+        if not path.exists():
+            return False
+        try:
+            self.engine.restore(EngineSnapshot.from_dict(json.loads(path.read_text(encoding="utf-8"))))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("rule state %s unreadable (%s); starting with fresh rule state", path, exc)
+            return False
+        return True
 
     def _log(self, edges: ConditionEdges) -> None:
         if len(edges) == 0:
@@ -130,6 +154,8 @@ class Runtime:
         self.hub.add_sink("historian", self.writer.write, max_batches=self.options.historian_queue_batches)
         self.hub.add_sink("live", self.live.write)
         self.rules = RuleSink(RuleEngine.from_plant(self.plant, self.registry), self.clock)
+        if self.options.rule_state_file and self.rules.load(Path(self.options.rule_state_file)):
+            log.info("rule state restored from %s", self.options.rule_state_file)
         self.hub.add_sink("rules", self.rules.write)
         self._tasks.append(asyncio.create_task(self.rules.run_timer(), name="rules-timer"))
         for name, write in self._extra_sinks:
@@ -157,6 +183,8 @@ class Runtime:
         if not await self.hub.drain(self.options.shutdown_flush_s):
             log.warning("shutdown: sinks did not drain within %.0f s", self.options.shutdown_flush_s)
         await self.hub.stop()
+        if self.rules is not None and self.options.rule_state_file:
+            self.rules.save(Path(self.options.rule_state_file))
         if self.writer is not None:
             await self.writer.close()
         if self.metrics_server is not None:

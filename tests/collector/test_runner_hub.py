@@ -46,6 +46,8 @@ class ScriptedSource:
         step = self.script.pop(0) if self.script else "stop"
         if step == "fail":
             raise SourceError("link down")
+        if step == "bug":
+            raise ValueError("unexpected payload")
         if step == "hang":
             await asyncio.sleep(10)
         if step == "slow":
@@ -107,6 +109,26 @@ def test_backoff_is_exponential_capped_and_jittered(attempt: int, low: float, hi
     delays = [runner.backoff(attempt) for _ in range(200)]
     assert low <= min(delays) and max(delays) <= high
     assert len({round(d, 6) for d in delays}) > 1  # jitter: collectors do not reconnect in step
+
+
+async def test_backoff_grows_while_connects_succeed_but_reads_fail() -> None:
+    clock = FakeClock(start_us=0)
+    source = ScriptedSource(["fail", "fail", "fail", "ok"])
+    source.clock = clock
+    runner = CollectorRunner(source, lambda b: None, clock=clock, jitter=0.0, backoff_initial_s=1.0)
+    with pytest.raises(asyncio.CancelledError):
+        await runner.run()
+    assert source.read_times == [0.0, 1.0, 3.0, 7.0, 8.0]  # waits 1, 2, 4 s; then the normal cadence
+
+
+async def test_an_unexpected_error_marks_tags_bad_and_collection_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _source, runner, out = await run_script(["ok", "bug", "ok"])
+    assert "ValueError: unexpected payload" in runner.stats.last_error
+    assert [b for b in out if (b.quality == Quality.BAD_COMM_FAILURE).all()]
+    assert runner.stats.history == ["ok", "failed", "ok"]
+    assert "unexpected error" in caplog.text
 
 
 async def test_watchdog_rebuilds_a_source_whose_read_hangs() -> None:

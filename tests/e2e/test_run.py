@@ -73,7 +73,9 @@ async def test_every_demo_tag_reaches_the_historian(
             )
         }
     )
-    runtime = Runtime(plant, tsdb, options=RuntimeOptions(metrics_port=0))
+    runtime = Runtime(
+        plant, tsdb, options=RuntimeOptions(metrics_port=0, rule_state_file=f"{tmp_path}/rules.json")
+    )
     started_us = SystemClock().now_us()
     await runtime.start()
     try:
