@@ -26,6 +26,7 @@ from collector.live import LiveSnapshot
 from collector.metrics import Metric, MetricsServer
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock
+from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.registry import TagRegistry
 from rules import ConditionEdges, EngineSnapshot, RuleEngine
@@ -125,7 +126,11 @@ class Runtime:
         """Another consumer of every batch (rule engine, API); call before start()."""
         self._extra_sinks.append((name, write))
 
-    async def prepare_database(self) -> TagRegistry:
+    @property
+    def _ids_file(self) -> Path:
+        return Path(self.plant.settings.storage.spool_dir) / "tag-ids.json"
+
+    async def _sync(self) -> dict[str, int]:
         conn = await connect(self.dsn)
         try:
             applied = await upgrade(conn)
@@ -136,7 +141,52 @@ class Runtime:
             ids = await active_tag_ids(conn)
         finally:
             await conn.close()
+        # Kept beside the spool: the ids let a later start collect (and spool) while the
+        # database is down, instead of collecting nothing.
+        self._ids_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._ids_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ids, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self._ids_file)
+        return ids
+
+    def _cached_ids(self) -> dict[str, int] | None:
+        try:
+            ids = json.loads(self._ids_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(ids, dict) or any(k not in ids for k in self.registry.keys):
+            return None  # a tag added since: it has no id yet, so the cache cannot serve
+        return {str(k): int(v) for k, v in ids.items()}
+
+    async def prepare_database(self) -> TagRegistry:
+        """Migrate and sync; with the database down, start from the cached ids and sync later."""
+        try:
+            ids = await self._sync()
+        except DatabaseUnavailable as exc:
+            cached = self._cached_ids()
+            if cached is None:
+                raise
+            log.warning(
+                "database unreachable at start (%s): collecting with the tag ids cached in %s; "
+                "readings are spooled until it returns",
+                exc,
+                self._ids_file,
+            )
+            self._tasks.append(asyncio.create_task(self._sync_later(), name="registry-sync"))
+            ids = cached
         return self.registry.with_db_ids(ids)
+
+    async def _sync_later(self) -> None:
+        delay = 1.0
+        while True:
+            await self.clock.sleep(delay)
+            try:
+                await self._sync()
+            except DatabaseUnavailable:
+                delay = min(60.0, delay * 2)
+                continue
+            log.warning("database reachable again: migrations and registry sync done")
+            return
 
     async def start(self) -> None:
         self.registry = await self.prepare_database()
