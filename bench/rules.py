@@ -143,7 +143,10 @@ def run(n_tags: int = N_TAGS, n_interlocks: int = N_INTERLOCKS, checks: bool = T
         assert hit.shape == (BATCH, 2)
     t0 = time.perf_counter()
     for b in batches[1:21]:
-        engine.interlocks.evaluate(engine.value, engine.valid, engine.ts, [], b.tag.astype(np.int64))
+        now = int(b.ts[0])
+        engine.interlocks.evaluate(
+            engine.value, engine.valid, engine.held, engine.ts, now, [], b.tag.astype(np.int64)
+        )
     il_s = (time.perf_counter() - t0) / 20
     t0 = time.perf_counter()
     for i in range(100):

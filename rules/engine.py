@@ -3,10 +3,12 @@
 Keeps the current value, quality and timestamp of every tag and the condition state of
 every rule (rules/machine.py), and computes exactly what rules/reference.py defines, with
 numpy. A batch first refreshes STALE for every tag in it (arrival). Samples older than
-their tag's newest are dropped; with repeats the batch is sorted by (tag, ts, arrival) and
+their tag's newest are dropped, except that a BAD_COMM_FAILURE marker is never dropped and
+real data always replaces one; with repeats the batch is sorted by (tag, ts, arrival) and
 the k-th sample of every tag forms round k, so every sample is seen in order. Samples inside
-their tag's quiet band skip the families (rules/families.py). Then the rules over several
-tags run, then the timers at ``now``.
+their tag's quiet band skip the families (rules/families.py). The rules over several tags run
+after each distinct sample ts among the tags they read (one pass when the batch shares one
+ts, as a poll does), then the timers at ``now``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from core.batch import ReadingBatch
 from core.clock import to_datetime
 from core.errors import BatchError
 from core.plant import Plant
-from core.quality import is_bad
+from core.quality import COMM_FAILURE, is_bad
 from core.registry import TagRegistry
 from rules.compile import compile_rules
 from rules.families import CHECK_KINDS, LimitFamily, QuietBand, TagCheck
@@ -25,7 +27,7 @@ from rules.interlock import InterlockFamily, InterlockStatus
 from rules.machine import EdgeParts, Slots
 from rules.pairs import PairFamily
 from rules.snapshot import EngineSnapshot, initial_rule_state, initial_tag_state
-from rules.spec import LABELS, ActiveCondition, ConditionEdges, RuleKind, RuleSet, Severity
+from rules.spec import LABELS, ActiveCondition, ConditionEdges, RuleKind, RuleSet, Severity, rank_of
 
 __all__ = ["RuleEngine"]
 
@@ -33,8 +35,9 @@ __all__ = ["RuleEngine"]
 class RuleEngine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        self.value, self.quality, self.ts = initial_tag_state(rules.n_tags)
+        self.value, self.quality, self.ts, self.held = initial_tag_state(rules.n_tags)
         self.valid = np.zeros(rules.n_tags, bool)
+        self._touched = np.zeros(rules.n_tags, bool)
         self._mark = np.zeros(rules.n_tags, np.int64)
         self._all_dirty = True  # evaluate every interlock once after construction or restore
         self.limits = LimitFamily(rules)
@@ -44,6 +47,10 @@ class RuleEngine:
         self.quiet = QuietBand(rules, self.limits, self.checks)
         self.pairs = PairFamily(rules)
         self.interlocks = InterlockFamily(rules)
+        il = rules.interlocks
+        self._cross_read = np.zeros(rules.n_tags, bool)  # read by a pair or an interlock
+        for refs in (self.pairs.a, self.pairs.b, il.in_tag, il.in_bypass, il.fe_tag):
+            self._cross_read[refs[refs >= 0]] = True
         self._slots: list[Slots] = [
             self.limits.slots,
             *(c.slots for c in self.checks),
@@ -69,27 +76,75 @@ class RuleEngine:
                 raise BatchError(f"RuleEngine: tag index outside the registry (0..{self.rules.n_tags - 1})")
             if self._stale is not None and tags.size:
                 self._stale.arrive(tags, now_us, out)
-            rounds = self._rounds(batch)
-            for tag, t, v, q in rounds:
-                self.value[tag], self.quality[tag], self.ts[tag] = v, q, t
-                ok = ~is_bad(q) & ~np.isnan(v)
-                self.valid[tag] = ok
-                rows = self.quiet.live(tag, v, ok)
-                if rows.size < tag.size:
-                    tag, t, v, ok = tag[rows], t[rows], v[rows], ok[rows]
-                self.limits.round(tag, t, v, ok, out)
-                for check in self.checks:
-                    check.round(tag, t, v, ok, out)
-                self.quiet.settle(tag)
-            self.pairs.evaluate(self.value, self.valid, self.ts, out)
-            if self._all_dirty:
-                touched = None
+            dirty = self._all_dirty
+            if dirty:  # codes consistent with the tag state before the batch
+                self.interlocks.recount(self.value, self.valid, self.held)
+            rows = self._accepted(batch)
+            late = None  # cross-tag rows whose rules run after the samples (one ts)
+            if rows is not None:
+                late = self._cross_groups(rows, now_us, out)
+                for tag, t, v, q in self._rounds(*rows):
+                    self.value[tag], self.quality[tag], self.ts[tag] = v, q, t
+                    ok = ~is_bad(q) & ~np.isnan(v)
+                    self.valid[tag] = ok
+                    self.held[tag[ok]] = v[ok]
+                    live = self.quiet.live(tag, v, ok)
+                    if live.size < tag.size:
+                        tag, t, v, ok = tag[live], t[live], v[live], ok[live]
+                    self.limits.round(tag, t, v, ok, now_us, out)
+                    for check in self.checks:
+                        check.round(tag, t, v, ok, now_us, out)
+                    self.quiet.settle(tag)
+            if late is not None:
+                self._cross(late, now_us, out)
+            if dirty:
                 self._all_dirty = False
-            else:
-                touched = np.concatenate([r[0] for r in rounds]) if rounds else np.empty(0, np.int64)
-            self.interlocks.evaluate(self.value, self.valid, self.ts, out, touched)
+                self.pairs.evaluate(self.value, self.valid, self.ts, now_us, out)
+                self.interlocks.evaluate(self.value, self.valid, self.held, self.ts, now_us, out)
             self._timers(now_us, out)
         return _edges(out)
+
+    def _cross(self, tags: np.ndarray, now: int, out: EdgeParts) -> None:
+        """Pairs and interlocks reading any of ``tags`` (unique), on the current tag state."""
+        mark = self._touched
+        mark[tags] = True
+        self.pairs.evaluate(self.value, self.valid, self.ts, now, out, mark)
+        mark[tags] = False
+        self.interlocks.evaluate(self.value, self.valid, self.held, self.ts, now, out, tags)
+
+    def _cross_groups(self, rows: tuple[np.ndarray, ...], now: int, out: EdgeParts) -> np.ndarray | None:
+        """Cross-tag rules per distinct ts of the accepted rows they read. With one ts, the tags to
+        run them for after the samples (None: nothing to run); with several, run them here, group
+        by group from the state before the batch (which ends as the samples leave it)."""
+        tag, ts, value, quality, pos, unique = rows
+        m = np.take(self._cross_read, tag)
+        if not m.any():
+            return None
+        cts = ts[m]
+        if cts.min() == cts.max():  # one ts (a poll): run after the samples
+            return tag[m] if unique else np.unique(tag[m])
+        order = np.lexsort((pos[m], tag[m], cts))
+        tag, ts, value, quality = tag[m][order], cts[order], value[m][order], quality[m][order]
+        ok = ~is_bad(quality) & ~np.isnan(value)
+        bounds = np.flatnonzero(np.diff(ts)) + 1
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, ts.size], strict=True):
+            g = slice(int(a), int(b))
+            gt, gv, gq, gok = tag[g], value[g], quality[g], ok[g]
+            last = np.ones(gt.size, bool)
+            last[:-1] = gt[1:] != gt[:-1]  # the last sample of each tag (arrival order)
+            lt = gt[last]
+            self.value[lt], self.quality[lt], self.ts[lt], self.valid[lt] = (
+                gv[last],
+                gq[last],
+                ts[a],
+                gok[last],
+            )
+            vt, vv = gt[gok], gv[gok]
+            vlast = np.ones(vt.size, bool)
+            vlast[:-1] = vt[1:] != vt[:-1]
+            self.held[vt[vlast]] = vv[vlast]
+            self._cross(lt, now, out)
+        return None
 
     def tick(self, now_us: int) -> ConditionEdges:
         """Timers only: delays, stale data, bypass age, out of service; no new data needed."""
@@ -113,24 +168,45 @@ class RuleEngine:
         for s in self._slots:
             s.fire(now, out)
 
-    def _rounds(self, batch: ReadingBatch) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def _accepted(self, batch: ReadingBatch) -> tuple[np.ndarray, ...] | None:
+        """The accepted rows as (tag, ts, value, quality, arrival position, unique), sorted by
+        (tag, ts, arrival) unless every tag appears once; None when there are none."""
         n = len(batch)
         if n == 0:
-            return []
+            return None
         tag = batch.tag.astype(np.int64)
         ts, value, quality = batch.ts, batch.value, batch.quality
+        pos = np.arange(n)
         # One sample per tag (the usual poll) needs no order and makes one round. Only the
         # last writer of a repeated index survives in _mark, which is how repeats show.
-        self._mark[tag] = np.arange(n)
-        unique = n == 1 or bool((self._mark[tag] == np.arange(n)).all())
+        self._mark[tag] = pos
+        unique = n == 1 or bool((self._mark[tag] == pos).all())
         if not unique:
             order = np.lexsort((ts, tag))
-            tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
-        keep = ts >= self.ts[tag]
+            tag, ts, value, quality, pos = tag[order], ts[order], value[order], quality[order], pos[order]
+        # a comm-failure marker is never out of order, and real data always replaces one
+        keep = (quality == COMM_FAILURE) | (self.quality[tag] == COMM_FAILURE) | (ts >= self.ts[tag])
         if not keep.all():
-            tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
+            if not unique:  # once a sample of a tag is accepted, its later samples are too
+                i = np.arange(tag.size)
+                first = np.ones(tag.size, bool)
+                first[1:] = tag[1:] != tag[:-1]
+                start = np.maximum.accumulate(np.where(first, i, 0))
+                keep = np.maximum.accumulate(np.where(keep, i, -1)) >= start
+            tag, ts, value, quality, pos = tag[keep], ts[keep], value[keep], quality[keep], pos[keep]
         if tag.size == 0:
-            return []
+            return None
+        return tag, ts, value, quality, pos, np.array(unique)
+
+    def _rounds(
+        self,
+        tag: np.ndarray,
+        ts: np.ndarray,
+        value: np.ndarray,
+        quality: np.ndarray,
+        pos: np.ndarray,
+        unique: np.ndarray,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         if unique:
             return [(tag, ts, value, quality)]
         first = np.ones(tag.size, bool)
@@ -144,7 +220,8 @@ class RuleEngine:
     # --- what is active now ----------------------------------------------------------------
 
     def active(self) -> list[ActiveCondition]:
-        """Every active condition, most severe first, then oldest first."""
+        """Every active condition, most severe first (by severity, then ``rank``: a gas level 2
+        outranks a level 1 of the same severity), then oldest first."""
         state = self._state()
         rs = self.rules
         out = []
@@ -166,9 +243,10 @@ class RuleEngine:
                     since_us=int(state["since"][r]),
                     description=rs.descriptions[r],
                     latched=bool(rs.latched[r]),
+                    rank=rank_of(kind),
                 )
             )
-        out.sort(key=lambda c: (-c.severity, c.since_us, c.rule))
+        out.sort(key=lambda c: (-c.severity, -c.rank, c.since_us, c.rule))
         return out
 
     def describe(self, edges: ConditionEdges) -> list[str]:
@@ -181,7 +259,7 @@ class RuleEngine:
         ]
 
     def interlock_status(self) -> list[InterlockStatus]:
-        return self.interlocks.status(self.value, self.valid)
+        return self.interlocks.status(self.value, self.valid, self.held)
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -192,14 +270,14 @@ class RuleEngine:
         return state
 
     def snapshot(self) -> EngineSnapshot:
-        return EngineSnapshot.build(self.rules, self._state(), (self.value, self.quality, self.ts))
+        return EngineSnapshot.build(self.rules, self._state(), (self.value, self.quality, self.ts, self.held))
 
     def restore(self, snap: EngineSnapshot) -> None:
         """Resume from a snapshot (possibly of another rule set); the next call restarts timers."""
         state, tags = snap.for_rules(self.rules)
         for s in self._slots:
             s.load(state)
-        self.value, self.quality, self.ts = (a.copy() for a in tags)
+        self.value, self.quality, self.ts, self.held = (a.copy() for a in tags)
         self.valid = ~is_bad(self.quality) & ~np.isnan(self.value)
         self.limits.refresh()
         self.quiet.settle(np.arange(self.rules.n_tags))

@@ -50,7 +50,9 @@ class LimitFamily:
             self.high_min = np.fmin(self.set_at[:, 2], self.set_at[:, 3])
         self.cols = np.arange(4)
 
-    def round(self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+    def round(
+        self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
+    ) -> None:
         hit = (v <= np.take(self.low_max, tag)) | (v >= np.take(self.high_min, tag))
         rows = np.flatnonzero((hit & ok) | np.take(self.engaged, tag))
         if rows.size == 0:
@@ -61,7 +63,7 @@ class LimitFamily:
         clr = np.concatenate((col > clr_at[:, :2], col < clr_at[:, 2:]), axis=1) & okr
         idx = (tr[:, None] * 4 + self.cols).reshape(-1)
         s = self.slots
-        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t[rows], 4), np.repeat(vr, 4), out)
+        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t[rows], 4), np.repeat(vr, 4), now, out)
         busy = s.active[idx] | (s.due_on[idx] != NEVER) | (s.due_off[idx] != NEVER)
         self.engaged[tr] = busy.reshape(-1, 4).any(axis=1)
 
@@ -89,7 +91,9 @@ class TagCheck:
     def __len__(self) -> int:
         return len(self.slots)
 
-    def round(self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+    def round(
+        self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
+    ) -> None:
         if self.everywhere:
             slot, rows = tag, None
         else:
@@ -101,22 +105,22 @@ class TagCheck:
         s, k = self.slots, self.kind
         if k == K.BAD_QUALITY:
             pick = np.flatnonzero(~ok | s.active[slot])
-            s.step(slot[pick], ~ok[pick], ok[pick], t[pick], v[pick], out)
+            s.step(slot[pick], ~ok[pick], ok[pick], t[pick], v[pick], now, out)
         elif k == K.OUT_OF_RANGE:
             x = np.maximum(self.p0[slot] - v, v - self.p1[slot])
             setc = ok & (x >= self.set_at[slot])
             pick = np.flatnonzero(setc | s.active[slot])
             clr = ok[pick] & (x[pick] < self.clear_at[slot[pick]])
-            s.step(slot[pick], setc[pick], clr, t[pick], v[pick], out)
+            s.step(slot[pick], setc[pick], clr, t[pick], v[pick], now, out)
         elif k == K.STATE:
             x = np.abs(v - self.p0[slot])
-            s.step(slot, ok & (x <= self.set_at[slot]), ok & (x > self.clear_at[slot]), t, v, out)
+            s.step(slot, ok & (x <= self.set_at[slot]), ok & (x > self.clear_at[slot]), t, v, now, out)
         elif k == K.STALE:
             return  # refreshed by arrivals (arrive), not by samples
         elif k == K.ROC:
-            self._roc(slot, t, v, ok, out)
+            self._roc(slot, t, v, ok, now, out)
         else:
-            self._frozen(slot, t, v, ok, out)
+            self._frozen(slot, t, v, ok, now, out)
 
     def arrive(self, tag: np.ndarray, now: int, out: EdgeParts) -> None:
         """STALE: rows of ``tag`` (repeats allowed) arrived at ``now``."""
@@ -135,17 +139,27 @@ class TagCheck:
         s.due_on[slot] = now + s.on_us[slot]
         s.watch(slot, now + int(s.on_us[slot].min()))
 
-    def _roc(self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+    def _roc(
+        self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
+    ) -> None:
         s = self.slots
-        av, at, win = s.aux_v[slot], s.aux_ts[slot], self.window[slot]
-        has = ~np.isnan(av)
+        win = self.window[slot]
+        has = ~np.isnan(s.aux_v[slot])
+        first = ok & ~has
+        f = slot[first]
+        s.aux_v[f] = s.aux2_v[f] = v[first]
+        s.aux_ts[f] = s.aux2_ts[f] = t[first]
+        promote = ok & has & (t - s.aux2_ts[slot] >= win)
+        p = slot[promote]
+        s.aux_v[p], s.aux_ts[p] = s.aux2_v[p], s.aux2_ts[p]
+        s.aux2_v[p], s.aux2_ts[p] = v[promote], t[promote]
+        av, at = s.aux_v[slot], s.aux_ts[slot]
         x = np.where(has, np.abs(v - av) / np.maximum(t - at, win) * US_PER_MIN, 0.0)
-        s.step(slot, ok & has & (x >= self.set_at[slot]), ok & (x < self.clear_at[slot]), t, x, out)
-        move = ok & (~has | (t - at >= win))
-        s.aux_v[slot[move]] = v[move]
-        s.aux_ts[slot[move]] = t[move]
+        s.step(slot, ok & has & (x >= self.set_at[slot]), ok & (x < self.clear_at[slot]), t, x, now, out)
 
-    def _frozen(self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, out: EdgeParts) -> None:
+    def _frozen(
+        self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
+    ) -> None:
         s = self.slots
         av = s.aux_v[slot]
         first = np.isnan(av)
@@ -153,10 +167,10 @@ class TagCheck:
         anchor = ok & (first | moved)
         s.aux_v[slot[anchor]] = v[anchor]
         s.aux_ts[slot[anchor]] = t[anchor]
-        s.step(slot, ok & ~moved, moved, t, s.aux_v[slot], out)
+        s.step(slot, ok & ~moved, moved, t, s.aux_v[slot], now, out)
         if moved.any():
             m = slot[moved]
-            s.due_on[m] = t[moved] + s.on_us[m]
+            s.due_on[m] = now + s.on_us[m]
             s.watch(m, int(s.due_on[m].min()))
 
 

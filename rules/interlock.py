@@ -5,6 +5,10 @@ element not in its safe position within the response time; critical), input bypa
 bypass older than approved, out of service. Semantics in rules/reference.py; a 2oo3 with one
 input bypassed or failed votes as 2oo2 (DOMAIN.md), and ``status`` shows that live.
 
+An input's bypass follows its switch's last *valid* value (``held``), so a switch that turns
+BAD keeps its last known state and the bypass age keeps running. Demand without action holds
+while the final element's feedback is invalid (that tag's BAD_QUALITY reports it).
+
 Work per batch follows what changed: each input keeps a status code (healthy, voting to
 trip, failed, bypassed) and each interlock its counts of them. A batch recodes only the
 inputs whose tag or bypass switch reported, adjusts the counts by the differences, and steps
@@ -25,6 +29,7 @@ __all__ = ["InterlockFamily", "InterlockStatus"]
 
 N_OUT = 5  # TRIP_DEMAND, NO_ACTION, INPUT_BYPASSED, BYPASS_OVERDUE, OUT_OF_SERVICE
 HEALTHY, VOTES, FAILED, BYPASSED = 1, 2, 4, 8  # input status bits; counts in this order
+FE_VALID, FE_SAFE = 1, 2  # final element feedback state bits
 
 
 @dataclass(frozen=True)
@@ -81,34 +86,41 @@ class InterlockFamily:
         )
         self.code = np.zeros(m, np.uint8)
         self.count = np.zeros((4, n), np.int64)  # healthy, votes, failed, bypassed
-        self.safe = np.zeros(n, bool)
+        self.fe = np.zeros(n, np.uint8)  # final element: FE_VALID | FE_SAFE
         self.mark_ref = np.zeros(m + n, bool)
         self.mark_il, self.mark_sel = np.zeros(n, bool), np.zeros(n, bool)
 
     def __len__(self) -> int:
         return len(self.il)
 
-    def codes(self, j: np.ndarray | slice, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def codes(
+        self, j: np.ndarray | slice, value: np.ndarray, valid: np.ndarray, held: np.ndarray
+    ) -> np.ndarray:
         il = self.il
         tag, bp = il.in_tag[j], self.bp[j]
         x = value[tag]
         trips = ((x >= il.in_lo[j]) & (x <= il.in_hi[j])) ^ il.in_invert[j]
         ok = valid[tag]
-        byp = self.has_bp[j] & valid[bp] & (value[bp] >= 0.5)
+        byp = self.has_bp[j] & (held[bp] >= 0.5)
         healthy = ok & ~byp
         code = healthy * HEALTHY + (healthy & trips) * VOTES + (~ok & ~byp) * FAILED + byp * BYPASSED
         return code.astype(np.uint8)
 
-    def _safe(self, i: np.ndarray | slice, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _fe(self, i: np.ndarray | slice, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
         il = self.il
         fe = il.fe_tag[i]
-        return valid[fe] & (np.abs(value[fe] - il.fe_safe[i]) <= il.fe_tol[i])
+        ok = valid[fe]
+        safe = ok & (np.abs(value[fe] - il.fe_safe[i]) <= il.fe_tol[i])
+        return (ok * FE_VALID + safe * FE_SAFE).astype(np.uint8)
 
-    def _recount(self, value: np.ndarray, valid: np.ndarray) -> None:
-        self.code = self.codes(slice(None), value, valid)
+    def recount(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray) -> None:
+        """Recode every input and final element from the tag state (after start or restore)."""
+        if not len(self):
+            return
+        self.code = self.codes(slice(None), value, valid, held)
         for k, bit in enumerate((HEALTHY, VOTES, FAILED, BYPASSED)):
             self.count[k] = np.add.reduceat(((self.code & bit) != 0).astype(np.int64), self.il.ptr[:-1])
-        self.safe = self._safe(slice(None), value, valid)
+        self.fe = self._fe(slice(None), value, valid)
 
     def start(self, born: int) -> None:
         """Out of service is a standing condition: due at the engine's start, cleared if restored."""
@@ -122,21 +134,23 @@ class InterlockFamily:
         self,
         value: np.ndarray,
         valid: np.ndarray,
+        held: np.ndarray,
         ts: np.ndarray,
+        now: int,
         out: EdgeParts,
         tags: np.ndarray | None = None,
     ) -> None:
-        """After a batch that reported ``tags`` (None: recount and step every interlock)."""
+        """After samples of ``tags`` (None: recount and step every interlock)."""
         if not len(self):
             return
         if tags is None:
-            self._recount(value, valid)
-            self._step(np.arange(len(self)), value, ts, out)
+            self.recount(value, valid, held)
+            self._step(np.arange(len(self)), value, ts, now, out)
             return
         ids = _readers(self.ref_ids, self.ref_ptr, tags, self.mark_ref)
         split = int(np.searchsorted(ids, len(self.code)))
         j, f = ids[:split], ids[split:] - len(self.code)
-        new = self.codes(j, value, valid)
+        new = self.codes(j, value, valid, held)
         changed = np.flatnonzero(new != self.code[j])
         if changed.size:
             jc, old, now_ = j[changed], self.code[j[changed]], new[changed]
@@ -144,9 +158,9 @@ class InterlockFamily:
                 delta = ((now_ & bit) != 0).astype(np.int64) - ((old & bit) != 0)
                 np.add.at(self.count[k], self.owner[jc], delta)
             self.code[jc] = now_
-        safe = self._safe(f, value, valid)
-        fe_changed = f[safe != self.safe[f]]
-        self.safe[f] = safe
+        fe = self._fe(f, value, valid)
+        fe_changed = f[fe != self.fe[f]]
+        self.fe[f] = fe
         sel_mark = self.mark_sel
         sel_mark[self.owner[j[changed]]] = True
         sel_mark[fe_changed] = True
@@ -160,7 +174,7 @@ class InterlockFamily:
         sel = np.flatnonzero(sel_mark)
         sel_mark[sel] = False
         if sel.size:
-            self._step(sel, value, ts, out)
+            self._step(sel, value, ts, now, out)
 
     def _running(self) -> np.ndarray:
         """Interlocks with a deadline running on trip demand, no action or bypass outputs."""
@@ -171,7 +185,7 @@ class InterlockFamily:
         live = cand[((s.due_on[cand] != NEVER) | (s.due_off[cand] != NEVER)) & (cand % N_OUT < 4)]
         return np.unique(live // N_OUT)
 
-    def _step(self, sel: np.ndarray, value: np.ndarray, ts: np.ndarray, out: EdgeParts) -> None:
+    def _step(self, sel: np.ndarray, value: np.ndarray, ts: np.ndarray, now: int, out: EdgeParts) -> None:
         il, s = self.il, self.slots
         start = il.ptr[sel]
         n_in = il.ptr[sel + 1] - start
@@ -185,20 +199,22 @@ class InterlockFamily:
         demand = (n_eff > 0) & (votes >= np.minimum(il.m[sel], n_eff))
         known = (n_eff > 0) | (n_failed == 0)
         k = np.flatnonzero(t_in != UNSEEN)
-        s.step(base[k], (known & demand)[k], (known & ~demand)[k], t_in[k], votes[k].astype(float), out)
+        s.step(base[k], (known & demand)[k], (known & ~demand)[k], t_in[k], votes[k].astype(float), now, out)
         fe = il.fe_tag[sel]
         t_fe = np.maximum(t_in, ts[fe])
-        no_action = s.active[base] & ~self.safe[sel]
+        act = s.active[base]
+        fe_ok = (self.fe[sel] & FE_VALID) != 0
+        safe = (self.fe[sel] & FE_SAFE) != 0
         k = np.flatnonzero(t_fe != UNSEEN)
-        s.step(base[k] + 1, no_action[k], ~no_action[k], t_fe[k], value[fe][k], out)
+        s.step(base[k] + 1, (act & fe_ok & ~safe)[k], (~act | safe)[k], t_fe[k], value[fe][k], now, out)
         k = np.flatnonzero(t_bp != UNSEEN)
         on = n_byp[k] > 0
         for out_ in (2, 3):
-            s.step(base[k] + out_, on, ~on, t_bp[k], n_byp[k].astype(float), out)
+            s.step(base[k] + out_, on, ~on, t_bp[k], n_byp[k].astype(float), now, out)
 
-    def status(self, value: np.ndarray, valid: np.ndarray) -> list[InterlockStatus]:
+    def status(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray) -> list[InterlockStatus]:
         il, s = self.il, self.slots
-        code = self.codes(slice(None), value, valid)
+        code = self.codes(slice(None), value, valid, held)
         out = []
         for i, key in enumerate(il.keys):
             lo, hi = int(il.ptr[i]), int(il.ptr[i + 1])

@@ -2,8 +2,8 @@
 
 A family of rules (limits, one data-quality check, interlock outputs) keeps its state in flat
 arrays indexed by *slot*; ``rule[slot]`` is the rule index (-1 for an empty slot). ``step``
-applies the transition of rules/reference.py to a subset of slots, ``fire`` runs the timer
-phase. Invariants: ``due_on`` runs only while idle, ``due_off`` only while active, and
+applies the transition of rules/reference.py to a subset of slots (deadlines on arrival
+time ``now``, edges at the sample time ``t``), ``fire`` runs the timer phase. Invariants: ``due_on`` runs only while idle, ``due_off`` only while active, and
 ``next_due`` is never later than the earliest running deadline (so ``fire`` can skip).
 """
 
@@ -39,6 +39,8 @@ class Slots:
         self.lim = np.where(has, rules.limit[r], np.nan)
         self.aux_v = np.full(n, np.nan)
         self.aux_ts = np.zeros(n, np.int64)
+        self.aux2_v = np.full(n, np.nan)
+        self.aux2_ts = np.zeros(n, np.int64)
         kinds = set(rules.kind[self.rule[has]].tolist())
         self.frozen = kinds == {RuleKind.FROZEN}
         self.stale = kinds == {RuleKind.STALE}
@@ -51,9 +53,17 @@ class Slots:
         return len(self.rule)
 
     def step(
-        self, idx: np.ndarray, setc: np.ndarray, clr: np.ndarray, t: Any, value: np.ndarray, out: EdgeParts
+        self,
+        idx: np.ndarray,
+        setc: np.ndarray,
+        clr: np.ndarray,
+        t: Any,
+        value: np.ndarray,
+        now: int,
+        out: EdgeParts,
     ) -> None:
-        """The transition for slots ``idx`` (unique) at times ``t`` (scalar or per slot)."""
+        """The transition for slots ``idx`` (unique) evaluated at arrival time ``now`` on samples
+        of time ``t`` (scalar or per slot): deadlines run on ``now``, edges report ``t``."""
         if idx.size == 0:
             return
         act = self.active[idx]
@@ -67,14 +77,14 @@ class Slots:
             if np.ndim(t):
                 t = t[live]
         won = setc & ~act
-        don = np.where(won, np.where(don == NEVER, t + self.on_us[idx], don), NEVER)
+        don = np.where(won, np.where(don == NEVER, now + self.on_us[idx], don), NEVER)
         aclr = clr & act
-        doff = np.where(aclr, np.where(doff == NEVER, t + self.off_us[idx], doff), NEVER)
+        doff = np.where(aclr, np.where(doff == NEVER, now + self.off_us[idx], doff), NEVER)
         touched = won | aclr
         if touched.any():
             self.last[idx[touched]] = value[touched]
-        fire_on = won & (t >= don)
-        fired = fire_on | (aclr & (t >= doff))
+        fire_on = won & (now >= don)
+        fired = fire_on | (aclr & (now >= doff))
         don[fired] = NEVER
         doff[fired] = NEVER
         started = ((don != NEVER) & (self.due_on[idx] == NEVER)) | (

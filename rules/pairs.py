@@ -1,7 +1,7 @@
 """Rules over two tags: DEVIATION between redundant transmitters, MISMATCH of feedback and command.
 
-Evaluated once per batch on the latest values (rules/reference.py): ``x = |v - v2|``, at the
-newest timestamp of the two tags; either tag invalid holds the condition.
+Evaluated after each distinct sample ts of a batch that reported either tag (rules/reference.py):
+``x = |v - v2|``, at the newest timestamp of the two tags; either tag invalid holds the condition.
 """
 
 from __future__ import annotations
@@ -24,14 +24,28 @@ class PairFamily:
     def __len__(self) -> int:
         return len(self.slots)
 
-    def evaluate(self, value: np.ndarray, valid: np.ndarray, ts: np.ndarray, out: EdgeParts) -> None:
+    def evaluate(
+        self,
+        value: np.ndarray,
+        valid: np.ndarray,
+        ts: np.ndarray,
+        now: int,
+        out: EdgeParts,
+        touched: np.ndarray | None = None,
+    ) -> None:
+        """Step the pairs reading a tag whose mask ``touched`` is set (None: every pair)."""
         if not len(self):
             return
         t = np.maximum(ts[self.a], ts[self.b])
-        sel = np.flatnonzero(t != UNSEEN)
+        seen = t != UNSEEN
+        if touched is not None:
+            seen &= touched[self.a] | touched[self.b]
+        sel = np.flatnonzero(seen)
+        if sel.size == 0:
+            return
         a, b = self.a[sel], self.b[sel]
         ok = valid[a] & valid[b]
         x = np.abs(value[a] - value[b])
         setc = ok & (x >= self.set_at[sel])
         clr = ok & (x < self.clear_at[sel])
-        self.slots.step(sel, setc, clr, t[sel], x, out)
+        self.slots.step(sel, setc, clr, t[sel], x, now, out)

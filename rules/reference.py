@@ -2,52 +2,77 @@
 
 Tests feed both the same calls and require identical edges and snapshots. Semantics:
 
-Inputs. ``evaluate(batch, now)`` = arrival phase, sample phase, cross-tag phase, then timer
-phase at ``now``; ``tick(now)`` = timer phase only. The first call after construction or restore also
-*starts* the engine at ``now`` (``born``): stale timers start at ``born + stale``, and an
-out-of-service interlock's condition becomes due at ``born``.
+Inputs. ``evaluate(batch, now)`` = arrival phase, sample phase (with the cross-tag phase after
+each distinct sample ts), then timer phase at ``now``; ``tick(now)`` = timer phase only. The
+first call after construction or restore also *starts* the engine at ``now`` (``born``): stale
+timers start at ``born + stale``, and an out-of-service interlock's condition becomes due at
+``born``.
 
-Samples. Each tag's samples are taken in (ts, arrival) order; a sample older than the tag's
-newest accepted ts is ignored (out-of-order data never moves state backwards; equal ts is
-accepted). A sample is *valid* unless its quality is BAD or its value NaN (UNCERTAIN counts).
-Each accepted sample updates the tag's value, quality and ts, then runs every rule of that tag
-(rule index order) with ``t`` = the sample ts. Rules over several tags (DEVIATION, MISMATCH,
-interlocks) run once per batch after all samples, on the latest values, with ``t`` = the newest
-ts among the tags they read; a rule with none of its tags seen is skipped.
+Time base. Delays (on-delay, off-delay, response time, approved bypass duration, frozen time)
+run on arrival time: a deadline starts at the ``now`` of the call whose evaluation first
+met the condition and expires when a later evaluation or timer phase has ``now >= deadline``,
+so a late sample can never satisfy its own delay. Edges of data-driven transitions (an
+evaluation with no delay left) report the sample time ``t`` defined per rule below; timer
+transitions report ``now``. ROC rates are computed in sample time.
+
+Samples. The batch's rows are taken in (ts, tag, arrival) order and grouped by ts. A sample
+of a tag is *accepted* when its quality is BAD_COMM_FAILURE (a collector's link-loss marker:
+it states the link *now*, whatever its stamp), or the tag's current quality is
+BAD_COMM_FAILURE (real data always replaces a marker, even from a device clock running
+behind the gather time of the marker), or its ts >= the tag's newest accepted ts (otherwise
+out-of-order data never moves state backwards; equal ts is accepted). A sample is *valid*
+unless its quality is BAD or its value NaN (UNCERTAIN counts). Each accepted sample updates
+the tag's value, quality and ts (and ``held``, the last valid value, when valid), then runs
+every rule of that tag (rule index order) with ``t`` = the sample ts. After each ts group,
+the rules over several tags (DEVIATION, MISMATCH, interlocks) that read a tag with an
+accepted sample in the group run on the tags' values at that point, with ``t`` = the newest ts
+among the tags they read (so a trip demand lasting one sample inside a batch is seen). On the
+first evaluate after start, every such rule runs once more after the samples. A rule with
+none of its tags seen is skipped.
 
 Transition (every rule but STALE). From the sample or tag state a rule gets ``x``, a *set*
-and a *clear* condition. Idle: while *set* holds a deadline ``t + on_delay`` runs from the
-first such evaluation; at ``t >= deadline`` the rule activates at ``t``. Any evaluation
-without *set* stops the deadline. Active: the same with *clear* and ``off_delay``. Neither
-*set* nor *clear* holds for an invalid input, so NaN or BAD quality holds the state and stops
-running delays. The timer phase activates/clears every rule whose deadline is ``<= now``,
-at ``now``. Edges carry ``value`` = the reported value of the evaluation that started the
-deadline (or of the transition itself), ``limit`` and ``severity``.
+and a *clear* condition. Idle: while *set* holds a deadline ``now + on_delay`` runs from the
+first such evaluation; an evaluation with *set* and ``now >= deadline`` activates the rule at
+``t``. Any evaluation without *set* stops the deadline. Active: the same with *clear* and
+``off_delay``. Neither *set* nor *clear* holds for an invalid input, so NaN or BAD quality
+holds the state and stops running delays. The timer phase activates/clears every rule whose
+deadline is ``<= now``, at ``now``. Edges carry ``value`` = the reported value of the
+evaluation that started the deadline (or of the transition itself), ``limit`` and ``severity``.
 
 Per kind (HIGH: set ``x >= set_at``, clear ``x < clear_at``; LOW mirrored; v = tag value):
 limits and gas levels x = v; OUT_OF_RANGE x = max(lo - v, v - hi); STATE x = |v - alarm
-value| (LOW); BAD_QUALITY set = invalid, clear = valid, never held; ROC x = |v - anchor| /
-max(t - anchor_t, window) per minute, with the anchor (first valid sample) moved to the sample
-once ``t - anchor_t >= window``; FROZEN (LOW, x = |v - anchor|) re-anchors and clears when
-the value moves beyond resolution, and its flat time starts at the anchor sample; it reports
-the anchor value and, when the anchor lies within ``band`` of an alarm limit, HIGH severity
-and that limit. STALE is about delivery, not sample time (a polled OPC UA value keeps its old source
-timestamp): in the arrival phase every tag with any row in the batch, late or not, clears it
-at ``now`` (value: the gap in s) and restarts its deadline at ``now + stale``; only the timer
-activates it (value: seconds since the last arrival). DEVIATION / MISMATCH: x = |v - v2| (HIGH). Interlocks: an input is *bypassed*
-when its bypass switch is valid and >= 0.5, *failed* when invalid and not bypassed; the rest
-vote. N_eff = voting inputs, M_eff = min(M, N_eff); TRIP_DEMAND set = N_eff > 0 and votes >=
-M_eff (held while every non-bypassed input failed); NO_ACTION set = demand active and the
-final element not valid within tolerance of its safe value (on-delay = response time);
-INPUT_BYPASSED / BYPASS_OVERDUE set = any input bypassed (t = newest bypass switch ts).
-The engine reports conditions; latching (gas) is the alarm manager's, from ``RuleSet.latched``.
+value| (LOW); BAD_QUALITY set = invalid, clear = valid, never held. ROC keeps an anchor and a
+candidate sample (the first valid sample is both); on each valid sample, once the candidate
+is at least ``window`` old it becomes the anchor and the sample the new candidate; then
+x = |v - anchor| / max(t - anchor_t, window) per minute (0, never set, on the first sample), so
+the rate is taken against a sample between one and two windows old and a steady ramp stays
+active. FROZEN (LOW, x = |v - anchor|) re-anchors and clears when the value moves beyond
+resolution, and its flat time restarts (at ``now``) then; it reports the anchor value and,
+when the anchor lies within ``band`` of an alarm limit, HIGH severity and that limit. STALE is
+about delivery, not sample time (a polled OPC UA value keeps its old source timestamp): in the
+arrival phase every tag with any row in the batch, late or not, clears it at ``now`` (value:
+the gap in s) and restarts its deadline at ``now + stale``; only the timer activates it
+(value: seconds since the last arrival). DEVIATION / MISMATCH: x = |v - v2| (HIGH).
+
+Interlocks: an input is *bypassed* when its bypass switch's last valid value (``held``) is
+>= 0.5: a switch that turns invalid keeps its last known state, so neither the voting nor the
+bypass age restarts; it is *failed* when invalid and not bypassed; the rest vote. N_eff =
+voting inputs, M_eff = min(M, N_eff); TRIP_DEMAND set = N_eff > 0 and votes >= M_eff (held
+while every non-bypassed input failed); NO_ACTION set = demand active and the final element's
+feedback valid and not within tolerance of its safe value (on-delay = response time), clear =
+no demand or feedback valid and safe: while the feedback is invalid it holds (its BAD_QUALITY
+rule reports that, at lower severity); INPUT_BYPASSED / BYPASS_OVERDUE set = any input
+bypassed (t = newest bypass switch ts). The engine reports conditions; latching (gas) is the
+alarm manager's, from ``RuleSet.latched``.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import groupby
 
 from core.batch import ReadingBatch
+from core.quality import COMM_FAILURE
 from rules.snapshot import EngineSnapshot
 from rules.spec import (
     LOW_KINDS,
@@ -82,11 +107,15 @@ class ReferenceEngine:
         self.sev = [int(s) for s in rules.severity.tolist()]
         self.lim = rules.limit.tolist()
         self.aux_v, self.aux_ts = [math.nan] * n, [0] * n
+        self.aux2_v, self.aux2_ts = [math.nan] * n, [0] * n
         self.value, self.quality, self.ts = (
             [math.nan] * rules.n_tags,
             [0] * rules.n_tags,
             [UNSEEN] * rules.n_tags,
         )
+        self.held = [math.nan] * rules.n_tags  # last valid value
+        self.now = 0
+        self.dirty = True  # run every cross-tag rule once on the first evaluate after start
         self.kind = [K(k) for k in rules.kind.tolist()]
         self.born: int | None = None
         self.by_tag: list[list[int]] = [[] for _ in range(rules.n_tags)]
@@ -94,29 +123,53 @@ class ReferenceEngine:
             if k in TAG_KINDS:
                 self.by_tag[t].append(r)
         self.edges: list[tuple[int, bool, int, float, float, int]] = []
+        self.pairs = [r for r, k in enumerate(self.kind) if k in PAIR_KINDS]
+        il = rules.interlocks
+        self.reads: list[list[int]] = []  # tags each interlock reads
+        for i in range(len(il)):
+            lo, hi = int(il.ptr[i]), int(il.ptr[i + 1])
+            tags = il.in_tag[lo:hi].tolist() + [b for b in il.in_bypass[lo:hi].tolist() if b >= 0]
+            self.reads.append([*tags, int(il.fe_tag[i])])
 
     # --- calls ---------------------------------------------------------------------------
 
     def evaluate(self, batch: ReadingBatch, now_us: int) -> ConditionEdges:
         self._start(now_us)
+        self.now = now_us
         for k in sorted(set(batch.tag.tolist())):
             for r in self.by_tag[k]:
                 if self.kind[r] == K.STALE:
                     self._arrive(r, now_us)
-        rows = sorted(zip(batch.tag.tolist(), batch.ts.tolist(), range(len(batch)), strict=True))
+        rows = sorted(zip(batch.ts.tolist(), batch.tag.tolist(), range(len(batch)), strict=True))
         values, qualities = batch.value.tolist(), batch.quality.tolist()
-        for k, t, i in rows:
-            if t < self.ts[k]:
-                continue
-            self.value[k], self.quality[k], self.ts[k] = values[i], qualities[i], t
-            for r in self.by_tag[k]:
-                self._sample(r, t, values[i], _valid(values[i], qualities[i]))
-        for r, k in enumerate(self.kind):
-            if k in PAIR_KINDS:
-                self._pair(r)
-        for i in range(len(self.rules.interlocks)):
-            self._interlock(i)
+        for _, group in groupby(rows, key=lambda row: row[0]):
+            touched = set()
+            for t, k, i in group:
+                q = qualities[i]
+                if not (q == COMM_FAILURE or self.quality[k] == COMM_FAILURE or t >= self.ts[k]):
+                    continue
+                self.value[k], self.quality[k], self.ts[k] = values[i], q, t
+                ok = _valid(values[i], q)
+                if ok:
+                    self.held[k] = values[i]
+                for r in self.by_tag[k]:
+                    self._sample(r, t, values[i], ok)
+                touched.add(k)
+            if touched:
+                self._cross(touched)
+        if self.dirty:
+            self.dirty = False
+            self._cross(None)
         return self._timers(now_us)
+
+    def _cross(self, touched: set[int] | None) -> None:
+        """Rules over several tags that read any of ``touched`` (None: all)."""
+        for r in self.pairs:
+            if touched is None or int(self.rules.tag[r]) in touched or int(self.rules.tag2[r]) in touched:
+                self._pair(r)
+        for i, reads in enumerate(self.reads):
+            if touched is None or not touched.isdisjoint(reads):
+                self._interlock(i)
 
     def tick(self, now_us: int) -> ConditionEdges:
         self._start(now_us)
@@ -131,8 +184,8 @@ class ReferenceEngine:
                 return
             self.last[r] = value
             if self.due_on[r] == NEVER:
-                self.due_on[r] = t + int(self.rules.on_us[r])
-            if t >= self.due_on[r]:
+                self.due_on[r] = self.now + int(self.rules.on_us[r])
+            if self.now >= self.due_on[r]:
                 self._flip(r, t, value)
         else:
             if not clr:
@@ -140,8 +193,8 @@ class ReferenceEngine:
                 return
             self.last[r] = value
             if self.due_off[r] == NEVER:
-                self.due_off[r] = t + int(self.rules.off_us[r])
-            if t >= self.due_off[r]:
+                self.due_off[r] = self.now + int(self.rules.off_us[r])
+            if self.now >= self.due_off[r]:
                 self._flip(r, t, value)
 
     def _flip(self, r: int, t: int, value: float) -> None:
@@ -195,15 +248,16 @@ class ReferenceEngine:
             self._transition(r, False, False, t, v)
             return
         if k == K.ROC:
+            win = int(rs.window_us[r])
             has = not math.isnan(self.aux_v[r])
-            x = (
-                abs(v - self.aux_v[r]) / max(t - self.aux_ts[r], int(rs.window_us[r])) * US_PER_MIN
-                if has
-                else 0.0
-            )
+            if not has:
+                self.aux_v[r] = self.aux2_v[r] = v
+                self.aux_ts[r] = self.aux2_ts[r] = t
+            elif t - self.aux2_ts[r] >= win:
+                self.aux_v[r], self.aux_ts[r] = self.aux2_v[r], self.aux2_ts[r]
+                self.aux2_v[r], self.aux2_ts[r] = v, t
+            x = abs(v - self.aux_v[r]) / max(t - self.aux_ts[r], win) * US_PER_MIN if has else 0.0
             self._transition(r, has and x >= set_at, x < clear_at, t, x)
-            if not has or t - self.aux_ts[r] >= int(rs.window_us[r]):
-                self.aux_v[r], self.aux_ts[r] = v, t
             return
         if k == K.FROZEN:
             first = math.isnan(self.aux_v[r])
@@ -212,7 +266,7 @@ class ReferenceEngine:
                 self.aux_v[r], self.aux_ts[r] = v, t
             self._transition(r, not moved, moved, t, self.aux_v[r])
             if moved:
-                self.due_on[r] = t + int(rs.on_us[r])
+                self.due_on[r] = self.now + int(rs.on_us[r])
             return
         if k == K.OUT_OF_RANGE:
             x = max(float(rs.params[r, 0]) - v, v - float(rs.params[r, 1]))
@@ -254,7 +308,7 @@ class ReferenceEngine:
             bypassed = False
             if bp >= 0:
                 t_in, t_bp = max(t_in, self.ts[bp]), max(t_bp, self.ts[bp])
-                bypassed = self._ok(bp) and self.value[bp] >= 0.5
+                bypassed = self.held[bp] >= 0.5  # NaN (never valid) is not bypassed
             x = self.value[tag]
             trips = (il.in_lo[j] <= x <= il.in_hi[j]) != bool(il.in_invert[j])
             n_byp += bypassed
@@ -271,9 +325,12 @@ class ReferenceEngine:
         fe = int(il.fe_tag[i])
         t_fe = max(t_in, self.ts[fe])
         if t_fe != UNSEEN:
-            safe = self._ok(fe) and abs(self.value[fe] - il.fe_safe[i]) <= il.fe_tol[i]
-            no_action = self.active[demand_r] and not safe
-            self._transition(no_action_r, no_action, not no_action, t_fe, self.value[fe])
+            fe_ok = self._ok(fe)
+            safe = fe_ok and abs(self.value[fe] - il.fe_safe[i]) <= il.fe_tol[i]
+            demand = self.active[demand_r]
+            self._transition(
+                no_action_r, demand and fe_ok and not safe, not demand or safe, t_fe, self.value[fe]
+            )
         if t_bp != UNSEEN:
             for r in (bypassed_r, overdue_r):
                 self._transition(r, n_byp > 0, n_byp == 0, t_bp, float(n_byp))
@@ -299,8 +356,9 @@ class ReferenceEngine:
             {
                 "active": self.active, "since": self.since, "due_on": self.due_on, "due_off": self.due_off,
                 "last": self.last, "sev": self.sev, "lim": self.lim, "aux_v": self.aux_v, "aux_ts": self.aux_ts,
+                "aux2_v": self.aux2_v, "aux2_ts": self.aux2_ts,
             },
-            (self.value, self.quality, self.ts),
+            (self.value, self.quality, self.ts, self.held),
         )  # fmt: skip
 
     def restore(self, snap: EngineSnapshot) -> None:
@@ -309,5 +367,6 @@ class ReferenceEngine:
             current = getattr(self, name)
             for r, v in enumerate(values.tolist()):
                 current[r] = v
-        self.value, self.quality, self.ts = (a.tolist() for a in tags_state)
+        self.value, self.quality, self.ts, self.held = (a.tolist() for a in tags_state)
         self.born = None
+        self.dirty = True

@@ -3,7 +3,11 @@
 The alarm manager persists it (``to_dict`` is JSON-safe: NaN becomes None). Restoring into a
 different rule set (config edited) keeps the state of every rule and tag whose key still
 exists; new rules start idle. Reported severity and limit are kept only for FROZEN (they are
-dynamic there); every other rule takes them from the new rule set.
+dynamic there); every other rule takes them from the new rule set. The snapshot also records
+each rule's on- and off-delay, so a deadline running at the snapshot is moved by the edit:
+it expires at its start + the new delay (e.g. an approved bypass duration changed while a
+bypass is active). Version 1 snapshots (no delays, no ROC candidate, no held values) still
+load: their deadlines are kept as they were.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from core.quality import is_bad
 from rules.spec import NEVER, UNSEEN, RuleKind, RuleSet
 
 __all__ = ["RULE_FIELDS", "EngineSnapshot"]
@@ -30,12 +35,21 @@ RULE_FIELDS: dict[str, np.dtype] = {
     "lim": np.dtype(np.float64),
     "aux_v": np.dtype(np.float64),
     "aux_ts": np.dtype(np.int64),
+    "aux2_v": np.dtype(np.float64),  # ROC: the candidate anchor
+    "aux2_ts": np.dtype(np.int64),
 }
+# the delays of the rule set a snapshot was taken from (not engine state)
+DELAY_FIELDS: dict[str, np.dtype] = {"on_us": np.dtype(np.int64), "off_us": np.dtype(np.int64)}
+SNAP_FIELDS = {**RULE_FIELDS, **DELAY_FIELDS}
 TAG_FIELDS: dict[str, np.dtype] = {
     "value": np.dtype(np.float64),
     "quality": np.dtype(np.uint8),
     "ts": np.dtype(np.int64),
+    "held": np.dtype(np.float64),  # last valid value
 }
+_V1_RULE_FIELDS = ("active", "since", "due_on", "due_off", "last", "sev", "lim", "aux_v", "aux_ts")
+_V1_TAG_FIELDS = ("value", "quality", "ts")
+_FLOAT_FIELDS = ("last", "lim", "aux_v", "aux2_v")
 
 
 def initial_rule_state(rules: RuleSet) -> dict[str, np.ndarray]:
@@ -50,17 +64,19 @@ def initial_rule_state(rules: RuleSet) -> dict[str, np.ndarray]:
         "lim": rules.limit.copy(),
         "aux_v": np.full(n, np.nan),
         "aux_ts": np.zeros(n, np.int64),
+        "aux2_v": np.full(n, np.nan),
+        "aux2_ts": np.zeros(n, np.int64),
     }
 
 
-def initial_tag_state(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.full(n, np.nan), np.zeros(n, np.uint8), np.full(n, UNSEEN, np.int64)
+def initial_tag_state(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return np.full(n, np.nan), np.zeros(n, np.uint8), np.full(n, UNSEEN, np.int64), np.full(n, np.nan)
 
 
 @dataclass(frozen=True, eq=False)
 class EngineSnapshot:
     rule_keys: tuple[str, ...]
-    rules: Mapping[str, np.ndarray]  # RULE_FIELDS, aligned with rule_keys
+    rules: Mapping[str, np.ndarray]  # SNAP_FIELDS (DELAY_FIELDS may be absent), aligned with rule_keys
     tag_keys: tuple[str, ...]
     tags: Mapping[str, np.ndarray]  # TAG_FIELDS, aligned with tag_keys
 
@@ -72,6 +88,7 @@ class EngineSnapshot:
         tags: Sequence[Sequence[Any] | np.ndarray],
     ) -> EngineSnapshot:
         rs = {n: np.array(state[n], dtype=dt) for n, dt in RULE_FIELDS.items()}
+        rs["on_us"], rs["off_us"] = rules.on_us.copy(), rules.off_us.copy()
         ts = {n: np.array(a, dtype=dt) for (n, dt), a in zip(TAG_FIELDS.items(), tags, strict=True)}
         return cls(rules.keys, rs, rules.tag_keys, ts)
 
@@ -88,6 +105,11 @@ class EngineSnapshot:
                     state[name][dst[frozen]] = self.rules[name][src[frozen]]
                 else:
                     state[name][dst] = self.rules[name][src]
+            if "on_us" in self.rules:  # running deadlines: their start + the new delay
+                for due, delay in (("due_on", "on_us"), ("due_off", "off_us")):
+                    d = state[due]
+                    run = d[dst] != NEVER
+                    d[dst[run]] += getattr(rules, delay)[dst[run]] - self.rules[delay][src[run]]
         tags = initial_tag_state(rules.n_tags)
         twhere = {k: i for i, k in enumerate(self.tag_keys)}
         tpairs = [(i, twhere[k]) for i, k in enumerate(rules.tag_keys) if k in twhere]
@@ -100,15 +122,11 @@ class EngineSnapshot:
     def equals(self, other: EngineSnapshot) -> bool:
         if self.rule_keys != other.rule_keys or self.tag_keys != other.tag_keys:
             return False
-        same = [
-            np.array_equal(self.rules[n], other.rules[n], equal_nan=True) for n in ("last", "lim", "aux_v")
-        ]
+        same = [np.array_equal(self.rules[n], other.rules[n], equal_nan=True) for n in _FLOAT_FIELDS]
+        same += [np.array_equal(self.rules[n], other.rules[n]) for n in RULE_FIELDS if n not in _FLOAT_FIELDS]
         same += [
-            np.array_equal(self.rules[n], other.rules[n])
-            for n in RULE_FIELDS
-            if n not in ("last", "lim", "aux_v")
+            np.array_equal(self.tags[n], other.tags[n], equal_nan=n in ("value", "held")) for n in TAG_FIELDS
         ]
-        same += [np.array_equal(self.tags[n], other.tags[n], equal_nan=n == "value") for n in TAG_FIELDS]
         return all(same)
 
     def differences(self, other: EngineSnapshot) -> list[str]:
@@ -131,12 +149,12 @@ class EngineSnapshot:
             return [None if isinstance(v, float) and math.isnan(v) else v for v in vals]
 
         return {
-            "version": 1,
+            "version": 2,
             "rules": {
                 k: clean(list(row))
                 for k, row in zip(
                     self.rule_keys,
-                    zip(*(self.rules[n].tolist() for n in RULE_FIELDS), strict=False),
+                    zip(*(self.rules[n].tolist() for n in SNAP_FIELDS), strict=False),
                     strict=True,
                 )
             },
@@ -152,8 +170,12 @@ class EngineSnapshot:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineSnapshot:
-        if data.get("version") != 1:
-            raise ValueError(f"unknown rule engine snapshot version {data.get('version')!r}")
+        version = data.get("version")
+        if version not in (1, 2):
+            raise ValueError(f"unknown rule engine snapshot version {version!r}")
+        v1 = version == 1
+        rule_spec = {n: SNAP_FIELDS[n] for n in _V1_RULE_FIELDS} if v1 else SNAP_FIELDS
+        tag_spec = {n: TAG_FIELDS[n] for n in _V1_TAG_FIELDS} if v1 else TAG_FIELDS
 
         def columns(rows: Mapping[str, list[Any]], spec: dict[str, np.dtype]) -> dict[str, np.ndarray]:
             cols = list(zip(*rows.values(), strict=True)) if rows else [()] * len(spec)
@@ -162,9 +184,9 @@ class EngineSnapshot:
                 for (n, dt), col in zip(spec.items(), cols, strict=True)
             }
 
-        return cls(
-            tuple(data["rules"]),
-            columns(data["rules"], RULE_FIELDS),
-            tuple(data["tags"]),
-            columns(data["tags"], TAG_FIELDS),
-        )
+        rules, tags = columns(data["rules"], rule_spec), columns(data["tags"], tag_spec)
+        if v1:  # the ROC candidate starts at the anchor; held = the value where it was valid
+            rules["aux2_v"], rules["aux2_ts"] = rules["aux_v"].copy(), rules["aux_ts"].copy()
+            valid = ~is_bad(tags["quality"]) & ~np.isnan(tags["value"])
+            tags["held"] = np.where(valid, tags["value"], np.nan)
+        return cls(tuple(data["rules"]), rules, tuple(data["tags"]), tags)

@@ -33,6 +33,7 @@ __all__ = [
     "RuleKind",
     "RuleSet",
     "Severity",
+    "rank_of",
 ]
 
 NEVER = np.iinfo(np.int64).max  # a deadline that is not running
@@ -130,6 +131,14 @@ class Severity(IntEnum):
     MEDIUM = 2
     HIGH = 3
     CRITICAL = 4
+
+
+def rank_of(kind: RuleKind) -> int:
+    """Secondary rank within one severity (larger first): DOMAIN.md puts level 2 above level 1
+    and, at one level, toxic above combustible. With the default severities (combustible L1
+    MEDIUM, toxic L1 HIGH, combustible L2 HIGH, toxic L2 CRITICAL) the only tie is toxic L1 vs
+    combustible L2, which the level breaks: combustible L1 < toxic L1 < combustible L2 < toxic L2."""
+    return {RuleKind.GAS_L2: 2, RuleKind.GAS_L1: 1}.get(kind, 0)
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -310,3 +319,4 @@ class ActiveCondition:
     since_us: int
     description: str
     latched: bool
+    rank: int = 0  # rank_of(kind): orders conditions of equal severity

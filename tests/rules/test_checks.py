@@ -89,9 +89,17 @@ CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, boo
             ("b", 5, [("V1.LT1", 5, 54)]),
             ("b", 8, [("V1.LT1", 8, 56)]),
             ("b", 10, [("V1.LT1", 10, 56)]),
-            ("b", 12, [("V1.LT1", 12, 56.5)]),
+            ("b", 12, [("V1.LT1", 12, 56.5)]),  # still 32.5/min against the sample at 0
+            ("b", 20, [("V1.LT1", 20, 56.5)]),  # anchor now the sample at 10: 3/min
         ],
-        [("E1.V1.LT1:ROC", True, 8.0), ("E1.V1.LT1:ROC", False, 12.0)],
+        [("E1.V1.LT1:ROC", True, 8.0), ("E1.V1.LT1:ROC", False, 20.0)],
+    ),
+    # r1 §4: the anchor used to jump to the current sample once a window old, so a steady
+    # ramp at twice the limit chattered (active 5, clear 11, active 15, ...)
+    "rate of change: a steady ramp above the limit stays active": (
+        {K.ROC},
+        [("b", s, [("V1.LT1", s, 30.0 + s)]) for s in range(41)],
+        [("E1.V1.LT1:ROC", True, 5.0)],
     ),
     "deviation between redundant transmitters, with on-delay": (
         {K.DEVIATION},

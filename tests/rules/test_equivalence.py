@@ -1,7 +1,7 @@
 """The vectorized RuleEngine computes exactly what the scalar ReferenceEngine defines.
 
 Hypothesis drives both with the same random calls: batches with values at and around every
-threshold, NaN, inf, bad and uncertain quality, several samples of one tag, late
+threshold, NaN, inf, bad and uncertain quality, comm-failure markers, several samples of one tag, late
 (out-of-order) samples, gaps long enough for stale/frozen/bypass timers, ticks, and
 snapshot/restore in the middle. Edges must be identical, and so must the state.
 """
@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 
 from core.batch import ReadingBatch
 from core.clock import US_PER_S
+from core.quality import Quality
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
 from rules.spec import RuleSet
 from tests.rules.streams import BAD, GOOD, T0, UNCERTAIN, interesting_values, rules_for_tests
 
 RULES = rules_for_tests()
+COMM = int(Quality.BAD_COMM_FAILURE)  # a collector's link-loss marker: never dropped as late
 VALUES = [interesting_values(RULES, t) for t in range(RULES.n_tags)]
 STEPS_S = [0.0, 0.3, 1.0, 2.0, 3.0, 5.0, 11.0, 31.0, 61.0, 3601.0]
 LAGS_S = [0.0, 0.0, 0.1, 1.0, 4.0, 40.0]
@@ -36,7 +38,7 @@ def reading(draw: st.DrawFn) -> tuple[int, float, float | None, int]:
         value: float | None = draw(st.floats(lo, hi))
     else:
         value = draw(st.sampled_from(VALUES[tag]))
-    quality = draw(st.sampled_from([GOOD] * 6 + [BAD, UNCERTAIN]))
+    quality = draw(st.sampled_from([GOOD] * 6 + [BAD, UNCERTAIN, COMM]))
     return tag, draw(st.sampled_from(LAGS_S)), value, quality
 
 

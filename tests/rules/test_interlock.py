@@ -117,10 +117,25 @@ TIMING: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, bo
         [("b", 0, [("V1.XV1", 0, 1)]), ("b", 1, DEMAND), ("t", 11), ("b", 12, [("V1.XV1", 12, 0)])],
         [("H1.IL1:NO_ACTION", True, 11.0), ("H1.IL1:NO_ACTION", False, 12.0)],
     ),
-    "bad valve feedback cannot confirm the action": (
-        {K.NO_ACTION},
-        [("b", 0, [("V1.XV1", 0, 1)]), ("b", 1, DEMAND), ("b", 5, [("V1.XV1", 5, 0, BAD)]), ("t", 11)],
-        [("H1.IL1:NO_ACTION", True, 11.0)],
+    # r1 §6: invalid feedback is reported as the feedback tag's BAD_QUALITY, not as a critical
+    # demand without action; the response time restarts once the feedback is valid again
+    "bad valve feedback holds demand without action and shows as bad quality": (
+        {K.NO_ACTION, K.BAD_QUALITY},
+        [
+            ("b", 0, [("V1.XV1", 0, 1)]),
+            ("b", 1, DEMAND),
+            ("b", 5, [("V1.XV1", 5, 0, BAD)]),
+            ("t", 11),
+            ("t", 20),
+            ("b", 21, [("V1.XV1", 21, 1)]),
+            ("t", 30.9),
+            ("t", 31),
+        ],
+        [
+            ("E1.V1.XV1:BAD_QUALITY", True, 5.0),
+            ("E1.V1.XV1:BAD_QUALITY", False, 21.0),
+            ("H1.IL1:NO_ACTION", True, 31.0),
+        ],
     ),
     "demand without action seen in the data when no tick comes": (
         {K.NO_ACTION},
