@@ -45,6 +45,7 @@ class TimeSlice:
     name: str
     start_us: int
     end_us: int
+    schema: str = ""  # of a plain PostgreSQL partition (TimescaleDB names are qualified)
 
 
 def _us(d: date) -> int:
@@ -119,20 +120,21 @@ async def list_slices(conn: Conn, backend: Backend, table: str) -> list[TimeSlic
             return sorted(TimeSlice(table, n, _dt_us(s), _dt_us(e)) for n, s, e in rows)
         cur = await conn.execute(
             """
-            SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            SELECT n.nspname, c.relname FROM pg_inherits i
+            JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE i.inhparent = %s::regclass
             """,
             [table],
         )
-        names = [row[0] for row in await cur.fetchall()]
+        names = [(row[0], row[1]) for row in await cur.fetchall()]
     out = []
-    for name in names:
+    for schema, name in names:
         if table == "reading" and (m := _DAY_NAME.match(name)):
             d = datetime.strptime(m[1], "%Y%m%d").date()
-            out.append(TimeSlice(table, name, _us(d), _us(d + timedelta(days=1))))
+            out.append(TimeSlice(table, name, _us(d), _us(d + timedelta(days=1)), schema))
         elif table == "reading_1m" and (m := _MONTH_NAME.match(name)):
             d = datetime.strptime(m[1] + "01", "%Y%m%d").date()
-            out.append(TimeSlice(table, name, _us(d), _us(_next_month(d))))
+            out.append(TimeSlice(table, name, _us(d), _us(_next_month(d)), schema))
     return sorted(out)
 
 

@@ -12,8 +12,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from psycopg import sql
+
 from core.clock import Clock
-from core.errors import DatabaseUnavailable, StorageError
+from core.errors import StorageError
 from core.settings import StorageSettings
 from storage.db import Backend, Conn, autocommit, translate_errors
 from storage.migrate import require_current_schema
@@ -66,7 +68,8 @@ async def _apply(conn: Conn, backend: Backend, doomed: list[TimeSlice]) -> list[
                     await conn.execute("SELECT drop_chunks(%s, older_than => to_timestamp(%s / 1e6))",
                                        [s.table, s.end_us])  # fmt: skip
                 else:
-                    await conn.execute(f"DROP TABLE IF EXISTS {s.name}".encode())
+                    name = sql.Identifier(s.schema, s.name) if s.schema else sql.Identifier(s.name)
+                    await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
             log.info("retention: dropped %s (%s)", s.name, s.table)
     return doomed
 
@@ -112,10 +115,12 @@ async def retention_loop(
             if failing:
                 log.warning("retention: database reachable again")
             failing = False
-        except (DatabaseUnavailable, StorageError) as exc:
+        except Exception as exc:  # never end the loop: an unexpected error is retried too
             if not failing:
                 log.warning(
-                    "retention: pass failed (%s); retrying every %.0f s", exc, settings.retention_interval_s
-                )
+                    "retention: pass failed (%s: %s); retrying every %.0f s",
+                    type(exc).__name__, exc, settings.retention_interval_s,
+                    exc_info=not isinstance(exc, StorageError),
+                )  # fmt: skip
             failing = True
         await clock.sleep(settings.retention_interval_s)

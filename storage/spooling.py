@@ -10,6 +10,14 @@ spool oldest-first, alternating with fresh data. Invariants: every accepted read
 up in the database exactly once (writes are idempotent, so replaying after an ambiguous
 failure is safe) or is counted dropped by the spool; only memory-buffered batches (at
 most ``max_buffer_rows``) are lost if the process dies.
+
+Bad data never blocks good data: rows with a timestamp outside [1970, 2200) are set aside
+at ``write()`` and counted in ``rejected_rows``; a group the database refuses because of
+its data (SQLSTATE class 22 or 23, or a trigger's RAISE) is retried one batch per
+transaction, and a batch refused on its own goes to the spool's quarantine (counted in
+``quarantined_*``) instead of being retried forever. The task survives any exception
+(logged, its batches spooled, then it backs off), and ``close()`` always leaves the
+memory buffer in the spool.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -27,13 +35,30 @@ from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock
 from core.errors import DatabaseUnavailable, StorageError
 from storage.spool import Spool, SpoolRecord
-from storage.writer import BatchWriter, to_db_ids
+from storage.writer import MAX_TS_US, MIN_TS_US, BatchWriter, split_time_range, to_db_ids
 
 __all__ = ["SpoolingWriter"]
 
 log = logging.getLogger(__name__)
 
 Connector = Callable[[], Awaitable[BatchWriter]]
+
+# SQLSTATE classes meaning "this data is refused", not "the database or session is broken":
+# 22 data exception (e.g. value out of range), 23 integrity constraint (CHECK, NOT NULL),
+# P0 PL/pgSQL RAISE (a trigger refusing rows). Anything else (privileges, missing tables,
+# internal errors) affects every batch alike: those stay spooled and are retried.
+_REFUSED_SQLSTATE_CLASSES = ("22", "23", "P0")
+
+
+def _refused(exc: BaseException) -> bool:
+    """Did the batch's data, rather than the database or our session, cause ``exc``?"""
+    if isinstance(exc, DatabaseUnavailable):
+        return False
+    if isinstance(exc, StorageError):
+        sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+        return sqlstate[:2] in _REFUSED_SQLSTATE_CLASSES
+    # Our own numpy/date code choking on the values (BatchError is a ValueError).
+    return isinstance(exc, (ValueError, ArithmeticError))
 
 
 class SpoolingWriter:
@@ -73,8 +98,11 @@ class SpoolingWriter:
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._rejected = False  # a non-outage error is being retried (logged once)
+        self._logged_time_kinds: set[str] = set()
         self.written_batches = self.written_rows = self.transactions = 0
         self.drained_batches = self.drained_rows = self.duplicate_rows = 0
+        self.rejected_rows = 0  # timestamp outside [MIN_TS_US, MAX_TS_US): never written
+        self.task_errors = 0  # unexpected exceptions the writer task survived
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -82,20 +110,33 @@ class SpoolingWriter:
         self._task = asyncio.create_task(self._run(), name="historian-writer")
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Stop; buffered batches are written if the database answers in time, else spooled."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._buffer and self._writer is not None:
-            with contextlib.suppress(DatabaseUnavailable, StorageError, TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    while self._buffer:
-                        await self._write_buffered()
-        self._spill_buffer()
-        await self._drop_writer()
-        self.spool.close()
+        """Stop; buffered batches are written if the database answers in time, else spooled.
+
+        Whatever happened before (even a crashed task), the buffer ends up in the spool.
+        """
+        try:
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    log.exception("historian: the writer task had failed")
+            if self._buffer and self._writer is not None:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        while self._buffer and self._writer is not None:
+                            await self._write_buffered()
+                except (StorageError, TimeoutError):
+                    pass
+                except Exception:
+                    log.exception("historian: writing the buffer on close failed; spooling it")
+        finally:
+            self._spill_buffer()
+            await self._drop_writer()
+            self.spool.close()
 
     async def __aenter__(self) -> SpoolingWriter:
         await self.start()
@@ -128,6 +169,12 @@ class SpoolingWriter:
             "pending_batches": s.pending_batches,
             "pending_rows": s.pending_rows,
             "pending_bytes": s.size_bytes,
+            "rejected_rows": self.rejected_rows,
+            "quarantined_batches": s.quarantined_batches,
+            "quarantined_rows": s.quarantined_rows,
+            "quarantine_bytes": s.quarantine_bytes,
+            "spool_write_errors": s.write_errors,
+            "task_errors": self.task_errors,
         }
 
     async def flush(self) -> None:
@@ -149,7 +196,9 @@ class SpoolingWriter:
 
     async def write(self, batch: ReadingBatch) -> None:
         """Accept a batch of dense-index readings; never waits for the database."""
-        resolved = to_db_ids(batch, self.db_ids)
+        resolved, rejected = split_time_range(to_db_ids(batch, self.db_ids))
+        if len(rejected):
+            self._count_rejected(rejected)
         if len(resolved) == 0:
             return
         if self._writer is None or self._buffer_rows + len(resolved) > self.max_buffer_rows:
@@ -163,7 +212,33 @@ class SpoolingWriter:
 
     # --- the one task that talks to the database -----------------------------------
 
+    def _count_rejected(self, rejected: ReadingBatch) -> None:
+        self.rejected_rows += len(rejected)
+        for kind, mask in (("before 1970-01-01", rejected.ts < MIN_TS_US),
+                           ("at or after 2200-01-01", rejected.ts >= MAX_TS_US)):  # fmt: skip
+            if kind not in self._logged_time_kinds and mask.any():
+                self._logged_time_kinds.add(kind)
+                i = int(mask.argmax())
+                log.error(
+                    "historian: readings timestamped %s are not stored (first: tag id %d, ts %d µs); "
+                    "counted in rejected_rows, logged once",
+                    kind, int(rejected.tag[i]), int(rejected.ts[i]),
+                )  # fmt: skip
+
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._loop()
+            except Exception:
+                # Never die: a dead task would silently stop the historian. Keep the
+                # buffer on disk, start over on a fresh connection after a pause.
+                self.task_errors += 1
+                log.exception("historian: unexpected error in the writer task; spooling, retrying")
+                await self._drop_writer()
+                self._spill_buffer()
+                await self._clock.sleep(self._backoff[1])
+
+    async def _loop(self) -> None:
         attempt = 0
         spool_turn = False
         while True:
@@ -216,40 +291,91 @@ class SpoolingWriter:
             rows += len(batches[-1])
         self._buffer_rows -= rows
         self._in_flight = True
+        done: list[bool] = []  # per batch handled: written (True) or quarantined (False)
         try:
-            await self._write_db(ReadingBatch.concat(batches))
-        except StorageError as exc:
-            for b in batches:
-                self.spool.append(b)
-            await self._failed(exc)
-            return
-        except BaseException:  # cancelled (close): give the batches back, close() decides
-            self._buffer.extendleft(reversed(batches))
-            self._buffer_rows += rows
+            stop = await self._write_group(batches, done)
+            if stop is not None:  # outage, or a failure not tied to this data: spool the rest
+                for b in batches[len(done) :]:
+                    self.spool.append(b)
+        except BaseException:  # cancelled (close): give the rest back, close() decides
+            rest = batches[len(done) :]
+            self._buffer.extendleft(reversed(rest))
+            self._buffer_rows += sum(len(b) for b in rest)
             raise
         finally:
             self._in_flight = False
             self._check_settled()
-        self.written_batches += len(batches)
-        self.written_rows += rows
+            written = [b for b, ok in zip(batches, done, strict=False) if ok]
+            self.written_batches += len(written)
+            self.written_rows += sum(len(b) for b in written)
+        if stop is not None:
+            await self._failed(stop)
 
     async def _write_spooled(self) -> None:
         records: list[SpoolRecord] = self.spool.take(self.max_batch_rows)
         if not records:
             return
-        batch = ReadingBatch.concat(r.batch for r in records)
+        batches = [r.batch for r in records]
+        done: list[bool] = []
         try:
-            await self._write_db(batch)
-        except StorageError as exc:
-            self.spool.requeue(records)
-            await self._failed(exc)
-            return
+            stop = await self._write_group(batches, done)
         except BaseException:
-            self.spool.requeue(records)
+            self.spool.requeue(records[len(done) :])
             raise
-        self.spool.ack(records)
-        self.drained_batches += len(records)
-        self.drained_rows += len(batch)
+        finally:
+            self.spool.ack(records[: len(done)])
+            drained = [b for b, ok in zip(batches, done, strict=False) if ok]
+            self.drained_batches += len(drained)
+            self.drained_rows += sum(len(b) for b in drained)
+        if stop is not None:
+            self.spool.requeue(records[len(done) :])
+            await self._failed(stop)
+
+    async def _write_group(self, batches: Sequence[ReadingBatch], done: list[bool]) -> Exception | None:
+        """Write ``batches`` in one transaction, or one by one if their data is refused.
+
+        Appends to ``done`` per batch handled (see :meth:`_write_each`); returns the
+        exception that stopped it (outage, or a failure not tied to the data), else None.
+        """
+        try:
+            await self._write_db(ReadingBatch.concat(batches))
+        except Exception as exc:
+            if not _refused(exc):
+                return exc
+            return await self._write_each(batches, done, exc)
+        done += [True] * len(batches)
+        return None
+
+    async def _write_each(
+        self, batches: Sequence[ReadingBatch], done: list[bool], group_exc: Exception
+    ) -> Exception | None:
+        """The database refused a group: write its batches one per transaction.
+
+        Appends to ``done`` per batch handled: True written, False refused on its own and
+        quarantined (never retried, so it cannot block the rest). Returns the exception
+        that stopped it early (outage, or a failure not tied to one batch), else None.
+        """
+        if len(batches) > 1:
+            log.warning("historian: database refused a group of %d batches (%s); writing them one by one",
+                        len(batches), group_exc)  # fmt: skip
+        for i, b in enumerate(batches):
+            if len(batches) == 1:
+                exc: Exception | None = group_exc
+            else:
+                try:
+                    await self._write_db(b)
+                    exc = None
+                except Exception as e:
+                    exc = e
+            if exc is None:
+                done.append(True)
+            elif _refused(exc):
+                self.spool.quarantine(b, f"{type(exc).__name__}: {exc}")
+                done.append(False)
+            else:
+                return exc
+            assert len(done) == i + 1
+        return None
 
     async def _write_db(self, batch: ReadingBatch) -> None:
         writer = self._writer
@@ -262,18 +388,23 @@ class SpoolingWriter:
             raise DatabaseUnavailable(f"write timed out after {self._write_timeout_s} s") from exc
         self.transactions += 1
         self.duplicate_rows += result.duplicates
+        if result.rejected:  # spooled by an older version that did not screen timestamps
+            _, rejected = split_time_range(batch)
+            self._count_rejected(rejected)
         if self._rejected:
             log.warning("historian: database accepts batches again")
             self._rejected = False
 
-    async def _failed(self, exc: StorageError) -> None:
+    async def _failed(self, exc: Exception) -> None:
         if isinstance(exc, DatabaseUnavailable):
             self._went_down(exc)
         else:
-            # Not an outage, yet the database refused the data. It stays spooled (nothing
-            # is lost silently); reconnect and retry later instead of spinning.
+            # Not an outage, and not this data: the database (privileges, schema) or our
+            # code refuses every batch alike. They stay spooled (nothing is lost
+            # silently); reconnect and retry later instead of spinning.
             if not self._rejected:
-                log.error("historian: database rejected a batch (%s); kept in the spool, retrying", exc)
+                log.error("historian: cannot write (%s: %s); kept in the spool, retrying",
+                          type(exc).__name__, exc, exc_info=not isinstance(exc, StorageError))  # fmt: skip
             self._rejected = True
             await self._clock.sleep(self._backoff[1])
         await self._drop_writer()

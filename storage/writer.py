@@ -27,7 +27,13 @@ from storage.migrate import require_current_schema
 from storage.partitions import PartitionCache
 from storage.rollup import MinutePartials, prepare
 
-__all__ = ["BatchWriter", "WriteResult", "to_db_ids"]
+__all__ = ["MAX_TS_US", "MIN_TS_US", "BatchWriter", "WriteResult", "split_time_range", "to_db_ids"]
+
+# Timestamps the historian stores: [1970-01-01, 2200-01-01) UTC, in µs. Anything outside
+# is a broken clock or a sentinel (OPC UA's 9999-12-31 "infinity", DateTime.MinValue) and
+# would break partition date math or be refused by the database, so it is set aside.
+MIN_TS_US = 0
+MAX_TS_US = 7_258_118_400_000_000  # 2200-01-01 00:00:00 UTC
 
 READING_COLUMNS: tuple[pgcopy.PgColumn, ...] = (
     ("time", "timestamptz"),
@@ -116,12 +122,13 @@ FROM agg ORDER BY tag_id, bucket;
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     rows: int  # rows in the batch
-    inserted: int  # rows new to the database; the rest were already stored
+    inserted: int  # rows new to the database; the rest were already stored or rejected
     slow_path: bool  # a duplicate forced the staging-table path
+    rejected: int = 0  # rows with a timestamp outside [MIN_TS_US, MAX_TS_US), not written
 
     @property
     def duplicates(self) -> int:
-        return self.rows - self.inserted
+        return self.rows - self.rejected - self.inserted
 
 
 def to_db_ids(batch: ReadingBatch, db_ids: np.ndarray) -> ReadingBatch:
@@ -139,6 +146,17 @@ def to_db_ids(batch: ReadingBatch, db_ids: np.ndarray) -> ReadingBatch:
         raise BatchError("batch holds a tag index with no database id")
     ids.flags.writeable = False
     return ReadingBatch(ids, batch.ts, batch.value, batch.quality)
+
+
+def split_time_range(batch: ReadingBatch) -> tuple[ReadingBatch, ReadingBatch]:
+    """``(storable, rejected)``: rows inside and outside [MIN_TS_US, MAX_TS_US).
+
+    Cheap when all rows are in range (the usual case): ``batch`` itself is returned.
+    """
+    if len(batch) == 0 or (int(batch.ts.min()) >= MIN_TS_US and int(batch.ts.max()) < MAX_TS_US):
+        return batch, ReadingBatch.empty()
+    ok = (batch.ts >= MIN_TS_US) & (batch.ts < MAX_TS_US)
+    return batch.select(ok), batch.select(~ok)
 
 
 class BatchWriter:
@@ -186,11 +204,17 @@ class BatchWriter:
         return await self.write_resolved(to_db_ids(batch, self.db_ids))
 
     async def write_resolved(self, batch: ReadingBatch) -> WriteResult:
-        """Write a batch whose ``tag`` already holds database tag ids (spool replays)."""
+        """Write a batch whose ``tag`` already holds database tag ids (spool replays).
+
+        Rows with a timestamp outside [MIN_TS_US, MAX_TS_US) are not written; they are
+        counted in ``WriteResult.rejected`` (callers count them visibly).
+        """
         if self.closed:
             raise DatabaseUnavailable("writer connection is closed")
+        total = len(batch)
+        batch, rejected = split_time_range(batch)
         if len(batch) == 0:
-            return WriteResult(0, 0, False)
+            return WriteResult(total, 0, False, len(rejected))
         started = time.perf_counter()
         batch, partials = prepare(batch)
         rows = pgcopy.encode(
@@ -200,7 +224,8 @@ class BatchWriter:
         self.phase_seconds["prepare"] += time.perf_counter() - started
         try:
             with translate_errors("write batch"):
-                return await self._write(batch, rows, partials)
+                result = await self._write(batch, rows, partials)
+            return WriteResult(total, result.inserted, result.slow_path, len(rejected))
         except asyncio.CancelledError:
             self._broken = True  # cancelled mid-protocol: the session state is unknown
             raise

@@ -117,3 +117,29 @@ async def test_retention_loop_survives_failures_and_keeps_running(backend: str, 
             await task
     assert await days_stored(conn, "reading") == [0]
     assert clock.monotonic() >= 60 * (attempts - 1)  # it slept its interval between passes
+
+
+async def test_retention_loop_survives_an_unexpected_error(backend: str, conn: Conn) -> None:
+    await fill(backend, [500, 0])
+    attempts = 0
+
+    async def buggy_connect() -> Conn:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("not a StorageError")
+        return await psycopg.AsyncConnection.connect(backend)
+
+    task = asyncio.create_task(
+        retention_loop(buggy_connect, StorageSettings(retention_interval_s=60), FakeClock(NOW))
+    )
+    try:
+        async with asyncio.timeout(20):
+            while 500 in await days_stored(conn, "reading"):
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert attempts >= 2

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import storage.spool as spool_module
 from core.batch import ReadingBatch
 from storage.spool import Spool
 from storage.spool_format import MAGIC, encode_record
@@ -159,3 +162,135 @@ def test_process_killed_mid_write_loses_at_most_the_batch_in_flight(tmp_path: Pa
     values = [int(b.value[0]) for b in recovered]
     assert values == list(range(len(values)))  # in order, no gaps, nothing corrupt
     assert len(values) >= confirmed + 1  # every confirmed append survived
+
+
+def _corrupt(spool_dir: Path, index: int, record_bytes: int) -> None:
+    """Flip a payload byte of record ``index`` of the (only) segment in place."""
+    (seg,) = spool_dir.glob("*.seg")
+    with open(seg, "r+b") as f:
+        f.seek(len(MAGIC) + index * record_bytes + 40)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_unreadable_record_is_not_counted_twice_after_a_requeue(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    for i in range(4):
+        spool.append(numbered(i))
+    _corrupt(tmp_path, 1, len(encode_record(numbered(0))))
+    first = spool.take(100)
+    assert [r.batch for r in first] == [numbered(0), numbered(2), numbered(3)]
+    spool.requeue(first)  # e.g. the database went down
+    second = spool.take(100)
+    assert [r.batch for r in second] == [numbered(0), numbered(2), numbered(3)]
+    spool.ack(second[:2])
+    spool.requeue(second[2:])
+    assert drain(spool) == [numbered(3)]  # not deleted with its segment before it was written
+    assert (spool.torn_records, spool.dropped_batches) == (1, 0)
+
+
+def test_segment_with_only_unreadable_records_is_removed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    for i in range(2):
+        spool.append(numbered(i))
+    for i in range(2):
+        _corrupt(tmp_path, i, len(encode_record(numbered(0))))
+    assert spool.take(100) == []
+    assert spool.torn_records == 2
+    assert (spool.pending_batches, spool.size_bytes) == (0, 0)
+    assert not list(tmp_path.glob("*.seg"))
+
+
+def _disk_full_after(monkeypatch: pytest.MonkeyPatch, prefix: int, failures: int) -> list[int]:
+    """Make the next ``failures`` record writes write ``prefix`` bytes, then fail ENOSPC."""
+    real = spool_module._write_all
+    calls = [0]
+
+    def flaky(fd: int, data: bytes) -> None:
+        calls[0] += 1
+        if calls[0] <= failures:
+            os.write(fd, data[:prefix])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(spool_module, "_write_all", flaky)
+    return calls
+
+
+def test_failed_write_is_cut_back_counted_and_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.append(numbered(0))
+    _disk_full_after(monkeypatch, prefix=30, failures=2)
+    with caplog.at_level(logging.WARNING, logger="storage.spool"):
+        assert not spool.append(numbered(1))  # does not raise
+        assert not spool.append(numbered(2))
+        for i in range(3, 6):
+            assert spool.append(numbered(i))
+    assert caplog.text.count("cannot write") == 1 and "2 batches were dropped" in caplog.text
+    assert (spool.dropped_batches, spool.dropped_rows, spool.write_errors) == (2, 20, 2)
+    records = spool.take(100)
+    assert [r.batch for r in records] == [numbered(i) for i in (0, 3, 4, 5)]
+    spool.requeue(records)
+    spool.close()
+    recovered = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert recovered.torn_records == 0  # the partial bytes were cut off the file
+    assert drain(recovered) == [numbered(i) for i in (0, 3, 4, 5)]
+
+
+def test_failed_write_that_cannot_be_cut_back_seals_the_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.append(numbered(0))
+    _disk_full_after(monkeypatch, prefix=30, failures=1)
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(spool_module.os, "ftruncate", no_truncate)
+    assert not spool.append(numbered(1))
+    monkeypatch.undo()
+    assert spool.append(numbered(2))  # lands in a new segment, not behind the garbage
+    assert len(list(tmp_path.glob("*.seg"))) == 2
+    spool.close()
+    recovered = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert recovered.torn_records == 1  # the partial record, skipped
+    assert drain(recovered) == [numbered(0), numbered(2)]
+    assert spool.dropped_batches == 1
+
+
+def test_quarantine_keeps_refused_batches_readable_and_bounded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=len(MAGIC) + len(encode_record(numbered(0))) + 10, segment_bytes=200)
+    assert spool.quarantine(numbered(7), "CheckViolation: nope")
+    assert not spool.quarantine(numbered(8), "CheckViolation: nope")  # over the bound: dropped
+    assert (spool.quarantined_batches, spool.quarantined_rows) == (1, 10)
+    assert (spool.dropped_batches, spool.dropped_rows, spool.pending_batches) == (1, 10, 0)
+    spool.close()
+    assert (
+        Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16).quarantine_bytes == spool.quarantine_bytes
+    )
+    replay = Spool(tmp_path / "quarantine", max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert drain(replay) == [numbered(7)]
+
+
+def test_sealed_segments_are_fsynced_off_the_calling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.fsync
+    threads: list[int] = []
+
+    def recording_fsync(fd: int) -> None:
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):  # segment files, not the directory
+            threads.append(threading.get_ident())
+        real(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", recording_fsync)
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=600)
+    for i in range(6):  # several segments sealed by append, the last by close
+        spool.append(numbered(i))
+    spool.close()  # waits for the pending fsyncs
+    assert len(threads) == len(list(tmp_path.glob("*.seg"))) > 2
+    assert threading.get_ident() not in threads  # the event loop never waits for the disk
