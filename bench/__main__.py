@@ -12,7 +12,7 @@ import sys
 
 from bench.report import write_machine, write_section
 
-BENCHMARKS = ["bench.ingest", "bench.rules", "bench.simulators"]
+BENCHMARKS = ["bench.ingest", "bench.rules", "bench.simulators", "bench.collectors"]
 
 
 def main(argv: list[str]) -> int:
