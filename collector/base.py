@@ -111,7 +111,11 @@ class CollectorRunner:
         self._attempt = 0
         while True:
             try:
-                await asyncio.wait_for(self.source.open(), self.open_timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the awaited call completes (CPython gh-86296),
+                # and a collector that ignores cancel() hangs shutdown.
+                async with asyncio.timeout(self.open_timeout_s):
+                    await self.source.open()
                 await self._read_loop()
             except asyncio.CancelledError:
                 raise
@@ -122,7 +126,8 @@ class CollectorRunner:
                 self._failed(exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.source.close(), self.open_timeout_s)
+                    async with asyncio.timeout(self.open_timeout_s):
+                        await self.source.close()
             self.stats.reconnects += 1
             await self.clock.sleep(self.backoff(self._attempt))
             self._attempt += 1
@@ -136,7 +141,8 @@ class CollectorRunner:
                 if delay > 0:
                     await self.clock.sleep(delay)
             try:
-                batch = await asyncio.wait_for(self.source.read(), self.read_timeout_s)
+                async with asyncio.timeout(self.read_timeout_s):
+                    batch = await self.source.read()
             except TimeoutError:
                 raise SourceError(f"no read completed within {self.read_timeout_s:g} s (watchdog)") from None
             self._ok(batch)

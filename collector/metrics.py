@@ -61,9 +61,10 @@ class MetricsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)).strip():
-                pass  # headers are not needed
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()).strip():
+                    pass  # headers are not needed
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
             if len(parts) < 2 or parts[0] != "GET":

@@ -71,7 +71,8 @@ async def serve(
             while not stop.is_set() and (deadline is None or loop.time() < deadline):
                 wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - loop.time()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await stop.wait()
                 if live is not None:
                     live.update(render_view(runtime))
     finally:

@@ -53,6 +53,23 @@ class RuntimeOptions:
     shutdown_flush_s: float = 10.0
 
 
+async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: float = 5.0) -> None:
+    """Cancel and wait, bounded: a task that swallowed a cancel is cancelled again, and
+    shutdown goes on (with a log line) rather than hanging on it."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_s)
+    for task in pending:
+        log.error("shutdown: task %s did not stop", task.get_name())
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("task %s had failed: %s", task.get_name(), task.exception())
+
+
 class RuleSink:
     """Feeds the rule engine from the hub and from a timer; logs every condition edge.
 
@@ -223,9 +240,7 @@ class Runtime:
         log.info("collecting %d tags from %d sources", len(self.registry), len(self.runners))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.source.close()
@@ -236,6 +251,12 @@ class Runtime:
         if self.rules is not None and self.options.rule_state_file:
             self.rules.save(Path(self.options.rule_state_file))
         if self.writer is not None:
+            # Let the writer finish in the database while it is up; whatever it cannot write
+            # in time goes to the spool on close (drained at the next start).
+            if self.writer.connected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.options.shutdown_flush_s):
+                        await self.writer.wait_drained()
             await self.writer.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()

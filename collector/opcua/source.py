@@ -315,7 +315,8 @@ class OpcUaSource:
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), self.device.timeout_s)
+                async with asyncio.timeout(self.device.timeout_s):
+                    await client.disconnect()
 
     # --- asyncua subscription handler (called on the event loop; never blocks) ---------
 
@@ -361,7 +362,8 @@ class OpcUaSource:
             if not self._buffer:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.5, 2 * self.interval_s))
+                    async with asyncio.timeout(max(0.5, 2 * self.interval_s)):
+                        await self._wake.wait()
             await self._check(client)
             while self._buffer:
                 rows.append(self._buffer.popleft())

@@ -222,3 +222,40 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
                 assert b'hw_reads_total{source="c"} 4' in response
     finally:
         await server.stop()
+
+
+class InstantSource:
+    """Reads complete at once, so a cancel often lands just as a read finishes."""
+
+    streaming = True
+    name = "instant"
+    interval_s = 0.001
+
+    def __init__(self) -> None:
+        self.tags = np.array([0], dtype=np.int32)
+
+    async def open(self) -> None:
+        await asyncio.sleep(0)
+
+    async def read(self) -> ReadingBatch:
+        await asyncio.sleep(0)
+        return ReadingBatch.from_rows([(0, 1, 1.0, 192)])
+
+    async def close(self) -> None:
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("steps", range(0, 40, 3))
+async def test_a_runner_always_stops_when_cancelled(steps: int) -> None:
+    # Python 3.11's wait_for can swallow a cancel that races a completing read (gh-86296);
+    # a runner that ignored cancel() would hang shutdown.
+    task = asyncio.create_task(CollectorRunner(InstantSource(), lambda b: None).run())
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    stopped = task in done and task.cancelled()
+    while not task.done():  # keep a regression from hanging the rest of the suite
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    assert stopped, "the runner ignored cancel()"

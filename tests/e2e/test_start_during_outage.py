@@ -79,9 +79,9 @@ async def test_start_with_the_database_down_spools_then_drains(
         await until(lambda: second.writer is not None and second.writer.metrics()["pending_rows"] > 0)
         assert second.writer.metrics()["db_up"] == 0
         await proxy.restore()
-        await until(
-            lambda: second.writer is not None and second.writer.metrics()["pending_rows"] == 0, timeout=60
-        )
+        async with asyncio.timeout(60):
+            await second.writer.wait_drained()  # spool and buffer empty, database connected
+        assert second.writer.metrics()["drained_rows"] > 0
         await second.stop()
     finally:
         await proxy.stop()
