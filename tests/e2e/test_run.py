@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC
 
 import psycopg
-import pytest
 from asyncua import Client, ua
 
 from core.clock import SystemClock, from_datetime
@@ -22,8 +21,6 @@ from core.plant import ModbusDevice, OpcUaDevice, Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from simulators.fixtures import SimulatorFactory
-from storage.db import Backend
-from tests.support.databases import create_scratch_db, drop_scratch_db
 from tests.support.plants import fast_polling, tolerance
 
 
@@ -47,15 +44,6 @@ async def opcua_source_timestamps(plant: Plant) -> dict[str, int]:
         for t, dv in zip(tags, values, strict=True):
             out[t.key] = from_datetime(dv.SourceTimestamp.replace(tzinfo=dv.SourceTimestamp.tzinfo or UTC))
     return out
-
-
-@pytest.fixture
-def tsdb() -> Iterator[str]:
-    dsn = create_scratch_db(Backend.TIMESCALEDB)
-    try:
-        yield dsn
-    finally:
-        drop_scratch_db(Backend.TIMESCALEDB, dsn)
 
 
 async def test_every_demo_tag_reaches_the_historian(

@@ -8,7 +8,7 @@ spools, then drains into the database once the proxy is back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -21,8 +21,6 @@ from core.plant import Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from simulators.fixtures import SimulatorFactory
-from storage.db import Backend
-from tests.support.databases import create_scratch_db, drop_scratch_db
 from tests.support.plants import fast_polling
 from tests.support.proxy import TcpProxy
 
@@ -31,15 +29,6 @@ async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def tsdb() -> Iterator[str]:
-    dsn = create_scratch_db(Backend.TIMESCALEDB)
-    try:
-        yield dsn
-    finally:
-        drop_scratch_db(Backend.TIMESCALEDB, dsn)
 
 
 def with_spool(plant: Plant, spool: Path) -> Plant:
