@@ -27,7 +27,16 @@ from rules.interlock import InterlockFamily, InterlockStatus
 from rules.machine import EdgeParts, Slots
 from rules.pairs import PairFamily
 from rules.snapshot import EngineSnapshot, initial_rule_state, initial_tag_state
-from rules.spec import LABELS, ActiveCondition, ConditionEdges, RuleKind, RuleSet, Severity, rank_of
+from rules.spec import (
+    LABELS,
+    LIMIT_KINDS,
+    ActiveCondition,
+    ConditionEdges,
+    RuleKind,
+    RuleSet,
+    Severity,
+    rank_of,
+)
 
 __all__ = ["RuleEngine"]
 
@@ -285,21 +294,7 @@ class RuleEngine:
         self.born = None
 
 
-_SHOWS_TAG_VALUE = frozenset(
-    {
-        RuleKind.LL,
-        RuleKind.L,
-        RuleKind.H,
-        RuleKind.HH,
-        RuleKind.GAS_L1,
-        RuleKind.GAS_L2,
-        RuleKind.O2_LOW,
-        RuleKind.O2_HIGH,
-        RuleKind.OUT_OF_RANGE,
-        RuleKind.STATE,
-        RuleKind.BAD_QUALITY,
-    }
-)
+_SHOWS_TAG_VALUE = LIMIT_KINDS | {RuleKind.OUT_OF_RANGE, RuleKind.STATE, RuleKind.BAD_QUALITY}
 
 
 def _edges(out: EdgeParts) -> ConditionEdges:

@@ -13,7 +13,7 @@ at ``x > clear_at``. What ``x`` is for each kind is defined in rules/reference.p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
@@ -147,8 +147,22 @@ def _ro(a: np.ndarray) -> np.ndarray:
     return a
 
 
+class _Table:
+    """Frozen tables keyed by ``keys``: every array field is made read-only once."""
+
+    keys: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for name, v in vars(self).items():
+            if isinstance(v, np.ndarray):
+                object.__setattr__(self, name, _ro(v))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 @dataclass(frozen=True, eq=False)
-class InterlockTable:
+class InterlockTable(_Table):
     """Safety instrumented functions: one row per interlock, inputs in CSR order by ``ptr``."""
 
     keys: tuple[str, ...]  # HAZARD_SOURCE.CODE
@@ -166,18 +180,9 @@ class InterlockTable:
     in_invert: np.ndarray  # bool ("!=")
     in_bypass: np.ndarray  # int64 bypass switch tag, -1 when none
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                object.__setattr__(self, f.name, _ro(v))
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
 
 @dataclass(frozen=True, eq=False)
-class RuleSet:
+class RuleSet(_Table):
     """Compiled rules (see the module docstring). Built by rules.compile, never on the hot path."""
 
     keys: tuple[str, ...]
@@ -200,15 +205,6 @@ class RuleSet:
     latched: np.ndarray  # bool: the alarm manager latches it until reset
     tag_keys: tuple[str, ...]  # registry keys, indexed by tag
     interlocks: InterlockTable
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                object.__setattr__(self, f.name, _ro(v))
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
     @property
     def n_tags(self) -> int:
