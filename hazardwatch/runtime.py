@@ -29,7 +29,8 @@ from core.clock import Clock, SystemClock
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.registry import TagRegistry
-from rules import ConditionEdges, EngineSnapshot, RuleEngine
+from hazardwatch.rule_sink import RuleSink
+from rules import RuleEngine
 from storage.db import connect
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
@@ -68,57 +69,6 @@ async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: 
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.error("task %s had failed: %s", task.get_name(), task.exception())
-
-
-class RuleSink:
-    """Feeds the rule engine from the hub and from a timer; logs every condition edge.
-
-    Until the alarm lifecycle consumes them, edges are logged (and counted); the live view
-    shows the engine's active conditions.
-    """
-
-    def __init__(self, engine: RuleEngine, clock: Clock, tick_s: float = 1.0) -> None:
-        self.engine = engine
-        self.clock = clock
-        self.tick_s = tick_s
-        self.edges_total = 0
-        self.activations_total = 0
-
-    async def write(self, batch: ReadingBatch) -> None:
-        self._log(self.engine.evaluate(batch, self.clock.now_us()))
-
-    async def run_timer(self) -> None:
-        while True:
-            await self.clock.sleep(self.tick_s)
-            try:
-                self._log(self.engine.tick(self.clock.now_us()))
-            except Exception:  # a failing tick must not stop delays and stale checks for good
-                log.exception("rule engine tick failed")
-
-    def save(self, path: Path) -> None:
-        """Persist delays, latches and active conditions so a restart resumes them."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.engine.snapshot().to_dict()), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a crash leaves the old state, never half a file
-
-    def load(self, path: Path) -> bool:
-        if not path.exists():
-            return False
-        try:
-            self.engine.restore(EngineSnapshot.from_dict(json.loads(path.read_text(encoding="utf-8"))))
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("rule state %s unreadable (%s); starting with fresh rule state", path, exc)
-            return False
-        return True
-
-    def _log(self, edges: ConditionEdges) -> None:
-        if len(edges) == 0:
-            return
-        self.edges_total += len(edges)
-        self.activations_total += int(edges.active.sum())
-        for line in self.engine.describe(edges):
-            log.warning("condition %s", line)
 
 
 class Runtime:
