@@ -81,24 +81,33 @@ class _Builder:
     def load_file(self, path: Path, at: PathKey, stack: tuple[Path, ...]) -> Any:
         shown = self._display(path)
         if len(stack) > _MAX_INCLUDE_DEPTH or path.resolve() in stack:
-            self.issues.append(ConfigIssue(shown, 0, format_path(at), "include cycle"))
-            return None
+            return self._failed(ConfigIssue(shown, 0, format_path(at), "include cycle"), at)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.issues.append(ConfigIssue(shown, 0, format_path(at), f"cannot read: {exc}"))
-            return None
+            raw = path.read_bytes()
+        except OSError as exc:
+            return self._failed(ConfigIssue(shown, 0, format_path(at), f"cannot read: {exc}"), at)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line, column = _line_column(raw, exc.start)
+            message = (
+                f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {column} (save the file as UTF-8)"
+            )
+            return self._failed(ConfigIssue(shown, line, format_path(at), message), at)
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 0
-            problem = getattr(exc, "problem", None) or str(exc)
-            self.issues.append(ConfigIssue(shown, line, format_path(at), f"YAML syntax: {problem}"))
-            return None
+            line, message = _yaml_problem(exc, text)
+            return self._failed(ConfigIssue(shown, line, format_path(at), f"YAML syntax: {message}"), at)
         if node is None:
             return {}
         return self._node(node, path, shown, at, (*stack, path.resolve()))
+
+    def _failed(self, issue: ConfigIssue, at: PathKey) -> None:
+        """A file that cannot be loaded: one issue, and its place is left out of later checks
+        (it holds None, which would otherwise read as a second, misleading type error)."""
+        self.issues.append(issue)
+        self.failed_includes.add(at)
 
     def _node(self, node: yaml.Node, path: Path, shown: str, at: PathKey, stack: tuple[Path, ...]) -> Any:
         self.source.lines.setdefault(at, (shown, node.start_mark.line + 1))
@@ -163,6 +172,35 @@ class _Builder:
             return ""
 
         return _ENV.sub(repl, text) if "${" in text else text
+
+
+def _line_column(raw: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and character column of a byte offset into (mostly) UTF-8 text."""
+    start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, len(raw[start:offset].decode("utf-8", "replace")) + 1
+
+
+# Constructs that open with one character and must be closed by another: when the parser
+# gives up on a later line, the useful place is where the construct began.
+_OPENERS = ("while parsing a flow mapping", "while parsing a flow sequence", "while scanning a quoted scalar")
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
+    """(line, message) for a YAML error: one message, at the line that needs the fix."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        return line, f"unacceptable character #x{exc.character:04x} at column {column}: {exc.reason}"
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return 0, str(exc)
+    mark, problem = exc.problem_mark, exc.problem or str(exc)
+    opened = exc.context_mark
+    if exc.context in _OPENERS and opened is not None and opened.line != mark.line:
+        char = text[opened.index] if opened.index < len(text) else "?"
+        return opened.line + 1, (
+            f"{char!r} opened here (column {opened.column + 1}) is not closed: "
+            f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+        )
+    return mark.line + 1, problem
 
 
 def load_document(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Loaded:
