@@ -1,7 +1,8 @@
 """Per-batch preparation for the historian: sanitize, sort, and pre-aggregate to minutes.
 
 Pure numpy, no database. Invariants: a value that is NaN or infinite is stored with BAD
-quality; minute rollups aggregate only readings whose quality is not BAD (the 0x40 bit
+quality (a row already BAD keeps its byte, so the reason, e.g. BAD|COMM_FAILURE, survives;
+a GOOD or UNCERTAIN row becomes plain BAD); minute rollups aggregate only readings whose quality is not BAD (the 0x40 bit
 set: GOOD or UNCERTAIN), count the others in ``bad_count``, and keep the newest reading
 of the minute whatever its quality in ``last_*``. The SQL oracle in tests and the
 fallback path in writer.py compute the same definition.
@@ -50,11 +51,16 @@ class MinutePartials:
 
 
 def sanitize(batch: ReadingBatch) -> ReadingBatch:
-    """Force BAD quality on non-finite values so they never reach min/max/sum."""
-    finite = np.isfinite(batch.value)
-    if finite.all():
+    """Force BAD quality on non-finite values so they never reach min/max/sum.
+
+    Only rows that claim to be usable (GOOD or UNCERTAIN) are downgraded, to plain BAD: a
+    row that is already BAD keeps its substatus, because history must say *why* a value is
+    missing (a lost connection, a sensor failure, a config error).
+    """
+    downgrade = ~np.isfinite(batch.value) & ((batch.quality & USABLE_BIT) != 0)
+    if not downgrade.any():
         return batch
-    quality = np.where(finite, batch.quality, np.uint8(Quality.BAD))
+    quality = np.where(downgrade, np.uint8(Quality.BAD), batch.quality)
     return ReadingBatch(batch.tag, batch.ts, batch.value, quality)
 
 

@@ -37,7 +37,7 @@ def oracle(rows: list[tuple[int, int, float, int]]) -> dict[tuple[int, int], tup
     """Scalar reference: (tag, minute) -> (min, max, sum, count, bad_count, last_ts, last_v, last_q)."""
     groups: dict[tuple[int, int], list[tuple[int, float, int]]] = {}
     for tag, ts, v, q in rows:
-        q = q if math.isfinite(v) else 0
+        q = q if math.isfinite(v) or not q & 0x40 else 0  # a BAD row keeps its substatus
         groups.setdefault((tag, ts // US_PER_MINUTE * US_PER_MINUTE), []).append((ts, v, q))
     out: dict[tuple[int, int], tuple[object, ...]] = {}
     for key, g in groups.items():
