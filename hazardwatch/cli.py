@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 invalid configuration or usage, 1 any other failure.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import hazardwatch
 from core.errors import SchemaError, StorageError
 from core.plant import ModbusDevice, OpcUaDevice
 from hazardwatch.cli_common import load_plant_or_exit
+from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, start_logging
+from hazardwatch.logs import LogFormat
 from hazardwatch.runtime import RuntimeOptions
 
 app = typer.Typer(
@@ -81,14 +82,9 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
     out.print("config OK", style="bold green")
 
 
-def _logging(level: str) -> None:
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err, show_path=False)],
-    )
+def _logging(level: str, fmt: LogFormat) -> None:
+    """Logging through the queue (hazardwatch.logs): never on the event loop's hot path."""
+    start_logging(level, fmt)
 
 
 def _options(metrics_port: int | None, pki_dir: str) -> RuntimeOptions:
@@ -104,10 +100,11 @@ def run(
     duration_s: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
     view: bool = typer.Option(False, "--view/--no-view", help="Show the live terminal view."),
     pki_dir: str = typer.Option("var/pki", "--pki-dir", help="Where OPC UA client certificates are kept."),
-    log_level: str = typer.Option("INFO", "--log-level"),
+    log_level: str = LOG_LEVEL_INFO,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     plant = load_plant_or_exit(config)
     from hazardwatch.demo import run as run_plant
 
@@ -136,10 +133,11 @@ def demo(
     metrics_port: int = typer.Option(0, "--metrics-port", help="Port of /metrics (default: any free port)."),
     duration_s: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
     view: bool = typer.Option(True, "--view/--no-view", help="Show the live terminal view."),
-    log_level: str = typer.Option("WARNING", "--log-level"),
+    log_level: str = LOG_LEVEL_WARNING,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     plant = load_plant_or_exit(config)
     from hazardwatch.demo import demo as run_demo
 

@@ -1,0 +1,35 @@
+"""The ``--log-level`` and ``--log-format`` options every command that logs shares, and their setup.
+
+Logging starts when the command starts and is flushed when its click context closes, so
+everything a command logged is written before the command returns (also under CliRunner).
+"""
+
+from __future__ import annotations
+
+import click
+import typer
+
+from hazardwatch.logs import LogFormat, setup, shutdown
+
+__all__ = ["LOG_FORMAT", "LOG_LEVEL_INFO", "LOG_LEVEL_WARNING", "start_logging"]
+
+_LEVEL_HELP = "DEBUG, INFO, WARNING, ERROR or CRITICAL."
+LOG_LEVEL_INFO = typer.Option("INFO", "--log-level", help=_LEVEL_HELP)
+LOG_LEVEL_WARNING = typer.Option("WARNING", "--log-level", help=_LEVEL_HELP)
+LOG_FORMAT = typer.Option(
+    LogFormat.AUTO,
+    "--log-format",
+    case_sensitive=False,
+    help="auto: rich on a terminal, one plain line per record otherwise (files, journald); "
+    "rich; plain; json: one object per line (ts, level, logger, message, exception).",
+)
+
+
+def start_logging(level: str, fmt: LogFormat) -> None:
+    try:
+        setup(level, fmt)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(shutdown)
