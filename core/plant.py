@@ -224,6 +224,26 @@ class Unit(_Model):
 # --- devices --------------------------------------------------------------------
 
 
+class OpcUaHeartbeat(_Model):
+    """A node that must change within ``max_age_s``: a PLC counter or clock, or ``i=2258``
+    (the server's own ServerStatus.CurrentTime) when the server is the PLC itself."""
+
+    node: str = Field(pattern=r"^[isgb]=.+")
+    namespace_uri: str | None = None  # default: the device's; none for i= nodes in namespace 0
+    max_age_s: float = Field(default=10.0, ge=0.1, le=3600, allow_inf_nan=False)
+
+
+class ModbusHeartbeat(_Model):
+    """A register or bit that must change within ``max_age_s`` (a PLC counter or clock)."""
+
+    table: _enum(ModbusTable)  # type: ignore[valid-type]
+    address: int = Field(ge=0, le=65535)
+    type: _enum(DataType) = DataType.UINT16  # type: ignore[valid-type]
+    unit_id: int | None = Field(default=None, ge=0, le=255)  # default: the device's
+    byte_order: _enum(ByteOrder) | None = None  # type: ignore[valid-type]
+    max_age_s: float = Field(default=10.0, ge=0.1, le=3600, allow_inf_nan=False)
+
+
 class OpcUaDevice(_Model):
     protocol: Annotated[Literal["OPCUA"], BeforeValidator(protocol_name)]
     id: Code
@@ -240,6 +260,10 @@ class OpcUaDevice(_Model):
     password: str | None = Field(default=None, repr=False)
     timestamp_source: _enum(TimestampSource) = TimestampSource.SOURCE  # type: ignore[valid-type]
     timeout_s: float = Field(default=5.0, gt=0)
+    # Subscription declared dead after this many publishing intervals without any message.
+    publish_watchdog_intervals: float = Field(default=2.0, ge=1.5, le=60, allow_inf_nan=False)
+    heartbeat: OpcUaHeartbeat | None = None
+    max_silence_s: float | None = Field(default=None, ge=1, le=86400, allow_inf_nan=False)
 
 
 class ModbusDevice(_Model):
@@ -266,6 +290,8 @@ class ModbusDevice(_Model):
     max_registers: int = Field(default=125, ge=1, le=125)
     max_bits: int = Field(default=2000, ge=1, le=2000)
     gap_tolerance: int = Field(default=8, ge=0, le=100)
+    heartbeat: ModbusHeartbeat | None = None
+    max_silence_s: float | None = Field(default=None, ge=1, le=86400, allow_inf_nan=False)
 
 
 def _protocol(v: Any) -> str | None:
