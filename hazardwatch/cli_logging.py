@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 import typer
 
-from hazardwatch.logs import LogFormat, setup, shutdown
+from hazardwatch.logs import LogFormat, parse_level, setup, shutdown
 
 __all__ = ["LOG_FORMAT", "LOG_LEVEL_INFO", "LOG_LEVEL_WARNING", "start_logging"]
 
@@ -27,9 +27,10 @@ LOG_FORMAT = typer.Option(
 
 def start_logging(level: str, fmt: LogFormat) -> None:
     try:
-        setup(level, fmt)
+        parse_level(level)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+    setup(level, fmt)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(shutdown)

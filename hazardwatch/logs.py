@@ -96,6 +96,11 @@ class _StreamHandler(logging.StreamHandler[TextIO]):
             self.stream = sys.stderr
         super().emit(record)
 
+    def flush(self) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().flush()
+
 
 class _BoundedQueueHandler(QueueHandler):
     def __init__(self, q: queue.Queue[logging.LogRecord | None]) -> None:

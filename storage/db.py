@@ -2,7 +2,9 @@
 
 Invariant: nothing outside this package sees a psycopg exception. Losing the server
 (refused, reset, timed out, shut down) becomes DatabaseUnavailable, which writers answer
-by spooling; every other database error becomes StorageError.
+by spooling; every other database error becomes StorageError. No message carries a
+password: libpq quotes a malformed URL whole, so messages are redacted (core.redact) and
+an exception whose text held a secret is not chained (a traceback would print it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from core.errors import DatabaseUnavailable, StorageError
+from core.redact import redact
 
 __all__ = ["Backend", "Conn", "autocommit", "connect", "translate_errors"]
 
@@ -40,9 +43,19 @@ def translate_errors(action: str) -> Iterator[None]:
     except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
         # OperationalError covers lost connections, admin shutdown, cancelled statements,
         # deadlocks and a full disk: all are worth retrying later from the spool.
-        raise DatabaseUnavailable(f"{action}: {exc}".strip()) from exc
+        raise _translated(DatabaseUnavailable, action, exc) from _cause(exc)
     except psycopg.Error as exc:
-        raise StorageError(f"{action}: {exc}".strip()) from exc
+        raise _translated(StorageError, action, exc) from _cause(exc)
+
+
+def _translated(kind: type[StorageError], action: str, exc: BaseException) -> StorageError:
+    return kind(redact(f"{action}: {exc}".strip()))
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """``exc`` to chain, or None when its text holds a secret (a traceback would show it)."""
+    text = str(exc)
+    return exc if redact(text) == text else None
 
 
 async def connect(
