@@ -77,7 +77,11 @@ class SpoolingWriter:
         max_batch_rows: int = 200_000,
         max_buffer_rows: int = 1_000_000,
         rng: random.Random | None = None,
+        down_since: float | None = None,
     ) -> None:
+        """``down_since``: ``clock.monotonic()`` when this process first failed to reach the
+        database before the writer existed (a start during an outage), so the outage it
+        reports is counted from there rather than from the writer's own first attempt."""
         self._connect = connect
         self.db_ids = np.asarray(db_ids, dtype=np.int32)
         self.spool = spool
@@ -96,12 +100,13 @@ class SpoolingWriter:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._down_since: float | None = None
+        self._down_since = down_since
         self._rejected = False  # a non-outage error is being retried (logged once)
         self._logged_time_kinds: set[str] = set()
         self.written_batches = self.written_rows = self.transactions = 0
         self.drained_batches = self.drained_rows = self.duplicate_rows = 0
         self.rejected_rows = 0  # timestamp outside [MIN_TS_US, MAX_TS_US): never written
+        self.spooled_rows_at_start = spool.pending_rows  # left by an earlier run, drained by this one
         self.task_errors = 0  # unexpected exceptions the writer task survived
 
     # --- lifecycle ---------------------------------------------------------------
@@ -165,6 +170,7 @@ class SpoolingWriter:
             "dropped_rows": s.dropped_rows,
             "drained_batches": self.drained_batches,
             "drained_rows": self.drained_rows,
+            "spooled_rows_at_start": self.spooled_rows_at_start,
             "torn_records": s.torn_records,
             "pending_batches": s.pending_batches,
             "pending_rows": s.pending_rows,
@@ -260,10 +266,11 @@ class SpoolingWriter:
                 await self._wake.wait()
 
     async def _try_connect(self, attempt: int) -> bool:
+        tried_at = self._clock.monotonic()
         try:
             self._writer = await self._connect()
         except DatabaseUnavailable as exc:
-            self._went_down(exc)
+            self._went_down(exc, tried_at)
             await self._clock.sleep(self._backoff_delay(attempt))
             return False
         except StorageError as exc:
@@ -275,8 +282,10 @@ class SpoolingWriter:
             await self._clock.sleep(self._backoff[1])
             return False
         if self._down_since is not None:
+            # A process cannot know when an outage began before it first tried: say what is counted.
             log.warning(
-                "historian: database back after %.1f s; draining %d spooled batches",
+                "historian: database back after %.1f s (counted from this process's first failed "
+                "attempt; it may have been down longer); draining %d spooled batches",
                 self._clock.monotonic() - self._down_since,
                 self.spool.pending_batches,
             )
@@ -409,9 +418,9 @@ class SpoolingWriter:
             await self._clock.sleep(self._backoff[1])
         await self._drop_writer()
 
-    def _went_down(self, exc: DatabaseUnavailable) -> None:
+    def _went_down(self, exc: DatabaseUnavailable, tried_at: float | None = None) -> None:
         if self._down_since is None:
-            self._down_since = self._clock.monotonic()
+            self._down_since = self._clock.monotonic() if tried_at is None else tried_at
             log.warning("historian: database unavailable (%s); spooling to %s", exc, self.spool.directory)
 
     def _spill_buffer(self) -> None:
