@@ -49,8 +49,9 @@ def main_options(
 
 @app.command()
 def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml.")) -> None:
-    """Validate a plant config and summarise it, or list every error (exit code 2)."""
-    plant = load_plant_or_exit(config)
+    """Validate a plant config and compile it as ``run`` would (rules, read plans, sources; nothing
+    connects), then summarise it, or list every error (exit code 2)."""
+    plant = load_plant_or_exit(config, compile_check=True)
     tags = plant.tags()
     protocol_of = {d.id: ("OPC UA" if isinstance(d, OpcUaDevice) else "Modbus") for d in plant.devices()}
     hazard_sources = [h for e in plant.enterprises for h in e.hazard_sources]
@@ -105,7 +106,7 @@ def run(
 ) -> None:
     """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
     _logging(log_level, log_format)
-    plant = load_plant_or_exit(config)
+    plant = load_plant_or_exit(config, compile_check=True)
     from hazardwatch.demo import run as run_plant
 
     try:
@@ -138,7 +139,7 @@ def demo(
 ) -> None:
     """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
     _logging(log_level, log_format)
-    plant = load_plant_or_exit(config)
+    plant = load_plant_or_exit(config, compile_check=True)
     from hazardwatch.demo import demo as run_demo
 
     base = config if config.is_dir() else config.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from core.clock import from_datetime
-from core.config import load_plant
+from core.config import load_plant, load_plant_located
 from core.errors import ConfigError
 from core.plant import Plant
 
@@ -23,9 +23,21 @@ def config_error_exit(exc: ConfigError, what: object) -> typer.Exit:
     return typer.Exit(2)
 
 
-def load_plant_or_exit(config: Path) -> Plant:
+def load_plant_or_exit(config: Path, *, compile_check: bool = False) -> Plant:
+    """The validated plant, or exit 2 listing every error.
+
+    ``compile_check``: also compile it the way ``run`` does (rules, read plans, sources), so
+    that a config this accepts cannot crash a run (``check``, ``run``); commands that never
+    collect skip it and never load the protocol libraries.
+    """
     try:
-        plant: Plant = load_plant(config)
+        if not compile_check:
+            plant: Plant = load_plant(config)
+            return plant
+        plant, source = load_plant_located(config)
+        from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
+
+        compile_checked(plant, source)
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from collector.base import CollectorRunner
-from collector.factory import build_sources
 from collector.hub import Hub
 from collector.live import LiveSnapshot
 from collector.metrics import Metric, MetricsServer
@@ -29,8 +28,8 @@ from core.clock import Clock, SystemClock
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.registry import TagRegistry
+from hazardwatch.compile_all import compile_plant
 from hazardwatch.rule_sink import RuleSink
-from rules import RuleEngine
 from storage.db import connect
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
@@ -156,6 +155,9 @@ class Runtime:
             return
 
     async def start(self) -> None:
+        # Everything the config compiles into, before the database is touched: the same call
+        # as `hazardwatch check`, so a config check accepts cannot fail here (issue 9).
+        compiled = compile_plant(self.plant, self.clock, self.options.pki_dir)
         self.registry = await self.prepare_database()
         s = self.plant.settings.storage
         spool = Spool(s.spool_dir, max_bytes=s.spool_max_bytes, segment_bytes=s.spool_segment_bytes)
@@ -170,7 +172,7 @@ class Runtime:
         )
         self.hub.add_sink("historian", self.writer.write, max_batches=self.options.historian_queue_batches)
         self.hub.add_sink("live", self.live.write)
-        self.rules = RuleSink(RuleEngine.from_plant(self.plant, self.registry), self.clock)
+        self.rules = RuleSink(compiled.engine, self.clock)
         if self.options.rule_state_file and self.rules.load(Path(self.options.rule_state_file)):
             log.info("rule state restored from %s", self.options.rule_state_file)
         self.hub.add_sink("rules", self.rules.write)
@@ -178,7 +180,7 @@ class Runtime:
         for name, write in self._extra_sinks:
             self.hub.add_sink(name, write)
         await self.hub.start()
-        for source in build_sources(self.plant, self.registry, self.clock, self.options.pki_dir):
+        for source in compiled.sources:
             runner = CollectorRunner(source, self.hub.publish, clock=self.clock)
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"collector-{source.name}"))
