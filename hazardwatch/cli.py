@@ -15,9 +15,10 @@ from rich.table import Table
 
 import hazardwatch
 from core.errors import SchemaError, StorageError
-from core.plant import ModbusDevice, OpcUaDevice
+from core.plant import ModbusDevice, OpcUaDevice, Plant
+from core.redact import redact
 from hazardwatch.cli_common import load_plant_or_exit
-from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, start_logging
+from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, start_logging, stop_logging
 from hazardwatch.logs import LogFormat
 from hazardwatch.runtime import RuntimeOptions
 
@@ -40,11 +41,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     """Monitor temperature, pressure, level, flow and gas detectors; raise and route alarms."""
+    # A command's log records are all written before it returns (in-process runs too).
+    ctx.call_on_close(stop_logging)
 
 
 @app.command()
@@ -88,8 +92,25 @@ def _logging(level: str, fmt: LogFormat) -> None:
     start_logging(level, fmt)
 
 
-def _options(metrics_port: int | None, pki_dir: str) -> RuntimeOptions:
+def _options(metrics_port: int | None, pki_dir: str | None) -> RuntimeOptions:
+    if pki_dir is None:
+        return RuntimeOptions(metrics_port=metrics_port)
     return RuntimeOptions(metrics_port=metrics_port, pki_dir=pki_dir)
+
+
+def _with_data_dir(plant: Plant, data_dir: Path | None) -> Plant:
+    if data_dir is None:
+        return plant
+    settings = plant.settings.model_copy(update={"data_dir": str(data_dir)})
+    return plant.model_copy(update={"settings": settings})
+
+
+DATA_DIR_OPTION = typer.Option(
+    None,
+    "--data-dir",
+    help="Directory for the spool, rule state, heartbeat and certificates (default: settings.data_dir, var).",
+    show_default=False,
+)
 
 
 @app.command()
@@ -100,22 +121,34 @@ def run(
     ),
     duration_s: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
     view: bool = typer.Option(False, "--view/--no-view", help="Show the live terminal view."),
-    pki_dir: str = typer.Option("var/pki", "--pki-dir", help="Where OPC UA client certificates are kept."),
+    pki_dir: str | None = typer.Option(
+        None,
+        "--pki-dir",
+        help="Where OPC UA client certificates are kept (default: pki under the data directory).",
+        show_default=False,
+    ),
+    dsn: str | None = typer.Option(
+        None,
+        "--dsn",
+        help="PostgreSQL URL; default settings.storage.dsn, else $DATABASE_URL.",
+        show_default=False,
+    ),
+    data_dir: Path | None = DATA_DIR_OPTION,
     log_level: str = LOG_LEVEL_INFO,
     log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
     _logging(log_level, log_format)
-    plant = load_plant_or_exit(config, compile_check=True)
+    plant = _with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
     from hazardwatch.demo import run as run_plant
 
+    options = _options(metrics_port, pki_dir)
     try:
-        asyncio.run(
-            run_plant(plant, out, view=view, duration_s=duration_s, options=_options(metrics_port, pki_dir))
-        )
+        asyncio.run(run_plant(plant, out, view=view, duration_s=duration_s, options=options, dsn=dsn))
     except StorageError as exc:
         # No database, an unreachable one at start, or a schema newer than this code.
-        err.print(f"hazardwatch run: {exc}", markup=False)
+        # One line, whatever the width (log shippers), and never a password (storage redacts too).
+        err.print(f"hazardwatch run: {redact(str(exc))}", markup=False, soft_wrap=True)
         raise typer.Exit(
             2 if isinstance(exc, SchemaError) or "no database configured" in str(exc) else 1
         ) from None
@@ -134,12 +167,13 @@ def demo(
     metrics_port: int = typer.Option(0, "--metrics-port", help="Port of /metrics (default: any free port)."),
     duration_s: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
     view: bool = typer.Option(True, "--view/--no-view", help="Show the live terminal view."),
+    data_dir: Path | None = DATA_DIR_OPTION,
     log_level: str = LOG_LEVEL_WARNING,
     log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
     _logging(log_level, log_format)
-    plant = load_plant_or_exit(config, compile_check=True)
+    plant = _with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
     from hazardwatch.demo import demo as run_demo
 
     base = config if config.is_dir() else config.parent
@@ -151,7 +185,7 @@ def demo(
         if scenario
         else (default if default.exists() else None)
     )
-    options = _options(metrics_port, "var/pki")
+    options = _options(metrics_port, None)
     asyncio.run(
         run_demo(plant, out, scenario=chosen, speed=speed, view=view, duration_s=duration_s, options=options)
     )

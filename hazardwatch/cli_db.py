@@ -21,7 +21,10 @@ from core.clock import SystemClock, to_datetime
 from core.config import load_plant
 from core.errors import ConfigError, StorageError
 from core.plant import Plant
+from core.redact import redact
 from core.settings import StorageSettings
+from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_WARNING, start_logging
+from hazardwatch.logs import LogFormat
 from storage.db import Conn, connect
 from storage.migrate import latest_version, require_current_schema, schema_state, upgrade
 from storage.partitions import DAY_US, TimeSlice, ensure_partitions, list_slices
@@ -70,7 +73,8 @@ def _run(dsn: str, job: Callable[[Conn], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except StorageError as exc:
-        err.print(f"{type(exc).__name__}: {exc}", markup=False, highlight=False, style="red", soft_wrap=True)
+        text = redact(f"{type(exc).__name__}: {exc}")  # storage redacts too: never print a password
+        err.print(text, markup=False, highlight=False, style="red", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -79,8 +83,11 @@ def _day(us: int) -> str:
 
 
 @db_app.command("upgrade")
-def upgrade_cmd(dsn: str | None = DSN_OPTION) -> None:
+def upgrade_cmd(
+    dsn: str | None = DSN_OPTION, log_level: str = LOG_LEVEL_WARNING, log_format: LogFormat = LOG_FORMAT
+) -> None:
     """Apply pending schema migrations (safe to re-run) and create partitions ahead."""
+    start_logging(log_level, log_format)
 
     async def job(conn: Conn) -> tuple[list[Any], str, list[str]]:
         applied = await upgrade(conn)
@@ -105,8 +112,11 @@ def upgrade_cmd(dsn: str | None = DSN_OPTION) -> None:
 def sync_cmd(
     config: Path = typer.Argument(..., help="Plant YAML, or a folder holding plant.yaml."),
     dsn: str | None = DSN_OPTION,
+    log_level: str = LOG_LEVEL_WARNING,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """Mirror the plant's enterprises, hazard sources, units and tags into the registry tables."""
+    start_logging(log_level, log_format)
     plant = _plant(config)
 
     async def job(conn: Conn) -> Any:
@@ -130,8 +140,11 @@ def retention_cmd(
     config: Path | None = typer.Option(
         None, "--config", help="Take retention periods from this plant config."
     ),
+    log_level: str = LOG_LEVEL_WARNING,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """Drop partitions/chunks older than the retention periods; create future partitions."""
+    start_logging(log_level, log_format)
     settings = _plant(config).settings.storage if config else StorageSettings()
     now_us = SystemClock().now_us()
 
@@ -156,8 +169,11 @@ def retention_cmd(
 
 
 @db_app.command("status")
-def status_cmd(dsn: str | None = DSN_OPTION) -> None:
+def status_cmd(
+    dsn: str | None = DSN_OPTION, log_level: str = LOG_LEVEL_WARNING, log_format: LogFormat = LOG_FORMAT
+) -> None:
     """Schema version and backend, registry size, stored time range per table."""
+    start_logging(log_level, log_format)
 
     async def job(conn: Conn) -> dict[str, Any]:
         state = await schema_state(conn)

@@ -1,17 +1,17 @@
 """The ``--log-level`` and ``--log-format`` options every command that logs shares, and their setup.
 
-Logging starts when the command starts and is flushed when its click context closes, so
-everything a command logged is written before the command returns (also under CliRunner).
+Logging starts when the command starts; the app's callback registers ``stop_logging`` on
+close, so everything a command logged is written before the command returns (in-process
+runs and tests too), and at exit otherwise.
 """
 
 from __future__ import annotations
 
-import click
 import typer
 
 from hazardwatch.logs import LogFormat, parse_level, setup, shutdown
 
-__all__ = ["LOG_FORMAT", "LOG_LEVEL_INFO", "LOG_LEVEL_WARNING", "start_logging"]
+__all__ = ["LOG_FORMAT", "LOG_LEVEL_INFO", "LOG_LEVEL_WARNING", "start_logging", "stop_logging"]
 
 _LEVEL_HELP = "DEBUG, INFO, WARNING, ERROR or CRITICAL."
 LOG_LEVEL_INFO = typer.Option("INFO", "--log-level", help=_LEVEL_HELP)
@@ -31,6 +31,7 @@ def start_logging(level: str, fmt: LogFormat) -> None:
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from None
     setup(level, fmt)
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(shutdown)
+
+
+def stop_logging() -> None:
+    shutdown()

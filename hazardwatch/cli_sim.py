@@ -7,13 +7,16 @@ does not know). History from the database goes through ``storage.queries.raw_his
 ``_db_rows``); the database is ``--dsn``, else the plant's ``settings.storage.dsn``, else
 ``$DATABASE_URL``. Time windows are half-open, ``--start`` <= t < ``--end``, for the
 database and the CSV alike, so replaying an export over the same window replays every row.
+``simulate`` and ``replay`` stop cleanly (servers closed, exit 0) on SIGTERM and on SIGINT,
+handled explicitly: a background job of a shell starts with SIGINT ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import signal
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,11 @@ import typer
 
 from core.errors import ConfigError, StorageError
 from core.plant import Plant
+from core.redact import redact
 from core.registry import TagRegistry
 from hazardwatch.cli_common import config_error_exit, load_plant_or_exit, parse_window
+from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_WARNING, start_logging
+from hazardwatch.logs import LogFormat
 
 __all__ = ["register"]
 
@@ -58,8 +64,43 @@ def _db_rows(
     try:
         return raw_history(plant, tags, start_us, end_us, dsn=dsn)
     except StorageError as exc:
-        typer.echo(f"cannot read the historian: {exc}", err=True)
+        typer.echo(redact(f"cannot read the historian: {exc}"), err=True)
         raise typer.Exit(1) from None
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.asynccontextmanager
+async def _stoppable() -> AsyncIterator[asyncio.Event]:
+    """An event that SIGTERM or SIGINT sets; both handled explicitly, since a shell starts a
+    background job with SIGINT ignored and Python then never raises KeyboardInterrupt."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+        if stop.is_set():
+            typer.echo("stopped on a signal: servers closed")
+
+
+async def _until(stop: asyncio.Event, work: Awaitable[None]) -> None:
+    """Await ``work`` unless ``stop`` is set first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        raise failure
 
 
 def _announce(sim: Any) -> None:
@@ -78,8 +119,14 @@ def simulate(
     duration_s: float | None = typer.Option(
         None, "--duration", min=0, help="Stop after this many wall seconds."
     ),
+    log_level: str = LOG_LEVEL_WARNING,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
-    """Serve the plant as live OPC UA and Modbus servers driven by process models and a scenario."""
+    """Serve the plant as live OPC UA and Modbus servers driven by process models and a scenario.
+
+    Runs until --duration, SIGTERM or SIGINT (Ctrl-C), then closes the servers and exits 0.
+    """
+    start_logging(log_level, log_format)
     from simulators.runner import Simulator
     from simulators.scenario import load_scenario
 
@@ -90,9 +137,9 @@ def simulate(
         raise config_error_exit(exc, scenario) from None
 
     async def run() -> None:
-        async with Simulator(plant, sc, seed=seed, speed=speed, rate_hz=rate_hz) as sim:
+        async with _stoppable() as stop, Simulator(plant, sc, seed=seed, speed=speed, rate_hz=rate_hz) as sim:
             _announce(sim)
-            await asyncio.sleep(duration_s if duration_s is not None else float("inf"))
+            await _until(stop, asyncio.sleep(duration_s if duration_s is not None else float("inf")))
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
@@ -113,8 +160,11 @@ def replay(
     ),
     hold_s: float = typer.Option(0.0, "--hold", min=0, help="Keep serving this long after the last value."),
     dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP + " (With --from db.)", show_default=False),
+    log_level: str = LOG_LEVEL_WARNING,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """Drive the simulator's servers with recorded values, keeping their original spacing."""
+    start_logging(log_level, log_format)
     from simulators.replay import Recording, Replayer, read_csv
     from simulators.runner import Simulator
 
@@ -142,10 +192,12 @@ def replay(
     typer.echo(f"replaying {len(rec)} values over {rec.duration_s:g} s at {speed:g}x")
 
     async def run() -> None:
-        async with Simulator(plant, autostep=False) as sim:
+        async with _stoppable() as stop, Simulator(plant, autostep=False) as sim:
             _announce(sim)
-            await Replayer(sim, rec, speed, "ORIGINAL" if original_timestamps else "SHIFTED").run()
-            await asyncio.sleep(hold_s)
+            await _until(
+                stop, Replayer(sim, rec, speed, "ORIGINAL" if original_timestamps else "SHIFTED").run()
+            )
+            await _until(stop, asyncio.sleep(hold_s))
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
@@ -158,6 +210,8 @@ def export(
     out: Path = typer.Option(Path("history.csv"), "--out", help="CSV file to write."),
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Plant YAML or folder."),
     dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP, show_default=False),
+    log_level: str = LOG_LEVEL_WARNING,
+    log_format: LogFormat = LOG_FORMAT,
 ) -> None:
     """Write raw history in [--start, --end) as a replayable CSV, oldest first.
 
@@ -165,6 +219,7 @@ def export(
     """
     from simulators.replay import write_csv
 
+    start_logging(log_level, log_format)
     plant = load_plant_or_exit(config)
     (lo, hi), keys = parse_window(start, end), _tags(tags, TagRegistry.from_plant(plant))
     rows = _db_rows(plant, lo, hi, keys, dsn)  # read fully before the file is created

@@ -164,6 +164,7 @@ class _Listener(QueueListener):
 
 
 _active: _Listener | None = None
+_root_level = logging.WARNING  # the root logger's level before setup, restored by shutdown
 
 
 def _output(fmt: LogFormat, stream: TextIO | None) -> logging.Handler:
@@ -198,9 +199,10 @@ def setup(level: str, fmt: LogFormat | str = LogFormat.AUTO, stream: TextIO | No
     shutdown()
     q: queue.Queue[logging.LogRecord | None] = queue.Queue(QUEUE_RECORDS)
     handler = _BoundedQueueHandler(q)
-    global _active
+    global _active, _root_level
     _active = _Listener(handler, _output(LogFormat(fmt), stream))
     root = logging.getLogger()
+    _root_level = root.level
     root.addHandler(handler)
     root.setLevel(number)
     _active.start()
@@ -213,7 +215,9 @@ def shutdown() -> None:
     listener, _active = _active, None
     if listener is None:
         return
-    logging.getLogger().removeHandler(listener.source)
+    root = logging.getLogger()
+    root.removeHandler(listener.source)
+    root.setLevel(_root_level)
     listener.stop()
     for handler in listener.handlers:
         handler.flush()
