@@ -6,9 +6,11 @@ docs/configuration.md. Secrets are never written here: use ``${ENV}`` substituti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Settings", "StorageSettings"]
+__all__ = ["RuleSettings", "Settings", "StorageSettings"]
 
 
 class _Section(BaseModel):
@@ -17,17 +19,44 @@ class _Section(BaseModel):
 
 class StorageSettings(_Section):
     # None: take DATABASE_URL from the environment; when that is unset too, the demo
-    # starts an embedded PostgreSQL under var/.
+    # starts an embedded PostgreSQL under <data_dir>/pg.
     dsn: str | None = None
-    spool_dir: str = "var/spool"
-    spool_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    spool_segment_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
-    raw_retention_days: int = Field(default=400, ge=30)  # SAWS Order 40: at least 30 days
-    rollup_retention_days: int = Field(default=5 * 366, ge=30)
-    partitions_ahead_days: int = Field(default=7, ge=1)
-    retention_interval_s: float = Field(default=3600.0, gt=0)
-    embedded_dir: str = "var/pg"
+    spool_dir: str = Field(default="spool", min_length=1)  # relative: under Settings.data_dir
+    # Upper bounds keep every value a sane int64 / timedelta (docs/configuration.md lists them).
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0, le=2**40)
+    spool_segment_bytes: int = Field(default=8 * 1024 * 1024, gt=0, le=2**30)
+    raw_retention_days: int = Field(default=400, ge=30, le=36_600)  # SAWS Order 40: at least 30 days
+    rollup_retention_days: int = Field(default=5 * 366, ge=30, le=36_600)
+    partitions_ahead_days: int = Field(default=7, ge=1, le=366)
+    retention_interval_s: float = Field(default=3600.0, ge=1, le=86400, allow_inf_nan=False)
+    embedded_dir: str = Field(default="pg", min_length=1)  # relative: under Settings.data_dir
+
+
+class RuleSettings(_Section):
+    # A sample stamped further ahead of its arrival than this is rejected by the rule
+    # engine (a device clock running ahead would otherwise make every later real sample
+    # look late); bounded so a typo cannot disable the check or reject normal skew.
+    max_clock_ahead_s: float = Field(default=300.0, ge=1.0, le=86400.0, allow_inf_nan=False)
 
 
 class Settings(_Section):
+    # Everything kept on local disk (spool, tag-id cache, OPC UA client certificates, rule
+    # state, heartbeat, the demo's embedded database) lives under this one directory, so
+    # two processes can be kept apart (each locks it) and a deployment backs up or wipes
+    # one place. Relative: against the working directory.
+    data_dir: str = Field(default="var", min_length=1)
     storage: StorageSettings = StorageSettings()
+    rules: RuleSettings = RuleSettings()
+
+    def local_path(self, path: str | Path) -> Path:
+        """``path`` itself if absolute, else relative to ``data_dir``."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.data_dir) / p
+
+    @property
+    def spool_path(self) -> Path:
+        return self.local_path(self.storage.spool_dir)
+
+    @property
+    def embedded_path(self) -> Path:
+        return self.local_path(self.storage.embedded_dir)

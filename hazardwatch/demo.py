@@ -2,7 +2,7 @@
 
 ``serve`` runs a Runtime until SIGINT/SIGTERM (or a duration), with an optional rich live
 view. ``demo`` adds the simulated plant on free loopback ports and, with no DATABASE_URL,
-an embedded PostgreSQL under var/; everything is stopped cleanly on the way out.
+an embedded PostgreSQL under ``<data_dir>/pg``; everything is stopped cleanly on the way out.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def _database(plant: Plant, console: Console) -> AsyncIterator[str]:
-    dsn, embedded = await asyncio.to_thread(dsn_or_embedded, plant.settings.storage)
+    dsn, embedded = await asyncio.to_thread(dsn_or_embedded, plant.settings)
     if embedded is not None:
         console.print(
-            f"database: embedded PostgreSQL in {plant.settings.storage.embedded_dir} (no DATABASE_URL set)"
+            f"database: embedded PostgreSQL in {plant.settings.embedded_path} (no DATABASE_URL set)"
         )
     else:
         console.print("database: configured DSN")
@@ -79,21 +79,25 @@ async def serve(
         console.line()
         console.print("stopping: flushing queues to the historian…")
         await runtime.stop()
-        m = runtime.writer.metrics() if runtime.writer is not None else {}
-        console.print(
-            f"stopped: {sum(r.stats.readings for r in runtime.runners)} readings collected, "
-            f"{m.get('written_rows', 0)} rows written, {m.get('pending_rows', 0)} rows left in the spool"
-        )
+        console.print(runtime.summary().text(), soft_wrap=True)
     return runtime
 
 
 async def run(
-    plant: Plant, console: Console, *, view: bool, duration_s: float | None, options: RuntimeOptions
+    plant: Plant,
+    console: Console,
+    *,
+    view: bool,
+    duration_s: float | None,
+    options: RuntimeOptions,
+    dsn: str | None = None,
 ) -> None:
-    """Production entry: the configured database only (the embedded server is for the demo)."""
-    dsn = configured_dsn(plant.settings.storage)
+    """Production entry: ``dsn``, else the configured database (the embedded server is for the demo)."""
+    dsn = dsn or configured_dsn(plant.settings.storage)
     if not dsn:
-        raise DatabaseUnavailable("no database configured: set DATABASE_URL or settings.storage.dsn")
+        raise DatabaseUnavailable(
+            "no database configured: set DATABASE_URL or settings.storage.dsn, or pass --dsn"
+        )
     await serve(plant, dsn, console, view=view, duration_s=duration_s, options=options)
 
 

@@ -30,7 +30,7 @@ from typing import TextIO
 
 from core.redact import redact
 
-__all__ = ["QUEUE_RECORDS", "LogFormat", "dropped_records", "parse_level", "setup", "shutdown"]
+__all__ = ["QUEUE_RECORDS", "LogFormat", "dropped_records", "parse_level", "resolve", "setup", "shutdown"]
 
 QUEUE_RECORDS = 10_000
 _FORMATTER = logging.Formatter()
@@ -167,10 +167,15 @@ _active: _Listener | None = None
 _root_level = logging.WARNING  # the root logger's level before setup, restored by shutdown
 
 
-def _output(fmt: LogFormat, stream: TextIO | None) -> logging.Handler:
-    target = stream or sys.stderr
+def resolve(fmt: LogFormat, stream: TextIO) -> LogFormat:
+    """The format ``fmt`` means on ``stream``: ``auto`` is rich on a terminal, plain elsewhere."""
     if fmt is LogFormat.AUTO:
-        fmt = LogFormat.RICH if target.isatty() else LogFormat.PLAIN
+        return LogFormat.RICH if stream.isatty() else LogFormat.PLAIN
+    return fmt
+
+
+def _output(fmt: LogFormat, stream: TextIO | None) -> logging.Handler:
+    fmt = resolve(fmt, stream or sys.stderr)
     if fmt is LogFormat.RICH:
         from rich.console import Console
         from rich.logging import RichHandler

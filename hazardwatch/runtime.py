@@ -1,10 +1,12 @@
 """Runtime: wires a plant config into running collectors, hub, historian and live view.
 
-Start-up order: migrations and registry sync (ids for every tag), the spooling historian
-writer, the hub with its sinks, one CollectorRunner per device, then /metrics. Shutdown
-reverses it and flushes: runners stop, the hub drains its queues into the sinks, the
-writer closes (whatever the database could not take stays in the disk spool for the next
-start), metrics stop last.
+Start-up order: lock the data directory and spool (one process each), migrations and
+registry sync (ids for every tag), the spooling historian writer, the hub with its sinks,
+crash-gap markers if the heartbeat says the previous run died, the heartbeat, one
+CollectorRunner per device, then /metrics. Shutdown reverses it and flushes: runners stop,
+the hub drains its queues into the sinks, the writer closes (whatever the database could
+not take stays in the disk spool for the next start), the heartbeat records the clean
+stop, metrics stop, the locks go last.
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.base import CollectorRunner
+import numpy as np
+
+from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
 from collector.live import LiveSnapshot
 from collector.metrics import Metric, MetricsServer
 from core.batch import ReadingBatch
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, to_datetime
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.registry import TagRegistry
 from hazardwatch.compile_all import compile_plant
 from hazardwatch.rule_sink import RuleSink
 from storage.db import connect
+from storage.dirlock import DirectoryLock
+from storage.heartbeat import Beat, Heartbeat
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
 from storage.retention import retention_loop
@@ -38,7 +44,7 @@ from storage.spool import Spool
 from storage.spooling import SpoolingWriter
 from storage.writer import BatchWriter
 
-__all__ = ["RuleSink", "Runtime", "RuntimeOptions"]
+__all__ = ["RuleSink", "RunSummary", "Runtime", "RuntimeOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +53,75 @@ log = logging.getLogger(__name__)
 class RuntimeOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9108  # None: no metrics endpoint; 0: any free port
-    pki_dir: str = "var/pki"
+    # Relative paths below resolve against settings.data_dir, like every local file.
+    pki_dir: str = "pki"
     historian_queue_batches: int = 10_000
-    rule_state_file: str | None = "var/rule-state.json"  # None: rule state is not kept across restarts
+    rule_state_file: str | None = "rule-state.json"  # None: rule state is not kept across restarts
     shutdown_flush_s: float = 10.0
+    heartbeat_s: float = 1.0  # crash detection: see storage/heartbeat.py
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Where every row of one run went, for the stop line and for tests.
+
+    Rows handed to the hub (``readings`` + ``comm_markers`` + ``gap_markers``) reach the
+    historian writer (``to_historian``) unless the hub dropped them or still held them at
+    shutdown (``lost_in_hub``). The writer's rows plus what an earlier run left in the spool
+    are, at stop, each written directly, drained from the spool, still spooled, dropped
+    (spool full or failing disk), rejected (timestamp outside 1970-2200) or quarantined.
+    """
+
+    readings: int  # collected from the devices
+    comm_markers: int  # BAD|COMM_FAILURE rows the collectors wrote on a lost link
+    gap_markers: int  # "not collected" rows for the previous run's crash
+    to_historian: int  # taken by the historian writer
+    written_rows: int  # into the database straight from memory (duplicates included)
+    drained_rows: int  # into the database from the disk spool
+    spooled_at_start: int  # left in the spool by an earlier run
+    pending_rows: int  # still in the spool (drained at the next start)
+    dropped_rows: int
+    rejected_rows: int
+    quarantined_rows: int
+
+    @property
+    def collected(self) -> int:
+        return self.readings + self.comm_markers + self.gap_markers
+
+    @property
+    def lost_in_hub(self) -> int:
+        return self.collected - self.to_historian
+
+    @property
+    def unaccounted(self) -> int:
+        """Rows the writer took that are nowhere: 0 unless a torn spool record lost some."""
+        done = (
+            self.written_rows + self.drained_rows + self.pending_rows
+            + self.dropped_rows + self.rejected_rows + self.quarantined_rows
+        )  # fmt: skip
+        return self.to_historian + self.spooled_at_start - done
+
+    def text(self) -> str:
+        parts = [
+            f"stopped: {self.readings} readings collected, {self.comm_markers} comm-failure markers, "
+            f"{self.gap_markers} crash-gap markers; {self.written_rows} rows written directly, "
+            f"{self.drained_rows} drained from the spool"
+            + (f" ({self.spooled_at_start} left there by an earlier run)" if self.spooled_at_start else "")
+            + f", {self.pending_rows} still spooled, {self.dropped_rows} dropped"
+        ]
+        for n, what in (
+            (self.rejected_rows, "rejected (timestamp outside 1970-2200)"),
+            (self.quarantined_rows, "quarantined"),
+            (self.lost_in_hub, "lost in the hub queue (dropped or not delivered at shutdown)"),
+            (self.unaccounted, "unaccounted for"),
+        ):
+            if n:
+                parts.append(f"{n} {what}")
+        return "; ".join(parts)
+
+
+def _iso(ts_us: int) -> str:
+    return to_datetime(ts_us).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: float = 5.0) -> None:
@@ -87,6 +158,22 @@ class Runtime:
         self.metrics_server: MetricsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._extra_sinks: list[tuple[str, Callable[[ReadingBatch], Any]]] = []
+        settings = plant.settings
+        self.data_dir = Path(settings.data_dir)
+        self.pki_dir = settings.local_path(self.options.pki_dir)
+        self.rule_state_file = (
+            settings.local_path(self.options.rule_state_file) if self.options.rule_state_file else None
+        )
+        # One process per data directory and per spool, for the whole process lifetime.
+        self._locks = [DirectoryLock(self.data_dir, "data directory")]
+        if settings.spool_path.resolve() != self.data_dir.resolve():
+            self._locks.append(DirectoryLock(settings.spool_path, "spool directory"))
+        self.heartbeat = Heartbeat(self.data_dir, self.options.heartbeat_s)
+        self._beating = False
+        self._beat_failing = False
+        self._db_failed_at: float | None = None  # monotonic: this process's first failed attempt
+        self.published_rows = 0  # everything handed to the hub: readings and markers
+        self.gap_markers = 0  # "not collected" markers for a crash of the previous run
 
     def add_sink(self, name: str, write: Callable[[ReadingBatch], Any]) -> None:
         """Another consumer of every batch (rule engine, API); call before start()."""
@@ -94,7 +181,7 @@ class Runtime:
 
     @property
     def _ids_file(self) -> Path:
-        return Path(self.plant.settings.storage.spool_dir) / "tag-ids.json"
+        return self.plant.settings.spool_path / "tag-ids.json"
 
     async def _sync(self) -> dict[str, int]:
         conn = await connect(self.dsn)
@@ -126,9 +213,11 @@ class Runtime:
 
     async def prepare_database(self) -> TagRegistry:
         """Migrate and sync; with the database down, start from the cached ids and sync later."""
+        tried_at = self.clock.monotonic()
         try:
             ids = await self._sync()
         except DatabaseUnavailable as exc:
+            self._db_failed_at = tried_at
             cached = self._cached_ids()
             if cached is None:
                 raise
@@ -155,15 +244,34 @@ class Runtime:
             return
 
     async def start(self) -> None:
+        """Start everything (see the module docstring); if any step fails, what already runs
+        is stopped again and the directory locks released before the error propagates."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        for lock in self._locks:  # first: nothing may touch the spool or the heartbeat before
+            lock.acquire()
+        previous = self.heartbeat.previous()  # read before this run's first beat replaces it
         # Everything the config compiles into, before the database is touched: the same call
         # as `hazardwatch check`, so a config check accepts cannot fail here (issue 9).
-        compiled = compile_plant(self.plant, self.clock, self.options.pki_dir)
+        compiled = compile_plant(self.plant, self.clock, str(self.pki_dir))
         self.registry = await self.prepare_database()
         s = self.plant.settings.storage
-        spool = Spool(s.spool_dir, max_bytes=s.spool_max_bytes, segment_bytes=s.spool_segment_bytes)
+        spool = Spool(
+            self.plant.settings.spool_path, max_bytes=s.spool_max_bytes, segment_bytes=s.spool_segment_bytes
+        )
         db_ids = self.registry.db_id
         self.writer = SpoolingWriter(
-            lambda: BatchWriter.connect(self.dsn, db_ids), db_ids, spool, clock=self.clock
+            lambda: BatchWriter.connect(self.dsn, db_ids),
+            db_ids,
+            spool,
+            clock=self.clock,
+            down_since=self._db_failed_at,
         )
         await self.writer.start()
         # Retention and partitions ahead of time (the writer also creates a missing day on demand).
@@ -173,15 +281,20 @@ class Runtime:
         self.hub.add_sink("historian", self.writer.write, max_batches=self.options.historian_queue_batches)
         self.hub.add_sink("live", self.live.write)
         self.rules = RuleSink(compiled.engine, self.clock)
-        if self.options.rule_state_file and self.rules.load(Path(self.options.rule_state_file)):
-            log.info("rule state restored from %s", self.options.rule_state_file)
+        if self.rule_state_file and self.rules.load(self.rule_state_file):
+            log.info("rule state restored from %s", self.rule_state_file)
         self.hub.add_sink("rules", self.rules.write)
         self._tasks.append(asyncio.create_task(self.rules.run_timer(), name="rules-timer"))
         for name, write in self._extra_sinks:
             self.hub.add_sink(name, write)
         await self.hub.start()
+        if previous is not None and not previous.clean:
+            await self._mark_gap(previous)
+        self._beat_now()
+        self._beating = True
+        self._tasks.append(asyncio.create_task(self._beat(), name="heartbeat"))
         for source in compiled.sources:
-            runner = CollectorRunner(source, self.hub.publish, clock=self.clock)
+            runner = CollectorRunner(source, self._publish, clock=self.clock)
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"collector-{source.name}"))
         if self.options.metrics_port is not None:
@@ -200,8 +313,8 @@ class Runtime:
         if not await self.hub.drain(self.options.shutdown_flush_s):
             log.warning("shutdown: sinks did not drain within %.0f s", self.options.shutdown_flush_s)
         await self.hub.stop()
-        if self.rules is not None and self.options.rule_state_file:
-            self.rules.save(Path(self.options.rule_state_file))
+        if self.rules is not None and self.rule_state_file:
+            self.rules.save(self.rule_state_file)
         if self.writer is not None:
             # Let the writer finish in the database while it is up; whatever it cannot write
             # in time goes to the spool on close (drained at the next start).
@@ -210,8 +323,83 @@ class Runtime:
                     async with asyncio.timeout(self.options.shutdown_flush_s):
                         await self.writer.wait_drained()
             await self.writer.close()
+        if self._beating:  # only a run that got to collecting can vouch for a clean stop
+            self._beat_now(clean=True)
+            self._beating = False
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        for lock in self._locks:
+            lock.release()
+
+    def _publish(self, batch: ReadingBatch) -> None:
+        self.published_rows += len(batch)
+        self.hub.publish(batch)
+
+    async def _beat(self) -> None:
+        while True:
+            await self.clock.sleep(self.heartbeat.interval_s)
+            self._beat_now()
+
+    def _beat_now(self, *, clean: bool = False) -> None:
+        try:
+            self.heartbeat.beat(self.clock.now_us(), clean=clean)
+        except OSError as exc:
+            # A full or failing disk must not stop collection (or a clean stop); the next
+            # start may then miss or misdate a crash, so say so, once per episode.
+            if not self._beat_failing:
+                log.error(
+                    "heartbeat %s cannot be written (%s): crash detection is impaired",
+                    self.heartbeat.path,
+                    exc,
+                )
+            self._beat_failing = True
+        else:
+            self._beat_failing = False
+
+    async def _mark_gap(self, previous: Beat) -> None:
+        """The previous run died without a clean stop: one BAD|COMM_FAILURE marker per tag
+        where its collection ended, through the hub (historian, live view, rules) like a
+        collector's own link-loss marker, and waited for until it is stored or spooled."""
+        now_us = self.clock.now_us()
+        at_us = previous.gap_start_us(now_us)
+        log.warning(
+            "the previous run (pid %d) did not stop cleanly: last heartbeat %s, collection ended by %s; "
+            "marking all %d tags BAD|COMM_FAILURE at %s so the gap shows in history",
+            previous.pid,
+            _iso(previous.alive_us),
+            _iso(at_us),
+            len(self.registry),
+            _iso(at_us),
+        )
+        markers = comm_failure_batch(np.arange(len(self.registry), dtype=np.int32), at_us)
+        self.gap_markers += len(markers)
+        self._publish(markers)
+        # Stored (or spooled) before this run's first beat, so a crash right now cannot
+        # replace the evidence of the previous one.
+        await self.hub.drain(self.options.shutdown_flush_s)
+        if self.writer is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.shutdown_flush_s):
+                    await self.writer.flush()
+
+    def summary(self) -> RunSummary:
+        """Where every row of this run went; see RunSummary."""
+        m = self.writer.metrics() if self.writer is not None else {}
+        readings = sum(r.stats.readings for r in self.runners)
+        historian = self.hub.stats().get("historian")
+        return RunSummary(
+            readings=readings,
+            comm_markers=self.published_rows - readings - self.gap_markers,
+            gap_markers=self.gap_markers,
+            to_historian=historian.written_rows if historian is not None else 0,
+            written_rows=m.get("written_rows", 0),
+            drained_rows=m.get("drained_rows", 0),
+            spooled_at_start=m.get("spooled_rows_at_start", 0),
+            pending_rows=m.get("pending_rows", 0),
+            dropped_rows=m.get("dropped_rows", 0),
+            rejected_rows=m.get("rejected_rows", 0),
+            quarantined_rows=m.get("quarantined_rows", 0),
+        )
 
     def metrics(self) -> Iterable[Metric]:
         runners = [(r.source.name, r.stats) for r in self.runners]

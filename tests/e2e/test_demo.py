@@ -29,8 +29,12 @@ def test_demo_collects_the_simulated_plant_into_an_embedded_database(tmp_path: P
     assert "database: embedded PostgreSQL in var/pg" in out
     assert "重大危险源 hazard sources" in out and "collectors" in out  # the live view rendered
     assert "12/12 GOOD" in out
-    m = re.search(r"stopped: (\d+) readings collected, (\d+) rows written, (\d+) rows left in the spool", out)
+    m = re.search(
+        r"stopped: (\d+) readings collected, (\d+) comm-failure markers, (\d+) crash-gap markers; "
+        r"(\d+) rows written directly, (\d+) drained from the spool, (\d+) still spooled, (\d+) dropped",
+        out,
+    )
     assert m is not None, out
-    collected, written, left = map(int, m.groups())
-    assert collected >= 87 and written == collected and left == 0
+    readings, markers, gap, written, drained, left, dropped = map(int, m.groups())
+    assert readings >= 87 and written + drained == readings + markers + gap and left == dropped == 0
     assert (tmp_path / "var/pg/PG_VERSION").exists()  # kept for the next start

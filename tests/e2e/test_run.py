@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
 from datetime import UTC
+from pathlib import Path
 
 import psycopg
 from asyncua import Client, ua
@@ -21,13 +21,8 @@ from core.plant import ModbusDevice, OpcUaDevice, Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from simulators.fixtures import SimulatorFactory
+from tests.e2e.helpers import in_data_dir, until
 from tests.support.plants import fast_polling, tolerance
-
-
-async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.05)
 
 
 async def opcua_source_timestamps(plant: Plant) -> dict[str, int]:
@@ -47,23 +42,13 @@ async def opcua_source_timestamps(plant: Plant) -> dict[str, int]:
 
 
 async def test_every_demo_tag_reaches_the_historian(
-    simulator: SimulatorFactory, tsdb: str, tmp_path: object
+    simulator: SimulatorFactory, tsdb: str, tmp_path: Path
 ) -> None:
     sim = await simulator("config/demo", seed=5)
     # Source times that lie before the runtime starts, so they cannot be mistaken for gather times.
     await sim.step(1, now_us=SystemClock().now_us() - 3_000_000)
-    plant = fast_polling(sim.plant_for_clients())
-    spool = f"{tmp_path}/spool"
-    plant = plant.model_copy(
-        update={
-            "settings": plant.settings.model_copy(
-                update={"storage": plant.settings.storage.model_copy(update={"spool_dir": spool})}
-            )
-        }
-    )
-    runtime = Runtime(
-        plant, tsdb, options=RuntimeOptions(metrics_port=0, rule_state_file=f"{tmp_path}/rules.json")
-    )
+    plant = in_data_dir(fast_polling(sim.plant_for_clients()), tmp_path / "data")
+    runtime = Runtime(plant, tsdb, options=RuntimeOptions(metrics_port=0))
     started_us = SystemClock().now_us()
     await runtime.start()
     try:
@@ -80,6 +65,8 @@ async def test_every_demo_tag_reaches_the_historian(
         await runtime.stop()
     stopped_us = SystemClock().now_us()
     assert runtime.writer is not None and runtime.writer.metrics()["pending_rows"] == 0
+    for local in ("spool/tag-ids.json", "rule-state.json", "heartbeat.json", "hazardwatch.lock"):
+        assert (tmp_path / "data" / local).exists(), local  # every local file under the data directory
 
     protocol = {d.id: type(d) for d in plant.devices()}
     source_ts = await opcua_source_timestamps(plant)

@@ -1,17 +1,21 @@
-"""RuleSink: rule state survives a restart (delays keep running, active conditions stay active)."""
+"""RuleSink: rule state survives a restart; Runtime: one process per spool, whatever its data directory."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from core.batch import ReadingBatch
 from core.clock import FakeClock
 from core.config import load_plant
 from core.registry import TagRegistry
-from hazardwatch.runtime import RuleSink
+from core.settings import StorageSettings
+from hazardwatch.runtime import RuleSink, Runtime, RuntimeOptions
 from rules import RuleEngine
+from storage.dirlock import DirectoryInUse, DirectoryLock
 
 PLANT = Path(__file__).resolve().parents[1] / "core" / "data" / "two_enterprises.yaml"
 
@@ -47,3 +51,23 @@ def test_unreadable_state_starts_fresh(tmp_path: Path) -> None:
     assert not fresh.load(state)
     assert not fresh.load(tmp_path / "missing.json")
     assert np.isnan(fresh.engine.value).all()
+
+
+async def test_two_runs_may_not_share_a_spool_even_from_different_data_directories(tmp_path: Path) -> None:
+    shared = tmp_path / "shared-spool"
+    plant = load_plant(PLANT)
+    settings = plant.settings.model_copy(
+        update={"data_dir": str(tmp_path / "b"), "storage": StorageSettings(spool_dir=str(shared))}
+    )
+    runtime = Runtime(
+        plant.model_copy(update={"settings": settings}),
+        "postgresql://postgres@127.0.0.1:1/unused",
+        options=RuntimeOptions(metrics_port=None),
+    )
+    # Run A, with its own data directory, holds the spool; `run` prints the error and exits 1.
+    with DirectoryLock(shared, "spool directory"), pytest.raises(DirectoryInUse) as refused:
+        await runtime.start()
+    assert f"spool directory {shared.resolve()} is in use" in str(refused.value)
+    assert f"pid {os.getpid()}" in str(refused.value)
+    with DirectoryLock(tmp_path / "b"):  # the failed start let go of its own data directory
+        pass

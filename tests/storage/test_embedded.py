@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from core.settings import StorageSettings
+from core.settings import Settings, StorageSettings
 from storage.embedded import EmbeddedPostgres, configured_dsn, dsn_or_embedded
 from storage.migrate import require_current_schema, upgrade
 
@@ -36,4 +36,17 @@ def test_configured_database_wins_over_embedded(tmp_path: Path) -> None:
     assert configured_dsn(settings.model_copy(update={"dsn": "postgresql://a/b"}), {"DATABASE_URL": "z"}) == (
         "postgresql://a/b"
     )
-    assert dsn_or_embedded(settings, {"DATABASE_URL": "postgresql://x/y"}) == ("postgresql://x/y", None)
+    assert dsn_or_embedded(Settings(storage=settings), {"DATABASE_URL": "postgresql://x/y"}) == (
+        "postgresql://x/y",
+        None,
+    )
+
+
+def test_local_paths_resolve_against_the_data_dir(tmp_path: Path) -> None:
+    default = Settings()
+    assert (default.spool_path, default.embedded_path) == (Path("var/spool"), Path("var/pg"))
+    moved = Settings(data_dir=str(tmp_path / "hw"), storage=StorageSettings(spool_dir="buffer"))
+    assert moved.spool_path == tmp_path / "hw" / "buffer"
+    assert moved.embedded_path == tmp_path / "hw" / "pg"
+    absolute = Settings(data_dir="elsewhere", storage=StorageSettings(spool_dir=str(tmp_path / "s")))
+    assert absolute.spool_path == tmp_path / "s"
