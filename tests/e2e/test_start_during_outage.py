@@ -121,11 +121,15 @@ async def test_markers_of_a_lost_device_are_counted_apart_from_readings(tsdb: st
     await runtime.start()
     try:
         await until(lambda: bool((runtime.live.quality == Quality.BAD_COMM_FAILURE).all()))
+        stored = ("written_rows", "drained_rows")  # drained: spooled before the writer's first connect
+        await until(
+            lambda: runtime.writer is not None and sum(runtime.writer.metrics()[k] for k in stored) == 3
+        )
     finally:
         await runtime.stop()
     summary = runtime.summary()
     assert (summary.readings, summary.comm_markers) == (0, 3)
-    assert summary.written_rows == summary.collected == 3 and summary.unaccounted == 0
+    assert summary.written_rows + summary.drained_rows == summary.collected == 3 and summary.unaccounted == 0
     assert "0 readings collected, 3 comm-failure markers" in summary.text()
 
 
