@@ -5,7 +5,13 @@ reads (polling) or waits for pushed data (streaming), applies timeouts, reconnec
 exponential backoff and jitter, rebuilds the client when a watchdog sees no read complete
 for ``watchdog_intervals`` intervals, and on failure publishes one batch marking the
 source's tags BAD|COMM_FAILURE so rules and boards see the loss. Failures are logged once
-when they start and once on recovery, never every cycle.
+when they start and once on recovery, never every cycle; the recovery line gives the
+outage as operators see it: from the last good read to the first data again.
+
+Invariant: ``run()`` returns only by our own cancellation (the process stopping). A
+CancelledError that nobody asked for (client libraries raise one when they await an
+internal task that was cancelled) is a source failure like any other, and anything that
+escapes the read loop is logged with its traceback and the loop restarted with backoff.
 """
 
 from __future__ import annotations
@@ -21,13 +27,40 @@ from typing import Protocol
 import numpy as np
 
 from core.batch import ReadingBatch
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, to_datetime
 from core.errors import SourceError
 from core.quality import Quality
 
-__all__ = ["CollectorRunner", "RunnerStats", "Source", "comm_failure_batch"]
+__all__ = [
+    "CollectorRunner",
+    "RunnerStats",
+    "Source",
+    "SourceHealth",
+    "cancelled_by_us",
+    "comm_failure_batch",
+]
 
 log = logging.getLogger(__name__)
+
+
+def cancelled_by_us() -> bool:
+    """True when the current task has a cancel() pending, i.e. a CancelledError is ours.
+
+    A CancelledError raised while nobody cancelled this task comes from inside a library
+    (asyncua's connection check awaiting its own cancelled keep-alive task): not a stop.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@dataclass
+class SourceHealth:
+    """What a source knows beyond "the last read worked" (devices behind one link)."""
+
+    devices: dict[str, bool] = field(default_factory=dict)  # device id -> answering with live data
+    request_errors: int = 0  # failed requests that did not fail the whole read
+    # (metric name, labels, value): protocol detail such as Modbus units and request groups
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
 
 
 class Source(Protocol):
@@ -56,9 +89,12 @@ class RunnerStats:
     readings: int = 0
     errors: int = 0
     reconnects: int = 0
-    last_ok_us: int = 0
+    restarts: int = 0  # read loop restarted by the supervisor after an unexpected end
+    last_ok_us: int = 0  # last successful read (data or a healthy keep-alive)
     last_error: str = ""
-    failed_since_us: int = 0
+    failed_since_us: int = 0  # when the failure was detected
+    outage_from_us: int = 0  # last good read before the current failure
+    last_outage_s: float = 0.0  # last good read -> first data again, of the last outage
     history: list[str] = field(default_factory=list)  # state transitions, newest last (bounded)
 
 
@@ -72,6 +108,10 @@ def comm_failure_batch(
         np.full(n, np.nan),
         np.full(n, quality, dtype=np.uint8),
     )
+
+
+def _clock_text(ts_us: int) -> str:
+    return to_datetime(ts_us).strftime("%H:%M:%S.%f")[:-3]
 
 
 class CollectorRunner:
@@ -101,6 +141,18 @@ class CollectorRunner:
         self.stats = RunnerStats()
         self._rng = rng or random.Random()
         self._attempt = 0
+        self._ever_ok = False
+
+    @property
+    def up(self) -> bool:
+        """The link works and every device behind it answers with live data."""
+        if self.stats.state != "ok":
+            return False
+        return all(self.health().devices.values())
+
+    def health(self) -> SourceHealth:
+        report = getattr(self.source, "health", None)
+        return report() if callable(report) else SourceHealth()
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with +-jitter, so many collectors do not reconnect in step."""
@@ -108,6 +160,27 @@ class CollectorRunner:
         return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
     async def run(self) -> None:
+        """Collect until cancelled: the supervisor around the read loop."""
+        restarts = 0
+        while True:
+            try:
+                await self._collect()
+                log.error("source %s: read loop returned; restarting it", self.source.name)
+            except asyncio.CancelledError:
+                if cancelled_by_us():
+                    raise
+                log.exception(
+                    "source %s: read loop ended by a CancelledError nobody asked for", self.source.name
+                )
+            except Exception:
+                log.exception("source %s: read loop crashed; restarting it", self.source.name)
+            self.stats.restarts += 1
+            with contextlib.suppress(Exception):
+                self._failed(SourceError("read loop restarted after an unexpected end"))
+            await self.clock.sleep(self.backoff(restarts))
+            restarts += 1
+
+    async def _collect(self) -> None:
         self._attempt = 0
         while True:
             try:
@@ -117,8 +190,10 @@ class CollectorRunner:
                 async with asyncio.timeout(self.open_timeout_s):
                     await self.source.open()
                 await self._read_loop()
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if cancelled_by_us():
+                    raise
+                self._failed(SourceError(f"client library raised CancelledError: {exc or 'no message'}"))
             except (SourceError, TimeoutError, OSError) as exc:
                 self._failed(exc)
             except Exception as exc:  # a bug or an unexpected library error: never end collection
@@ -151,15 +226,25 @@ class CollectorRunner:
 
     def _ok(self, batch: ReadingBatch) -> None:
         now = self.clock.now_us()
-        if self.stats.state != "ok":
-            if self.stats.state == "failed":
-                down_s = (now - self.stats.failed_since_us) / 1e6
-                log.warning("source %s recovered after %.1f s", self.source.name, down_s)
-            self._transition("ok")
         self._attempt = 0  # backoff restarts only after a read succeeded, not after a mere connect
         self.stats.reads += 1
         self.stats.readings += len(batch)
+        if self.stats.state == "failed" and not len(batch):
+            return  # connected again, but no data yet: the outage is not over
+        if self.stats.state != "ok":
+            if self.stats.state == "failed":
+                start = self.stats.outage_from_us
+                self.stats.last_outage_s = (now - start) / 1e6
+                log.warning(
+                    "source %s recovered: no data for %.1f s (last good read %s, loss detected %.1f s after it)",
+                    self.source.name,
+                    self.stats.last_outage_s,
+                    _clock_text(start),
+                    (self.stats.failed_since_us - start) / 1e6,
+                )
+            self._transition("ok")
         self.stats.last_ok_us = now
+        self._ever_ok = True
         if len(batch):
             self.publish(batch)
 
@@ -168,12 +253,16 @@ class CollectorRunner:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if self.stats.state != "failed":
             now = self.clock.now_us()
+            self.stats.failed_since_us = now
+            self.stats.outage_from_us = self.stats.last_ok_us if self._ever_ok else now
+            since = now - self.stats.outage_from_us
+            last = f", {since / 1e6:.1f} s after the last good read" if self._ever_ok else ""
             log.error(
-                "source %s failed: %s (tags marked BAD, reconnecting)",
+                "source %s failed%s: %s (tags marked BAD, reconnecting)",
                 self.source.name,
+                last,
                 self.stats.last_error,
             )
-            self.stats.failed_since_us = now
             self._transition("failed")
             self.publish(comm_failure_batch(self.source.tags, now))
 

@@ -23,6 +23,7 @@ import numpy as np
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 
+from collector.base import SourceHealth
 from collector.modbus.execute import PlanExecutor, send_request
 from collector.modbus.plan import ModbusPoint, ReadRequest
 from core.batch import ReadingBatch
@@ -104,6 +105,14 @@ class ModbusBusSource:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def health(self) -> SourceHealth:
+        executors = [m.executor for m in self.members]
+        return SourceHealth(
+            {ex.name: ex.up for ex in executors},
+            sum(ex.request_errors for ex in executors),
+            [s for ex in executors for s in ex.samples(self.name)],
+        )
 
     async def read(self) -> ReadingBatch:
         client = self._client

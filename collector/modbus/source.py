@@ -14,6 +14,7 @@ from functools import partial
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from collector.base import SourceHealth
 from collector.modbus.execute import PlanExecutor, send_request
 from collector.modbus.plan import ModbusPoint
 from core.batch import ReadingBatch
@@ -61,6 +62,10 @@ class ModbusSource:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def health(self) -> SourceHealth:
+        ex = self.executor
+        return SourceHealth({ex.name: ex.up}, ex.request_errors, ex.samples(self.name))
 
     async def read(self) -> ReadingBatch:
         client = self._client

@@ -8,6 +8,14 @@ buffer into one ReadingBatch. Status codes become quality bytes, never dropped. 
 the server does not know yields BAD|CONFIG_ERROR rows, not a crash loop. The runner
 rebuilds client, session and subscription after any connection loss.
 
+A dead server is noticed within ``publish_watchdog_intervals`` publishing intervals: the
+subscription asks for a keep-alive every interval, every publish response (data or
+keep-alive) is noted, and when one interval passes without one the source asks the server
+directly (a read of ServerState, bounded by the watchdog); a closed socket is seen at the
+next wake-up. Status codes are logged by name. A failed Read of one polling chunk marks
+only that chunk's tags. A heartbeat node or ``max_silence_s`` (collector/liveness.py) tells
+"unchanged" from "nobody is measuring" behind a gateway that keeps its session.
+
 Secured endpoints (Basic256Sha256, Sign or SignAndEncrypt) use our own client certificate
 (``pki``) and accept exactly the configured server certificate, checked against what the
 server advertises before any credentials go out. Passwords never reach a log line.
@@ -26,9 +34,13 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
+from asyncua.client.ua_client import UASocketProtocol
+from asyncua.common.subscription import Subscription
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.hazmat.primitives import serialization
 
+from collector.base import SourceHealth, cancelled_by_us
+from collector.liveness import Liveness
 from collector.opcua.pki import (
     ClientIdentity,
     client_identity,
@@ -48,6 +60,7 @@ __all__ = ["OpcUaPoint", "OpcUaSource", "points_for_device"]
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # monitored items / reads per request: avoids BadTcpMessageTooLarge on big servers
+HEARTBEAT = -1  # the index of the heartbeat node: read, never emitted as a reading
 MAX_BUFFERED = 200_000  # notifications held between reads; the oldest go first past this
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MODES = {
@@ -109,6 +122,31 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def status_text(status: Any) -> str:
+    """A status code by name: ``BadShutdown (0x800C0000): The operation was cancelled ...``."""
+    if isinstance(status, ua.StatusChangeNotification):
+        status = status.Status
+    code = status if isinstance(status, ua.StatusCode) else ua.StatusCode(int(status))
+    return f"{code.name} (0x{code.value:08X}): {code.doc}"
+
+
+class _WatchedSubscription(Subscription):
+    """A Subscription that notes every publish response the server sends, keep-alives included."""
+
+    def __init__(self, client: Client, params: ua.CreateSubscriptionParameters, source: OpcUaSource) -> None:
+        super().__init__(client.uaclient, params, source)
+        self._source = source
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        # asyncua also calls this itself, with SequenceNumber 0, to report its own failed
+        # keep-alive read (a StatusChangeNotification BadShutdown): not news from the server.
+        from_server = publish_result.NotificationMessage.SequenceNumber != 0
+        if from_server:
+            self._source.heard()
+        self._source.from_library = not from_server
+        await super().publish_callback(publish_result)
+
+
 class _RedactUserTokens(logging.Filter):
     """asyncua logs every request at DEBUG; ActivateSession carries the user's password."""
 
@@ -144,8 +182,10 @@ class OpcUaSource:
         points: list[OpcUaPoint],
         clock: Clock | None = None,
         pki_dir: str = "var/pki",
+        chunk: int = CHUNK,
     ) -> None:
         self.device = device
+        self.chunk = chunk
         self.name = device.id
         self.interval_s = device.interval_s
         self.points = points
@@ -162,10 +202,42 @@ class OpcUaSource:
         self._failure: str | None = None
         self._identity: ClientIdentity | None = None  # our certificate, once a secured open made it
         self.dropped = 0  # notifications dropped because read() fell behind
+        self.chunk_errors = 0  # polling chunks whose Read failed (the other chunks stood)
+        self._failed_chunks: set[int] = set()  # chunk starts failing now (logged once each)
+        # Publish watchdog: monotonic time of the last message from the server.
+        self._heard_s = 0.0
+        self._publish_s = device.interval_s  # revised publishing interval
+        self.from_library = False  # the status change being delivered comes from asyncua itself
+        # Liveness: heartbeat node, or else any value, must change (collector/liveness.py).
+        self.liveness: Liveness | None = None
+        self._heartbeat: OpcUaPoint | None = None
+        self._heartbeat_node: Node | None = None
+        self._heartbeat_value: Any = None
+        self._last_value: dict[int, Any] = {}
+        self._sign = False  # a sign of life arrived since the last read
+        hb = device.heartbeat
+        if hb is not None:
+            uri = (
+                None
+                if hb.node.startswith("i=") and not hb.namespace_uri
+                else (hb.namespace_uri or device.namespace_uri)
+            )
+            self._heartbeat = OpcUaPoint(HEARTBEAT, hb.node, uri)
+            self.liveness = Liveness(self.name, hb.max_age_s, f"heartbeat {hb.node}")
+        elif device.max_silence_s is not None:
+            self.liveness = Liveness(self.name, device.max_silence_s, "every value")
 
     @property
     def streaming(self) -> bool:
         return self.device.mode == OpcUaMode.SUBSCRIPTION
+
+    def health(self) -> SourceHealth:
+        live = self.liveness is None or not self.liveness.tripped
+        return SourceHealth({self.name: live}, self.chunk_errors)
+
+    def heard(self) -> None:
+        """The server sent something (a publish response, or an answer to our keep-alive read)."""
+        self._heard_s = self.clock.monotonic()
 
     # --- connection ------------------------------------------------------------------
 
@@ -274,16 +346,45 @@ class OpcUaSource:
             self._index_of[node_id] = p.index
         for uri, idx in missing.items():
             log.error("%s: server has no namespace %r; %d tag(s) BAD|CONFIG_ERROR", self.name, uri, len(idx))
+        self._heartbeat_node = None
+        hb = self._heartbeat
+        if hb is not None:
+            if hb.namespace_uri is not None and hb.namespace_uri not in namespaces:
+                log.error(
+                    "%s: server has no namespace %r for the heartbeat %s",
+                    self.name,
+                    hb.namespace_uri,
+                    hb.node,
+                )
+            else:
+                ns = 0 if hb.namespace_uri is None else namespaces.index(hb.namespace_uri)
+                node_id = ua.NodeId.from_string(f"ns={ns};{hb.node}")
+                self._heartbeat_node = client.get_node(node_id)
+                self._index_of.setdefault(node_id, HEARTBEAT)
 
     async def _subscribe(self, client: Client) -> None:
         d = self.device
-        sub = await client.create_subscription(d.interval_s * 1000, self)
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=d.interval_s * 1000,
+            RequestedLifetimeCount=10000,
+            # A keep-alive after every empty publishing interval, so silence means trouble.
+            RequestedMaxKeepAliveCount=1,
+            MaxNotificationsPerPublish=10000,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        sub = _WatchedSubscription(client, params, self)
+        result = await sub.init()
+        self._publish_s = max(result.RevisedPublishingInterval / 1000, 0.001)
+        self.heard()
+        if self._heartbeat_node is not None:
+            await sub.subscribe_data_change(self._heartbeat_node, queuesize=1)
         points = {p.index: p for p in self.points}
         now = self.clock.now_us()
         unknown = 0
-        for start in range(0, len(self._nodes), CHUNK):
-            chunk = self._nodes[start : start + CHUNK]
-            idx = self._good[start : start + CHUNK]
+        for start in range(0, len(self._nodes), self.chunk):
+            chunk = self._nodes[start : start + self.chunk]
+            idx = self._good[start : start + self.chunk]
             # One request per distinct deadband in the chunk (None = report every change).
             groups: dict[float | None, list[int]] = {}
             for k, i in enumerate(idx):
@@ -324,6 +425,17 @@ class OpcUaSource:
         index = self._index_of.get(node.nodeid)
         if index is None:
             return
+        hb = self._heartbeat_node
+        if hb is not None and node.nodeid == hb.nodeid:
+            self._heartbeat_seen(val)
+            if index == HEARTBEAT:
+                return
+        if self.liveness is not None and self._heartbeat is None:
+            # max silence: a value that differs from the last one seen (not the initial
+            # notifications a new subscription sends for every item) proves someone measures.
+            if index in self._last_value and self._last_value[index] != val:
+                self._sign = True
+            self._last_value[index] = val
         self._buffer.append(self._row(index, data.monitored_item.Value, val))
         if len(self._buffer) > MAX_BUFFERED:
             self._buffer.popleft()
@@ -331,8 +443,18 @@ class OpcUaSource:
         self._wake.set()
 
     def status_change_notification(self, status: Any) -> None:
-        self._failure = f"subscription status {status}"
+        code = status.Status if isinstance(status, ua.StatusChangeNotification) else status
+        if isinstance(code, ua.StatusCode) and not code.is_bad():
+            log.info("%s: subscription status %s", self.name, status_text(code))
+            return
+        who = "asyncua's own keep-alive read failed" if self.from_library else "from the server"
+        self._failure = f"subscription status {status_text(status)} ({who})"
         self._wake.set()
+
+    def _heartbeat_seen(self, value: Any) -> None:
+        if self._heartbeat_value is not None and value != self._heartbeat_value:
+            self._sign = True
+        self._heartbeat_value = value
 
     # --- reading ---------------------------------------------------------------------
 
@@ -361,40 +483,159 @@ class OpcUaSource:
         if self.streaming:
             if not self._buffer:
                 self._wake.clear()
+                # Wake at least every publishing interval, and at the watchdog deadline.
+                left = self._heard_s + self._watchdog_s() - self.clock.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.5, 2 * self.interval_s)):
+                    async with asyncio.timeout(max(0.01, min(self._publish_s, left))):
                         await self._wake.wait()
             await self._check(client)
             while self._buffer:
                 rows.append(self._buffer.popleft())
         else:
-            rows += await self._poll(client)
+            self._check_socket(client)
+            polled = await self._poll(client)
+            if self.liveness is not None and self._heartbeat is None:
+                for i, _, value, _ in polled:
+                    if i in self._last_value and self._last_value[i] != value and value == value:
+                        self._sign = True
+                    self._last_value[i] = value
+            if self._heartbeat_node is not None:
+                await self._read_heartbeat(client)
+            rows += polled
+        rows = await self._gate(client, rows)
         return ReadingBatch.from_rows(rows) if rows else ReadingBatch.empty()
+
+    async def _gate(
+        self, client: Client, rows: list[tuple[int, int, float, int]]
+    ) -> list[tuple[int, int, float, int]]:
+        """Liveness: while nobody is measuring, every tag is BAD|COMM_FAILURE."""
+        if self.liveness is None:
+            return rows
+        sign, self._sign = self._sign, False
+        was_tripped = self.liveness.tripped
+        now_us = self.clock.now_us()
+        if not self.liveness.observe(self.clock.monotonic(), sign):
+            if not self.streaming:
+                return [(i, now_us, float("nan"), int(Quality.BAD_COMM_FAILURE)) for i, _, _, _ in rows]
+            if was_tripped:
+                return []  # marked when it tripped; notifications now are not news
+            return [(int(i), now_us, float("nan"), int(Quality.BAD_COMM_FAILURE)) for i in self.tags]
+        if was_tripped and self.streaming:
+            # Fresh again: tags that did not change since the trip are sent by nobody, so read them all.
+            rows += await self._poll(client)
+        return rows
+
+    async def _read_heartbeat(self, client: Client) -> None:
+        assert self._heartbeat_node is not None
+        try:
+            self._heartbeat_seen(await self._heartbeat_node.read_value())
+        except (ua.UaError, TimeoutError) as exc:
+            log.debug("%s: heartbeat read failed: %s", self.name, _why(exc))
+
+    def _watchdog_s(self) -> float:
+        return self.device.publish_watchdog_intervals * self._publish_s
+
+    def _check_socket(self, client: Client) -> None:
+        protocol = client.uaclient.protocol
+        if protocol is None or protocol.state == UASocketProtocol.CLOSED:
+            raise SourceError(f"{self.name}: connection closed by the server or the network")
 
     async def _check(self, client: Client) -> None:
         if self._failure is not None:
             raise SourceError(f"{self.name}: {self._failure}")
+        self._check_socket(client)
         try:
             await client.check_connection()
+        except asyncio.CancelledError as exc:
+            if cancelled_by_us():
+                raise
+            # asyncua awaited one of its own tasks that had been cancelled: the client is broken.
+            raise SourceError(f"{self.name}: asyncua's connection check raised CancelledError") from exc
         except Exception as exc:  # asyncua re-raises whatever killed its keep-alive task
             raise SourceError(f"{self.name}: connection lost: {_why(exc)}") from exc
+        await self._watch(client)
+
+    async def _watch(self, client: Client) -> None:
+        """Publish watchdog: quiet for one interval, ask the server; quiet past the limit, it is dead."""
+        now = self.clock.monotonic()
+        if now - self._heard_s < self._publish_s:
+            return
+        left = self._heard_s + self._watchdog_s() - now
+        try:
+            async with asyncio.timeout(max(0.05, left)):
+                await client.nodes.server_state.read_value()  # the session keep-alive
+            self.heard()
+            return
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError as exc:
+            if cancelled_by_us():
+                raise
+            raise SourceError(f"{self.name}: asyncua raised CancelledError on the keep-alive read") from exc
+        except (OSError, ua.UaError) as exc:
+            raise SourceError(f"{self.name}: keep-alive read failed: {_why(exc)}") from exc
+        for _ in range(10):  # responses already received but not yet handled (a busy loop) count
+            await asyncio.sleep(0)
+        quiet = self.clock.monotonic() - self._heard_s
+        if quiet > self._watchdog_s():
+            raise SourceError(
+                f"{self.name}: no publish response, keep-alive or read answer for {quiet:.1f} s "
+                f"({self.device.publish_watchdog_intervals:g} publishing intervals of {self._publish_s:g} s)"
+            )
 
     async def _poll(self, client: Client) -> list[tuple[int, int, float, int]]:
-        rows = []
-        try:
-            for start in range(0, len(self._nodes), CHUNK):
-                params = ua.ReadParameters()
-                # asyncua's read_attributes asks for the source timestamp only, and servers
-                # that honour that leave SERVER (and the SOURCE fallback) nothing to use.
-                params.TimestampsToReturn = ua.TimestampsToReturn.Both
-                for node in self._nodes[start : start + CHUNK]:
-                    rv = ua.ReadValueId()
-                    rv.NodeId = node.nodeid
-                    rv.AttributeId = ua.AttributeIds.Value
-                    params.NodesToRead.append(rv)
-                values = await client.uaclient.read(params)
-                for i, dv in zip(self._good[start : start + CHUNK], values, strict=True):
-                    rows.append(self._row(i, dv, dv.Value.Value if dv.Value is not None else None))
-        except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
-            raise SourceError(f"{self.name}: read failed: {_why(exc)}") from exc
+        """Read every resolved node, a chunk per request; a failed chunk marks only its tags."""
+        rows: list[tuple[int, int, float, int]] = []
+        starts = range(0, len(self._nodes), self.chunk)
+        failed = 0
+        for start in starts:
+            idx = self._good[start : start + self.chunk]
+            try:
+                values = await self._read_chunk(client, self._nodes[start : start + self.chunk])
+            except (OSError, ConnectionError) as exc:
+                raise SourceError(f"{self.name}: read failed: {_why(exc)}") from exc
+            except (TimeoutError, ua.UaError) as exc:
+                self._check_socket(client)  # a closed link fails the whole source, not a chunk
+                failed += 1
+                self.chunk_errors += 1
+                code = exc.code if isinstance(exc, ua.UaStatusCodeError) else None
+                why = status_text(code) if code is not None else _why(exc)
+                if start not in self._failed_chunks:
+                    self._failed_chunks.add(start)
+                    log.error(
+                        "%s: Read of tags %d..%d failed (%s); those %d tags BAD",
+                        self.name,
+                        start,
+                        start + len(idx) - 1,
+                        why,
+                        len(idx),
+                    )
+                quality = int(from_opcua_status(code)) if code is not None else int(Quality.BAD_COMM_FAILURE)
+                now = self.clock.now_us()
+                rows += [(i, now, float("nan"), quality) for i in idx]
+                continue
+            if start in self._failed_chunks:
+                self._failed_chunks.discard(start)
+                log.warning("%s: Read of tags %d..%d works again", self.name, start, start + len(idx) - 1)
+            for i, dv in zip(idx, values, strict=True):
+                rows.append(self._row(i, dv, dv.Value.Value if dv.Value is not None else None))
+        if starts and failed == len(starts):
+            raise SourceError(f"{self.name}: every Read of the poll failed")
         return rows
+
+    async def _read_chunk(self, client: Client, nodes: list[Node]) -> list[ua.DataValue]:
+        params = ua.ReadParameters()
+        # asyncua's read_attributes asks for the source timestamp only, and servers
+        # that honour that leave SERVER (and the SOURCE fallback) nothing to use.
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        for node in nodes:
+            rv = ua.ReadValueId()
+            rv.NodeId = node.nodeid
+            rv.AttributeId = ua.AttributeIds.Value
+            params.NodesToRead.append(rv)
+        try:
+            return await client.uaclient.read(params)
+        except asyncio.CancelledError as exc:
+            if cancelled_by_us():
+                raise
+            raise SourceError(f"{self.name}: asyncua raised CancelledError on a Read") from exc

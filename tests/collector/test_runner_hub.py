@@ -48,12 +48,19 @@ class ScriptedSource:
             raise SourceError("link down")
         if step == "bug":
             raise ValueError("unexpected payload")
+        if step == "library-cancel":  # what asyncua does when it awaits its own cancelled task
+            raise asyncio.CancelledError
+        if step == "empty":
+            return ReadingBatch.empty()
         if step == "hang":
             await asyncio.sleep(10)
         if step == "slow":
             self.clock.advance(2.5)
-        if step == "stop":
-            raise asyncio.CancelledError
+        if step == "stop":  # the script is over: stop the runner as the process does, by cancelling it
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
         return ReadingBatch.from_rows(
             [(0, self.clock.now_us(), 1.0, 192), (1, self.clock.now_us(), 2.0, 192)]
         )
@@ -129,6 +136,53 @@ async def test_an_unexpected_error_marks_tags_bad_and_collection_goes_on(
     assert [b for b in out if (b.quality == Quality.BAD_COMM_FAILURE).all()]
     assert runner.stats.history == ["ok", "failed", "ok"]
     assert "unexpected error" in caplog.text
+
+
+async def test_a_cancelled_error_nobody_asked_for_is_a_failure_not_a_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The 10,000-tag run lost 4 OPC UA collectors for good this way: no log, no reconnect.
+    source, runner, out = await run_script(["ok", "library-cancel", "ok"])
+    assert runner.stats.history == ["ok", "failed", "ok"]
+    assert "CancelledError" in runner.stats.last_error and runner.stats.reconnects == 1
+    assert source.opens == 2
+    assert [b for b in out if (b.quality == Quality.BAD_COMM_FAILURE).all()]
+
+
+async def test_a_read_loop_that_crashes_is_logged_with_its_traceback_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(start_us=0)
+    source = ScriptedSource(["ok", "fail", "ok"])
+    source.clock = clock
+    seen: list[ReadingBatch] = []
+
+    def publish(batch: ReadingBatch) -> None:  # a sink that breaks on the first failure marker
+        seen.append(batch)
+        if len(seen) == 2:
+            raise RuntimeError("sink bug")
+
+    runner = CollectorRunner(source, publish, clock=clock, rng=random.Random(1))
+    with pytest.raises(asyncio.CancelledError):
+        await runner.run()
+    assert runner.stats.restarts == 1
+    assert runner.stats.history == ["ok", "failed", "ok"]
+    crash = [r for r in caplog.records if "read loop crashed" in r.getMessage()]
+    assert crash and crash[0].exc_info is not None and "sink bug" in caplog.text
+
+
+async def test_outage_counts_from_the_last_good_read_to_the_first_data_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="collector.base")
+    # reads: 0 s ok, 1 s fails (detected), 2 s connected but no data yet, 3 s data again
+    _source, runner, _out = await run_script(["ok", "fail", "empty", "ok"], jitter=0.0, backoff_initial_s=1.0)
+    assert runner.stats.last_outage_s == pytest.approx(3.0)
+    assert runner.stats.history == ["ok", "failed", "ok"]
+    recovered = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
+    assert (
+        len(recovered) == 1 and "no data for 3.0 s" in recovered[0] and "detected 1.0 s after" in recovered[0]
+    )
 
 
 async def test_watchdog_rebuilds_a_source_whose_read_hangs() -> None:
