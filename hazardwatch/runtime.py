@@ -26,13 +26,14 @@ import numpy as np
 from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
 from collector.live import LiveSnapshot
-from collector.metrics import Metric, MetricsServer
+from collector.metrics import Metric, MetricsServer, source_metrics
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.registry import TagRegistry
 from hazardwatch.compile_all import compile_plant
+from hazardwatch.logs import dropped_records
 from hazardwatch.rule_sink import RuleSink
 from storage.db import connect
 from storage.dirlock import DirectoryLock
@@ -402,31 +403,7 @@ class Runtime:
         )
 
     def metrics(self) -> Iterable[Metric]:
-        runners = [(r.source.name, r.stats) for r in self.runners]
-        yield (
-            "hazardwatch_source_up",
-            "1 when the source's last read succeeded.",
-            "gauge",
-            [({"source": n}, float(s.state == "ok")) for n, s in runners],
-        )
-        yield (
-            "hazardwatch_source_readings_total",
-            "Readings collected per source.",
-            "counter",
-            [({"source": n}, float(s.readings)) for n, s in runners],
-        )
-        yield (
-            "hazardwatch_source_errors_total",
-            "Failed reads or connects per source.",
-            "counter",
-            [({"source": n}, float(s.errors)) for n, s in runners],
-        )
-        yield (
-            "hazardwatch_source_reconnects_total",
-            "Reconnect attempts per source.",
-            "counter",
-            [({"source": n}, float(s.reconnects)) for n, s in runners],
-        )
+        yield from source_metrics(self.runners)
         sinks = self.hub.stats()
         yield (
             "hazardwatch_hub_queue_depth",
@@ -465,6 +442,12 @@ class Runtime:
                 "gauge",
                 [({}, float(len(self.rules.engine.active())))],
             )
+        yield (
+            "hazardwatch_log_records_dropped_total",
+            "Log records dropped because the log queue was full (hazardwatch/logs.py).",
+            "counter",
+            [({}, float(dropped_records()))],
+        )
         if self.writer is not None:
             for key, value in self.writer.metrics().items():
                 yield (
