@@ -1,21 +1,47 @@
 """The plant model: Enterprise > HazardSource > Unit > Equipment, with Tags and Devices.
 
 Pydantic models with ``extra="forbid"``: an unknown key is an error, not silently ignored.
-Enum values are UPPER_CASE and accepted in any case. Everything is frozen after loading;
-``core.plant_check`` adds the cross-reference rules (unique keys, known devices, Modbus
-overlaps, GB/T 50493 limits) and resolves each tag's effective limits.
+Enum values are UPPER_CASE and accepted in any case. Every number is finite and bounded for
+its meaning (``core.units``: values, durations, percentages). Everything is frozen after
+loading; ``core.plant_check`` adds the cross-reference rules (unique keys, known devices,
+Modbus overlaps, GB/T 50493 limits) on the document as ``normalise`` spells it, which is
+exactly what validation reads, and resolves each tag's effective limits.
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import cache
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic import Tag as UnionTag
 
 from core.settings import Settings
+from core.units import (
+    DAY_S,
+    Delay,
+    Interval,
+    Magnitude,
+    Percent,
+    PositiveMagnitude,
+    Timeout,
+    Value,
+    WatchTime,
+    Window,
+    bounded,
+)
 
 __all__ = [
     "BaoBao",
@@ -50,13 +76,16 @@ __all__ = [
     "TagKind",
     "TagSource",
     "Unit",
+    "enum_name",
+    "normalise",
 ]
 
 CODE = r"^[A-Za-z0-9_-]+$"  # no dots: tag keys are ENTERPRISE.EQUIPMENT.TAG
 PHONE = re.compile(r"^(\+?86)?1[3-9]\d{9}$|^0\d{2,3}-?\d{7,8}$")
 
 
-def _upper(v: Any) -> Any:
+def enum_name(v: Any) -> Any:
+    """An enum value as written (``sign-and-encrypt``) in the model's spelling (``SIGN_AND_ENCRYPT``)."""
     return v.upper().replace("-", "_") if isinstance(v, str) else v
 
 
@@ -77,6 +106,9 @@ class TagKind(StrEnum):
     COMPOSITION = "COMPOSITION"
     GAS = "GAS"
     DISCRETE = "DISCRETE"
+    # Run-hour counters, flow totalisers, energy meters: a value that only accumulates. No
+    # ISA-18.2 default deadband or on-delay (plant_check), no range required.
+    COUNTER = "COUNTER"
 
 
 class ModbusTable(StrEnum):
@@ -166,11 +198,11 @@ def protocol_name(v: Any) -> Any:
 
 
 def _enum(e: type[StrEnum]) -> Any:
-    return Annotated[e, BeforeValidator(_upper)]
+    return Annotated[e, BeforeValidator(enum_name)]
 
 
 Code = Annotated[str, Field(pattern=CODE, min_length=1, max_length=64)]
-Range = tuple[float, float]
+Range = tuple[Value, Value]  # plant_check: low < high
 
 
 # --- people and substances --------------------------------------------------------
@@ -201,9 +233,11 @@ class BaoBao(_Model):
 class Substance(_Model):
     name: str
     cas: str | None = None
-    design_t: float = Field(gt=0, description="design-maximum quantity q in tonnes")
-    critical_t: float | None = Field(default=None, gt=0, description="GB 18218 critical quantity Q")
-    beta: float | None = Field(default=None, gt=0)
+    # tonnes: design-maximum quantity q and GB 18218 critical quantity Q (10 Mt is no single site)
+    design_t: Annotated[float, bounded(0, 1e7, " t", above=True)]
+    critical_t: Annotated[float, bounded(0, 1e7, " t", above=True)] | None = None
+    # GB 18218 correction factor: 1 to 4 in the standard's tables
+    beta: Annotated[float, bounded(0, 10, above=True)] | None = None
 
 
 # --- structure -------------------------------------------------------------------
@@ -222,6 +256,32 @@ class Unit(_Model):
 
 
 # --- devices --------------------------------------------------------------------
+
+
+def _endpoint(v: str) -> str:
+    """``opc.tcp://host:port[/path]``: a port asyncua cannot cast fails every connect, for ever."""
+    usage = "write opc.tcp://host:port/path"
+    if any(c.isspace() for c in v):
+        raise ValueError(f"endpoint {v!r} contains white space: {usage}")
+    scheme, sep, rest = v.partition("://")
+    if not sep or scheme.lower() != "opc.tcp":
+        raise ValueError(f"endpoint {v!r} is not an OPC UA TCP address: {usage}")
+    netloc = rest.split("/", 1)[0].rpartition("@")[2]
+    port: str | None
+    if netloc.startswith("["):  # IPv6 literal: opc.tcp://[::1]:4840
+        host, _, after = netloc[1:].partition("]")
+        port = after[1:] if after.startswith(":") else None
+    else:
+        host, colon, port = netloc.rpartition(":")
+        if not colon:
+            host, port = netloc, None
+    if not host:
+        raise ValueError(f"endpoint {v!r} names no host: {usage}")
+    if not port:
+        raise ValueError(f"endpoint {v!r} names no port: {usage} (OPC UA servers usually listen on 4840)")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"endpoint {v!r} has port {port!r}: a port is a number from 1 to 65535")
+    return v
 
 
 class OpcUaHeartbeat(_Model):
@@ -247,11 +307,11 @@ class ModbusHeartbeat(_Model):
 class OpcUaDevice(_Model):
     protocol: Annotated[Literal["OPCUA"], BeforeValidator(protocol_name)]
     id: Code
-    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+")
+    endpoint: Annotated[str, AfterValidator(_endpoint)]
     namespace_uri: str | None = None
     mode: _enum(OpcUaMode) = OpcUaMode.SUBSCRIPTION  # type: ignore[valid-type]
-    interval_s: float = Field(default=1.0, gt=0)
-    queue_size: int = Field(default=10, ge=1)
+    interval_s: Interval = 1.0
+    queue_size: int = Field(default=10, ge=1, le=1000)
     security_policy: _enum(SecurityPolicy) = SecurityPolicy.NONE  # type: ignore[valid-type]
     security_mode: _enum(SecurityMode) = SecurityMode.NONE  # type: ignore[valid-type]
     # Trust list of one: the server certificate (DER or PEM) we accept when signing/encrypting.
@@ -259,7 +319,7 @@ class OpcUaDevice(_Model):
     username: str | None = None
     password: str | None = Field(default=None, repr=False)
     timestamp_source: _enum(TimestampSource) = TimestampSource.SOURCE  # type: ignore[valid-type]
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: Timeout = 5.0
     # Subscription declared dead after this many publishing intervals without any message.
     publish_watchdog_intervals: float = Field(default=2.0, ge=1.5, le=60, allow_inf_nan=False)
     heartbeat: OpcUaHeartbeat | None = None
@@ -281,10 +341,10 @@ class ModbusDevice(_Model):
     parity: Annotated[Parity, BeforeValidator(_parity)] = Parity.EVEN
     stopbits: Literal[1, 2] = 1
     bytesize: int = Field(default=8, ge=5, le=8)  # plant_check: RTU needs 8
-    pause_s: float = Field(default=0.05, ge=0, le=10)  # bus silence before each request
+    pause_s: Annotated[float, bounded(0, 10, " s")] = 0.05  # bus silence before each request
     unit_id: int = Field(default=1, ge=0, le=255)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    timeout_s: float = Field(default=1.0, gt=0)
+    poll_interval_s: Interval = 1.0
+    timeout_s: Timeout = 1.0
     retries: int = Field(default=1, ge=0, le=10)
     byte_order: _enum(ByteOrder) = ByteOrder.ABCD  # type: ignore[valid-type]
     max_registers: int = Field(default=125, ge=1, le=125)
@@ -337,14 +397,14 @@ class TagSource(_Model):
 class Limits(_Model):
     """Alarm limits in the tag's unit. Deadband is absolute, or ``deadband_pct`` of range."""
 
-    ll: float | None = None
-    l: float | None = None  # noqa: E741 — the plant's own name for the low limit
-    h: float | None = None
-    hh: float | None = None
-    deadband: float | None = Field(default=None, ge=0)
-    deadband_pct: float | None = Field(default=None, ge=0, le=50)
-    on_delay_s: float | None = Field(default=None, ge=0)
-    off_delay_s: float | None = Field(default=None, ge=0)
+    ll: Value | None = None
+    l: Value | None = None  # noqa: E741 — the plant's own name for the low limit
+    h: Value | None = None
+    hh: Value | None = None
+    deadband: Magnitude | None = None  # plant_check: below the range span
+    deadband_pct: Percent | None = None
+    on_delay_s: Delay | None = None
+    off_delay_s: Delay | None = None
     latched: bool = False
 
 
@@ -353,40 +413,41 @@ class DataQuality(_Model):
 
     # None: by source (polled tags 10 polls, at least 60 s; OPC UA subscriptions report only
     # changes, so off); 0: off.
-    stale_s: float | None = Field(default=None, ge=0)
-    frozen_s: float | None = Field(default=None, ge=0)  # None or 0: off
-    frozen_band_pct: float = Field(default=2.0, ge=0, le=50)  # of range, around each alarm limit
-    range_margin_pct: float = Field(default=1.25, ge=0, le=50)  # NAMUR NE 43: 3.8 mA is -1.25 %
+    stale_s: WatchTime | None = None
+    frozen_s: WatchTime | None = None  # None or 0: off
+    frozen_band_pct: Percent = 2.0  # of range, around each alarm limit
+    range_margin_pct: Percent = 1.25  # NAMUR NE 43: 3.8 mA is -1.25 %
 
 
 class RateOfChange(_Model):
     """Rate-of-change alarm: the value moved faster than ``max_per_min`` over ``window_s``."""
 
-    max_per_min: float = Field(gt=0)
-    window_s: float = Field(default=60.0, gt=0)
-    on_delay_s: float = Field(default=0.0, ge=0)
+    max_per_min: PositiveMagnitude
+    window_s: Window = 60.0
+    on_delay_s: Delay = 0.0
 
 
 class Deviation(_Model):
     """Deviation alarm between this tag and a redundant transmitter of the same quantity."""
 
     tag: str  # key, or EQUIPMENT.CODE within the enterprise
-    max: float = Field(gt=0)  # absolute, in the tag's unit
-    on_delay_s: float = Field(default=10.0, ge=0)
+    max: PositiveMagnitude  # absolute, in the tag's unit; plant_check: at most the range span
+    on_delay_s: Delay = 10.0
 
 
 class StateAlarm(_Model):
     """Discrete tags: alarm in a state, and/or when the feedback disagrees with its command."""
 
-    alarm_value: float | None = None  # e.g. 1 for a high-level switch
-    on_delay_s: float = Field(default=0.0, ge=0)
+    alarm_value: Value | None = None  # e.g. 1 for a high-level switch
+    on_delay_s: Delay = 0.0
     command: str | None = None  # command tag: pump run command, valve open command
-    tolerance: float = Field(default=0.5, ge=0)
-    travel_s: float = Field(default=10.0, gt=0)  # time the feedback may take to follow
+    tolerance: Magnitude = 0.5
+    # time the feedback may take to follow
+    travel_s: Annotated[float, bounded(0, DAY_S, " s", above=True)] = 10.0
 
 
 class GasLevel(_Model):
-    value: float
+    value: Value
     unit: str
 
 
@@ -397,8 +458,8 @@ class GasSpec(_Model):
     detector: _enum(Detector)  # type: ignore[valid-type]
     method: _enum(GasMethod) = GasMethod.POINT  # type: ignore[valid-type]
     preset: str | None = None
-    level1: float | None = None
-    level2: float | None = None
+    level1: Value | None = None
+    level2: Value | None = None
 
 
 class Tag(_Model):
@@ -408,7 +469,7 @@ class Tag(_Model):
     kind: _enum(TagKind)  # type: ignore[valid-type]
     unit: str = ""
     range: Range | None = None
-    resolution: float | None = Field(default=None, gt=0)
+    resolution: PositiveMagnitude | None = None  # plant_check: below the range span
     source: TagSource
     limits: Limits | None = None
     gas: GasSpec | None = None
@@ -428,14 +489,14 @@ class Tag(_Model):
 class InterlockInput(_Model):
     tag: str  # key, or EQUIPMENT.CODE within the enterprise
     op: Literal[">", ">=", "<", "<=", "==", "!="]
-    value: float
+    value: Value  # plant_check: inside the input tag's range
     bypass: str | None = None  # bypass switch tag (1 = bypassed)
 
 
 class FinalElement(_Model):
     tag: str  # position feedback tag
-    safe_value: float  # e.g. 0 = closed
-    tolerance: float = Field(default=0.5, ge=0)
+    safe_value: Value  # e.g. 0 = closed
+    tolerance: Magnitude = 0.5
 
 
 class Interlock(_Model):
@@ -444,8 +505,9 @@ class Interlock(_Model):
     voting: str = Field(pattern=r"^\d+oo\d+$")
     inputs: list[InterlockInput] = Field(min_length=1)
     final_element: FinalElement
-    response_s: float = Field(default=10.0, gt=0)
-    max_bypass_h: float = Field(default=8.0, gt=0)
+    # a final element that needs more than an hour is no safety function's final element
+    response_s: Annotated[float, bounded(0, 3600, " s", above=True)] = 10.0
+    max_bypass_h: Annotated[float, bounded(0, 720, " h", above=True)] = 8.0  # 30 days at most
     in_service: bool = True
 
 
@@ -468,7 +530,7 @@ class Enterprise(_Model):
     city: str = ""
     industry: str = ""
     credit_code: str | None = Field(default=None, pattern=r"^[0-9A-HJ-NPQRTUWXY]{18}$")
-    population_500m: int | None = Field(default=None, ge=0)
+    population_500m: int | None = Field(default=None, ge=0, le=100_000_000)
     duty_phone: Phone | None = None
     devices: list[Device] = []
     hazard_sources: list[HazardSource] = []
@@ -493,3 +555,75 @@ class Plant(_Model):
             if t.key == key:
                 return t
         raise KeyError(key)
+
+
+# --- normal form ------------------------------------------------------------------
+
+
+def normalise(data: Any, model: type[BaseModel] = Plant) -> Any:
+    """The raw document as the model reads it, for plant_check's cross-checks.
+
+    Each known key's value is validated on its own by the field's own type (``opc-ua`` ->
+    ``OPCUA``, ``e`` -> ``EVEN``, ``"502"`` from ``${PORT}`` -> 502, ``[0, "100"]`` -> (0.0, 100.0));
+    a value its field refuses is kept as written, for validation to report. Keys, lists and
+    nesting are unchanged, so every document path still finds its file:line.
+    """
+    if not isinstance(data, dict):
+        return data
+    return {k: _normal_field(model, k, v) for k, v in data.items()}
+
+
+def _normal_field(model: type[BaseModel], key: str, v: Any) -> Any:
+    info = model.model_fields.get(key)
+    if info is None:
+        return v  # an unknown key: validation reports it
+    if not _holds_model(info.annotation):
+        try:
+            return _field_adapter(model, key).validate_python(v)
+        except ValidationError:
+            return v
+    return _normal(info.annotation, _before(info.metadata, v))
+
+
+def _normal(tp: Any, v: Any) -> Any:
+    """Walk a model-holding type: models field by field, lists item by item, unions by their tag."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        inner, *meta = args
+        v = _before(meta, v)
+        tag = next((m.discriminator for m in meta if isinstance(m, Discriminator)), None)
+        if callable(tag):
+            chosen = tag(v)
+            for member in get_args(inner):
+                if any(isinstance(m, UnionTag) and m.tag == chosen for m in get_args(member)[1:]):
+                    return _normal(member, v)
+            return v
+        return _normal(inner, v)
+    if origin in (Union, UnionType):
+        members = [a for a in args if a is not type(None)]
+        return v if v is None or len(members) != 1 else _normal(members[0], v)
+    if origin is list:
+        return [_normal(args[0], x) for x in v] if isinstance(v, list) else v
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return normalise(v, tp)
+    return v
+
+
+def _before(meta: Any, v: Any) -> Any:
+    for m in meta:
+        if isinstance(m, BeforeValidator):
+            v = m.func(v)  # type: ignore[call-arg]
+    return v
+
+
+def _holds_model(tp: Any) -> bool:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return True
+    return any(_holds_model(a) for a in get_args(tp))
+
+
+@cache
+def _field_adapter(model: type[BaseModel], key: str) -> TypeAdapter[Any]:
+    info = model.model_fields[key]
+    tp: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(tp)

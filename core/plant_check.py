@@ -1,8 +1,10 @@
 """Build a Plant from loaded YAML: structural validation, cross-reference rules, resolution.
 
 All problems are collected and raised together as one ConfigError, each naming file:line
-and the document path. The checks walk the raw data (not the validated model) so that a
-structural error in one tag never hides a cross-reference error in another.
+and the document path. The checks walk the document (not the validated model) so that a
+structural error in one tag never hides a cross-reference error in another, but always in
+``core.plant.normalise``'s form: every value spelled and typed as validation reads it, and
+every default taken from the model, so a check and the model can never disagree on a spelling.
 
 Resolution fills in what the rule engine needs: each tag's stable key, effective limits
 for gas detectors (GB/T 50493-2019 §5.5.2 from preset, explicit levels or defaults), and
@@ -24,31 +26,44 @@ from pydantic import ValidationError
 
 from core.config import Loaded, PathKey, SourceMap, format_path, load_document
 from core.errors import ConfigError, ConfigIssue
-from core.plant import DataType, Plant, protocol_name
+from core.plant import (
+    DataType,
+    GasSpec,
+    ModbusDevice,
+    OpcUaDevice,
+    Plant,
+    Tag,
+    TagSource,
+    enum_name,
+    normalise,
+)
 from core.units import KIND_UNITS, GasProperties, UnitError, convert_gas
 
 __all__ = ["DEFAULT_DEADBAND_PCT", "DEFAULT_ON_DELAY_S", "GasReference", "build_plant"]
 
-# ISA-18.2 starting points (DOMAIN.md "Alarm management"); gas and discrete: none.
+# ISA-18.2 starting points (DOMAIN.md "Alarm management"); gas, discrete and counter: none (a
+# counter only accumulates: a deadband or delay as % of a roll-over range means nothing).
 DEFAULT_DEADBAND_PCT = {"FLOW": 5.0, "LEVEL": 5.0, "PRESSURE": 2.0, "TEMPERATURE": 1.0, "COMPOSITION": 1.0}
 DEFAULT_ON_DELAY_S = {"FLOW": 15.0, "LEVEL": 60.0, "PRESSURE": 15.0, "TEMPERATURE": 60.0, "COMPOSITION": 15.0}
 _BIT_TABLES = {"COIL", "DISCRETE_INPUT"}
 # Keys that belong to one Modbus transport only; the settings every device on a bus must share.
 _TCP_KEYS = ("host", "port")
 _RTU_KEYS = ("serial_port", "baudrate", "parity", "stopbits", "bytesize", "pause_s")
-_BUS_DEFAULTS: dict[str, Any] = {
-    "baudrate": 9600,
-    "parity": "EVEN",
-    "stopbits": 1,
-    "bytesize": 8,
-    "pause_s": 0.05,
-}
-_PARITY = {"E": "EVEN", "O": "ODD", "N": "NONE"}
+_BUS_KEYS = ("baudrate", "parity", "stopbits", "bytesize", "pause_s")
 _NODE_PREFIXES = ("i=", "s=", "g=", "b=")
+# Integer registers hold only these raw counts (floats: any); a scale beyond them is unreachable.
+_RAW_SPAN = {
+    "INT16": (-(2**15), 2**15 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "UINT32": (0, 2**32 - 1),
+}
+_NO_RANGE_KINDS = ("DISCRETE", "COUNTER")  # a switch or a counter has no instrument range
 
 
-def _up(v: Any) -> Any:
-    return v.upper().replace("-", "_") if isinstance(v, str) else v
+def _get(d: dict[str, Any], model: type[Any], key: str) -> Any:
+    """``d[key]``, or the model's default for it: each default lives in core/plant.py only."""
+    return d[key] if key in d else model.model_fields[key].default
 
 
 def _num(v: Any) -> float | None:
@@ -111,6 +126,7 @@ class _Checker:
         # (device, unit id, table) -> [(start, end, key, path)]
         self.registers: dict[tuple[str, int, str], list[tuple[int, int, str, PathKey]]] = defaultdict(list)
         self.tag_unit: dict[str, str] = {}
+        self.tag_range: dict[str, tuple[float, float]] = {}
         # rule references (deviation partner, state command) checked once every key is known
         self.rule_refs: list[tuple[str, str, Any, PathKey]] = []
         # RTU buses: serial port -> [(device, path)], and the unit ids tags address on them
@@ -165,10 +181,10 @@ class _Checker:
             self._rule_ref(ent_code, key, ref, at)
 
     def _security(self, dev: dict[str, Any], at: PathKey) -> None:
-        if str(dev.get("protocol", "")).upper() != "OPCUA":
+        if dev.get("protocol") != "OPCUA":
             return
-        policy = _up(dev.get("security_policy", "NONE"))
-        mode = _up(dev.get("security_mode", "NONE"))
+        policy = _get(dev, OpcUaDevice, "security_policy")
+        mode = _get(dev, OpcUaDevice, "security_mode")
         if (policy == "NONE") != (mode == "NONE"):
             self.err(
                 (*at, "security_mode"),
@@ -180,9 +196,9 @@ class _Checker:
 
     def _transport(self, dev: dict[str, Any], at: PathKey) -> None:
         """Modbus TCP needs host; RTU needs serial_port, 8 data bits and no TCP keys."""
-        if protocol_name(dev.get("protocol")) != "MODBUS":
+        if dev.get("protocol") != "MODBUS":
             return
-        transport = _up(dev.get("transport", "TCP"))
+        transport = _get(dev, ModbusDevice, "transport")
         dev_id = dev.get("id")
         if transport == "TCP":
             if dev.get("host") is None:
@@ -199,12 +215,12 @@ class _Checker:
                 self.err(at, "a Modbus RTU device needs serial_port: (e.g. /dev/ttyS1)")
             elif isinstance(port, str) and port:
                 self.buses[port].append((dev, at))
-            if dev.get("bytesize", 8) != 8:
+            if _get(dev, ModbusDevice, "bytesize") != 8:
                 self.err(
                     (*at, "bytesize"),
                     "RTU frames are 8-bit binary: bytesize must be 8 (7 bits is Modbus ASCII)",
                 )
-            if dev.get("unit_id", 1) == 0:
+            if _get(dev, ModbusDevice, "unit_id") == 0:
                 self.err(
                     (*at, "unit_id"),
                     "unit_id 0 is the RTU broadcast address: no device answers a read (use 1..247)",
@@ -216,8 +232,8 @@ class _Checker:
         for port, members in self.buses.items():
             (first, first_at), rest = members[0], members[1:]
             for dev, at in rest:
-                for k, default in _BUS_DEFAULTS.items():
-                    mine, theirs = _bus_setting(dev, k, default), _bus_setting(first, k, default)
+                for k in _BUS_KEYS:
+                    mine, theirs = _get(dev, ModbusDevice, k), _get(first, ModbusDevice, k)
                     if mine != theirs:
                         self.err(
                             (*at, k) if k in dev else at,
@@ -226,7 +242,7 @@ class _Checker:
                             "share one bus and its settings",
                         )
             for dev, at in members:
-                unit = dev.get("unit_id", 1)
+                unit = _get(dev, ModbusDevice, "unit_id")
                 if not isinstance(unit, int) or isinstance(unit, bool):
                     continue
                 seen = owner.setdefault((port, unit), (str(dev.get("id")), at))
@@ -267,7 +283,7 @@ class _Checker:
         equipment: set[Any],
         devices: dict[str, dict[str, Any]],
     ) -> None:
-        eq, code, kind = tag.get("equipment"), tag.get("code"), _up(tag.get("kind"))
+        eq, code, kind = tag.get("equipment"), tag.get("code"), tag.get("kind")
         if isinstance(eq, str) and eq not in equipment:
             known = ", ".join(sorted(str(e) for e in equipment)) or "none"
             self.err(
@@ -278,9 +294,9 @@ class _Checker:
             self._unique(self.keys, key, (*at, "code"), "tag key")
             if isinstance(kind, str):
                 self.tag_kind[key] = kind
-            if isinstance(tag.get("unit", ""), str):
-                self.tag_unit[key] = tag.get("unit", "")
-        unit = tag.get("unit", "")
+            if isinstance(_get(tag, Tag, "unit"), str):
+                self.tag_unit[key] = _get(tag, Tag, "unit")
+        unit = _get(tag, Tag, "unit")
         if (
             isinstance(kind, str)
             and kind in KIND_UNITS
@@ -293,8 +309,11 @@ class _Checker:
         if tag.get("range") is not None and rng is not None and rng[0] >= rng[1]:
             self.err((*at, "range"), f"range low {rng[0]:g} must be below high {rng[1]:g}")
             rng = None
-        if kind not in (None, "DISCRETE") and tag.get("range") is None:
+        if isinstance(eq, str) and isinstance(code, str) and rng is not None:
+            self.tag_range[key] = rng
+        if kind not in (None, *_NO_RANGE_KINDS) and tag.get("range") is None:
             self.err((*at, "range"), f"a {kind} tag needs its instrument range [low, high]")
+        self._within_span(tag, ("resolution",), at, rng, "FROZEN would take every reading for unchanged")
         source = tag.get("source")
         if isinstance(source, dict):
             self._source(key, source, (*at, "source"), devices, rng)
@@ -331,7 +350,7 @@ class _Checker:
             return
         if dev is None:
             return
-        protocol = protocol_name(dev.get("protocol"))
+        protocol = dev.get("protocol")
         opcua_keys = {"node", "namespace_uri"}
         modbus_keys = {"table", "address", "type", "byte_order", "unit_id", "scale"}
         present = set(src)
@@ -367,7 +386,7 @@ class _Checker:
         if missing:
             self.err(at, f"Modbus source needs {', '.join(missing)}")
             return
-        table, dtype, address = _up(src["table"]), _up(src["type"]), src["address"]
+        table, dtype, address = src["table"], src["type"], src["address"]
         if not (isinstance(address, int) and isinstance(table, str) and dtype in DataType.__members__):
             return
         if (dtype == "BOOL") != (table in _BIT_TABLES):
@@ -375,16 +394,25 @@ class _Checker:
                 (*at, "type"), f"type {dtype} does not fit table {table} (BOOL goes with COIL/DISCRETE_INPUT)"
             )
             return
+        if src.get("byte_order") is not None and dtype == "BOOL":
+            self.err((*at, "byte_order"), "byte_order does not apply to a BOOL point: a bit has no bytes")
+        elif src.get("byte_order") in ("CDAB", "DCBA") and DataType(dtype).registers == 1:
+            self.err(
+                (*at, "byte_order"),
+                f"byte_order {src['byte_order']} swaps words, but {dtype} is a single register: "
+                "give ABCD, or BADC for a device that sends the two bytes swapped",
+            )
         width = DataType(dtype).registers
         if address + width > 65536:
             self.err((*at, "address"), f"registers {address}..{address + width - 1} run past 65535")
             return
-        unit_id = src.get("unit_id", dev.get("unit_id", 1))
+        unit_id = _get(src, TagSource, "unit_id")
+        unit_id = _get(dev, ModbusDevice, "unit_id") if unit_id is None else unit_id
         if not isinstance(unit_id, int) or isinstance(unit_id, bool):
             return  # the structural validation reports it
         self.registers[(str(dev.get("id")), int(unit_id), table)].append((address, address + width, key, at))
         port = dev.get("serial_port")
-        if _up(dev.get("transport", "TCP")) == "RTU" and isinstance(port, str) and "unit_id" in src:
+        if _get(dev, ModbusDevice, "transport") == "RTU" and isinstance(port, str) and "unit_id" in src:
             if unit_id == 0:
                 self.err(
                     (*at, "unit_id"),
@@ -393,11 +421,39 @@ class _Checker:
             self.bus_units.append((port, int(unit_id), str(dev.get("id")), at))
         scale = src.get("scale")
         if isinstance(scale, dict):
-            raw = _pair(scale.get("raw"))
-            if raw is not None and raw[0] == raw[1]:
-                self.err((*at, "scale", "raw"), "raw range must not be empty")
-            if scale.get("eng") is None and rng is None:
-                self.err((*at, "scale"), "scale needs eng: [low, high] when the tag has no range")
+            self._scale(scale, (*at, "scale"), str(dtype), rng)
+
+    def _scale(self, scale: dict[str, Any], at: PathKey, dtype: str, rng: tuple[float, float] | None) -> None:
+        """A scale must map the raw counts the register can hold onto a non-empty eng range."""
+        raw, eng = _pair(scale.get("raw")), _pair(scale.get("eng"))
+        if raw is not None and raw[0] == raw[1]:
+            self.err((*at, "raw"), "raw range must not be empty")
+            raw = None
+        if eng is not None and eng[0] == eng[1]:
+            self.err((*at, "eng"), "eng range must not be empty: every reading would show the same value")
+            eng = None
+        if scale.get("eng") is None:
+            if rng is None:
+                self.err(at, "scale needs eng: [low, high] when the tag has no range")
+            eng = rng
+        if raw is not None and dtype in _RAW_SPAN:
+            lo, hi = _RAW_SPAN[dtype]
+            for v in raw:
+                if not lo <= v <= hi:
+                    self.err(
+                        (*at, "raw"),
+                        f"raw {v:g} is outside what {dtype} registers hold ({lo}..{hi}): "
+                        "that part of the range can never be read",
+                    )
+                    return
+        if raw is not None and eng is not None:
+            slope = (eng[1] - eng[0]) / (raw[1] - raw[0])
+            if not math.isfinite(slope) or slope == 0:
+                self.err(
+                    at,
+                    f"raw [{raw[0]:g}, {raw[1]:g}] to eng [{eng[0]:g}, {eng[1]:g}] is no usable linear "
+                    f"scale (factor {slope:g})",
+                )
 
     def _overlaps(self) -> None:
         for (dev, unit_id, table), spans in self.registers.items():
@@ -431,6 +487,20 @@ class _Checker:
                     )
         if limits.get("deadband") is not None and limits.get("deadband_pct") is not None:
             self.err((*at, "deadband_pct"), "give deadband or deadband_pct, not both")
+        self._within_span(limits, ("deadband",), at, rng, "an alarm would never clear")
+
+    def _within_span(
+        self,
+        block: dict[str, Any],
+        path: tuple[str, ...],
+        at: PathKey,
+        rng: tuple[float, float] | None,
+        why: str,
+    ) -> None:
+        """A tolerance-like setting (deadband, resolution, deviation) must be below the range span."""
+        v = _num(block.get(path[-1]))
+        if v is not None and rng is not None and v >= rng[1] - rng[0]:
+            self.err((*at, *path), f"{v:g} is not below the range span {rng[1] - rng[0]:g}: {why}")
 
     def _rule_settings(self, ent: str, key: str, kind: Any, tag: dict[str, Any], at: PathKey) -> None:
         """rate:, deviation: and state: (rules/): which kinds they suit, and their tag references."""
@@ -439,6 +509,13 @@ class _Checker:
         deviation = tag.get("deviation")
         if isinstance(deviation, dict) and isinstance(deviation.get("tag"), str):
             self.rule_refs.append((ent, key, deviation["tag"], (*at, "deviation", "tag")))
+        if isinstance(deviation, dict):
+            v, rng = _num(deviation.get("max")), self.tag_range.get(key)
+            if v is not None and rng is not None and v > rng[1] - rng[0]:
+                self.err(
+                    (*at, "deviation", "max"),
+                    f"{v:g} is more than the range span {rng[1] - rng[0]:g}: it can never be reached",
+                )
         state = tag.get("state")
         if state is None:
             return
@@ -494,11 +571,19 @@ class _Checker:
                     self.err((*at, "voting"), f"voting {voting} needs {n} inputs, has {len(inputs)}")
         for k, inp in _items(inputs):
             self._ref(ent, inp.get("tag"), (*at, "inputs", k, "tag"))
+            self._in_range(ent, inp.get("tag"), inp.get("value"), (*at, "inputs", k, "value"), _trip(inp))
             if inp.get("bypass") is not None:
                 self._ref(ent, inp.get("bypass"), (*at, "inputs", k, "bypass"), want="DISCRETE")
         fe = il.get("final_element")
         if isinstance(fe, dict):
             self._ref(ent, fe.get("tag"), (*at, "final_element", "tag"))
+            self._in_range(
+                ent,
+                fe.get("tag"),
+                fe.get("safe_value"),
+                (*at, "final_element", "safe_value"),
+                "it can never be reported",
+            )
             ref = fe.get("tag")
             fe_kind = self.tag_kind.get(resolve_key(ent, ref)) if isinstance(ref, str) else None
             if fe_kind not in (None, "DISCRETE"):
@@ -508,6 +593,15 @@ class _Checker:
                     f"breaker (demand without action is judged on it), is {fe_kind}",
                 )
 
+    def _in_range(
+        self, ent: str, ref: Any, value: Any, at: PathKey, why: str | Callable[[bool], str]
+    ) -> None:
+        """An interlock's trip value or safe position must lie inside its tag's instrument range."""
+        v, rng = _num(value), self.tag_range.get(resolve_key(ent, ref)) if isinstance(ref, str) else None
+        if v is not None and rng is not None and not rng[0] <= v <= rng[1]:
+            because = why if isinstance(why, str) else why(v > rng[1])
+            self.err(at, f"{v:g} is outside the range [{rng[0]:g}, {rng[1]:g}] of tag {ref!r}: {because}")
+
     def _ref(self, ent: str, ref: Any, at: PathKey, want: str | None = None) -> None:
         if not isinstance(ref, str):
             return
@@ -516,6 +610,17 @@ class _Checker:
             self.err(at, f"unknown tag {ref!r}")
         elif want is not None and self.tag_kind.get(key) != want:
             self.err(at, f"tag {ref!r} must be a {want} tag, is {self.tag_kind.get(key)}")
+
+
+def _trip(inp: dict[str, Any]) -> Callable[[bool], str]:
+    """What an input comparing against a value above (or below) its tag's range does."""
+
+    def why(above: bool) -> str:
+        op = inp.get("op")
+        never = op == "==" or (op in (">", ">=") if above else op in ("<", "<="))
+        return "the input can never trip" if never else "the input always trips"
+
+    return why
 
 
 def resolve_key(enterprise: str, ref: str) -> str:
@@ -531,8 +636,8 @@ def resolve_gas(
     For OXYGEN, level1 is the low alarm and level2 the high alarm.
     """
     name = str(gas.get("gas", "")).upper()
-    detector = _up(gas.get("detector"))
-    method = _up(gas.get("method", "POINT"))
+    detector = gas.get("detector")
+    method = _get(gas, GasSpec, "method")
     if name not in ref.gases:
         known = ", ".join(sorted(ref.gases)) or "none: set reference: in the plant file"
         err(("gas",), f"unknown gas {gas.get('gas')!r} (known: {known})")
@@ -552,7 +657,7 @@ def resolve_gas(
                     f"preset {preset_name} is for {preset.get('gas')}, this detector measures {name}",
                 )
                 return None
-            if _up(preset.get("detector", detector)) != detector:
+            if enum_name(preset.get("detector", detector)) != detector:
                 err(
                     ("preset",),
                     f"preset {preset_name} is for {preset.get('detector')} detectors, this one is {detector}",
@@ -626,13 +731,6 @@ def resolve_gas(
     return detector, round(l1, 6), round(l2, 6)
 
 
-def _bus_setting(dev: dict[str, Any], key: str, default: Any) -> Any:
-    v = dev.get(key, default)
-    if key == "parity" and isinstance(v, str):
-        return _PARITY.get(v.upper(), v.upper())
-    return v
-
-
 def _items(v: Any) -> list[tuple[int, dict[str, Any]]]:
     return [(i, x) for i, x in enumerate(v) if isinstance(x, dict)] if isinstance(v, list) else []
 
@@ -677,10 +775,10 @@ def _resolve(data: dict[str, Any], ref: GasReference) -> dict[str, Any]:
         for hs in ent.get("hazard_sources", []):
             for tag in hs.get("tags", []):
                 tag["key"] = f"{ent['code']}.{tag['equipment']}.{tag['code']}"
-                kind = _up(tag["kind"])
+                kind = tag["kind"]
                 rng = _pair(tag.get("range"))
                 if kind == "GAS":
-                    levels = resolve_gas(tag["gas"], tag.get("unit", ""), ref, lambda p, m: None)
+                    levels = resolve_gas(tag["gas"], _get(tag, Tag, "unit"), ref, lambda p, m: None)
                     assert levels is not None
                     detector, l1, l2 = levels
                     limits = {"l": l1, "h": l2} if detector == "OXYGEN" else {"h": l1, "hh": l2}
@@ -704,7 +802,7 @@ def _resolve(data: dict[str, Any], ref: GasReference) -> dict[str, Any]:
 
 def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
     issues = list(loaded.issues)
-    data = loaded.data
+    data = normalise(loaded.data)
     if not isinstance(data, dict):
         if data is not None:
             issues.append(loaded.source.issue((), "a plant file must be a mapping with enterprises:"))

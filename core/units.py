@@ -1,15 +1,42 @@
-"""Engineering units per tag kind, and gas concentration conversions.
+"""Engineering units per tag kind, the bounds of every configured number, and gas conversions.
 
 Gas units convert through volume fraction: %VOL <-> ppm (x 10 000), ppm <-> mg/m3 (x molar
 mass / molar volume), %LEL <-> %VOL (x LEL / 100). Molar volume is configuration: 22.4 L/mol
 at 0 °C, 24.45 L/mol at 25 °C (GBZ 2.1 uses 24.45 for workplace air).
+
+Every float of the plant model is one of the bounded types below (docs/configuration.md
+lists them): NaN and infinity are always refused, because a NaN limit compares false
+against every reading and an infinite range or interval silently turns an alarm off or
+overflows the rule engine's integer microseconds.
 """
 
 from __future__ import annotations
 
-__all__ = ["KIND_UNITS", "GasProperties", "UnitError", "convert_gas"]
+__all__ = [
+    "DAY_S",
+    "KIND_UNITS",
+    "VALUE_MAX",
+    "WEEK_S",
+    "Delay",
+    "GasProperties",
+    "Interval",
+    "Magnitude",
+    "Percent",
+    "PositiveMagnitude",
+    "Timeout",
+    "UnitError",
+    "Value",
+    "WatchTime",
+    "Window",
+    "bounded",
+    "convert_gas",
+]
 
+import math
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 KIND_UNITS: dict[str, frozenset[str]] = {
     "TEMPERATURE": frozenset({"°C", "℃", "K"}),
@@ -19,7 +46,44 @@ KIND_UNITS: dict[str, frozenset[str]] = {
     "COMPOSITION": frozenset({"%", "%VOL", "ppm", "mg/m³"}),
     "GAS": frozenset({"%LEL", "LEL·m", "ppm", "mg/m³", "%VOL"}),
     "DISCRETE": frozenset({"", "%"}),  # "%" for valve position feedback
+    # run-hour counters, totalisers (flow integrated over time), energy meters; "" for plain counts
+    "COUNTER": frozenset({"", "h", "s", "m³", "Nm³", "L", "t", "kg", "kWh", "MWh"}),
 }
+
+# |measured value| bound for limits, ranges and scales: float64 still counts in units up to 9e15,
+# and two such values subtract to a finite span.
+VALUE_MAX = 1e15
+DAY_S = 86_400.0
+WEEK_S = 7 * DAY_S
+
+
+def bounded(lo: float, hi: float, unit: str = "", *, above: bool = False) -> AfterValidator:
+    """A validator for a finite float in ``[lo, hi]`` (``(lo, hi]`` when ``above``); the error is
+    a sentence with the bounds and the unit, reported at the key's file:line."""
+
+    def check(v: float) -> float:
+        allowed = f"above {lo:g} and at most {hi:g}{unit}" if above else f"between {lo:g} and {hi:g}{unit}"
+        if not math.isfinite(v):
+            raise ValueError(f"must be a finite number {allowed}, is {v}")
+        if not (v > lo if above else v >= lo) or v > hi:
+            raise ValueError(f"must be {allowed}, is {v:g}{unit}")
+        return v
+
+    return AfterValidator(check)
+
+
+# Values in the tag's unit: limits, ranges, scales, interlock trip values.
+Value = Annotated[float, bounded(-VALUE_MAX, VALUE_MAX)]
+Magnitude = Annotated[float, bounded(0, VALUE_MAX)]  # deadbands, tolerances
+PositiveMagnitude = Annotated[float, bounded(0, VALUE_MAX, above=True)]  # resolution, deviation, rate
+Percent = Annotated[float, bounded(0, 50, " %")]  # of a tag's span
+# Durations. Every one becomes integer microseconds in rules/compile.py; these maxima keep that
+# exact and far from int64 (stale time = 10 polls of at most a day: 8.6e11 µs).
+Delay = Annotated[float, bounded(0, DAY_S, " s")]  # on/off delays, travel times
+Interval = Annotated[float, bounded(0.001, DAY_S, " s")]  # poll / sampling intervals
+Timeout = Annotated[float, bounded(0.01, 600, " s")]  # request timeouts
+Window = Annotated[float, bounded(1, DAY_S, " s")]  # rate-of-change window
+WatchTime = Annotated[float, bounded(0, WEEK_S, " s")]  # stale and frozen times (0: off)
 
 
 class UnitError(ValueError):
