@@ -186,9 +186,15 @@ def demo(
         else (default if default.exists() else None)
     )
     options = _options(metrics_port, None)
-    asyncio.run(
-        run_demo(plant, out, scenario=chosen, speed=speed, view=view, duration_s=duration_s, options=options)
-    )
+    try:
+        asyncio.run(
+            run_demo(
+                plant, out, scenario=chosen, speed=speed, view=view, duration_s=duration_s, options=options
+            )
+        )
+    except StorageError as exc:  # a configured database that cannot be used: say so, no traceback
+        err.print(f"hazardwatch demo: {redact(str(exc))}", markup=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, SchemaError) else 1) from None
 
 
 def _mount() -> None:

@@ -104,6 +104,9 @@ def test_log_records_are_redacted_as_a_last_line_of_defence() -> None:
 def _args(command: str, dsn: str) -> tuple[list[str], dict[str, str]]:
     if command == "db upgrade":
         return ["db", "upgrade", "--dsn", dsn], {}
+    if command == "demo":
+        demo = ["demo", str(ROOT / "config/demo"), "--no-view", "--scenario", "none", "--duration", "1"]
+        return demo, {"DATABASE_URL": dsn}
     run = ["run", str(PLANT), "--duration", "1", "--metrics-port", "0", "--log-level", "DEBUG"]
     return run, {"DATABASE_URL": dsn}
 
@@ -121,7 +124,7 @@ def test_cli_never_prints_the_password(
         assert SECRET not in result.output, f"{command} with {form} printed the password:\n{result.output}"
 
 
-@pytest.mark.parametrize("command", ["db upgrade", "run"])
+@pytest.mark.parametrize("command", ["db upgrade", "run", "demo"])
 def test_cli_process_never_prints_the_password(command: str, tmp_path: Path) -> None:
     """The whole process (exception hooks, exit handlers) with the URL of the report."""
     args, env = _args(command, f"postgres://u:{SECRET}@[::1:5432/db")
@@ -137,4 +140,5 @@ def test_cli_process_never_prints_the_password(command: str, tmp_path: Path) -> 
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert 'in URI: "postgres://u:***@[::1:5432/db"' in out
+    assert "Traceback" not in out
     assert SECRET not in out
