@@ -4,6 +4,7 @@ the logging setup and the CLI (``run`` and ``db upgrade`` as subprocesses)."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -142,3 +143,19 @@ def test_cli_process_never_prints_the_password(command: str, tmp_path: Path) -> 
     assert 'in URI: "postgres://u:***@[::1:5432/db"' in out
     assert "Traceback" not in out
     assert SECRET not in out
+
+
+def test_an_exception_that_ends_the_process_is_logged_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    logs.setup("INFO", "json", stream=stream)
+    try:
+        raise RuntimeError(f"cannot use postgres://u:{SECRET}@h/db")
+    except RuntimeError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)  # what the interpreter calls at the end
+        after_shutdown = exc
+    [record] = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert record["level"] == "CRITICAL" and record["message"] == "unhandled exception"
+    assert record["exception"].endswith("RuntimeError: cannot use postgres://u:***@h/db")
+    sys.excepthook(type(after_shutdown), after_shutdown, after_shutdown.__traceback__)  # logging stopped
+    err = capsys.readouterr().err
+    assert "RuntimeError: cannot use postgres://u:***@h/db" in err and SECRET not in err
