@@ -3,7 +3,7 @@
 Invariant: reporting costs O(1) log records per batch, whatever the number of edges. One
 device failure can turn thousands of tags BAD in one batch; a log line per edge on the event
 loop stalled every other source (issue 9). Each batch with edges gives one summary record
-(counts per kind, the first edge in full); the per-edge lines go out only at DEBUG.
+(counts per kind, the first ``SHOWN_EDGES`` edges in full); the other edges go out only at DEBUG.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from rules import ConditionEdges, EngineSnapshot, RuleEngine, RuleKind
 __all__ = ["RuleSink"]
 
 log = logging.getLogger(__name__)
+
+SHOWN_EDGES = 3  # edges written in full in a batch's summary record; the rest only at DEBUG
 
 
 class RuleSink:
@@ -70,20 +72,21 @@ class RuleSink:
         self.edges_total += n
         activations = int(edges.active.sum())
         self.activations_total += activations
-        first = self.engine.describe(_head(edges, 1))[0]
+        shown = self.engine.describe(_head(edges, SHOWN_EDGES))
         if n == 1:
-            log.warning("condition %s", first)
+            log.warning("condition %s", shown[0])
             return
         log.warning(
-            "conditions: %d edges, %d active (%s), %d cleared (%s); first: %s",
+            "conditions: %d edges, %d active (%s), %d cleared (%s); %s: %s",
             n,
             activations,
             self._by_kind(edges, True),
             n - activations,
             self._by_kind(edges, False),
-            first,
+            "all" if n <= SHOWN_EDGES else f"first {SHOWN_EDGES}",
+            "; ".join(shown),
         )
-        if log.isEnabledFor(logging.DEBUG):
+        if n > SHOWN_EDGES and log.isEnabledFor(logging.DEBUG):
             for line in self.engine.describe(edges):
                 log.debug("condition %s", line)
 

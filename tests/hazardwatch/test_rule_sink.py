@@ -104,7 +104,8 @@ def test_a_batch_of_5000_edges_is_one_log_record(caplog: pytest.LogCaptureFixtur
     assert record.getMessage().startswith(
         f"conditions: {BIG} edges, {BIG} active (BAD_QUALITY {BIG}), 0 cleared (-)"
     )
-    assert "first: " in record.getMessage() and "G.E0000.T0:BAD_QUALITY ACTIVE" in record.getMessage()
+    assert "; first 3: " in record.getMessage() and "G.E0000.T2:BAD_QUALITY ACTIVE" in record.getMessage()
+    assert "G.E0000.T3:" not in record.getMessage()
     assert sink.edges_total == sink.activations_total == BIG
 
     caplog.clear()  # recovery: the per-edge lines exist, at DEBUG only
@@ -114,6 +115,20 @@ def test_a_batch_of_5000_edges_is_one_log_record(caplog: pytest.LogCaptureFixtur
     summary, *edges = caplog.records
     assert f"{BIG} edges, 0 active (-), {BIG} cleared (BAD_QUALITY {BIG})" in summary.getMessage()
     assert len(edges) == BIG and all(r.levelno == logging.DEBUG for r in edges)
+
+
+def test_a_few_edges_are_all_logged_in_full(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    plant = generated_plant(1, 2, tmp_path)
+    clock = FakeClock()
+    sink = RuleSink(RuleEngine.from_plant(plant, TagRegistry.from_plant(plant)), clock)
+    two = ReadingBatch.from_rows(
+        [(t, clock.now_us(), float("nan"), Quality.BAD_COMM_FAILURE) for t in (7, 8)]
+    )
+    with caplog.at_level(logging.DEBUG, logger="hazardwatch.rule_sink"):
+        sink._log(sink.engine.evaluate(two, clock.now_us()))
+    [record] = caplog.records  # every edge is in the summary: no DEBUG repeat
+    assert "2 edges, 2 active (BAD_QUALITY 2), 0 cleared (-); all: " in record.getMessage()
+    assert "T7:BAD_QUALITY ACTIVE" in record.getMessage() and "T8:BAD_QUALITY ACTIVE" in record.getMessage()
 
 
 def test_a_single_edge_is_logged_in_full(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
