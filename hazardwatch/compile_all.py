@@ -9,8 +9,8 @@ can run it anywhere.
 The config model should refuse whatever would make a step fail. Where it does not,
 ``compile_checked`` still turns the failure into a config error at a ``file:line``: the
 innermost tag, interlock or device the failing step was working on (read from the frames of
-the traceback), narrowed to one of its numbers when one is non-finite or absurdly large —
-never a traceback, and never "config OK".
+the traceback), narrowed to one of its numbers (or its device's) that is non-finite or past
+every bound, else to a key written without a value — never a traceback, never "config OK".
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from rules.compile import compile_rules
 
 __all__ = ["CompileError", "Compiled", "compile_checked", "compile_plant"]
 
-# A number at least this large in a plant config is a typo or a placeholder: seconds of it
-# overflow int64 microseconds (9.2e12 s), and no range, limit or interval comes near it.
-_ABSURD = 1e12
+# Beyond every bound of the config model (values at most ±1e15, docs/configuration.md
+# "Bounds"): a number past it can only have slipped through, so it is the likely culprit.
+_ABSURD = 1e15
 _Subject = Tag | Interlock | ModbusDevice | OpcUaDevice
 _PRECEDENCE = (Tag, Interlock, ModbusDevice, OpcUaDevice)
 
@@ -136,7 +136,7 @@ def _absurd(value: Any, at: PathKey) -> Iterator[tuple[PathKey, Any]]:
     elif (
         isinstance(value, int | float)
         and not isinstance(value, bool)
-        and (not math.isfinite(value) or abs(value) >= _ABSURD)
+        and (not math.isfinite(value) or abs(value) > _ABSURD)
     ):
         yield at, value
 
