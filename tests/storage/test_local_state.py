@@ -23,23 +23,22 @@ sys.stdin.read()
 
 
 def test_a_second_process_is_refused_with_the_directory_and_the_holders_pid(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", HOLD, str(tmp_path / "data")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        with pytest.raises(DirectoryInUse) as refused:
-            DirectoryLock(tmp_path / "data", "spool directory").acquire()
-        message = str(refused.value)
-        assert f"spool directory {(tmp_path / 'data').resolve()}" in message
-        assert f"pid {holder.pid}" in message
-    finally:
-        holder.kill()  # like kill -9: the kernel drops the lock with the process
-        holder.wait()
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            with pytest.raises(DirectoryInUse) as refused:
+                DirectoryLock(tmp_path / "data", "spool directory").acquire()
+            message = str(refused.value)
+            assert f"spool directory {(tmp_path / 'data').resolve()}" in message
+            assert f"pid {holder.pid}" in message
+        finally:
+            holder.kill()  # like kill -9: the kernel drops the lock with the process
     with DirectoryLock(tmp_path / "data") as lock:  # a stale lock file never blocks a restart
         assert lock.held
         assert (tmp_path / "data" / LOCK_NAME).read_text() == f"{os.getpid()}\n"
