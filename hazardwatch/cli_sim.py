@@ -78,12 +78,15 @@ async def _stoppable() -> AsyncIterator[asyncio.Event]:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+        # Not possible off the main thread (an embedding caller): then the caller stops us.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     try:
         yield stop
     finally:
         for sig in SIGNALS:
-            loop.remove_signal_handler(sig)
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         if stop.is_set():
             typer.echo("stopped on a signal: servers closed")
 
