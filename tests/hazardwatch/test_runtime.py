@@ -13,7 +13,7 @@ from core.clock import FakeClock
 from core.config import load_plant
 from core.registry import TagRegistry
 from core.settings import StorageSettings
-from hazardwatch.runtime import RuleSink, Runtime, RuntimeOptions
+from hazardwatch.runtime import RuleSink, RunSummary, Runtime, RuntimeOptions
 from rules import RuleEngine
 from storage.dirlock import DirectoryInUse, DirectoryLock
 
@@ -71,3 +71,18 @@ async def test_two_runs_may_not_share_a_spool_even_from_different_data_directori
     assert f"pid {os.getpid()}" in str(refused.value)
     with DirectoryLock(tmp_path / "b"):  # the failed start let go of its own data directory
         pass
+
+
+def test_the_stop_summary_names_every_place_a_row_went() -> None:
+    summary = RunSummary(
+        readings=9347, comm_markers=87, gap_markers=87, to_historian=9511, written_rows=5687,
+        drained_rows=3900, spooled_at_start=120, pending_rows=30, dropped_rows=10, rejected_rows=2,
+        quarantined_rows=1,
+    )  # fmt: skip
+    assert summary.collected == 9521 and summary.lost_in_hub == 10 and summary.unaccounted == 1
+    assert summary.text() == (
+        "stopped: 9347 readings collected, 87 comm-failure markers, 87 crash-gap markers; "
+        "5687 rows written directly, 3900 drained from the spool (120 left there by an earlier run), "
+        "30 still spooled, 10 dropped; 2 rejected (timestamp outside 1970-2200); 1 quarantined; "
+        "10 lost in the hub queue (dropped or not delivered at shutdown); 1 unaccounted for"
+    )
