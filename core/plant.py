@@ -612,7 +612,10 @@ def _normal(tp: Any, v: Any) -> Any:
 def _before(meta: Any, v: Any) -> Any:
     for m in meta:
         if isinstance(m, BeforeValidator):
-            v = m.func(v)  # type: ignore[call-arg]
+            try:
+                v = m.func(v)  # type: ignore[call-arg]
+            except (TypeError, ValueError):
+                return v  # validation reports it
     return v
 
 

@@ -30,6 +30,7 @@ from core.plant import (
     DataType,
     GasSpec,
     ModbusDevice,
+    ModbusHeartbeat,
     OpcUaDevice,
     Plant,
     Tag,
@@ -198,6 +199,10 @@ class _Checker:
         """Modbus TCP needs host; RTU needs serial_port, 8 data bits and no TCP keys."""
         if dev.get("protocol") != "MODBUS":
             return
+        hb = dev.get("heartbeat")
+        if isinstance(hb, dict):  # the same rules as a tag's point
+            dtype = _get(hb, ModbusHeartbeat, "type")
+            self._point(hb.get("table"), dtype, hb.get("address"), hb.get("byte_order"), (*at, "heartbeat"))
         transport = _get(dev, ModbusDevice, "transport")
         dev_id = dev.get("id")
         if transport == "TCP":
@@ -320,6 +325,11 @@ class _Checker:
         limits = tag.get("limits")
         if isinstance(limits, dict):
             self._limits(limits, (*at, "limits"), rng)
+            if limits.get("deadband_pct") is not None and tag.get("range") is None:
+                self.err(
+                    (*at, "limits", "deadband_pct"),
+                    "deadband_pct is a share of the range and this tag has none: give deadband",
+                )
         gas = tag.get("gas")
         if kind == "GAS" and not isinstance(gas, dict):
             self.err(at, "a GAS tag needs a gas: block (gas, detector; preset or level1/level2)")
@@ -379,6 +389,29 @@ class _Checker:
                 self.err((*at, k), f"{k} is an OPC UA setting but device {dev_id!r} is Modbus")
             self._modbus(key, src, at, dev, rng)
 
+    def _point(self, table: Any, dtype: Any, address: Any, byte_order: Any, at: PathKey) -> bool:
+        """One Modbus value (a tag's or a heartbeat's): type fits table, byte order fits type, in range."""
+        if not (isinstance(address, int) and isinstance(table, str) and dtype in DataType.__members__):
+            return False  # the structural validation reports it
+        if (dtype == "BOOL") != (table in _BIT_TABLES):
+            self.err(
+                (*at, "type"), f"type {dtype} does not fit table {table} (BOOL goes with COIL/DISCRETE_INPUT)"
+            )
+            return False
+        if byte_order is not None and dtype == "BOOL":
+            self.err((*at, "byte_order"), "byte_order does not apply to a BOOL point: a bit has no bytes")
+        elif byte_order in ("CDAB", "DCBA") and DataType(dtype).registers == 1:
+            self.err(
+                (*at, "byte_order"),
+                f"byte_order {byte_order} swaps words, but {dtype} is a single register: "
+                "give ABCD, or BADC for a device that sends the two bytes swapped",
+            )
+        width = DataType(dtype).registers
+        if address + width > 65536:
+            self.err((*at, "address"), f"registers {address}..{address + width - 1} run past 65535")
+            return False
+        return True
+
     def _modbus(
         self, key: str, src: dict[str, Any], at: PathKey, dev: dict[str, Any], rng: tuple[float, float] | None
     ) -> None:
@@ -386,26 +419,10 @@ class _Checker:
         if missing:
             self.err(at, f"Modbus source needs {', '.join(missing)}")
             return
+        if not self._point(src["table"], src["type"], src["address"], src.get("byte_order"), at):
+            return
         table, dtype, address = src["table"], src["type"], src["address"]
-        if not (isinstance(address, int) and isinstance(table, str) and dtype in DataType.__members__):
-            return
-        if (dtype == "BOOL") != (table in _BIT_TABLES):
-            self.err(
-                (*at, "type"), f"type {dtype} does not fit table {table} (BOOL goes with COIL/DISCRETE_INPUT)"
-            )
-            return
-        if src.get("byte_order") is not None and dtype == "BOOL":
-            self.err((*at, "byte_order"), "byte_order does not apply to a BOOL point: a bit has no bytes")
-        elif src.get("byte_order") in ("CDAB", "DCBA") and DataType(dtype).registers == 1:
-            self.err(
-                (*at, "byte_order"),
-                f"byte_order {src['byte_order']} swaps words, but {dtype} is a single register: "
-                "give ABCD, or BADC for a device that sends the two bytes swapped",
-            )
         width = DataType(dtype).registers
-        if address + width > 65536:
-            self.err((*at, "address"), f"registers {address}..{address + width - 1} run past 65535")
-            return
         unit_id = _get(src, TagSource, "unit_id")
         unit_id = _get(dev, ModbusDevice, "unit_id") if unit_id is None else unit_id
         if not isinstance(unit_id, int) or isinstance(unit_id, bool):
