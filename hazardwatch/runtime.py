@@ -35,6 +35,7 @@ from core.registry import TagRegistry
 from hazardwatch.compile_all import compile_plant
 from hazardwatch.logs import dropped_records
 from hazardwatch.rule_sink import RuleSink
+from hazardwatch.run_summary import RunSummary
 from storage.db import connect
 from storage.dirlock import DirectoryLock
 from storage.heartbeat import Beat, Heartbeat
@@ -60,65 +61,6 @@ class RuntimeOptions:
     rule_state_file: str | None = "rule-state.json"  # None: rule state is not kept across restarts
     shutdown_flush_s: float = 10.0
     heartbeat_s: float = 1.0  # crash detection: see storage/heartbeat.py
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """Where every row of one run went, for the stop line and for tests.
-
-    Rows handed to the hub (``readings`` + ``comm_markers`` + ``gap_markers``) reach the
-    historian writer (``to_historian``) unless the hub dropped them or still held them at
-    shutdown (``lost_in_hub``). The writer's rows plus what an earlier run left in the spool
-    are, at stop, each written directly, drained from the spool, still spooled, dropped
-    (spool full or failing disk), rejected (timestamp outside 1970-2200) or quarantined.
-    """
-
-    readings: int  # collected from the devices
-    comm_markers: int  # BAD|COMM_FAILURE rows the collectors wrote on a lost link
-    gap_markers: int  # "not collected" rows for the previous run's crash
-    to_historian: int  # taken by the historian writer
-    written_rows: int  # into the database straight from memory (duplicates included)
-    drained_rows: int  # into the database from the disk spool
-    spooled_at_start: int  # left in the spool by an earlier run
-    pending_rows: int  # still in the spool (drained at the next start)
-    dropped_rows: int
-    rejected_rows: int
-    quarantined_rows: int
-
-    @property
-    def collected(self) -> int:
-        return self.readings + self.comm_markers + self.gap_markers
-
-    @property
-    def lost_in_hub(self) -> int:
-        return self.collected - self.to_historian
-
-    @property
-    def unaccounted(self) -> int:
-        """Rows the writer took that are nowhere: 0 unless a torn spool record lost some."""
-        done = (
-            self.written_rows + self.drained_rows + self.pending_rows
-            + self.dropped_rows + self.rejected_rows + self.quarantined_rows
-        )  # fmt: skip
-        return self.to_historian + self.spooled_at_start - done
-
-    def text(self) -> str:
-        parts = [
-            f"stopped: {self.readings} readings collected, {self.comm_markers} comm-failure markers, "
-            f"{self.gap_markers} crash-gap markers; {self.written_rows} rows written directly, "
-            f"{self.drained_rows} drained from the spool"
-            + (f" ({self.spooled_at_start} left there by an earlier run)" if self.spooled_at_start else "")
-            + f", {self.pending_rows} still spooled, {self.dropped_rows} dropped"
-        ]
-        for n, what in (
-            (self.rejected_rows, "rejected (timestamp outside 1970-2200)"),
-            (self.quarantined_rows, "quarantined"),
-            (self.lost_in_hub, "lost in the hub queue (dropped or not delivered at shutdown)"),
-            (self.unaccounted, "unaccounted for"),
-        ):
-            if n:
-                parts.append(f"{n} {what}")
-        return "; ".join(parts)
 
 
 def _iso(ts_us: int) -> str:
