@@ -384,6 +384,12 @@ class Runtime:
                 "gauge",
                 [({}, float(len(self.rules.engine.active())))],
             )
+            yield (
+                "hazardwatch_rule_rejected_ahead_total",
+                "Samples the rule engine rejected as stamped too far ahead of arrival (device clock ahead).",
+                "counter",
+                [({}, float(self.rules.engine.rejected_ahead))],
+            )
         yield (
             "hazardwatch_log_records_dropped_total",
             "Log records dropped because the log queue was full (hazardwatch/logs.py).",

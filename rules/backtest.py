@@ -1,11 +1,14 @@
 """Back-test: run the current and a candidate rule set over the same history and compare.
 
 Pure over readings: ``backtest`` takes (ts_us, tag key, value, quality) rows in time order,
-groups them into one batch per ``batch_s`` of source time (as the collector would deliver
-them), evaluates both engines on each batch at ``now`` = the batch's newest timestamp and
-ticks in between when the data has gaps, so delays and stale timers behave as live. It
-counts the alarms each set would have raised (activation edges) per tag, rule kind and
-hour. Engineers use it to tune limits on real history before changing them.
+read in batches of any size (``batches_of``: ``batch_s`` of source time, an I/O choice only).
+It re-cuts them into slices of ``tick_s`` of source time (aligned to the epoch) and evaluates
+both engines on each slice at ``now`` = the slice's newest timestamp (arrival time = sample
+time, to the tick), ticking in between when the data has gaps, so delays and stale timers
+behave as live with a collector delivering every ``tick_s``. The result therefore does not
+depend on the batch size. It counts the alarms each set would have raised (activation edges)
+per tag, rule kind and hour. Engineers use it to tune limits on real history before
+changing them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -21,7 +25,7 @@ from core.clock import US_PER_S
 from rules.engine import RuleEngine
 from rules.spec import ConditionEdges, RuleSet
 
-__all__ = ["Backtest", "BacktestRow", "backtest", "batches_of"]
+__all__ = ["Backtest", "BacktestRow", "backtest", "batches_of", "slices"]
 
 US_PER_HOUR = 3600 * US_PER_S
 MAX_TICKS_PER_GAP = 600
@@ -90,6 +94,34 @@ def batches_of(
         yield ReadingBatch.from_rows(cur)
 
 
+def _rows(batch: ReadingBatch, sel: slice | np.ndarray) -> ReadingBatch:
+    return ReadingBatch(batch.tag[sel], batch.ts[sel], batch.value[sel], batch.quality[sel])
+
+
+def slices(batches: Iterable[ReadingBatch], step_us: int) -> Iterator[ReadingBatch]:
+    """The rows of ``batches`` (time-ordered) re-cut at every multiple of ``step_us`` of source
+    time, whatever the batch boundaries: a slice a batch ends inside is completed from the next."""
+    held: ReadingBatch | None = None  # the newest slice, which the next batch may continue
+    for batch in batches:
+        if not len(batch):
+            continue
+        if held is not None:
+            batch = ReadingBatch(*(np.concatenate((getattr(held, n), getattr(batch, n))) for n in _COLS))
+        slot = batch.ts // step_us
+        if (np.diff(slot) < 0).any():  # stable: rows of one slice keep their order
+            order = np.argsort(slot, kind="stable")
+            batch, slot = _rows(batch, order), slot[order]
+        cut = np.r_[0, np.flatnonzero(np.diff(slot)) + 1]
+        for a, b in pairwise(cut.tolist()):
+            yield _rows(batch, slice(a, b))
+        held = _rows(batch, slice(int(cut[-1]), len(batch)))
+    if held is not None:
+        yield held
+
+
+_COLS = ("tag", "ts", "value", "quality")
+
+
 def _remap(batch: ReadingBatch, to: np.ndarray) -> ReadingBatch:
     tag = to[batch.tag]
     keep = tag >= 0
@@ -100,7 +132,7 @@ def backtest(
     current: RuleSet, candidate: RuleSet, batches: Iterable[ReadingBatch], tick_s: float = 1.0
 ) -> Backtest:
     """Alarms raised by ``current`` and ``candidate`` over ``batches`` (in ``current``'s tag
-    indexes, time-ordered), per (subject, kind, hour)."""
+    indexes, time-ordered), per (subject, kind, hour); evaluated per ``tick_s`` slice."""
     engines = RuleEngine(current), RuleEngine(candidate)
     cand_index = {k: i for i, k in enumerate(candidate.tag_keys)}
     to_candidate = np.array([cand_index.get(k, -1) for k in current.tag_keys], np.int64)
@@ -108,9 +140,7 @@ def backtest(
     counts: tuple[Counter[tuple[str, int]], Counter[tuple[str, int]]] = (Counter(), Counter())
     step = max(1, round(tick_s * US_PER_S))
     readings, start, last = 0, None, None
-    for batch in batches:
-        if not len(batch):
-            continue
+    for batch in slices(batches, step):
         now = int(batch.ts.max())
         if last is not None and now - last > step:  # a gap in the data: let the timers run
             gap_step = max(step, (now - last) // MAX_TICKS_PER_GAP)
@@ -121,7 +151,8 @@ def backtest(
         for engine, b, c in zip(engines, inputs, counts, strict=True):
             _count(engine.rules, engine.evaluate(b, now), c)
         readings += len(batch)
-        start = now if start is None else min(start, int(batch.ts.min()))
+        first = int(batch.ts.min())
+        start = first if start is None else min(start, first)
         last = now if last is None else max(last, now)
     keys = set(counts[0]) | set(counts[1])
     rows = []

@@ -54,6 +54,7 @@ _SEVERITY = {
     RuleKind.INPUT_BYPASSED: Severity.MEDIUM,
     RuleKind.BYPASS_OVERDUE: Severity.HIGH,
     RuleKind.OUT_OF_SERVICE: Severity.HIGH,
+    RuleKind.CLOCK_AHEAD: Severity.MEDIUM,
 }
 
 
@@ -102,6 +103,10 @@ class _Builder:
         limits = self.limits(i, tag, unit)
         dq = tag.data_quality
         self.add(RuleKind.BAD_QUALITY, tag.key, "", tag=i, set_at=1.0, clear_at=1.0)
+        ahead = self.plant.settings.rules.max_clock_ahead_s
+        self.add(
+            RuleKind.CLOCK_AHEAD, tag.key, f" > {ahead:g} s", tag=i, set_at=ahead, clear_at=ahead, limit=ahead
+        )
         if tag.range:
             margin = (dq.range_margin_pct if dq else 1.25) / 100 * span
             at = float(np.nextafter(margin, _INF))
@@ -255,10 +260,12 @@ def compile_rules(plant: Plant, registry: TagRegistry | None = None) -> RuleSet:
         for hs in ent.hazard_sources:
             for il in hs.interlocks:
                 b.interlock(ent.code, hs.code, il, table)
-    return _assemble(b.rows, registry, table)
+    return _assemble(b.rows, registry, table, _us(plant.settings.rules.max_clock_ahead_s))
 
 
-def _assemble(rows: list[dict[str, Any]], registry: TagRegistry, table: dict[str, list[Any]]) -> RuleSet:
+def _assemble(
+    rows: list[dict[str, Any]], registry: TagRegistry, table: dict[str, list[Any]], ahead_us: int
+) -> RuleSet:
     def col(name: str, default: Any, dtype: Any) -> np.ndarray:
         return np.array([r.get(name, default) for r in rows], dtype=dtype)
 
@@ -304,4 +311,5 @@ def _assemble(rows: list[dict[str, Any]], registry: TagRegistry, table: dict[str
         latched=col("latched", False, bool),
         tag_keys=registry.keys,
         interlocks=interlocks,
+        ahead_us=ahead_us,
     )

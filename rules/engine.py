@@ -2,7 +2,9 @@
 
 Keeps the current value, quality and timestamp of every tag and the condition state of
 every rule (rules/machine.py), and computes exactly what rules/reference.py defines, with
-numpy. A batch first refreshes STALE for every tag in it (arrival). Samples older than
+numpy. A batch first drops (and counts) the samples stamped more than ``rules.ahead_us`` ahead
+of ``now``, deciding CLOCK_AHEAD for every tag in it, then refreshes STALE for every tag with
+a sample left (arrival). Samples older than
 their tag's newest are dropped, except that a BAD_COMM_FAILURE marker is never dropped and
 real data always replaces one; with repeats the batch is sorted by (tag, ts, arrival) and
 the k-th sample of every tag forms round k, so every sample is seen in order. Samples inside
@@ -12,6 +14,8 @@ ts, as a poll does), then the timers at ``now``.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -40,6 +44,8 @@ from rules.spec import (
 
 __all__ = ["RuleEngine"]
 
+log = logging.getLogger(__name__)
+
 
 class RuleEngine:
     def __init__(self, rules: RuleSet) -> None:
@@ -51,8 +57,14 @@ class RuleEngine:
         self._all_dirty = True  # evaluate every interlock once after construction or restore
         self.limits = LimitFamily(rules)
         checks = [TagCheck(rules, k) for k in CHECK_KINDS]
-        self.checks = [c for c in checks if len(c) and c.kind != RuleKind.STALE]
+        by_arrival = (RuleKind.STALE, RuleKind.CLOCK_AHEAD)
+        self.checks = [c for c in checks if len(c) and c.kind not in by_arrival]
         self._stale = next((c for c in checks if len(c) and c.kind == RuleKind.STALE), None)
+        self._ahead = next((c for c in checks if len(c) and c.kind == RuleKind.CLOCK_AHEAD), None)
+        self._roc = next((c for c in self.checks if c.kind == RuleKind.ROC), None)
+        # samples rejected as stamped too far ahead (a metric), and the tags already logged
+        self.rejected_ahead = 0
+        self._told = np.zeros(rules.n_tags, bool)
         self.quiet = QuietBand(rules, self.limits, self.checks)
         self.pairs = PairFamily(rules)
         self.interlocks = InterlockFamily(rules)
@@ -64,9 +76,9 @@ class RuleEngine:
             self.limits.slots,
             *(c.slots for c in self.checks),
             *([self._stale.slots] if self._stale is not None else []),
+            *([self._ahead.slots] if self._ahead is not None else []),
             self.pairs.slots,
-            self.interlocks.slots,
-        ]
+        ]  # the interlocks' slots fire apart (their response time waits for valid feedback)
         self.born: int | None = None
 
     @classmethod
@@ -83,6 +95,16 @@ class RuleEngine:
             tags = batch.tag.astype(np.int64)
             if tags.size and (tags.min() < 0 or tags.max() >= self.rules.n_tags):
                 raise BatchError(f"RuleEngine: tag index outside the registry (0..{self.rules.n_tags - 1})")
+            limit = now_us + self.rules.ahead_us
+            over = batch.ts > limit
+            any_over = bool(over.any())
+            if self._ahead is not None and tags.size:
+                self._ahead.ahead(tags, batch.ts, now_us, limit, any_over, out)
+            if any_over:
+                self._reject(tags[over], batch.ts[over], now_us)
+                keep = ~over
+                batch = ReadingBatch(batch.tag[keep], batch.ts[keep], batch.value[keep], batch.quality[keep])
+                tags = tags[keep]
             if self._stale is not None and tags.size:
                 self._stale.arrive(tags, now_us, out)
             dirty = self._all_dirty
@@ -112,6 +134,24 @@ class RuleEngine:
                 self.interlocks.evaluate(self.value, self.valid, self.held, self.ts, now_us, out)
             self._timers(now_us, out)
         return _edges(out)
+
+    def _reject(self, tags: np.ndarray, ts: np.ndarray, now: int) -> None:
+        """Count samples stamped too far ahead; log each tag once, one line per batch."""
+        self.rejected_ahead += int(tags.size)
+        new = np.unique(tags[~self._told[tags]])
+        if new.size == 0:
+            return
+        self._told[new] = True
+        keys = [self.rules.tag_keys[t] for t in new[:5].tolist()]
+        more = f" and {new.size - len(keys)} more" if new.size > len(keys) else ""
+        log.warning(
+            "rejected samples stamped up to %.0f s ahead of arrival (limit %.0f s) from %s%s: "
+            "device clock ahead? (logged once per tag; counted in rejected_ahead)",
+            (int(ts.max()) - now) / 1e6,
+            self.rules.ahead_us / 1e6,
+            ", ".join(keys),
+            more,
+        )
 
     def _cross(self, tags: np.ndarray, now: int, out: EdgeParts) -> None:
         """Pairs and interlocks reading any of ``tags`` (unique), on the current tag state."""
@@ -176,6 +216,7 @@ class RuleEngine:
     def _timers(self, now: int, out: EdgeParts) -> None:
         for s in self._slots:
             s.fire(now, out)
+        self.interlocks.fire(now, self.valid, out)
 
     def _accepted(self, batch: ReadingBatch) -> tuple[np.ndarray, ...] | None:
         """The accepted rows as (tag, ts, value, quality, arrival position, unique), sorted by
@@ -274,7 +315,7 @@ class RuleEngine:
 
     def _state(self) -> dict[str, np.ndarray]:
         state = initial_rule_state(self.rules)
-        for s in self._slots:
+        for s in (*self._slots, self.interlocks.slots):
             s.export(state)
         return state
 
@@ -284,8 +325,12 @@ class RuleEngine:
     def restore(self, snap: EngineSnapshot) -> None:
         """Resume from a snapshot (possibly of another rule set); the next call restarts timers."""
         state, tags = snap.for_rules(self.rules)
-        for s in self._slots:
+        for s in (*self._slots, self.interlocks.slots):
             s.load(state)
+        if self._roc is not None:
+            self._roc.reseed()
+        if self._ahead is not None:
+            self._ahead.on = bool(self._ahead.slots.active.any())
         self.value, self.quality, self.ts, self.held = (a.copy() for a in tags)
         self.valid = ~is_bad(self.quality) & ~np.isnan(self.value)
         self.limits.refresh()

@@ -5,7 +5,10 @@ matrix: columns 0-1 are LOW (LL, L, O2 low), columns 2-3 HIGH (H, HH, gas levels
 so one row gather serves a tag's limits and the direction is fixed per column. Rows whose
 value hits no limit and that have nothing active or running are skipped before the
 transition. ``TagCheck`` holds one check kind (at most one rule per tag). Both follow the
-per-kind definitions in rules/reference.py exactly.
+per-kind definitions in rules/reference.py exactly. ROC keeps, per rule, a ring of at most
+``ROC_GRAIN + 2`` kept samples (time-ordered, one per window / ROC_GRAIN at most: the ones
+in the last window plus the reference just before it), so its state is bounded whatever the
+sample rate.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ __all__ = ["CHECK_KINDS", "LimitFamily", "TagCheck"]
 
 K = RuleKind
 US_PER_MIN = 60_000_000
-CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE)
+ROC_GRAIN = 20  # as rules/reference.py: ROC keeps at most one sample per window / ROC_GRAIN
+CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE, K.CLOCK_AHEAD)
 
 
 class LimitFamily:
@@ -87,6 +91,13 @@ class TagCheck:
         self.window = rules.window_us[rule]
         self.p0, self.p1 = rules.params[rule, 0], rules.params[rule, 1]
         self.everywhere = bool(np.array_equal(self.tags, np.arange(rules.n_tags)))
+        if kind == K.ROC:  # ring of kept samples: slot i's k-th oldest at (head[i] + k) % cap
+            self.cap = ROC_GRAIN + 2
+            self.ring_ts = np.zeros((rule.size, self.cap), np.int64)
+            self.ring_v = np.full((rule.size, self.cap), np.nan)
+            self.head = np.zeros(rule.size, np.int64)
+            self.count = np.zeros(rule.size, np.int64)
+        self.on = False  # CLOCK_AHEAD: any slot active
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -115,8 +126,8 @@ class TagCheck:
         elif k == K.STATE:
             x = np.abs(v - self.p0[slot])
             s.step(slot, ok & (x <= self.set_at[slot]), ok & (x > self.clear_at[slot]), t, v, now, out)
-        elif k == K.STALE:
-            return  # refreshed by arrivals (arrive), not by samples
+        elif k in (K.STALE, K.CLOCK_AHEAD):
+            return  # decided by arrivals (arrive, ahead), not by samples
         elif k == K.ROC:
             self._roc(slot, t, v, ok, now, out)
         else:
@@ -139,23 +150,76 @@ class TagCheck:
         s.due_on[slot] = now + s.on_us[slot]
         s.watch(slot, now + int(s.on_us[slot].min()))
 
+    def ahead(
+        self, tag: np.ndarray, ts: np.ndarray, now: int, limit: int, any_over: bool, out: EdgeParts
+    ) -> None:
+        """CLOCK_AHEAD: rows of ``tag`` stamped ``ts`` arrived at ``now``; a tag whose newest
+        stamp is past ``limit`` is ahead, any other tag with rows is not (edges at ``now``)."""
+        if not any_over and not self.on:
+            return  # nothing to set and nothing to clear
+        slot = self.slot_of[tag]
+        m = slot >= 0
+        slot, ts = slot[m], ts[m]
+        if slot.size == 0:
+            return
+        order = np.lexsort((ts, slot))
+        slot, ts = slot[order], ts[order]
+        last = np.ones(slot.size, bool)
+        last[:-1] = slot[1:] != slot[:-1]
+        slot, newest = slot[last], ts[last]
+        over = newest > limit
+        self.slots.step(slot, over, ~over, now, (newest - now) / 1e6, now, out)
+        self.on = bool(self.slots.active.any())
+
     def _roc(
         self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
     ) -> None:
+        s, cap = self.slots, self.cap
+        win = np.maximum(self.window[slot], 1)
+        grain = -(-win // ROC_GRAIN)
+        head, count = self.head[slot], self.count[slot]
+        newest_t = self.ring_ts[slot, (head + count - 1) % cap]
+        # an invalid sample (value in the gap unknown) or real data older than the newest kept
+        # (only after a comm-failure marker) restarts the measurement
+        reset = ~ok | ((count > 0) & (t < newest_t))
+        count = np.where(reset, 0, count)
+        head = np.where(reset, 0, head)
+        app = np.flatnonzero(ok & ((count == 0) | (t >= newest_t + grain)))
+        pos = (head[app] + count[app]) % cap
+        self.ring_ts[slot[app], pos], self.ring_v[slot[app], pos] = t[app], v[app]
+        count[app] += 1
+        # keep the newest kept sample at or before t - window (the reference) and what follows
+        cut = t - win
+        k = np.arange(cap)
+        stamps = self.ring_ts[slot[:, None], (head[:, None] + k) % cap]
+        n_old = ((k < count[:, None]) & (stamps <= cut[:, None])).sum(axis=1)
+        drop = np.maximum(n_old - 1, 0)
+        head, count = (head + drop) % cap, count - drop
+        self.head[slot], self.count[slot] = head, count
+        ref_t, ref_v = self.ring_ts[slot, head], self.ring_v[slot, head]
+        top = (head + count - 1) % cap
+        kept = count > 0
+        s.aux_ts[slot], s.aux_v[slot] = np.where(kept, ref_t, 0), np.where(kept, ref_v, np.nan)
+        s.aux2_ts[slot] = np.where(kept, self.ring_ts[slot, top], 0)
+        s.aux2_v[slot] = np.where(kept, self.ring_v[slot, top], np.nan)
+        x = np.abs(v - ref_v) / win * US_PER_MIN
+        setc = ok & (x >= self.set_at[slot])
+        clr = ok & (ref_t <= cut) & (x < self.clear_at[slot])  # clears only on a full window
+        s.step(slot, setc, clr, t, x, now, out)
+
+    def reseed(self) -> None:
+        """ROC after a restore: the ring from the snapshot's reference and newest sample."""
         s = self.slots
-        win = self.window[slot]
-        has = ~np.isnan(s.aux_v[slot])
-        first = ok & ~has
-        f = slot[first]
-        s.aux_v[f] = s.aux2_v[f] = v[first]
-        s.aux_ts[f] = s.aux2_ts[f] = t[first]
-        promote = ok & has & (t - s.aux2_ts[slot] >= win)
-        p = slot[promote]
-        s.aux_v[p], s.aux_ts[p] = s.aux2_v[p], s.aux2_ts[p]
-        s.aux2_v[p], s.aux2_ts[p] = v[promote], t[promote]
-        av, at = s.aux_v[slot], s.aux_ts[slot]
-        x = np.where(has, np.abs(v - av) / np.maximum(t - at, win) * US_PER_MIN, 0.0)
-        s.step(slot, ok & has & (x >= self.set_at[slot]), ok & (x < self.clear_at[slot]), t, x, now, out)
+        has = ~np.isnan(s.aux_v)
+        two = has & ~np.isnan(s.aux2_v) & (s.aux2_ts > s.aux_ts)
+        self.head[:] = 0
+        self.count[:] = has.astype(np.int64) + two
+        self.ring_ts[:, 0], self.ring_v[:, 0] = s.aux_ts, s.aux_v
+        self.ring_ts[:, 1], self.ring_v[:, 1] = s.aux2_ts, s.aux2_v
+        s.aux_ts[~has], s.aux_v[~has] = 0, np.nan
+        one = has & ~two
+        s.aux2_ts[one], s.aux2_v[one] = s.aux_ts[one], s.aux_v[one]
+        s.aux2_ts[~has], s.aux2_v[~has] = 0, np.nan
 
     def _frozen(
         self, slot: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts

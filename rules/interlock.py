@@ -1,13 +1,17 @@
 """Interlocks (SIS) as the engine sees them: MooN voting with bypassed and failed inputs.
 
 Per interlock five rules (``INTERLOCK_KINDS``): trip demand, demand without action (final
-element not in its safe position within the response time; critical), input bypassed,
+element not in its safe position within the response time after the demand started, whether
+or not the demand still holds; critical), input bypassed,
 bypass older than approved, out of service. Semantics in rules/reference.py; a 2oo3 with one
 input bypassed or failed votes as 2oo2 (DOMAIN.md), and ``status`` shows that live.
 
 An input's bypass follows its switch's last *valid* value (``held``), so a switch that turns
-BAD keeps its last known state and the bypass age keeps running. Demand without action holds
-while the final element's feedback is invalid (that tag's BAD_QUALITY reports it).
+BAD keeps its last known state and the bypass age keeps running. Each demand that starts
+opens a response check (the NO_ACTION slot's ``aux_v`` = 1, so snapshots keep it), closed by
+the final element seen safe or by NO_ACTION activating; its deadline is the NO_ACTION
+on-delay, started by the demand. An expired deadline waits for valid feedback (``hold``):
+while the feedback is invalid, that tag's BAD_QUALITY reports it.
 
 Work per batch follows what changed: each input keeps a status code (healthy, voting to
 trip, failed, bypassed) and each interlock its counts of them. A batch recodes only the
@@ -179,7 +183,7 @@ class InterlockFamily:
     def _running(self) -> np.ndarray:
         """Interlocks with a deadline running on trip demand, no action or bypass outputs."""
         s = self.slots
-        if s.next_due == NEVER or not s.pending:
+        if not s.pending:  # held response deadlines stay pending with next_due NEVER
             return np.empty(0, np.int64)
         cand = np.concatenate(s.pending)
         live = cand[((s.due_on[cand] != NEVER) | (s.due_off[cand] != NEVER)) & (cand % N_OUT < 4)]
@@ -199,18 +203,34 @@ class InterlockFamily:
         demand = (n_eff > 0) & (votes >= np.minimum(il.m[sel], n_eff))
         known = (n_eff > 0) | (n_failed == 0)
         k = np.flatnonzero(t_in != UNSEEN)
+        was = s.active[base]
         s.step(base[k], (known & demand)[k], (known & ~demand)[k], t_in[k], votes[k].astype(float), now, out)
+        act = s.active[base]
+        s.aux_v[base[act & ~was] + 1] = 1.0  # a demand started: its response check opens
         fe = il.fe_tag[sel]
         t_fe = np.maximum(t_in, ts[fe])
-        act = s.active[base]
         fe_ok = (self.fe[sel] & FE_VALID) != 0
         safe = (self.fe[sel] & FE_SAFE) != 0
+        waiting = ~np.isnan(s.aux_v[base + 1])
         k = np.flatnonzero(t_fe != UNSEEN)
-        s.step(base[k] + 1, (act & fe_ok & ~safe)[k], (~act | safe)[k], t_fe[k], value[fe][k], now, out)
+        s.step(base[k] + 1, (waiting & ~safe)[k], safe[k], t_fe[k], value[fe][k], now, out, ~fe_ok[k])
+        closed = k[(safe | s.active[base + 1])[k]]
+        s.aux_v[base[closed] + 1] = np.nan
         k = np.flatnonzero(t_bp != UNSEEN)
         on = n_byp[k] > 0
         for out_ in (2, 3):
             s.step(base[k] + out_, on, ~on, t_bp[k], n_byp[k].astype(float), now, out)
+
+    def fire(self, now: int, valid: np.ndarray, out: EdgeParts) -> None:
+        """Timer phase; an expired response time waits for valid final-element feedback."""
+        s = self.slots
+        if now < s.next_due:
+            return
+        hold = np.zeros(len(s), bool)
+        no_action = np.arange(len(self)) * N_OUT + 1
+        hold[no_action] = ~valid[self.il.fe_tag]
+        s.fire(now, out, hold)
+        s.aux_v[no_action[s.active[no_action]]] = np.nan  # raised: the response check is over
 
     def status(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray) -> list[InterlockStatus]:
         il, s = self.il, self.slots

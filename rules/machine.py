@@ -4,7 +4,10 @@ A family of rules (limits, one data-quality check, interlock outputs) keeps its 
 arrays indexed by *slot*; ``rule[slot]`` is the rule index (-1 for an empty slot). ``step``
 applies the transition of rules/reference.py to a subset of slots (deadlines on arrival
 time ``now``, edges at the sample time ``t``), ``fire`` runs the timer phase. Invariants: ``due_on`` runs only while idle, ``due_off`` only while active, and
-``next_due`` is never later than the earliest running deadline (so ``fire`` can skip).
+``next_due`` is never later than the earliest running deadline (so ``fire`` can skip). A
+``hold`` mask (interlocks: NO_ACTION without valid feedback) keeps an expired on-deadline from
+firing; such a slot stays pending (so its family keeps stepping it) but out of ``next_due``,
+and fires on the first step without hold.
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ class Slots:
         value: np.ndarray,
         now: int,
         out: EdgeParts,
+        hold: np.ndarray | None = None,
     ) -> None:
         """The transition for slots ``idx`` (unique) evaluated at arrival time ``now`` on samples
-        of time ``t`` (scalar or per slot): deadlines run on ``now``, edges report ``t``."""
+        of time ``t`` (scalar or per slot): deadlines run on ``now``, edges report ``t``. Where
+        ``hold`` (per ``idx``) is set, an expired on-deadline keeps running instead of firing."""
         if idx.size == 0:
             return
         act = self.active[idx]
@@ -76,6 +81,8 @@ class Slots:
             idx, setc, clr, value, act, don, doff = (a[live] for a in (idx, setc, clr, value, act, don, doff))
             if np.ndim(t):
                 t = t[live]
+            if hold is not None:
+                hold = hold[live]
         won = setc & ~act
         don = np.where(won, np.where(don == NEVER, now + self.on_us[idx], don), NEVER)
         aclr = clr & act
@@ -84,6 +91,8 @@ class Slots:
         if touched.any():
             self.last[idx[touched]] = value[touched]
         fire_on = won & (now >= don)
+        if hold is not None:
+            fire_on &= ~hold
         fired = fire_on | (aclr & (now >= doff))
         don[fired] = NEVER
         doff[fired] = NEVER
@@ -109,8 +118,9 @@ class Slots:
             self.pending.append(idx)
         self.next_due = min(self.next_due, due)
 
-    def fire(self, now: int, out: EdgeParts) -> None:
-        """Timer phase: every running deadline ``<= now`` flips at ``now``."""
+    def fire(self, now: int, out: EdgeParts, hold: np.ndarray | None = None) -> None:
+        """Timer phase: every running deadline ``<= now`` flips at ``now``, except an on-deadline
+        of a slot in ``hold`` (per slot), which stays expired for ``step`` to fire."""
         if now < self.next_due:
             return
         if self.stale:
@@ -119,6 +129,10 @@ class Slots:
             cand = np.concatenate(self.pending) if self.pending else np.empty(0, np.int64)
         due = np.minimum(self.due_on[cand], self.due_off[cand])
         f = np.unique(cand[due <= now])  # a slot can be listed twice
+        held = np.empty(0, np.int64)
+        if hold is not None:
+            wait = hold[f] & (self.due_on[f] <= now)
+            held, f = f[wait], f[~wait]
         on = self.due_on[f] <= now
         if f.size:
             went_on = on
@@ -146,8 +160,8 @@ class Slots:
             self.schedule()
         else:
             waiting = (due > now) & (due != NEVER)
-            left = cand[waiting]
-            self.pending = [np.unique(left) if left.size > 4096 else left]
+            left = np.concatenate((cand[waiting], held))
+            self.pending = [np.unique(left) if left.size > 4096 else left] if left.size else []
             self.next_due = int(due[waiting].min(initial=NEVER))
 
     def near(self, idx: np.ndarray) -> None:

@@ -15,7 +15,13 @@ so a late sample can never satisfy its own delay. Edges of data-driven transitio
 evaluation with no delay left) report the sample time ``t`` defined per rule below; timer
 transitions report ``now``. ROC rates are computed in sample time.
 
-Samples. The batch's rows are taken in (ts, tag, arrival) order and grouped by ts. A sample
+Clock ahead. First, every row stamped more than ``rules.ahead_us`` after ``now`` is
+*rejected*: counted (``rejected``), and otherwise as if it had not arrived (it updates no tag
+state, runs no rule and is no arrival for STALE). CLOCK_AHEAD of every tag with rows in the
+batch: set = its newest stamp in the batch is beyond that limit, clear = it is not, both at
+``t = now``, value = that stamp minus ``now`` in s.
+
+Samples. The remaining rows are taken in (ts, tag, arrival) order and grouped by ts. A sample
 of a tag is *accepted* when its quality is BAD_COMM_FAILURE (a collector's link-loss marker:
 it states the link *now*, whatever its stamp), or the tag's current quality is
 BAD_COMM_FAILURE (real data always replaces a marker, even from a device clock running
@@ -41,12 +47,16 @@ evaluation that started the deadline (or of the transition itself), ``limit`` an
 
 Per kind (HIGH: set ``x >= set_at``, clear ``x < clear_at``; LOW mirrored; v = tag value):
 limits and gas levels x = v; OUT_OF_RANGE x = max(lo - v, v - hi); STATE x = |v - alarm
-value| (LOW); BAD_QUALITY set = invalid, clear = valid, never held. ROC keeps an anchor and a
-candidate sample (the first valid sample is both); on each valid sample, once the candidate
-is at least ``window`` old it becomes the anchor and the sample the new candidate; then
-x = |v - anchor| / max(t - anchor_t, window) per minute (0, never set, on the first sample), so
-the rate is taken against a sample between one and two windows old and a steady ramp stays
-active. FROZEN (LOW, x = |v - anchor|) re-anchors and clears when the value moves beyond
+value| (LOW); BAD_QUALITY set = invalid, clear = valid, never held. ROC keeps a ring of
+valid samples in ts order: a valid sample older than the newest kept one (possible only after
+a comm-failure marker) empties it first; the sample is kept when the ring is empty or it is at
+least ``grain = ceil(window / ROC_GRAIN)`` after the newest kept one; then every kept sample
+before the newest one at or before ``t - window`` (the *reference*) is dropped; with none
+that old, the oldest kept sample is the reference. x = |v - v_ref| / window per minute;
+set = x >= set_at, clear = the reference is at or before ``t - window`` (a full window) and
+x < clear_at. An invalid sample empties the ring (the value in the gap is unknown) and holds.
+So a step is one alarm while it lies inside the window. Snapshots keep the reference (aux)
+and the newest kept sample (aux2); a restore keeps those two. FROZEN (LOW, x = |v - anchor|) re-anchors and clears when the value moves beyond
 resolution, and its flat time restarts (at ``now``) then; it reports the anchor value and,
 when the anchor lies within ``band`` of an alarm limit, HIGH severity and that limit. STALE is
 about delivery, not sample time (a polled OPC UA value keeps its old source timestamp): in the
@@ -58,10 +68,13 @@ Interlocks: an input is *bypassed* when its bypass switch's last valid value (``
 >= 0.5: a switch that turns invalid keeps its last known state, so neither the voting nor the
 bypass age restarts; it is *failed* when invalid and not bypassed; the rest vote. N_eff =
 voting inputs, M_eff = min(M, N_eff); TRIP_DEMAND set = N_eff > 0 and votes >= M_eff (held
-while every non-bypassed input failed); NO_ACTION set = demand active and the final element's
-feedback valid and not within tolerance of its safe value (on-delay = response time), clear =
-no demand or feedback valid and safe: while the feedback is invalid it holds (its BAD_QUALITY
-rule reports that, at lower severity); INPUT_BYPASSED / BYPASS_OVERDUE set = any input
+while every non-bypassed input failed); NO_ACTION set = its response check is open (aux_v = 1:
+opened when TRIP_DEMAND activates, closed when the final element is seen valid and within
+tolerance of its safe value or when NO_ACTION activates) and the feedback is not seen safe,
+so its on-delay (= response time) runs from the demand's start whether or not the demand
+still holds; clear = feedback valid and safe. An expired deadline does not fire (timer or
+sample) while the feedback is invalid, but at the first evaluation with valid, unsafe
+feedback (meanwhile the feedback's BAD_QUALITY reports it); INPUT_BYPASSED / BYPASS_OVERDUE set = any input
 bypassed (t = newest bypass switch ts). The engine reports conditions; latching (gas) is the
 alarm manager's, from ``RuleSet.latched``.
 """
@@ -90,6 +103,7 @@ __all__ = ["ReferenceEngine"]
 
 K = RuleKind
 US_PER_MIN = 60_000_000
+ROC_GRAIN = 20  # ROC keeps at most one sample per window / ROC_GRAIN
 
 
 def _valid(v: float, q: int) -> bool:
@@ -114,6 +128,7 @@ class ReferenceEngine:
             [UNSEEN] * rules.n_tags,
         )
         self.held = [math.nan] * rules.n_tags  # last valid value
+        self.rejected = 0  # samples stamped more than ``rules.ahead_us`` ahead of their arrival
         self.now = 0
         self.dirty = True  # run every cross-tag rule once on the first evaluate after start
         self.kind = [K(k) for k in rules.kind.tolist()]
@@ -123,6 +138,7 @@ class ReferenceEngine:
             if k in TAG_KINDS:
                 self.by_tag[t].append(r)
         self.edges: list[tuple[int, bool, int, float, float, int]] = []
+        self.ring: dict[int, list[tuple[int, float]]] = {r: [] for r, k in enumerate(self.kind) if k == K.ROC}
         self.pairs = [r for r, k in enumerate(self.kind) if k in PAIR_KINDS]
         il = rules.interlocks
         self.reads: list[list[int]] = []  # tags each interlock reads
@@ -130,17 +146,31 @@ class ReferenceEngine:
             lo, hi = int(il.ptr[i]), int(il.ptr[i + 1])
             tags = il.in_tag[lo:hi].tolist() + [b for b in il.in_bypass[lo:hi].tolist() if b >= 0]
             self.reads.append([*tags, int(il.fe_tag[i])])
+        # NO_ACTION rule -> its final element's feedback tag (its deadline waits for valid feedback)
+        self.fe_of = {int(il.rule[i, 1]): int(il.fe_tag[i]) for i in range(len(il))}
 
     # --- calls ---------------------------------------------------------------------------
 
     def evaluate(self, batch: ReadingBatch, now_us: int) -> ConditionEdges:
         self._start(now_us)
         self.now = now_us
-        for k in sorted(set(batch.tag.tolist())):
+        stamps, tags = batch.ts.tolist(), batch.tag.tolist()
+        ahead: dict[int, int] = {}  # tag -> its newest stamp in the batch
+        for t, k in zip(stamps, tags, strict=True):
+            ahead[k] = max(ahead.get(k, t), t)
+        limit = now_us + self.rules.ahead_us
+        for k in sorted(ahead):
+            for r in self.by_tag[k]:
+                if self.kind[r] == K.CLOCK_AHEAD:
+                    x = (ahead[k] - now_us) / 1e6
+                    self._transition(r, ahead[k] > limit, ahead[k] <= limit, now_us, x)
+        fresh = [i for i, t in enumerate(stamps) if t <= limit]
+        self.rejected += len(batch) - len(fresh)
+        for k in sorted({tags[i] for i in fresh}):
             for r in self.by_tag[k]:
                 if self.kind[r] == K.STALE:
                     self._arrive(r, now_us)
-        rows = sorted(zip(batch.ts.tolist(), batch.tag.tolist(), range(len(batch)), strict=True))
+        rows = sorted((stamps[i], tags[i], i) for i in fresh)
         values, qualities = batch.value.tolist(), batch.quality.tolist()
         for _, group in groupby(rows, key=lambda row: row[0]):
             touched = set()
@@ -185,7 +215,7 @@ class ReferenceEngine:
             self.last[r] = value
             if self.due_on[r] == NEVER:
                 self.due_on[r] = self.now + int(self.rules.on_us[r])
-            if self.now >= self.due_on[r]:
+            if self.now >= self.due_on[r] and not self._waits(r):
                 self._flip(r, t, value)
         else:
             if not clr:
@@ -205,7 +235,14 @@ class ReferenceEngine:
             self.since[r] = t
             if self.kind[r] == K.FROZEN:
                 self._near(r)
+            if r in self.fe_of:  # NO_ACTION raised: its demand's response check is over
+                self.aux_v[r] = math.nan
         self.edges.append((r, on, t, value, self.lim[r], self.sev[r]))
+
+    def _waits(self, r: int) -> bool:
+        """A NO_ACTION whose response time is up waits for valid final-element feedback."""
+        fe = self.fe_of.get(r)
+        return fe is not None and not self._ok(fe)
 
     def _near(self, r: int) -> None:
         best, lim = math.inf, math.nan
@@ -244,20 +281,29 @@ class ReferenceEngine:
         if k == K.BAD_QUALITY:
             self._transition(r, not ok, ok, t, v)
             return
+        if k == K.CLOCK_AHEAD:
+            return  # arrivals, not samples, decide it (evaluate)
         if not ok:
+            if k == K.ROC:  # the value in the gap is unknown: measure afresh
+                self.ring[r].clear()
+                self._keep_ring(r)
             self._transition(r, False, False, t, v)
             return
         if k == K.ROC:
-            win = int(rs.window_us[r])
-            has = not math.isnan(self.aux_v[r])
-            if not has:
-                self.aux_v[r] = self.aux2_v[r] = v
-                self.aux_ts[r] = self.aux2_ts[r] = t
-            elif t - self.aux2_ts[r] >= win:
-                self.aux_v[r], self.aux_ts[r] = self.aux2_v[r], self.aux2_ts[r]
-                self.aux2_v[r], self.aux2_ts[r] = v, t
-            x = abs(v - self.aux_v[r]) / max(t - self.aux_ts[r], win) * US_PER_MIN if has else 0.0
-            self._transition(r, has and x >= set_at, x < clear_at, t, x)
+            win = max(1, int(rs.window_us[r]))
+            grain = -(-win // ROC_GRAIN)
+            ring = self.ring[r]
+            if ring and t < ring[-1][0]:  # real data older than the newest kept (after a marker)
+                ring.clear()
+            if not ring or t >= ring[-1][0] + grain:
+                ring.append((t, v))
+            cut = t - win
+            while len(ring) > 1 and ring[1][0] <= cut:
+                del ring[0]
+            ref_t, ref_v = ring[0]
+            self._keep_ring(r)
+            x = abs(v - ref_v) / win * US_PER_MIN
+            self._transition(r, x >= set_at, ref_t <= cut and x < clear_at, t, x)
             return
         if k == K.FROZEN:
             first = math.isnan(self.aux_v[r])
@@ -278,6 +324,13 @@ class ReferenceEngine:
             self._transition(r, x <= set_at, x > clear_at, t, v)
         else:
             self._transition(r, x >= set_at, x < clear_at, t, v)
+
+    def _keep_ring(self, r: int) -> None:
+        """ROC state in the snapshot fields: the reference (oldest kept) and the newest sample."""
+        ring = self.ring[r]
+        (self.aux_ts[r], self.aux_v[r]), (self.aux2_ts[r], self.aux2_v[r]) = (
+            (ring[0], ring[-1]) if ring else ((0, math.nan), (0, math.nan))
+        )
 
     def _arrive(self, r: int, now: int) -> None:
         gap = (now - self.aux_ts[r]) / 1e6
@@ -321,16 +374,19 @@ class ReferenceEngine:
         if t_in != UNSEEN:
             known = n_eff > 0 or n_failed == 0
             demand = n_eff > 0 and votes >= min(int(il.m[i]), n_eff)
+            was = self.active[demand_r]
             self._transition(demand_r, known and demand, known and not demand, t_in, float(votes))
+            if self.active[demand_r] and not was:  # a demand starts its final element's response time
+                self.aux_v[no_action_r] = 1.0
         fe = int(il.fe_tag[i])
         t_fe = max(t_in, self.ts[fe])
         if t_fe != UNSEEN:
             fe_ok = self._ok(fe)
             safe = fe_ok and abs(self.value[fe] - il.fe_safe[i]) <= il.fe_tol[i]
-            demand = self.active[demand_r]
-            self._transition(
-                no_action_r, demand and fe_ok and not safe, not demand or safe, t_fe, self.value[fe]
-            )
+            waiting = not math.isnan(self.aux_v[no_action_r])
+            self._transition(no_action_r, waiting and not safe, safe, t_fe, self.value[fe])
+            if safe or self.active[no_action_r]:
+                self.aux_v[no_action_r] = math.nan
         if t_bp != UNSEEN:
             for r in (bypassed_r, overdue_r):
                 self._transition(r, n_byp > 0, n_byp == 0, t_bp, float(n_byp))
@@ -338,6 +394,8 @@ class ReferenceEngine:
     def _timers(self, now: int) -> ConditionEdges:
         for r in range(len(self.kind)):
             if now >= self.due_on[r]:
+                if self._waits(r):
+                    continue
                 if self.kind[r] == K.STALE:
                     self.last[r] = (now - self.aux_ts[r]) / 1e6
                 self._flip(r, now, self.last[r])
@@ -368,5 +426,12 @@ class ReferenceEngine:
             for r, v in enumerate(values.tolist()):
                 current[r] = v
         self.value, self.quality, self.ts, self.held = (a.tolist() for a in tags_state)
+        for r, ring in self.ring.items():  # the reference and the newest kept sample survive
+            ring.clear()
+            if not math.isnan(self.aux_v[r]):
+                ring.append((self.aux_ts[r], self.aux_v[r]))
+                if not math.isnan(self.aux2_v[r]) and self.aux2_ts[r] > self.aux_ts[r]:
+                    ring.append((self.aux2_ts[r], self.aux2_v[r]))
+            self._keep_ring(r)
         self.born = None
         self.dirty = True

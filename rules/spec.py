@@ -62,6 +62,7 @@ class RuleKind(IntEnum):
     INPUT_BYPASSED = 18
     BYPASS_OVERDUE = 19
     OUT_OF_SERVICE = 20
+    CLOCK_AHEAD = 21
 
 
 LOW_KINDS = frozenset({RuleKind.LL, RuleKind.L, RuleKind.O2_LOW, RuleKind.STATE, RuleKind.FROZEN})
@@ -96,6 +97,7 @@ TAG_KINDS = frozenset(
         RuleKind.OUT_OF_RANGE,
         RuleKind.FROZEN,
         RuleKind.STATE,
+        RuleKind.CLOCK_AHEAD,
     }
 )
 
@@ -121,6 +123,7 @@ LABELS: dict[RuleKind, str] = {
     RuleKind.INPUT_BYPASSED: "联锁输入旁路",
     RuleKind.BYPASS_OVERDUE: "联锁旁路超时",
     RuleKind.OUT_OF_SERVICE: "联锁停用",
+    RuleKind.CLOCK_AHEAD: "时钟超前",
 }
 
 
@@ -205,6 +208,8 @@ class RuleSet(_Table):
     latched: np.ndarray  # bool: the alarm manager latches it until reset
     tag_keys: tuple[str, ...]  # registry keys, indexed by tag
     interlocks: InterlockTable
+    # samples stamped more than this ahead of their arrival are rejected (CLOCK_AHEAD)
+    ahead_us: int = 300_000_000
 
     @property
     def n_tags(self) -> int:

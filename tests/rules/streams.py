@@ -52,6 +52,22 @@ def batch(rules: RuleSet, *rows: tuple[str, float, float] | tuple[str, float, fl
     return ReadingBatch.from_rows(out)
 
 
+def series(ref: str, points: Sequence[tuple[float, float]], lag_s: float = 0.0) -> list[tuple[Any, ...]]:
+    """A ``play`` script delivering one tag's (seconds, value) points one batch each, ``lag_s``
+    after their stamp: e.g. a step or a ramp polled every second (NaN values are invalid)."""
+    return [("b", s + lag_s, [(ref, s, v)]) for s, v in points]
+
+
+def step_ops(
+    tag: int, start: float, size: float, at_sample: int, n: int, every_s: float
+) -> list[tuple[str, float, list[tuple[int, float, float, int]]]]:
+    """``run_both`` ops (tests/rules/test_equivalence.py): ``n`` samples of ``tag`` every ``every_s``,
+    at ``start`` and from sample ``at_sample`` on at ``start + size`` (a step)."""
+    return [
+        ("batch", every_s, [(tag, 0.0, start + (size if i >= at_sample else 0.0), GOOD)]) for i in range(n)
+    ]
+
+
 def named(rules: RuleSet, edges: ConditionEdges) -> list[tuple[str, bool, float]]:
     """Edges as (rule key, active, seconds after T0): what table tests compare."""
     return [(rules.keys[r], a, (ts - T0) / US_PER_S) for r, a, ts, *_ in edges.rows()]

@@ -2,8 +2,10 @@
 
 Hypothesis drives both with the same random calls: batches with values at and around every
 threshold, NaN, inf, bad and uncertain quality, comm-failure markers, several samples of one tag, late
-(out-of-order) samples, gaps long enough for stale/frozen/bypass timers, ticks, and
-snapshot/restore in the middle. Edges must be identical, and so must the state.
+(out-of-order) samples, samples stamped ahead of their arrival (within and beyond the allowed
+skew), steps of the rate-of-change tag at several cadences, gaps long enough for
+stale/frozen/bypass timers, ticks, and snapshot/restore in the middle. Edges must be identical,
+and so must the state.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from core.clock import US_PER_S
 from core.quality import Quality
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
-from rules.spec import RuleSet
-from tests.rules.streams import BAD, GOOD, T0, UNCERTAIN, interesting_values, rules_for_tests
+from rules.spec import RuleKind, RuleSet
+from tests.rules.streams import BAD, GOOD, T0, UNCERTAIN, interesting_values, rules_for_tests, step_ops
 
 RULES = rules_for_tests()
 COMM = int(Quality.BAD_COMM_FAILURE)  # a collector's link-loss marker: never dropped as late
 VALUES = [interesting_values(RULES, t) for t in range(RULES.n_tags)]
 STEPS_S = [0.0, 0.3, 1.0, 2.0, 3.0, 5.0, 11.0, 31.0, 61.0, 3601.0]
-LAGS_S = [0.0, 0.0, 0.1, 1.0, 4.0, 40.0]
+LAGS_S = [0.0, 0.0, 0.1, 1.0, 4.0, 40.0, -30.0, -400.0]  # negative: stamped ahead of arrival
+ROC_TAGS = sorted(set(RULES.tag[RULES.kind == RuleKind.ROC].tolist()))
 
 
 @st.composite
@@ -46,6 +49,24 @@ OPS = st.one_of(
     st.tuples(st.just("batch"), st.sampled_from(STEPS_S), st.lists(reading(), max_size=12)),
     st.tuples(st.just("tick"), st.sampled_from(STEPS_S), st.just([])),
     st.tuples(st.just("restore"), st.just(0.0), st.just([])),
+)
+
+
+@st.composite
+def step(draw: st.DrawFn) -> list[tuple[str, float, list[Any]]]:
+    """A rate-of-change tag polled at a steady cadence through one step (issue 9 #11)."""
+    return step_ops(
+        draw(st.sampled_from(ROC_TAGS)),
+        draw(st.sampled_from([0.0, 50.0])),
+        draw(st.sampled_from([-20.0, -6.0, -5.0, 2.0, 5.0, 5.5, 6.0, 30.0])),
+        draw(st.integers(0, 20)),
+        draw(st.integers(2, 40)),
+        draw(st.sampled_from([0.3, 0.5, 1.0, 3.0, 11.0])),
+    )
+
+
+MIXED = st.lists(st.one_of(OPS.map(lambda op: [op]), step()), min_size=1, max_size=8).map(
+    lambda parts: [op for part in parts for op in part]
 )
 
 
@@ -77,6 +98,12 @@ def run_both(rules: RuleSet, ops: list[tuple[str, float, list[Any]]]) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OPS, min_size=1, max_size=25))
 def test_vectorized_equals_reference(ops: list[tuple[str, float, list[Any]]]) -> None:
+    run_both(RULES, ops)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(MIXED)
+def test_steps_of_the_rate_tag(ops: list[tuple[str, float, list[Any]]]) -> None:
     run_both(RULES, ops)
 
 
