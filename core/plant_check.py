@@ -415,7 +415,7 @@ class _Checker:
     def _modbus(
         self, key: str, src: dict[str, Any], at: PathKey, dev: dict[str, Any], rng: tuple[float, float] | None
     ) -> None:
-        missing = [k for k in ("table", "address", "type") if k not in src]
+        missing = [k for k in ("table", "address", "type") if src.get(k) is None]  # absent or written empty
         if missing:
             self.err(at, f"Modbus source needs {', '.join(missing)}")
             return

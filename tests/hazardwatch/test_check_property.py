@@ -271,3 +271,5 @@ def test_check_either_rejects_with_file_line_or_the_config_compiles(mutations: l
         assert lines and SUMMARY.match(lines[-1]), f"({shown}) {result.output}"
         for line in lines[:-1]:
             assert ISSUE.match(line), f"error without file:line ({shown}): {line!r}"
+            # The model's own checks name the cause; compile's fallback is a last line of defence.
+            assert "cannot be compiled" not in line, f"only compiling caught it ({shown}): {line!r}"
