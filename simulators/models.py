@@ -31,7 +31,11 @@ KIND_DYNAMICS: dict[str, tuple[float, float]] = {
     "COMPOSITION": (60.0, 0.002),
     "GAS": (20.0, 0.0005),
     "DISCRETE": (0.0, 0.0),
+    "COUNTER": (0.0, 0.0),  # counts up at COUNT_RATE_PER_S instead of relaxing to a setpoint
 }
+# Run-hour counters advance with the clock; totalisers (m³, t, kWh ...) by one unit a minute.
+COUNT_RATE_PER_S = {"h": 1.0 / 3600.0, "s": 1.0}
+DEFAULT_COUNT_RATE_PER_S = 1.0 / 60.0
 LIQUEFIED = ("SPHERE", "BULLET", "LIQUEFIED", "VESSEL", "球罐", "卧罐")
 HOLDER = ("HOLDER", "煤气柜", "气柜")
 VAPOUR_B_K = 2800.0  # Clausius-Clapeyron ΔH/R for ammonia (23.3 kJ/mol / R); propane is ~2300
@@ -86,6 +90,7 @@ class ProcessModel:
     valve_target: np.ndarray
     valve_rate: np.ndarray  # engineering units per second
     gas: GasDispersion
+    count_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per s; 0 for non-counters
     t_s: float = 0.0
     manual: set[int] = field(default_factory=set)
 
@@ -103,7 +108,13 @@ class ProcessModel:
         tau = np.array([KIND_DYNAMICS[k][0] for k in kinds])
         noise = np.array([KIND_DYNAMICS[k][1] for k in kinds]) * span
         res = np.array([t.resolution or 0.0 for t in tags])
-        follows = np.array([k not in ("DISCRETE", "GAS") for k in kinds])
+        follows = np.array([k not in ("DISCRETE", "GAS", "COUNTER") for k in kinds])
+        count_rate = np.array(
+            [
+                COUNT_RATE_PER_S.get(t.unit, DEFAULT_COUNT_RATE_PER_S) if k == "COUNTER" else 0.0
+                for t, k in zip(tags, kinds, strict=True)
+            ]
+        )
         finals = final_elements or {}
         valves = np.array(sorted(finals), np.int64)
         for i in valves:
@@ -158,6 +169,7 @@ class ProcessModel:
             lo=lo,
             hi=hi,
             follows=follows,
+            count_rate=count_rate,
             tanks=tank_a,
             vessels=vessel_a,
             vessel_t0=sp[vessel_a[:, 1]].copy(),
@@ -178,6 +190,8 @@ class ProcessModel:
         f = self.follows
         alpha = 1.0 - np.exp(-dt / np.maximum(self.tau_s[f], 1e-9))
         x[f] += (self.setpoint[f] - x[f]) * alpha
+        if len(self.count_rate):
+            x += self.count_rate * dt
         self._tanks(dt)
         self._holders(dt)
         self._vessels()
