@@ -90,7 +90,13 @@ def backtest_cmd(
         help="Candidate rules: an overlay (tags: {KEY: {limits: ...}}) or a whole plant file.",
     ),
     csv: Path | None = typer.Option(None, "--csv", help="History from this CSV instead of the database."),
-    batch_s: float = typer.Option(1.0, "--batch", min=0.001, help="Seconds of history per evaluated batch."),
+    batch_s: float = typer.Option(
+        1.0,
+        "--batch",
+        min=0.001,
+        help="Seconds of history read at a time; the result does not depend on it (history is "
+        "evaluated second by second of sample time).",
+    ),
     top: int = typer.Option(30, "--top", min=1, help="Tags to list, largest change first."),
 ) -> None:
     """Which alarms the (edited) rules would have raised on history, against the current rules."""

@@ -309,3 +309,33 @@ def test_backtest_results_do_not_depend_on_the_batch_size(
     one = backtest(RULES, RULES, batches_of(rows, RULES.tag_keys, 1.0))
     other = backtest(RULES, RULES, batches_of(rows, RULES.tag_keys, batch_s))
     assert other == one
+
+
+def _restarted(engine: RuleEngine | ReferenceEngine, impl: Impl) -> RuleEngine | ReferenceEngine:
+    import json
+
+    from rules.snapshot import EngineSnapshot
+
+    after = impl(RULES)
+    after.restore(EngineSnapshot.from_dict(json.loads(json.dumps(engine.snapshot().to_dict()))))
+    return after
+
+
+@pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
+def test_a_restart_keeps_the_response_check(impl: Impl) -> None:
+    before = impl(RULES)
+    play(before, [("b", 0, [("V1.XV1", 0, 1.0)]), ("b", 1, DEMAND), ("b", 3, OVER)], {K.NO_ACTION})
+    after = _restarted(before, impl)
+    assert play(after, [("t", 10.9), ("t", 11)], {K.NO_ACTION}) == [("H1.IL1:NO_ACTION", True, 11.0)]
+
+
+@pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
+def test_a_restart_keeps_the_rate_window(impl: Impl) -> None:
+    """A snapshot keeps the reference and the newest kept sample: the alarm of a step taken
+    just before the stop clears a window after that newest sample (27 s), never before the
+    window after the step (25 s)."""
+    before = impl(RULES)
+    steps = series("V1.LT1", [(s, 50.0 if s < 15 else 56.0) for s in range(18)])
+    assert play(before, steps, {K.ROC}) == [(ROC, True, 15.0)]
+    after = _restarted(before, impl)
+    assert play(after, series("V1.LT1", [(s, 56.0) for s in range(18, 30)]), {K.ROC}) == [(ROC, False, 27.0)]
