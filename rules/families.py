@@ -205,7 +205,15 @@ class TagCheck:
         x = np.abs(v - ref_v) / win * US_PER_MIN
         setc = ok & (x >= self.set_at[slot])
         clr = ok & (ref_t <= cut) & (x < self.clear_at[slot])  # clears only on a full window
+        # ROC has no off-delay: its due_off is the silence deadline, restarted by valid samples
+        s.due_off[slot[ok]] = NEVER
         s.step(slot, setc, clr, t, x, now, out)
+        # still active after a valid sample: clear on the timer if no valid sample arrives for a
+        # window (a held value has no rate; a subscription reports changes only)
+        quiet = slot[ok & s.active[slot]]
+        if quiet.size:
+            s.due_off[quiet] = now + np.maximum(self.window[quiet], 1)
+            s.watch(quiet, int(s.due_off[quiet].min()))
 
     def reseed(self) -> None:
         """ROC after a restore: the ring from the snapshot's reference and newest sample."""

@@ -54,7 +54,10 @@ least ``grain = ceil(window / ROC_GRAIN)`` after the newest kept one; then every
 before the newest one at or before ``t - window`` (the *reference*) is dropped; with none
 that old, the oldest kept sample is the reference. x = |v - v_ref| / window per minute;
 set = x >= set_at, clear = the reference is at or before ``t - window`` (a full window) and
-x < clear_at. An invalid sample empties the ring (the value in the gap is unknown) and holds.
+x < clear_at. ROC has no off-delay: each valid sample stops its ``due_off`` before the
+transition and, when the rule is active after it, restarts it at ``now + window``, so the
+timer clears it when no valid sample arrives for a window (a value held that long has no
+rate; a subscription reports changes only). An invalid sample empties the ring (the value in the gap is unknown) and holds.
 So a step is one alarm while it lies inside the window. Snapshots keep the reference (aux)
 and the newest kept sample (aux2); a restore keeps those two. FROZEN (LOW, x = |v - anchor|) re-anchors and clears when the value moves beyond
 resolution, and its flat time restarts (at ``now``) then; it reports the anchor value and,
@@ -303,7 +306,10 @@ class ReferenceEngine:
             ref_t, ref_v = ring[0]
             self._keep_ring(r)
             x = abs(v - ref_v) / win * US_PER_MIN
+            self.due_off[r] = NEVER  # no off-delay: due_off is the silence deadline (below)
             self._transition(r, x >= set_at, ref_t <= cut and x < clear_at, t, x)
+            if self.active[r]:  # no valid sample for a window: a held value has no rate
+                self.due_off[r] = self.now + win
             return
         if k == K.FROZEN:
             first = math.isnan(self.aux_v[r])

@@ -69,6 +69,11 @@ RATE: dict[str, Case] = {
         series("V1.LT1", [(0, 50.0), (100, 56.0), (105, 56.0), (111, 56.0)]),
         [(ROC, True, 100.0), (ROC, False, 111.0)],
     ),
+    "a step then silence (a subscription, value unchanged) clears a window after the last sample": (
+        {K.ROC},
+        [*series("V1.LT1", [(0, 50.0), (100, 56.0), (104, 56.5)]), ("t", 113.9), ("t", 114), ("t", 200)],
+        [(ROC, True, 100.0), (ROC, False, 114.0)],
+    ),
     "a ramp faster than the limit is one alarm while the window holds more than the limit": (
         {K.ROC},
         series("V1.LT1", [(s, _ramp(s)) for s in range(45)]),
