@@ -26,7 +26,7 @@ from core.plant import Plant
 from core.quality import COMM_FAILURE, is_bad
 from core.registry import TagRegistry
 from rules.compile import compile_rules
-from rules.families import CHECK_KINDS, LimitFamily, QuietBand, TagCheck
+from rules.families import CHECK_KINDS, ROC_GRAIN, LimitFamily, QuietBand, TagCheck
 from rules.interlock import InterlockFamily, InterlockStatus
 from rules.machine import EdgeParts, Slots
 from rules.pairs import PairFamily
@@ -320,7 +320,10 @@ class RuleEngine:
         return state
 
     def snapshot(self) -> EngineSnapshot:
-        return EngineSnapshot.build(self.rules, self._state(), (self.value, self.quality, self.ts, self.held))
+        rings = self._roc.rings() if self._roc is not None else {}
+        return EngineSnapshot.build(
+            self.rules, self._state(), (self.value, self.quality, self.ts, self.held), rings
+        )
 
     def restore(self, snap: EngineSnapshot) -> None:
         """Resume from a snapshot (possibly of another rule set); the next call restarts timers."""
@@ -328,7 +331,7 @@ class RuleEngine:
         for s in (*self._slots, self.interlocks.slots):
             s.load(state)
         if self._roc is not None:
-            self._roc.reseed()
+            self._roc.reseed(snap.rings_for(self.rules, ROC_GRAIN))
         if self._ahead is not None:
             self._ahead.on = bool(self._ahead.slots.active.any())
         self.value, self.quality, self.ts, self.held = (a.copy() for a in tags)

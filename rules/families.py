@@ -215,8 +215,31 @@ class TagCheck:
             s.due_off[quiet] = now + np.maximum(self.window[quiet], 1)
             s.watch(quiet, int(s.due_off[quiet].min()))
 
-    def reseed(self) -> None:
-        """ROC after a restore: the ring from the snapshot's reference and newest sample."""
+    def rings(self) -> dict[int, tuple[tuple[int, ...], tuple[float, ...]]]:
+        """ROC: rule index -> kept samples, oldest first (snapshots)."""
+        out = {}
+        for i in np.flatnonzero(self.count).tolist():
+            pos = (self.head[i] + np.arange(self.count[i])) % self.cap
+            out[int(self.slots.rule[i])] = (
+                tuple(self.ring_ts[i, pos].tolist()),
+                tuple(self.ring_v[i, pos].tolist()),
+            )
+        return out
+
+    def reseed(self, saved: dict[int, tuple[tuple[int, ...], tuple[float, ...]]]) -> None:
+        """ROC after a restore: each ring as saved, else from the reference and newest sample
+        (``aux``/``aux2``: snapshots without rings)."""
+        self._reseed()
+        for i, r in enumerate(self.slots.rule.tolist()):
+            if r in saved:
+                ts, v = saved[r]
+                n = len(ts)  # fitted to the window by rings_for: at most ROC_GRAIN + 1
+                self.head[i], self.count[i] = 0, n
+                self.ring_ts[i, :n], self.ring_v[i, :n] = ts, v
+                s = self.slots
+                s.aux_ts[i], s.aux_v[i], s.aux2_ts[i], s.aux2_v[i] = ts[0], v[0], ts[-1], v[-1]
+
+    def _reseed(self) -> None:
         s = self.slots
         has = ~np.isnan(s.aux_v)
         two = has & ~np.isnan(s.aux2_v) & (s.aux2_ts > s.aux_ts)

@@ -58,8 +58,9 @@ x < clear_at. ROC has no off-delay: each valid sample stops its ``due_off`` befo
 transition and, when the rule is active after it, restarts it at ``now + window``, so the
 timer clears it when no valid sample arrives for a window (a value held that long has no
 rate; a subscription reports changes only). An invalid sample empties the ring (the value in the gap is unknown) and holds.
-So a step is one alarm while it lies inside the window. Snapshots keep the reference (aux)
-and the newest kept sample (aux2); a restore keeps those two. FROZEN (LOW, x = |v - anchor|) re-anchors and clears when the value moves beyond
+So a step is one alarm while it lies inside the window. Snapshots keep the ring (and the
+reference in aux, the newest kept sample in aux2); a restore takes the ring fitted to the
+rule's window (rules/snapshot.py ``rings_for``), or [aux, aux2] from a snapshot without it. FROZEN (LOW, x = |v - anchor|) re-anchors and clears when the value moves beyond
 resolution, and its flat time restarts (at ``now``) then; it reports the anchor value and,
 when the anchor lies within ``band`` of an alarm limit, HIGH severity and that limit. STALE is
 about delivery, not sample time (a polled OPC UA value keeps its old source timestamp): in the
@@ -423,6 +424,7 @@ class ReferenceEngine:
                 "aux2_v": self.aux2_v, "aux2_ts": self.aux2_ts,
             },
             (self.value, self.quality, self.ts, self.held),
+            {r: (tuple(t for t, _ in ring), tuple(v for _, v in ring)) for r, ring in self.ring.items()},
         )  # fmt: skip
 
     def restore(self, snap: EngineSnapshot) -> None:
@@ -432,9 +434,12 @@ class ReferenceEngine:
             for r, v in enumerate(values.tolist()):
                 current[r] = v
         self.value, self.quality, self.ts, self.held = (a.tolist() for a in tags_state)
-        for r, ring in self.ring.items():  # the reference and the newest kept sample survive
+        saved = snap.rings_for(self.rules, ROC_GRAIN)
+        for r, ring in self.ring.items():  # kept samples, else the reference and the newest
             ring.clear()
-            if not math.isnan(self.aux_v[r]):
+            if r in saved:
+                ring.extend(zip(*saved[r], strict=True))
+            elif not math.isnan(self.aux_v[r]):
                 ring.append((self.aux_ts[r], self.aux_v[r]))
                 if not math.isnan(self.aux2_v[r]) and self.aux2_ts[r] > self.aux_ts[r]:
                     ring.append((self.aux2_ts[r], self.aux2_v[r]))

@@ -6,15 +6,17 @@ exists; new rules start idle. Reported severity and limit are kept only for FROZ
 dynamic there); every other rule takes them from the new rule set. The snapshot also records
 each rule's on- and off-delay, so a deadline running at the snapshot is moved by the edit:
 it expires at its start + the new delay (e.g. an approved bypass duration changed while a
-bypass is active). Version 1 snapshots (no delays, no ROC candidate, no held values) still
-load: their deadlines are kept as they were.
+bypass is active). ROC rules also keep their ring of kept samples (``rings``, optional
+``roc`` in the dict form); without it (older files) a ring restarts from the reference and
+newest sample in ``aux``/``aux2``. Version 1 snapshots (no delays, no ROC candidate, no held
+values) still load: their deadlines are kept as they were.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,8 @@ _V1_RULE_FIELDS = ("active", "since", "due_on", "due_off", "last", "sev", "lim",
 _V1_TAG_FIELDS = ("value", "quality", "ts")
 _FLOAT_FIELDS = ("last", "lim", "aux_v", "aux2_v")
 
+Ring = tuple[tuple[int, ...], tuple[float, ...]]  # ROC kept samples, oldest first: (ts, value)
+
 
 def initial_rule_state(rules: RuleSet) -> dict[str, np.ndarray]:
     n = len(rules)
@@ -79,6 +83,7 @@ class EngineSnapshot:
     rules: Mapping[str, np.ndarray]  # SNAP_FIELDS (DELAY_FIELDS may be absent), aligned with rule_keys
     tag_keys: tuple[str, ...]
     tags: Mapping[str, np.ndarray]  # TAG_FIELDS, aligned with tag_keys
+    rings: Mapping[str, Ring] = field(default_factory=dict)  # ROC rule key -> kept samples
 
     @classmethod
     def build(
@@ -86,11 +91,34 @@ class EngineSnapshot:
         rules: RuleSet,
         state: Mapping[str, Sequence[Any] | np.ndarray],
         tags: Sequence[Sequence[Any] | np.ndarray],
+        rings: Mapping[int, Ring] | None = None,
     ) -> EngineSnapshot:
+        """``rings``: rule index -> kept samples of each ROC rule with any."""
         rs = {n: np.array(state[n], dtype=dt) for n, dt in RULE_FIELDS.items()}
         rs["on_us"], rs["off_us"] = rules.on_us.copy(), rules.off_us.copy()
         ts = {n: np.array(a, dtype=dt) for (n, dt), a in zip(TAG_FIELDS.items(), tags, strict=True)}
-        return cls(rules.keys, rs, rules.tag_keys, ts)
+        kept = {rules.keys[r]: (tuple(t), tuple(v)) for r, (t, v) in sorted((rings or {}).items()) if t}
+        return cls(rules.keys, rs, rules.tag_keys, ts, kept)
+
+    def rings_for(self, rules: RuleSet, per_window: int) -> dict[int, Ring]:
+        """The kept samples of ``rules``' ROC rules, by rule index (only where the key has some),
+        fitted to the (possibly edited) window: at most one per ``window / per_window``, and none
+        before the newest one a window older than the newest kept (the next sample drops them)."""
+        out = {}
+        for r, k in enumerate(rules.keys):
+            if k in self.rings and rules.kind[r] == RuleKind.ROC:
+                win = max(1, int(rules.window_us[r]))
+                grain = -(-win // per_window)
+                ts, vs = self.rings[k]
+                keep = [0]
+                for i in range(1, len(ts)):
+                    if ts[i] >= ts[keep[-1]] + grain:
+                        keep.append(i)
+                cut = ts[keep[-1]] - win
+                while len(keep) > 1 and ts[keep[1]] <= cut:
+                    del keep[0]
+                out[r] = (tuple(ts[i] for i in keep), tuple(vs[i] for i in keep))
+        return out
 
     def for_rules(self, rules: RuleSet) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
         """State aligned with ``rules`` (and its tags); defaults where a key is new."""
@@ -127,7 +155,7 @@ class EngineSnapshot:
         same += [
             np.array_equal(self.tags[n], other.tags[n], equal_nan=n in ("value", "held")) for n in TAG_FIELDS
         ]
-        return all(same)
+        return all(same) and self.rings == other.rings
 
     def differences(self, other: EngineSnapshot) -> list[str]:
         """Which fields differ (test diagnostics)."""
@@ -140,6 +168,9 @@ class EngineSnapshot:
             a, b = self.tags[n], other.tags[n]
             bad = ~((a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else (a == b))
             out += [f"{self.tag_keys[i]}.{n}: {a[i]!r} != {b[i]!r}" for i in np.flatnonzero(bad)]
+        for k in sorted(set(self.rings) | set(other.rings)):
+            if self.rings.get(k) != other.rings.get(k):
+                out.append(f"{k}.ring: {self.rings.get(k)!r} != {other.rings.get(k)!r}")
         return out
 
     # --- JSON-safe form -----------------------------------------------------------------
@@ -166,6 +197,7 @@ class EngineSnapshot:
                     strict=True,
                 )
             },
+            "roc": {k: [list(t), list(v)] for k, (t, v) in self.rings.items()},
         }
 
     @classmethod
@@ -189,4 +221,8 @@ class EngineSnapshot:
             rules["aux2_v"], rules["aux2_ts"] = rules["aux_v"].copy(), rules["aux_ts"].copy()
             valid = ~is_bad(tags["quality"]) & ~np.isnan(tags["value"])
             tags["held"] = np.where(valid, tags["value"], np.nan)
-        return cls(tuple(data["rules"]), rules, tuple(data["tags"]), tags)
+        rings = {
+            k: (tuple(int(x) for x in t), tuple(float(x) for x in v))
+            for k, (t, v) in data.get("roc", {}).items()
+        }
+        return cls(tuple(data["rules"]), rules, tuple(data["tags"]), tags, rings)

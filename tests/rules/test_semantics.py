@@ -336,11 +336,51 @@ def test_a_restart_keeps_the_response_check(impl: Impl) -> None:
 
 @pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
 def test_a_restart_keeps_the_rate_window(impl: Impl) -> None:
-    """A snapshot keeps the reference and the newest kept sample: the alarm of a step taken
-    just before the stop clears a window after that newest sample (27 s), never before the
-    window after the step (25 s)."""
+    """A snapshot keeps the rate's kept samples: the alarm of a step taken just before the stop
+    clears one window after the step, as without the restart."""
     before = impl(RULES)
     steps = series("V1.LT1", [(s, 50.0 if s < 15 else 56.0) for s in range(18)])
     assert play(before, steps, {K.ROC}) == [(ROC, True, 15.0)]
     after = _restarted(before, impl)
+    assert play(after, series("V1.LT1", [(s, 56.0) for s in range(18, 30)]), {K.ROC}) == [(ROC, False, 25.0)]
+
+
+@pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
+def test_a_snapshot_without_kept_samples_restarts_from_the_reference(impl: Impl) -> None:
+    """Files written before the ring was saved: the reference and the newest sample remain,
+    so the alarm clears a window after that newest sample."""
+    import json
+
+    from rules.snapshot import EngineSnapshot
+
+    before = impl(RULES)
+    play(before, series("V1.LT1", [(s, 50.0 if s < 15 else 56.0) for s in range(18)]), {K.ROC})
+    data = json.loads(json.dumps(before.snapshot().to_dict()))
+    assert data.pop("roc")
+    after = impl(RULES)
+    after.restore(EngineSnapshot.from_dict(data))
     assert play(after, series("V1.LT1", [(s, 56.0) for s in range(18, 30)]), {K.ROC}) == [(ROC, False, 27.0)]
+
+
+@pytest.mark.parametrize("window", ["3", "60"])
+def test_kept_samples_fit_an_edited_window(tmp_path: Path, window: str) -> None:
+    """The rate window edited while a rate alarm is active: both engines restore the same ring
+    (thinned and cut to the new window) and agree from there on."""
+    text = (DATA / "plant.yaml").read_text(encoding="utf-8")
+    ref = str((DATA / "../../../config/reference").resolve())
+    edited = text.replace("../../../config/reference", ref).replace("window_s: 10}", f"window_s: {window}}}")
+    path = tmp_path / "plant.yaml"
+    path.write_text(edited, encoding="utf-8")
+    new_rules = compile_rules(load_plant(path))
+    engines = []
+    for impl in (RuleEngine, ReferenceEngine):
+        before = impl(RULES)
+        play(before, series("V1.LT1", [(s / 4, 50.0 if s < 60 else 56.0) for s in range(70)]), {K.ROC})
+        after: RuleEngine | ReferenceEngine = impl(new_rules)
+        after.restore(before.snapshot())
+        engines.append(after)
+    vec, want = engines
+    assert not vec.snapshot().differences(want.snapshot())
+    rest = series("V1.LT1", [(18 + s / 4, 56.0) for s in range(300)])
+    assert play(vec, rest, {K.ROC}) == play(want, rest, {K.ROC})
+    assert not vec.snapshot().differences(want.snapshot())
