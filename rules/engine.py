@@ -146,7 +146,7 @@ class RuleEngine:
         more = f" and {new.size - len(keys)} more" if new.size > len(keys) else ""
         log.warning(
             "rejected samples stamped up to %.0f s ahead of arrival (limit %.0f s) from %s%s: "
-            "device clock ahead? (logged once per tag; counted in rejected_ahead)",
+            "device clock ahead? (logged once per tag; hazardwatch_rule_rejected_ahead_total counts them)",
             (int(ts.max()) - now) / 1e6,
             self.rules.ahead_us / 1e6,
             ", ".join(keys),
