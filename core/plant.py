@@ -424,6 +424,8 @@ class RateOfChange(_Model):
 
     max_per_min: PositiveMagnitude
     window_s: Window = 60.0
+    # Clears once the windowed rate is below max_per_min − deadband (tag unit per minute).
+    deadband: Magnitude = 0.0
     on_delay_s: Delay = 0.0
 
 

@@ -523,6 +523,14 @@ class _Checker:
         """rate:, deviation: and state: (rules/): which kinds they suit, and their tag references."""
         if tag.get("rate") is not None and kind == "DISCRETE":
             self.err((*at, "rate"), "a rate-of-change alarm needs an analog tag, this one is DISCRETE")
+        rate = tag.get("rate")
+        if isinstance(rate, dict) and (_num(rate.get("deadband")) or 0.0) >= (
+            _num(rate.get("max_per_min")) or math.inf
+        ):
+            self.err(
+                (*at, "rate", "deadband"),
+                "the rate deadband must be below max_per_min, or the alarm never clears",
+            )
         deviation = tag.get("deviation")
         if isinstance(deviation, dict) and isinstance(deviation.get("tag"), str):
             self.rule_refs.append((ent, key, deviation["tag"], (*at, "deviation", "tag")))

@@ -128,7 +128,7 @@ class _Builder:
             r = tag.rate
             self.add(
                 RuleKind.ROC, tag.key, f" ≥ {r.max_per_min:g}{unit}/min over {r.window_s:g} s", tag=i,
-                set_at=r.max_per_min, clear_at=r.max_per_min, limit=r.max_per_min,
+                set_at=r.max_per_min, clear_at=r.max_per_min - r.deadband, limit=r.max_per_min,
                 window_us=_us(r.window_s), on_us=_us(r.on_delay_s),
             )  # fmt: skip
         if tag.deviation:

@@ -384,3 +384,38 @@ def test_kept_samples_fit_an_edited_window(tmp_path: Path, window: str) -> None:
     rest = series("V1.LT1", [(18 + s / 4, 56.0) for s in range(300)])
     assert play(vec, rest, {K.ROC}) == play(want, rest, {K.ROC})
     assert not vec.snapshot().differences(want.snapshot())
+
+
+def _rules_with_rate(tmp_path: Path, rate: str) -> Any:
+    text = (DATA / "plant.yaml").read_text(encoding="utf-8")
+    text = text.replace("../../../config/reference", str(DATA.parents[2] / "config" / "reference"))
+    text = text.replace("rate: {max_per_min: 30, window_s: 10}", f"rate: {rate}")
+    (tmp_path / "plant.yaml").write_text(text, encoding="utf-8")
+    return compile_rules(load_plant(tmp_path))
+
+
+def _two_slopes(t: float) -> float:
+    return 20.0 + 0.6 * min(t, 30.0) + 0.45 * min(max(t - 30.0, 0.0), 30.0)  # 36 %/min, then 27 %/min
+
+
+@pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
+@pytest.mark.parametrize(
+    ("rate", "cleared_at"),
+    [
+        ("{max_per_min: 30, window_s: 10}", 37.0),  # 27 %/min is below the limit
+        ("{max_per_min: 30, window_s: 10, deadband: 6}", 62.0),  # ... but not below 30 − 6
+    ],
+)
+def test_rate_clears_below_the_limit_minus_its_deadband(
+    tmp_path: Path, impl: Impl, rate: str, cleared_at: float
+) -> None:
+    script = series("V1.LT1", [(s, _two_slopes(s)) for s in range(90)])
+    edges = play(impl(_rules_with_rate(tmp_path, rate)), script, {K.ROC})
+    assert edges == [(ROC, True, 9.0), (ROC, False, cleared_at)]
+
+
+def test_a_rate_deadband_at_or_above_the_limit_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"plant\.yaml:\d+ .*rate\.deadband: the rate deadband must be below"
+    ):
+        _rules_with_rate(tmp_path, "{max_per_min: 30, window_s: 10, deadband: 30}")
