@@ -82,10 +82,9 @@ def test_run_without_a_database_says_so_with_exit_code_2() -> None:
     )
 
 
-def test_run_with_an_unreachable_database_fails_clearly() -> None:
+def test_run_with_an_unreachable_database_fails_clearly(tmp_path: Path) -> None:
     env = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}
-    result = runner.invoke(
-        app, ["run", str(ROOT / "tests/core/data/two_enterprises.yaml"), "--duration", "1"], env=env
-    )
+    plant = str(ROOT / "tests/core/data/two_enterprises.yaml")
+    result = runner.invoke(app, ["run", plant, "--duration", "1", "--data-dir", str(tmp_path)], env=env)
     assert result.exit_code == 1
     assert "hazardwatch run: connect" in result.output and "127.0.0.1" in result.output
