@@ -92,7 +92,8 @@ def render_view(runtime: Runtime) -> RenderableType:
         m = runtime.writer.metrics()
         parts.append(
             Text(
-                f"historian: {'up' if m['db_up'] else 'DOWN (spooling)'}  written {m['written_rows']} rows  "
+                f"historian: {'up' if m['db_up'] else 'DOWN (spooling)'}  stored {m['written_rows'] + m['drained_rows']} rows "
+                f"({m['drained_rows']} from the spool)  "
                 f"spool {m['pending_batches']} batches / {m['pending_bytes']} B  dropped {m['dropped_rows']} rows",
                 style="green" if m["db_up"] else "bold red",
             )
