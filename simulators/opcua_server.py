@@ -208,6 +208,12 @@ class OpcUaEndpointServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 server.iserver.time_task = None
+            # Refuse new connections before asyncua closes the open ones: a client that
+            # reconnects while stop() runs would otherwise be accepted after the transports
+            # were closed, and Python 3.11's Server.wait_closed() waits for it for ever.
+            listener = getattr(server.bserver, "_server", None)
+            if listener is not None:
+                listener.close()
             await server.stop()
 
     async def restart(self, *, renumber: bool = True) -> None:
