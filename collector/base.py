@@ -43,6 +43,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _raise_if_stopping() -> None:
+    # A library that turned our cancel() into another error (pymodbus, asyncua) swallowed it;
+    # the task would then run on for ever, so the stop is re-raised here.
+    if cancelled_by_us():
+        raise asyncio.CancelledError
+
+
 def cancelled_by_us() -> bool:
     """True when the current task has a cancel() pending, i.e. a CancelledError is ours.
 
@@ -173,6 +180,7 @@ class CollectorRunner:
                     "source %s: read loop ended by a CancelledError nobody asked for", self.source.name
                 )
             except Exception:
+                _raise_if_stopping()
                 log.exception("source %s: read loop crashed; restarting it", self.source.name)
             self.stats.restarts += 1
             with contextlib.suppress(Exception):
@@ -195,8 +203,10 @@ class CollectorRunner:
                     raise
                 self._failed(SourceError(f"client library raised CancelledError: {exc or 'no message'}"))
             except (SourceError, TimeoutError, OSError) as exc:
+                _raise_if_stopping()
                 self._failed(exc)
             except Exception as exc:  # a bug or an unexpected library error: never end collection
+                _raise_if_stopping()
                 log.exception("source %s: unexpected error", self.source.name)
                 self._failed(exc)
             finally:
