@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic import Tag as UnionTag
 
@@ -298,10 +299,29 @@ class ModbusHeartbeat(_Model):
 
     table: _enum(ModbusTable)  # type: ignore[valid-type]
     address: int = Field(ge=0, le=65535)
-    type: _enum(DataType) = DataType.UINT16  # type: ignore[valid-type]
+    type: _enum(DataType) | None = None  # type: ignore[valid-type]  # default: BOOL for bits, else UINT16
     unit_id: int | None = Field(default=None, ge=0, le=255)  # default: the device's
     byte_order: _enum(ByteOrder) | None = None  # type: ignore[valid-type]
     max_age_s: float = Field(default=10.0, ge=0.1, le=3600, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _type_fits_table(self) -> ModbusHeartbeat:
+        bits = self.table in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT)
+        if self.type is not None and (self.type == DataType.BOOL) != bits:
+            raise ValueError(
+                f"type {self.type} does not fit table {self.table} (BOOL goes with COIL/DISCRETE_INPUT)"
+            )
+        if self.byte_order is not None and (bits or self.type == DataType.BOOL):
+            raise ValueError("byte_order does not apply to a bit")
+        return self
+
+    @property
+    def data_type(self) -> DataType:
+        if self.type is not None:
+            return DataType(self.type)
+        return (
+            DataType.BOOL if self.table in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT) else DataType.UINT16
+        )
 
 
 class OpcUaDevice(_Model):

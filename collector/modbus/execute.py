@@ -106,7 +106,7 @@ class PlanExecutor:
                 device.unit_id if hb.unit_id is None else hb.unit_id,
                 hb.table,
                 hb.address,
-                hb.type,
+                hb.data_type,
                 hb.byte_order or device.byte_order,
             )
             hb_plan = compile_plan([point])

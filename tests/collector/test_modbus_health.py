@@ -198,3 +198,19 @@ async def test_max_silence_trips_a_device_whose_values_never_move(modbus_plant: 
         assert (batch.quality == Quality.GOOD).all() and batch.value[batch.tag == 0][0] == 43.0
     finally:
         await source.close()
+
+
+@pytest.mark.parametrize(
+    ("beat", "error"),
+    [
+        ({"table": "HOLDING", "address": 1, "type": "BOOL"}, "does not fit table HOLDING"),
+        ({"table": "COIL", "address": 1, "type": "UINT16"}, "does not fit table COIL"),
+        ({"table": "COIL", "address": 1, "byte_order": "DCBA"}, "byte_order does not apply"),
+        ({"table": "HOLDING", "address": 1, "max_age_s": float("inf")}, "finite"),
+    ],
+)
+def test_a_heartbeat_that_cannot_be_read_is_refused_by_the_config(
+    beat: dict[str, object], error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        device(502, heartbeat=beat)
