@@ -29,7 +29,7 @@ from core.plant import OpcUaDevice, Tag, TagKind
 from core.quality import Quality
 from simulators.state import PlantState
 
-__all__ = ["STATUS_OF_QUALITY", "OpcUaEndpointServer", "parse_node"]
+__all__ = ["STATUS_OF_QUALITY", "OpcUaEndpointServer", "parse_node", "stop_server"]
 
 for _name in ("asyncua", "asyncua.server"):  # start-up chatter about absent certificates
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -78,6 +78,16 @@ def parse_node(node: str, ns: int) -> ua.NodeId:
 
 def _is_bool(tag: Tag) -> bool:
     return tag.kind == TagKind.DISCRETE and tag.range is None
+
+
+async def stop_server(server: Server) -> None:
+    """Stop an asyncua server, refusing new connections before asyncua closes the open ones:
+    a client that reconnects while stop() runs would otherwise be accepted after the transports
+    were closed, and Python 3.11's Server.wait_closed() waits for that connection for ever."""
+    listener = getattr(server.bserver, "_server", None)
+    if listener is not None:
+        listener.close()
+    await server.stop()
 
 
 class OpcUaEndpointServer:
@@ -208,13 +218,7 @@ class OpcUaEndpointServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 server.iserver.time_task = None
-            # Refuse new connections before asyncua closes the open ones: a client that
-            # reconnects while stop() runs would otherwise be accepted after the transports
-            # were closed, and Python 3.11's Server.wait_closed() waits for it for ever.
-            listener = getattr(server.bserver, "_server", None)
-            if listener is not None:
-                listener.close()
-            await server.stop()
+            await stop_server(server)
 
     async def restart(self, *, renumber: bool = True) -> None:
         """Stop and start again on the same port; ``renumber`` shifts every namespace index."""

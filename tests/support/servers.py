@@ -25,6 +25,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
 from pymodbus.server import ModbusTcpServer
 
+from simulators.opcua_server import stop_server
+
 NS_URI = "urn:hazardwatch:test:dcs"
 SERVER_URI = "urn:hazardwatch:test:server"
 
@@ -134,7 +136,7 @@ class UaPlant:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await stop_server(self.server)
             self.server = None
 
     async def _secure(self, server: Server) -> None:
