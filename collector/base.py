@@ -221,6 +221,7 @@ class CollectorRunner:
         interval = self.source.interval_s
         next_due = self.clock.monotonic()
         while True:
+            _raise_if_stopping()  # a stop that a library swallowed during the last read
             if not self.source.streaming:
                 delay = next_due - self.clock.monotonic()
                 if delay > 0:
