@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    model_validator,
 )
 from pydantic import Tag as UnionTag
 
@@ -304,24 +303,17 @@ class ModbusHeartbeat(_Model):
     byte_order: _enum(ByteOrder) | None = None  # type: ignore[valid-type]
     max_age_s: float = Field(default=10.0, ge=0.1, le=3600, allow_inf_nan=False)
 
-    @model_validator(mode="after")
-    def _type_fits_table(self) -> ModbusHeartbeat:
-        bits = self.table in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT)
-        if self.type is not None and (self.type == DataType.BOOL) != bits:
-            raise ValueError(
-                f"type {self.type} does not fit table {self.table} (BOOL goes with COIL/DISCRETE_INPUT)"
-            )
-        if self.byte_order is not None and (bits or self.type == DataType.BOOL):
-            raise ValueError("byte_order does not apply to a bit")
-        return self
-
     @property
     def data_type(self) -> DataType:
-        if self.type is not None:
-            return DataType(self.type)
-        return (
-            DataType.BOOL if self.table in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT) else DataType.UINT16
-        )
+        return heartbeat_type(self.table, self.type)
+
+
+def heartbeat_type(table: Any, dtype: Any) -> DataType:
+    """A heartbeat's type as given, else BOOL on bit tables and UINT16 on register tables
+    (plant_check checks the point with the same default)."""
+    if dtype is not None:
+        return DataType(dtype)
+    return DataType.BOOL if table in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT) else DataType.UINT16
 
 
 class OpcUaDevice(_Model):

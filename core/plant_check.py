@@ -30,12 +30,12 @@ from core.plant import (
     DataType,
     GasSpec,
     ModbusDevice,
-    ModbusHeartbeat,
     OpcUaDevice,
     Plant,
     Tag,
     TagSource,
     enum_name,
+    heartbeat_type,
     normalise,
 )
 from core.units import KIND_UNITS, GasProperties, UnitError, convert_gas
@@ -201,7 +201,8 @@ class _Checker:
             return
         hb = dev.get("heartbeat")
         if isinstance(hb, dict):  # the same rules as a tag's point
-            dtype = _get(hb, ModbusHeartbeat, "type")
+            given = hb.get("type")
+            dtype = given if given is not None else heartbeat_type(hb.get("table"), None).value
             self._point(hb.get("table"), dtype, hb.get("address"), hb.get("byte_order"), (*at, "heartbeat"))
         transport = _get(dev, ModbusDevice, "transport")
         dev_id = dev.get("id")
