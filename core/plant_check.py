@@ -32,6 +32,7 @@ from core.plant import (
     ModbusDevice,
     OpcUaDevice,
     Plant,
+    RateOfChange,
     Tag,
     TagSource,
     enum_name,
@@ -44,6 +45,7 @@ __all__ = ["DEFAULT_DEADBAND_PCT", "DEFAULT_ON_DELAY_S", "GasReference", "build_
 
 # ISA-18.2 starting points (DOMAIN.md "Alarm management"); gas, discrete and counter: none (a
 # counter only accumulates: a deadband or delay as % of a roll-over range means nothing).
+_LOW_LIMITS = ("ll", "l")
 DEFAULT_DEADBAND_PCT = {"FLOW": 5.0, "LEVEL": 5.0, "PRESSURE": 2.0, "TEMPERATURE": 1.0, "COMPOSITION": 1.0}
 DEFAULT_ON_DELAY_S = {"FLOW": 15.0, "LEVEL": 60.0, "PRESSURE": 15.0, "TEMPERATURE": 60.0, "COMPOSITION": 15.0}
 _BIT_TABLES = {"COIL", "DISCRETE_INPUT"}
@@ -472,6 +474,17 @@ class _Checker:
                     f"raw [{raw[0]:g}, {raw[1]:g}] to eng [{eng[0]:g}, {eng[1]:g}] is no usable linear "
                     f"scale (factor {slope:g})",
                 )
+            elif rng is not None and dtype in _RAW_SPAN:
+                # what the register can show at all: limits beyond it could never be reached
+                ends = [eng[0] + (count - raw[0]) * slope for count in _RAW_SPAN[dtype]]
+                shown = (min(ends), max(ends))
+                if shown[0] > rng[0] or shown[1] < rng[1]:
+                    self.err(
+                        (*at, "eng") if scale.get("eng") is not None else at,
+                        f"a {dtype} register scaled this way shows only [{shown[0]:g}, {shown[1]:g}], "
+                        f"less than the instrument range [{rng[0]:g}, {rng[1]:g}]: limits and trips "
+                        "beyond it could never be reached",
+                    )
 
     def _overlaps(self) -> None:
         for (dev, unit_id, table), spans in self.registers.items():
@@ -506,6 +519,19 @@ class _Checker:
         if limits.get("deadband") is not None and limits.get("deadband_pct") is not None:
             self.err((*at, "deadband_pct"), "give deadband or deadband_pct, not both")
         self._within_span(limits, ("deadband",), at, rng, "an alarm would never clear")
+        db, field = _num(limits.get("deadband")), "deadband"
+        if db is None and rng is not None and _num(limits.get("deadband_pct")) is not None:
+            db, field = (_num(limits.get("deadband_pct")) or 0.0) / 100 * (rng[1] - rng[0]), "deadband_pct"
+        if db and rng is not None and db < rng[1] - rng[0]:
+            for name, v in present:
+                assert v is not None
+                clear = v + db if name in _LOW_LIMITS else v - db
+                if rng[0] <= v <= rng[1] and not rng[0] < clear < rng[1]:
+                    self.err(
+                        (*at, field),
+                        f"a deadband of {db:g} clears {name.upper()} ({v:g}) at {clear:g}, outside the "
+                        f"instrument range [{rng[0]:g}, {rng[1]:g}]: the alarm would never clear",
+                    )
 
     def _within_span(
         self,
@@ -532,6 +558,17 @@ class _Checker:
                 (*at, "rate", "deadband"),
                 "the rate deadband must be below max_per_min, or the alarm never clears",
             )
+        span_rng = self.tag_range.get(key)
+        if isinstance(rate, dict) and span_rng is not None:
+            limit, window = _num(rate.get("max_per_min")), _num(rate.get("window_s"))
+            window = _get(rate, RateOfChange, "window_s") if window is None else window
+            fastest = (span_rng[1] - span_rng[0]) * 60 / window if window else math.inf
+            if limit is not None and limit > fastest:
+                self.err(
+                    (*at, "rate", "max_per_min"),
+                    f"{limit:g} per min can never be measured: the whole range [{span_rng[0]:g}, "
+                    f"{span_rng[1]:g}] within window_s ({window:g} s) is {fastest:g} per min",
+                )
         deviation = tag.get("deviation")
         if isinstance(deviation, dict) and isinstance(deviation.get("tag"), str):
             self.rule_refs.append((ent, key, deviation["tag"], (*at, "deviation", "tag")))
@@ -795,6 +832,17 @@ def _structural(data: Any, source: SourceMap) -> list[ConfigIssue]:
     return []
 
 
+def _default_deadband_room(limits: dict[str, Any], rng: tuple[float, float]) -> float:
+    """A default deadband never takes a limit's clear point out of the range (a high limit near
+    the range's low end would never clear): at most half the room between limit and range end."""
+    room = math.inf
+    for name in ("ll", "l", "h", "hh"):
+        v = _num(limits.get(name))
+        if v is not None:
+            room = min(room, (rng[1] - v) if name in _LOW_LIMITS else (v - rng[0]))
+    return max(room, 0.0) / 2
+
+
 def _resolve(data: dict[str, Any], ref: GasReference) -> dict[str, Any]:
     out = copy.deepcopy(data)
     for ent in out.get("enterprises", []):
@@ -819,8 +867,12 @@ def _resolve(data: dict[str, Any], ref: GasReference) -> dict[str, Any]:
                     lim = tag["limits"]
                     if lim.get("deadband") is None:
                         pct = lim.pop("deadband_pct", None)
+                        given = pct is not None
                         pct = DEFAULT_DEADBAND_PCT.get(kind, 0.0) if pct is None else pct
-                        lim["deadband"] = round(pct / 100 * (rng[1] - rng[0]), 9) if rng else 0.0
+                        db = round(pct / 100 * (rng[1] - rng[0]), 9) if rng else 0.0
+                        if not given and rng is not None:
+                            db = min(db, _default_deadband_room(lim, rng))
+                        lim["deadband"] = db
                     lim.setdefault("on_delay_s", DEFAULT_ON_DELAY_S.get(kind, 0.0))
                     lim.setdefault("off_delay_s", 0.0)
     return out

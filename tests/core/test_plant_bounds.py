@@ -146,7 +146,7 @@ def test_every_duration_at_its_maximum_still_compiles(tmp_path: Path) -> None:
   source: {device: MB1, table: HOLDING, address: 0, type: FLOAT64}
   limits: {l: -1.0e15, h: 1.0e15, deadband_pct: 50, on_delay_s: 86400, off_delay_s: 86400}
   data_quality: {frozen_s: 604800}
-  rate: {max_per_min: 1.0e15, window_s: 86400, on_delay_s: 86400}
+  rate: {max_per_min: 1.0e12, window_s: 86400, on_delay_s: 86400}
 - code: LT2
   name: 储罐液位
   equipment: V1
@@ -284,3 +284,19 @@ def test_a_counter_needs_no_range_and_gets_no_analog_defaults(tmp_path: Path) ->
     assert "E1.V1.P1_HOURS:H" in keys and "E1.V1.P1_HOURS:OUT_OF_RANGE" not in keys
     assert {"E1.V1.FQ1:H", "E1.V1.FQ1:OUT_OF_RANGE", "E1.V1.FQ1:ROC"} <= keys
     assert {"h", "m³", "t", "kWh", ""} <= KIND_UNITS["COUNTER"]
+
+
+def test_a_default_deadband_never_clears_a_limit_outside_the_range(tmp_path: Path) -> None:
+    plant = _load(
+        tmp_path,
+        "- {protocol: MODBUS, id: MB1, host: 127.0.0.1}\n",
+        """\
+- {code: LT1, name: 低位罐液位, equipment: V1, kind: LEVEL, unit: m, range: [0, 45], limits: {h: 1},
+   source: {device: MB1, table: HOLDING, address: 0, type: FLOAT32}}
+- {code: LT2, name: 储罐液位, equipment: V1, kind: LEVEL, unit: m, range: [0, 45], limits: {h: 38},
+   source: {device: MB1, table: HOLDING, address: 2, type: FLOAT32}}
+""",
+    )
+    # 5 % of 45 m (2.25 m) would clear H = 1 m at -1.25 m: halved room instead; LT2 keeps the default
+    assert plant.tag("E1.V1.LT1").limits.deadband == 0.5  # type: ignore[union-attr]
+    assert plant.tag("E1.V1.LT2").limits.deadband == 2.25  # type: ignore[union-attr]
