@@ -14,9 +14,10 @@ __all__ = ["MASK", "redact"]
 
 MASK = "***"
 
-# scheme://user:password@ — the password runs to the last '@' before '/', whitespace or a quote
-# (an unencoded '@' in a password must not leave its tail visible).
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@'\"]*:)[^/\s'\"]*@", re.IGNORECASE)
+# scheme://user: and the rest of the URL (up to whitespace or a quote). The password runs to the
+# last '@' before the query ('?'): an unencoded '@' or '/' in a password must not leave its tail
+# visible (generated passwords often hold '/'), while an '@' in a query value is not one.
+_URL_USER = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@'\"]*:)([^\s'\"]*)", re.IGNORECASE)
 # password=... in a libpq conninfo string or a URL query: quoted (with \' escapes) or up to a blank.
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s&]+)", re.IGNORECASE)
 
@@ -26,5 +27,11 @@ def redact(text: str) -> str:
     # The cheap test first: this runs on every log record.
     if "://" not in text and "password" not in text.lower():
         return text
-    text = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
+    text = _URL_USER.sub(_mask_url_password, text)
     return _KV_PASSWORD.sub(rf"\g<1>{MASK}", text)
+
+
+def _mask_url_password(m: re.Match[str]) -> str:
+    rest = m.group(2)
+    at = rest.rfind("@", 0, rest.find("?") if "?" in rest else len(rest))
+    return m.group(0) if at < 0 else f"{m.group(1)}{MASK}{rest[at:]}"

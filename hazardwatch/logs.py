@@ -16,6 +16,7 @@ level, logger, message; line breaks inside a message or traceback written as ``\
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import json
 import logging
@@ -33,6 +34,7 @@ from core.redact import redact
 __all__ = ["QUEUE_RECORDS", "LogFormat", "dropped_records", "parse_level", "resolve", "setup", "shutdown"]
 
 QUEUE_RECORDS = 10_000
+STOP_WAIT_S = 5.0  # longest wait for the output at stop before giving up the rest
 _FORMATTER = logging.Formatter()
 
 
@@ -135,6 +137,7 @@ class _Listener(QueueListener):
         super().__init__(source.bounded, output)
         self.source = source
         self.reported = 0
+        self.stuck = False  # the output did not finish within STOP_WAIT_S at stop
 
     def handle(self, record: logging.LogRecord) -> None:
         self._report_drops()
@@ -156,11 +159,19 @@ class _Listener(QueueListener):
         super().handle(note)
 
     def enqueue_sentinel(self) -> None:
-        self.source.bounded.put(None)  # the sentinel; blocking: the thread drains a full queue
+        # The thread drains a full queue, unless its output is stuck (a stalled journald):
+        # then exit goes on without the rest rather than hang a SIGTERM for ever.
+        with contextlib.suppress(queue.Full):
+            self.source.bounded.put(None, timeout=STOP_WAIT_S)
 
     def stop(self) -> None:
-        super().stop()
-        self._report_drops()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self.enqueue_sentinel()
+            thread.join(STOP_WAIT_S)
+            self.stuck = thread.is_alive()
+        if not self.stuck:
+            self._report_drops()
 
 
 _active: _Listener | None = None
@@ -210,6 +221,9 @@ def setup(level: str, fmt: LogFormat | str = LogFormat.AUTO, stream: TextIO | No
     _root_level = root.level
     root.addHandler(handler)
     root.setLevel(number)
+    # asyncua logs every publish response (a whole PublishResult, megabytes for thousands of
+    # items) at INFO, on the event loop: its INFO is kept for --log-level DEBUG.
+    logging.getLogger("asyncua").setLevel(number if number <= logging.DEBUG else max(number, logging.WARNING))
     _active.start()
     sys.excepthook = _log_uncaught
 
@@ -223,7 +237,11 @@ def shutdown() -> None:
     root = logging.getLogger()
     root.removeHandler(listener.source)
     root.setLevel(_root_level)
+    logging.getLogger("asyncua").setLevel(logging.NOTSET)
+    # sys.excepthook stays _log_uncaught: with logging stopped it still writes redacted text.
     listener.stop()
+    if listener.stuck:
+        return  # its thread holds the output's lock: a flush would wait for it too
     for handler in listener.handlers:
         handler.flush()
 

@@ -119,6 +119,35 @@ def test_a_blocked_output_never_blocks_the_caller_and_drops_are_counted() -> Non
     assert kept == sorted(kept) and len(kept) == n - dropped  # order kept, nothing else lost
 
 
+def test_a_stuck_output_does_not_hang_the_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "STOP_WAIT_S", 0.2)
+    stream = _Stuck()
+    logs.setup("INFO", "plain", stream=stream)
+    try:
+        for i in range(logs.QUEUE_RECORDS + 10):  # the queue is full, its reader stuck in write
+            log.warning("record %d", i)
+        started = time.perf_counter()
+        logs.shutdown()
+        took = time.perf_counter() - started
+    finally:
+        stream.release.set()
+    assert took < 5.0  # a blocking sentinel put or join would wait until the output frees (30 s)
+
+
+def test_asyncua_info_is_kept_for_debug(captured: io.StringIO) -> None:
+    ua = logging.getLogger("asyncua.common.subscription")
+    logs.setup("INFO", "plain", stream=captured)
+    ua.info("PublishResult(... every notification of thousands of items ...)")
+    ua.warning("publish failed")
+    logs.shutdown()
+    text = captured.getvalue()
+    assert "PublishResult" not in text and "publish failed" in text
+    logs.setup("DEBUG", "plain", stream=captured)
+    ua.info("PublishResult at debug")
+    logs.shutdown()
+    assert "PublishResult at debug" in captured.getvalue()
+
+
 # --- `hazardwatch run` as a service and as a background job ---------------------------------
 
 

@@ -34,6 +34,8 @@ SECRET = "S3cr3t-q7Zx"
         ('bad URI: "postgres://u:S3cr3t@[::1:5432/db"\n', 'bad URI: "postgres://u:***@[::1:5432/db"\n'),
         ("postgresql://u:p@ss@host/db?x=a@b", "postgresql://u:***@host/db?x=a@b"),  # '@' in the password
         ("postgres://:S3cr3t@h/db", "postgres://:***@h/db"),
+        ("postgres://u:ab/c+d=@h/db", "postgres://u:***@h/db"),  # '/' in a generated password
+        ("dsn postgres://u:a/b@c@h:5/d?x=y@z failed", "dsn postgres://u:***@h:5/d?x=y@z failed"),
         ("host=h password=S3cr3t user=u", "host=h password=*** user=u"),
         ("host=h password='S3 cr\\'3t' user=u", "host=h password=*** user=u"),
         (
