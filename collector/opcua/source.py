@@ -8,13 +8,17 @@ buffer into one ReadingBatch. Status codes become quality bytes, never dropped. 
 the server does not know yields BAD|CONFIG_ERROR rows, not a crash loop. The runner
 rebuilds client, session and subscription after any connection loss.
 
-A dead server is noticed within ``publish_watchdog_intervals`` publishing intervals: the
-subscription asks for a keep-alive every interval, every publish response (data or
-keep-alive) is noted, and when one interval passes without one the source asks the server
-directly (a read of ServerState, bounded by the watchdog); a closed socket is seen at the
-next wake-up. Status codes are logged by name. A failed Read of one polling chunk marks
-only that chunk's tags. A heartbeat node or ``max_silence_s`` (collector/liveness.py) tells
-"unchanged" from "nobody is measuring" behind a gateway that keeps its session.
+A dead server or subscription is noticed within ``publish_watchdog_intervals`` publishing
+intervals (never less than MIN_PUBLISH_WATCHDOG_S, so an event-loop stall does not fail every
+subscription at once): the subscription asks for a keep-alive every interval, and only a
+publish response (data or keep-alive) resets the publish timer. When one interval passes
+without one, a Read of ServerState checks the session (its failure fails the source, its
+answer does not count as publishing: a server can keep the session but lose the
+subscription); asyncua's publish loop ending (it stops silently on BadNoSubscription) fails
+the source too; a closed socket is seen at the next wake-up. Status codes are logged by
+name. A failed Read of one polling chunk marks only that chunk's tags. A heartbeat node or
+``max_silence_s`` (collector/liveness.py) tells "unchanged" from "nobody is measuring" behind
+a gateway that keeps its session: only Good, finite values count as signs of life.
 
 Secured endpoints (Basic256Sha256, Sign or SignAndEncrypt) use our own client certificate
 (``pki``) and accept exactly the configured server certificate, checked against what the
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +67,9 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # monitored items / reads per request: avoids BadTcpMessageTooLarge on big servers
 HEARTBEAT = -1  # the index of the heartbeat node: read, never emitted as a reading
 MAX_BUFFERED = 200_000  # notifications held between reads; the oldest go first past this
+# The publish watchdog's floor: a busy event loop (thousands of BAD edges) can delay every
+# publish response by a second or more; that must not fail all subscriptions at once.
+MIN_PUBLISH_WATCHDOG_S = 2.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MODES = {
     SecurityMode.SIGN: ua.MessageSecurityMode.Sign,
@@ -169,6 +177,13 @@ def _hide_credentials() -> None:
         proto.addFilter(_RedactUserTokens())
 
 
+def _alive_value(value: Any, good: bool) -> bool:
+    """Can this value prove somebody measures? Only a Good one that is a value (not None/NaN/inf)."""
+    if not good or value is None:
+        return False
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
 def _number(v: Any) -> float | None:
     if isinstance(v, bool | int | float) and not isinstance(v, complex):
         return float(v)
@@ -213,7 +228,9 @@ class OpcUaSource:
         self._heartbeat: OpcUaPoint | None = None
         self._heartbeat_node: Node | None = None
         self._heartbeat_value: Any = None
-        self._last_value: dict[int, Any] = {}
+        self._subscription: Subscription | None = None
+        self._last_value: dict[int, Any] = {}  # last Good, finite value per tag (max silence)
+        self._heartbeat_failing = False  # a failing heartbeat read was logged (polling)
         self._sign = False  # a sign of life arrived since the last read
         hb = device.heartbeat
         if hb is not None:
@@ -236,7 +253,7 @@ class OpcUaSource:
         return SourceHealth({self.name: live}, self.chunk_errors)
 
     def heard(self) -> None:
-        """The server sent something (a publish response, or an answer to our keep-alive read)."""
+        """The server sent a publish response (data change or keep-alive notification)."""
         self._heard_s = self.clock.monotonic()
 
     # --- connection ------------------------------------------------------------------
@@ -377,8 +394,18 @@ class OpcUaSource:
         result = await sub.init()
         self._publish_s = max(result.RevisedPublishingInterval / 1000, 0.001)
         self.heard()
-        if self._heartbeat_node is not None:
-            await sub.subscribe_data_change(self._heartbeat_node, queuesize=1)
+        self._subscription = sub
+        hb = self._heartbeat_node
+        if hb is not None and self._index_of.get(hb.nodeid) == HEARTBEAT:  # a tag's item serves as well
+            (res,) = await sub.subscribe_data_change([hb], queuesize=1)
+            if isinstance(res, ua.StatusCode):
+                # Liveness then trips after max_age_s: the device shows down, with this reason logged.
+                log.error(
+                    "%s: the server refused heartbeat %s: %s; the device will show down",
+                    self.name,
+                    self._heartbeat.node if self._heartbeat else hb.nodeid,
+                    status_text(res),
+                )
         points = {p.index: p for p in self.points}
         now = self.clock.now_us()
         unknown = 0
@@ -425,18 +452,16 @@ class OpcUaSource:
         index = self._index_of.get(node.nodeid)
         if index is None:
             return
+        dv = data.monitored_item.Value
+        good = dv.StatusCode is None or dv.StatusCode.is_good()
         hb = self._heartbeat_node
         if hb is not None and node.nodeid == hb.nodeid:
-            self._heartbeat_seen(val)
+            self._heartbeat_seen(val, good)
             if index == HEARTBEAT:
                 return
         if self.liveness is not None and self._heartbeat is None:
-            # max silence: a value that differs from the last one seen (not the initial
-            # notifications a new subscription sends for every item) proves someone measures.
-            if index in self._last_value and self._last_value[index] != val:
-                self._sign = True
-            self._last_value[index] = val
-        self._buffer.append(self._row(index, data.monitored_item.Value, val))
+            self._value_seen(index, val, good)
+        self._buffer.append(self._row(index, dv, val))
         if len(self._buffer) > MAX_BUFFERED:
             self._buffer.popleft()
             self.dropped += 1
@@ -451,10 +476,22 @@ class OpcUaSource:
         self._failure = f"subscription status {status_text(status)} ({who})"
         self._wake.set()
 
-    def _heartbeat_seen(self, value: Any) -> None:
+    def _heartbeat_seen(self, value: Any, good: bool = True) -> None:
+        if not _alive_value(value, good):
+            return
         if self._heartbeat_value is not None and value != self._heartbeat_value:
             self._sign = True
         self._heartbeat_value = value
+
+    def _value_seen(self, index: int, value: Any, good: bool) -> None:
+        """Max silence: a Good, finite value that differs from the last such value of the tag (not
+        the first notification a new subscription sends for every item) proves someone measures."""
+        if not _alive_value(value, good):
+            return
+        last = self._last_value.get(index)
+        if last is not None and last != value:
+            self._sign = True
+        self._last_value[index] = value
 
     # --- reading ---------------------------------------------------------------------
 
@@ -495,10 +532,8 @@ class OpcUaSource:
             self._check_socket(client)
             polled = await self._poll(client)
             if self.liveness is not None and self._heartbeat is None:
-                for i, _, value, _ in polled:
-                    if i in self._last_value and self._last_value[i] != value and value == value:
-                        self._sign = True
-                    self._last_value[i] = value
+                for i, _, value, quality in polled:
+                    self._value_seen(i, value, quality == Quality.GOOD)
             if self._heartbeat_node is not None:
                 await self._read_heartbeat(client)
             rows += polled
@@ -530,10 +565,24 @@ class OpcUaSource:
         try:
             self._heartbeat_seen(await self._heartbeat_node.read_value())
         except (ua.UaError, TimeoutError) as exc:
-            log.debug("%s: heartbeat read failed: %s", self.name, _why(exc))
+            if cancelled_by_us():
+                raise asyncio.CancelledError from exc
+            if not self._heartbeat_failing:  # once, until it works again; liveness then trips
+                self._heartbeat_failing = True
+                code = exc.code if isinstance(exc, ua.UaStatusCodeError) else None
+                log.error(
+                    "%s: reading heartbeat %s failed: %s; the device will show down",
+                    self.name,
+                    self._heartbeat.node if self._heartbeat else "?",
+                    status_text(code) if code is not None else _why(exc),
+                )
+            return
+        if self._heartbeat_failing:
+            self._heartbeat_failing = False
+            log.warning("%s: heartbeat reads work again", self.name)
 
     def _watchdog_s(self) -> float:
-        return self.device.publish_watchdog_intervals * self._publish_s
+        return max(MIN_PUBLISH_WATCHDOG_S, self.device.publish_watchdog_intervals * self._publish_s)
 
     def _check_socket(self, client: Client) -> None:
         protocol = client.uaclient.protocol
@@ -553,34 +602,46 @@ class OpcUaSource:
             raise SourceError(f"{self.name}: asyncua's connection check raised CancelledError") from exc
         except Exception as exc:  # asyncua re-raises whatever killed its keep-alive task
             raise SourceError(f"{self.name}: connection lost: {_why(exc)}") from exc
+        publishing = client.uaclient._publish_task
+        if publishing is not None and publishing.done():
+            # asyncua ends its publish loop without a word on BadNoSubscription or subscription id 0.
+            raise SourceError(
+                f"{self.name}: asyncua's publish loop ended (the server dropped the subscription?)"
+            )
         await self._watch(client)
 
     async def _watch(self, client: Client) -> None:
-        """Publish watchdog: quiet for one interval, ask the server; quiet past the limit, it is dead."""
+        """Publish watchdog: quiet for one interval, check the session; no publish past the limit, dead.
+
+        The Read only tells whether the session answers: a server that keeps the session but lost
+        the subscription answers it, so only a publish response resets the publish timer."""
         now = self.clock.monotonic()
         if now - self._heard_s < self._publish_s:
             return
         left = self._heard_s + self._watchdog_s() - now
         try:
-            async with asyncio.timeout(max(0.05, left)):
-                await client.nodes.server_state.read_value()  # the session keep-alive
-            self.heard()
-            return
+            async with asyncio.timeout(max(0.05, min(left, self.device.timeout_s))):
+                await client.nodes.server_state.read_value()  # the session check
         except TimeoutError:
             pass
         except asyncio.CancelledError as exc:
             if cancelled_by_us():
                 raise
-            raise SourceError(f"{self.name}: asyncua raised CancelledError on the keep-alive read") from exc
+            raise SourceError(
+                f"{self.name}: asyncua raised CancelledError on the session check read"
+            ) from exc
         except (OSError, ua.UaError) as exc:
-            raise SourceError(f"{self.name}: keep-alive read failed: {_why(exc)}") from exc
+            raise SourceError(
+                f"{self.name}: session check (Read of ServerState) failed: {_why(exc)}"
+            ) from exc
         for _ in range(10):  # responses already received but not yet handled (a busy loop) count
             await asyncio.sleep(0)
         quiet = self.clock.monotonic() - self._heard_s
         if quiet > self._watchdog_s():
             raise SourceError(
-                f"{self.name}: no publish response, keep-alive or read answer for {quiet:.1f} s "
-                f"({self.device.publish_watchdog_intervals:g} publishing intervals of {self._publish_s:g} s)"
+                f"{self.name}: no publish response (data or keep-alive) for {quiet:.1f} s (limit "
+                f"{self._watchdog_s():g} s: {self.device.publish_watchdog_intervals:g} publishing intervals "
+                f"of {self._publish_s:g} s, at least {MIN_PUBLISH_WATCHDOG_S:g} s)"
             )
 
     async def _poll(self, client: Client) -> list[tuple[int, int, float, int]]:
@@ -595,6 +656,8 @@ class OpcUaSource:
             except (OSError, ConnectionError) as exc:
                 raise SourceError(f"{self.name}: read failed: {_why(exc)}") from exc
             except (TimeoutError, ua.UaError) as exc:
+                if cancelled_by_us():  # our stop or watchdog, turned into another error by asyncua
+                    raise asyncio.CancelledError from exc
                 self._check_socket(client)  # a closed link fails the whole source, not a chunk
                 failed += 1
                 self.chunk_errors += 1
