@@ -67,9 +67,9 @@ def _iso(ts_us: int) -> str:
     return to_datetime(ts_us).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: float = 5.0) -> None:
+async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: float = 5.0) -> bool:
     """Cancel and wait, bounded: a task that swallowed a cancel is cancelled again, and
-    shutdown goes on (with a log line) rather than hanging on it."""
+    shutdown goes on (with a log line) rather than hanging on it. True when all stopped."""
     pending = {t for t in tasks if not t.done()}
     for _ in range(rounds):
         if not pending:
@@ -82,6 +82,7 @@ async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: 
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.error("task %s had failed: %s", task.get_name(), task.exception())
+    return not pending
 
 
 class Runtime:
@@ -248,16 +249,37 @@ class Runtime:
         log.info("collecting %d tags from %d sources", len(self.registry), len(self.runners))
 
     async def stop(self) -> None:
-        await _cancel_all(self._tasks)
+        try:
+            clean = await self._stop_collecting()
+            if self._beating:  # only a run that got to collecting can vouch for a clean stop
+                if clean:
+                    self._beat_now(clean=True)
+                else:
+                    log.warning("stop was not clean (see above): the next start marks the gap in history")
+                self._beating = False
+        finally:
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+            for lock in self._locks:
+                lock.release()
+
+    async def _stop_collecting(self) -> bool:
+        """Stop collectors, drain and close the historian; True when nothing was left behind
+        (every task stopped, every queued batch reached the historian or its spool)."""
+        clean = await _cancel_all(self._tasks)
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.source.close()
         self._tasks.clear()
         if not await self.hub.drain(self.options.shutdown_flush_s):
             log.warning("shutdown: sinks did not drain within %.0f s", self.options.shutdown_flush_s)
+            clean = False
         await self.hub.stop()
         if self.rules is not None and self.rule_state_file:
-            self.rules.save(self.rule_state_file)
+            try:
+                self.rules.save(self.rule_state_file)
+            except OSError as exc:  # a full disk must not keep the historian from closing
+                log.error("rule state %s not saved: %s", self.rule_state_file, exc)
         if self.writer is not None:
             # Let the writer finish in the database while it is up; whatever it cannot write
             # in time goes to the spool on close (drained at the next start).
@@ -266,13 +288,7 @@ class Runtime:
                     async with asyncio.timeout(self.options.shutdown_flush_s):
                         await self.writer.wait_drained()
             await self.writer.close()
-        if self._beating:  # only a run that got to collecting can vouch for a clean stop
-            self._beat_now(clean=True)
-            self._beating = False
-        if self.metrics_server is not None:
-            await self.metrics_server.stop()
-        for lock in self._locks:
-            lock.release()
+        return clean
 
     def _publish(self, batch: ReadingBatch) -> None:
         self.published_rows += len(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from core.registry import TagRegistry
 from core.settings import StorageSettings
 from hazardwatch.runtime import RuleSink, RunSummary, Runtime, RuntimeOptions
 from rules import RuleEngine
+from storage.db import Backend
 from storage.dirlock import DirectoryInUse, DirectoryLock
+from storage.heartbeat import Heartbeat
+from tests.support.databases import create_scratch_db, drop_scratch_db
 
 PLANT = Path(__file__).resolve().parents[1] / "core" / "data" / "two_enterprises.yaml"
 
@@ -86,3 +90,32 @@ def test_the_stop_summary_names_every_place_a_row_went() -> None:
         "30 still spooled, 10 dropped; 2 rejected (timestamp outside 1970-2200); 1 quarantined; "
         "10 lost in the hub queue (dropped or not delivered at shutdown); 1 unaccounted for"
     )
+
+
+async def test_a_stop_that_leaves_batches_behind_is_not_clean(tmp_path: Path) -> None:
+    """Batches a sink could not take in time are lost at stop: the next start must mark the gap."""
+    dsn = create_scratch_db(Backend.POSTGRES)
+    try:
+        plant = load_plant(PLANT)
+        settings = plant.settings.model_copy(update={"data_dir": str(tmp_path)})
+        runtime = Runtime(
+            plant.model_copy(update={"settings": settings}),
+            dsn,
+            options=RuntimeOptions(metrics_port=None, shutdown_flush_s=0.3),
+        )
+        stuck = asyncio.Event()
+
+        async def never_done(batch: ReadingBatch) -> None:
+            await stuck.wait()
+
+        runtime.add_sink("stuck", never_done)
+        await runtime.start()
+        for _ in range(3):
+            runtime.hub.publish(ReadingBatch.from_rows([(0, 1_700_000_000_000_000, 1.0, 0xC0)]))
+        await runtime.stop()
+        beat = Heartbeat(tmp_path).previous()
+        assert beat is not None and not beat.clean
+        with DirectoryLock(tmp_path):  # released all the same
+            pass
+    finally:
+        drop_scratch_db(Backend.POSTGRES, dsn)
