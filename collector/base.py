@@ -148,14 +148,17 @@ class CollectorRunner:
         self.stats = RunnerStats()
         self._rng = rng or random.Random()
         self._attempt = 0
+        self._restarts = 0  # consecutive supervisor restarts without a good read in between
         self._ever_ok = False
 
     @property
     def up(self) -> bool:
         """The link works and every device behind it answers with live data."""
-        if self.stats.state != "ok":
-            return False
-        return all(self.health().devices.values())
+        return self.stats.state == "ok" and self.up_with(self.health())
+
+    def up_with(self, health: SourceHealth) -> bool:
+        """``up`` from a health report already taken (one ``health()`` per metrics scrape)."""
+        return self.stats.state == "ok" and all(health.devices.values())
 
     def health(self) -> SourceHealth:
         report = getattr(self.source, "health", None)
@@ -167,8 +170,10 @@ class CollectorRunner:
         return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
     async def run(self) -> None:
-        """Collect until cancelled: the supervisor around the read loop."""
-        restarts = 0
+        """Collect until cancelled: the supervisor around the read loop.
+
+        Its backoff grows with consecutive restarts and starts again after a good read, so a
+        restart weeks after the last one does not wait the maximum backoff."""
         while True:
             try:
                 await self._collect()
@@ -185,8 +190,8 @@ class CollectorRunner:
             self.stats.restarts += 1
             with contextlib.suppress(Exception):
                 self._failed(SourceError("read loop restarted after an unexpected end"))
-            await self.clock.sleep(self.backoff(restarts))
-            restarts += 1
+            await self.clock.sleep(self.backoff(self._restarts))
+            self._restarts += 1
 
     async def _collect(self) -> None:
         self._attempt = 0
@@ -213,6 +218,7 @@ class CollectorRunner:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self.open_timeout_s):
                         await self.source.close()
+            _raise_if_stopping()  # a stop that close() (a library) swallowed: no backoff, no reopen
             self.stats.reconnects += 1
             await self.clock.sleep(self.backoff(self._attempt))
             self._attempt += 1
@@ -238,6 +244,7 @@ class CollectorRunner:
     def _ok(self, batch: ReadingBatch) -> None:
         now = self.clock.now_us()
         self._attempt = 0  # backoff restarts only after a read succeeded, not after a mere connect
+        self._restarts = 0
         self.stats.reads += 1
         self.stats.readings += len(batch)
         if self.stats.state == "failed" and not len(batch):

@@ -39,7 +39,8 @@ _DETAIL = {
 
 def source_metrics(runners: Sequence[CollectorRunner]) -> Iterable[Metric]:
     """Every collector runner's health and counters, plus its source's protocol detail."""
-    rows = [(r.source.name, r.stats, r.health(), r.up) for r in runners]
+    healths = [r.health() for r in runners]  # once per runner: a source may compute it
+    rows = [(r.source.name, r.stats, h, r.up_with(h)) for r, h in zip(runners, healths, strict=True)]
     yield (
         "hazardwatch_source_up",
         "1 when the source's link works and every device behind it answers with live data.",

@@ -9,10 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from collector.base import CollectorRunner
+from collector.base import CollectorRunner, SourceHealth
 from collector.hub import Hub, MemorySink
 from collector.live import LiveSnapshot
-from collector.metrics import MetricsServer, render
+from collector.metrics import MetricsServer, render, source_metrics
 from core.batch import ReadingBatch
 from core.clock import FakeClock
 from core.errors import SourceError
@@ -313,3 +313,68 @@ async def test_a_runner_always_stops_when_cancelled(steps: int) -> None:
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
     assert stopped, "the runner ignored cancel()"
+
+
+async def test_the_restart_backoff_starts_again_after_a_good_read() -> None:
+    clock = FakeClock(start_us=0)
+    source = ScriptedSource(["ok", "fail", "ok", "fail", "ok", "fail", "ok"])
+    source.clock = clock
+
+    def publish(batch: ReadingBatch) -> None:  # a sink that breaks on every failure marker
+        if np.isnan(batch.value).all():
+            raise RuntimeError("sink bug")
+
+    runner = CollectorRunner(source, publish, clock=clock, rng=random.Random(1))
+    attempts: list[int] = []
+    backoff = runner.backoff
+
+    def spy(attempt: int) -> float:
+        attempts.append(attempt)
+        return backoff(attempt)
+
+    runner.backoff = spy  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await runner.run()
+    assert runner.stats.restarts == 3
+    assert attempts == [0, 0, 0]  # every restart followed a good read: never the growing backoff
+
+
+class SwallowingCloseSource(ScriptedSource):
+    """close() turns the runner's cancel into an OSError, as a client library's disconnect may."""
+
+    async def close(self) -> None:
+        self.closes += 1
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the process stops while the source closes
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise OSError("transport closed") from None
+
+
+async def test_a_stop_swallowed_while_closing_ends_the_runner_without_a_backoff_or_reopen() -> None:
+    clock = FakeClock(start_us=0)
+    source = SwallowingCloseSource(["ok", "fail", "ok"])
+    source.clock = clock
+    runner = CollectorRunner(source, lambda b: None, clock=clock, rng=random.Random(1))
+    with pytest.raises(asyncio.CancelledError):
+        await runner.run()
+    assert source.opens == 1 and runner.stats.reconnects == 0
+    assert clock.monotonic() == 1.0  # one poll interval; no reconnect backoff was slept
+
+
+async def test_metrics_take_each_sources_health_once_per_scrape() -> None:
+    class Counted(ScriptedSource):
+        calls = 0
+
+        def health(self) -> SourceHealth:
+            self.calls += 1
+            return SourceHealth({"plc": True})
+
+    source = Counted([])
+    runner = CollectorRunner(source, lambda b: None)
+    runner.stats.state = "ok"
+    text = render(source_metrics([runner]))
+    assert 'hazardwatch_source_up{source="scripted"} 1' in text
+    assert source.calls == 1
