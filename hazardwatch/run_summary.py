@@ -66,6 +66,8 @@ class RunSummary:
             (self.lost_in_hub, "lost in the hub queue (dropped or not delivered at shutdown)"),
             (self.unaccounted, "unaccounted for"),
         ):
-            if n:
+            if n > 0:
                 parts.append(f"{n} {what}")
+        if self.unaccounted < 0:  # a batch written again after a lost commit acknowledgement
+            parts.append(f"{-self.unaccounted} rows counted twice by the writer (re-sent)")
         return "; ".join(parts)

@@ -216,6 +216,7 @@ async def test_a_5000_tag_comm_failure_keeps_every_other_source_on_cadence(
     window = [t for t in arrivals if t <= failed_at + 2.0]
     gaps = np.diff(window)
     assert big_runner.stats.state == "failed"
-    assert gaps.max() <= 3 * SMALL_INTERVAL_S, f"SMALL stalled for {gaps.max():.2f} s"
+    # per-edge logging on the loop stalled it 13 s; 2 s leaves room for a loaded 2-core machine
+    assert gaps.max() <= 2.0, f"SMALL stalled for {gaps.max():.2f} s"
     assert metrics["hazardwatch_log_records_dropped_total"] == [({}, 0.0)]  # nothing lost from the log
     assert f"{BIG} edges" in real_logging.getvalue()

@@ -90,6 +90,15 @@ def test_the_stop_summary_names_every_place_a_row_went() -> None:
         "30 still spooled, 10 dropped; 2 rejected (timestamp outside 1970-2200); 1 quarantined; "
         "10 lost in the hub queue (dropped or not delivered at shutdown); 1 unaccounted for"
     )
+    resent = RunSummary(
+        readings=100, comm_markers=0, gap_markers=0, to_historian=100, written_rows=103, drained_rows=0,
+        spooled_at_start=0, pending_rows=0, dropped_rows=0, rejected_rows=0, quarantined_rows=0,
+    )  # fmt: skip
+    assert resent.text() == (
+        "stopped: 100 readings collected, 0 comm-failure markers, 0 crash-gap markers; "
+        "103 rows written directly, 0 drained from the spool, 0 still spooled, 0 dropped; "
+        "3 rows counted twice by the writer (re-sent)"
+    )
 
 
 async def test_a_stop_that_leaves_batches_behind_is_not_clean(tmp_path: Path) -> None:
