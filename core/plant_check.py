@@ -196,6 +196,11 @@ class _Checker:
             )
         elif policy != "NONE" and not dev.get("server_certificate"):
             self.err(at, "a secured endpoint needs server_certificate: the server certificate to trust")
+        cert = dev.get("server_certificate")
+        if isinstance(cert, str) and cert:
+            problem = _certificate_problem(Path(cert))
+            if problem:
+                self.err((*at, "server_certificate"), f"{cert}: {problem}")
 
     def _transport(self, dev: dict[str, Any], at: PathKey) -> None:
         """Modbus TCP needs host; RTU needs serial_port, 8 data bits and no TCP keys."""
@@ -830,6 +835,18 @@ def _structural(data: Any, source: SourceMap) -> list[ConfigIssue]:
             issues.append(source.issue(path, msg))
         return issues
     return []
+
+
+def _certificate_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the pinned certificate (run would retry the connect for ever)."""
+    try:
+        head = path.read_bytes()[:64]
+    except OSError as exc:
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        return f"cannot be read: {exc.strerror or exc}{where}"
+    if not (head.lstrip().startswith(b"-----BEGIN") or head[:1] == b"\x30"):  # PEM, or DER's SEQUENCE
+        return "is neither a PEM nor a DER certificate"
+    return None
 
 
 def _default_deadband_room(limits: dict[str, Any], rng: tuple[float, float]) -> float:
