@@ -5,11 +5,14 @@ wire; both hand ``read`` a ``send`` coroutine and a ``connected`` check. Request
 one at a time in plan order, and a plan holds read function codes only (1-4).
 
 Failures are as narrow as the evidence: a unit id that answers nothing (no response, or a
-gateway's exception 10/11) is marked BAD|COMM_FAILURE and skipped for a growing while (at
-most 60 s), so a dead unit costs one timeout per probe, not one per poll, and never stalls
-the other units; a request that fails while its unit answered others in the same poll
-marks only that request's points and is itself skipped for a growing while; a lost link
-raises SourceError so the runner reopens the source. Health per unit (up, consecutive
+gateway's exception 10/11) to its first request *and* to the next one is marked
+BAD|COMM_FAILURE and skipped for a growing while (at most 60 s), so a dead unit costs at
+most two timeouts per probe, not two per poll, and never stalls the other units (the second
+try keeps a device that silently drops one function code from hiding all its registers); a
+request that fails while its unit answered others in the same poll marks only that
+request's points and is itself skipped for a growing while; a lost link raises SourceError
+so the runner reopens the source. A failing request is logged once, and again if it fails
+after having worked. Health per unit (up, consecutive
 failures, last success) and error counts per request group feed ``/metrics``.
 
 With a heartbeat (a register that must change) or ``max_silence_s`` (some value must
@@ -93,7 +96,7 @@ class PlanExecutor:
         self._unit_of_point = np.array([p.unit_id for p in self.plan.points], dtype=np.int32)
         self._health = {u: _Health() for u in self._units}
         self._requests = [_Health() for _ in self.plan.requests]
-        self._reported: set[tuple[int, int]] = set()  # (request, exception code) already logged
+        self._reported: dict[int, set[int]] = {}  # request -> failure kinds logged since it last worked
         self._heartbeat: ReadRequest | None = None
         self._heartbeat_decode: Decoder | None = None
         self._heartbeat_value: float | None = None
@@ -140,7 +143,8 @@ class PlanExecutor:
             if now < health.retry_at:
                 quality[self._unit_of_point == unit] = Quality.BAD_COMM_FAILURE
                 continue
-            answered = False
+            answered = silent = False
+            first_miss: tuple[int, _NoAnswer] | None = None  # a no-answer before the unit answered anything
             for k, i in enumerate(request_ids):
                 r, req = self.plan.requests[i], self._requests[i]
                 if now < req.retry_at:
@@ -150,15 +154,17 @@ class PlanExecutor:
                     data = await self._request(send, connected, r, i)
                 except _NoAnswer as exc:
                     req.errors += 1
-                    if not answered:  # nothing from this unit in this poll: it is silent
-                        for j in request_ids[k:]:
+                    quality[self.plan.request_of == i] = Quality.BAD_COMM_FAILURE
+                    if not answered:
+                        if first_miss is None:  # silent unit, or a request it drops? Try the next one once.
+                            first_miss = (i, exc)
+                            continue
+                        for j in request_ids[k:]:  # two requests unanswered: the unit is silent
                             quality[self.plan.request_of == j] = Quality.BAD_COMM_FAILURE
+                        silent = True
                         self._unit_failed(unit, health, now, exc)
                         break
-                    # The unit answers other requests: only this one's points have no data.
-                    quality[self.plan.request_of == i] = Quality.BAD_COMM_FAILURE
-                    req.skip(now, self.device.poll_interval_s)
-                    self._report(i, -2, f"no answer to {self._describe(r)} ({exc})")
+                    self._request_failed(i, exc, now)  # the unit answers others: only this one's points
                     continue
                 answered = True
                 if isinstance(data, Quality):
@@ -166,8 +172,15 @@ class PlanExecutor:
                     quality[self.plan.request_of == i] = data
                     continue
                 req.failures, req.last_ok_us = 0, ts_us
+                self._recovered(i, r)
                 (bits if r.is_bits else words)[r.offset : r.offset + r.count] = data[: r.count]
-            else:
+            if first_miss is not None and not silent:
+                if answered:
+                    self._request_failed(*first_miss, now=now)
+                else:  # its only request (or the only one not skipped) got no answer
+                    silent = True
+                    self._unit_failed(unit, health, now, first_miss[1])
+            if not silent:
                 if health.failures:
                     log.warning("%s unit %d answers again", self.name, unit)
                 health.failures = 0
@@ -228,6 +241,7 @@ class PlanExecutor:
             return False
         if isinstance(data, Quality):
             return False
+        self._recovered(-1, r)
         words = np.zeros(0 if r.is_bits else r.count, dtype=np.uint16)
         bits = np.zeros(r.count if r.is_bits else 0, dtype=bool)
         (bits if r.is_bits else words)[:] = data[: r.count]
@@ -261,9 +275,19 @@ class PlanExecutor:
         return f"unit {r.unit_id} {r.table.value} {r.start}..{r.start + r.count - 1}"
 
     def _report(self, request: int, code: int, message: str) -> None:
-        if (request, code) not in self._reported:  # once per request and kind, not every poll
-            self._reported.add((request, code))
+        kinds = self._reported.setdefault(request, set())
+        if code not in kinds:  # once per request and kind until it works again, not every poll
+            kinds.add(code)
             log.error("%s: %s; its tags are BAD", self.name, message)
+
+    def _recovered(self, request: int, r: ReadRequest) -> None:
+        if self._reported.pop(request, None):
+            log.warning("%s: %s works again", self.name, self._describe(r))
+
+    def _request_failed(self, i: int, exc: Exception, now: float) -> None:
+        """No answer to one request of a unit that answers others: skip it a growing while."""
+        self._requests[i].skip(now, self.device.poll_interval_s)
+        self._report(i, -2, f"no answer to {self._describe(self.plan.requests[i])} ({exc})")
 
     def _unit_failed(self, unit: int, health: _Health, now: float, exc: Exception) -> None:
         # Skip a silent unit for a growing while (max 60 s) before probing it again.

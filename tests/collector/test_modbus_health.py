@@ -80,7 +80,8 @@ async def test_a_dead_unit_behind_a_gateway_shows_in_metrics(gateway: int) -> No
 
 class Gateway:
     """A Modbus TCP gateway in front of a server: per request frame, ``rule`` says "forward",
-    "drop" (the request times out) or "exception-11" (answer: gateway target failed to respond)."""
+    "drop" (the request times out) or "exception-N" (answer exception N; 11: gateway target
+    failed to respond)."""
 
     def __init__(self, target_port: int, rule: Callable[[bytes], str]) -> None:
         self.target_port = target_port
@@ -113,8 +114,12 @@ class Gateway:
                     match self.rule(frame):
                         case "forward":
                             up_writer.write(frame)
-                        case "exception-11":  # MBAP (tid, pid, len 3, unit) + fc|0x80, code 11
-                            writer.write(frame[:4] + b"\x00\x03" + frame[6:7] + bytes([frame[7] | 0x80, 11]))
+                        case str() as answer if answer.startswith("exception-"):
+                            # MBAP (tid, pid, len 3, unit) + fc|0x80, exception code
+                            code = int(answer.removeprefix("exception-"))
+                            writer.write(
+                                frame[:4] + b"\x00\x03" + frame[6:7] + bytes([frame[7] | 0x80, code])
+                            )
                 await up_writer.drain()
 
         async def answers() -> None:
@@ -213,3 +218,85 @@ def test_a_heartbeat_that_cannot_be_read_is_refused_by_the_config(
 ) -> None:
     with pytest.raises(ValueError, match=error):
         device(502, heartbeat=beat)
+
+
+async def test_a_unit_that_silently_drops_its_first_request_still_has_its_other_requests_read(
+    modbus_plant: ModbusPlant,
+) -> None:
+    modbus_plant.set(1, HR, 0, [42])
+    modbus_plant.set(1, CO, 5, [1])
+    # The device ignores function code 1 (read coils), the unit's first request in plan order.
+    proxy = Gateway(modbus_plant.port, lambda frame: "drop" if frame[7] == 1 else "forward")
+    await proxy.start()
+    clock = FakeClock()
+    source = ModbusSource(device(proxy.port), POINTS[:2], clock=clock)
+    await source.open()
+    try:
+        for _ in range(3):
+            batch = await source.read()
+            q = dict(zip(batch.tag.tolist(), batch.quality.tolist(), strict=True))
+            assert q == {0: Quality.GOOD, 1: Quality.BAD_COMM_FAILURE}
+            assert batch.value[batch.tag == 0][0] == 42.0
+            clock.advance(0.1)
+        health = source.health()
+        assert health.devices == {"plc": True}  # the unit answers; one request of it does not
+        assert health.request_errors >= 1
+    finally:
+        await source.close()
+        await proxy.stop()
+
+
+async def test_a_unit_that_answers_nothing_costs_at_most_two_timeouts_per_probe(
+    modbus_plant: ModbusPlant,
+) -> None:
+    frames: list[bytes] = []
+
+    def rule(frame: bytes) -> str:
+        frames.append(frame)
+        return "drop"
+
+    proxy = Gateway(modbus_plant.port, rule)
+    await proxy.start()
+    points = [*POINTS[:2], ModbusPoint(3, 1, ModbusTable.HOLDING, 40, DataType.INT16)]
+    source = ModbusSource(device(proxy.port, max_registers=2), points, clock=FakeClock())
+    await source.open()
+    try:
+        batch = await source.read()
+        assert set(batch.quality.tolist()) == {Quality.BAD_COMM_FAILURE}
+        assert len(frames) == 2 and source.health().devices == {"plc": False}
+    finally:
+        await source.close()
+        await proxy.stop()
+
+
+async def test_a_request_that_fails_again_after_recovering_is_logged_again(
+    modbus_plant: ModbusPlant, caplog: pytest.LogCaptureFixture
+) -> None:
+    modbus_plant.set(1, HR, 0, [42])
+    modbus_plant.set(1, CO, 5, [1])
+    failing = True
+    proxy = Gateway(modbus_plant.port, lambda f: "exception-4" if failing and f[7] == 3 else "forward")
+    await proxy.start()
+    clock = FakeClock()
+    source = ModbusSource(device(proxy.port), POINTS[:2], clock=clock)
+    await source.open()
+
+    def logged() -> int:
+        return sum("exception 4 reading unit 1 HOLDING" in r.getMessage() for r in caplog.records)
+
+    try:
+        for expected_quality, is_failing, expected_logs in [
+            (Quality.BAD_DEVICE_FAILURE, True, 1),
+            (Quality.BAD_DEVICE_FAILURE, True, 1),  # once, not every poll
+            (Quality.GOOD, False, 1),
+            (Quality.BAD_DEVICE_FAILURE, True, 2),  # failing again after it worked: logged again
+        ]:
+            failing = is_failing
+            batch = await source.read()
+            assert batch.quality[batch.tag == 0][0] == expected_quality
+            assert logged() == expected_logs
+            clock.advance(0.1)
+        assert any("HOLDING 0..0 works again" in r.getMessage() for r in caplog.records)
+    finally:
+        await source.close()
+        await proxy.stop()
