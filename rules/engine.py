@@ -30,7 +30,7 @@ from rules.families import CHECK_KINDS, ROC_GRAIN, LimitFamily, QuietBand, TagCh
 from rules.interlock import InterlockFamily, InterlockStatus
 from rules.machine import EdgeParts, Slots
 from rules.pairs import PairFamily
-from rules.snapshot import EngineSnapshot, initial_rule_state, initial_tag_state
+from rules.snapshot import UNSEEN, EngineSnapshot, initial_rule_state, initial_tag_state
 from rules.spec import (
     LABELS,
     LIMIT_KINDS,
@@ -206,6 +206,16 @@ class RuleEngine:
         if self.born is not None:
             return
         self.born = now
+        ahead = self.ts > now + self.rules.ahead_us
+        if ahead.any():  # restored from a state saved before samples ahead were refused: forget them
+            self.value[ahead], self.held[ahead], self.ts[ahead], self.quality[ahead] = (
+                np.nan,
+                np.nan,
+                UNSEEN,
+                0,
+            )
+            self.valid[ahead] = False
+            self._all_dirty = True
         if self._stale is not None:
             s = self._stale.slots
             s.aux_ts[:] = now

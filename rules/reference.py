@@ -264,6 +264,15 @@ class ReferenceEngine:
         if self.born is not None:
             return
         self.born = now
+        for tag, t in enumerate(self.ts):  # restored from before samples ahead were refused
+            if t > now + self.rules.ahead_us:
+                self.value[tag], self.quality[tag], self.ts[tag], self.held[tag] = (
+                    math.nan,
+                    0,
+                    UNSEEN,
+                    math.nan,
+                )
+                self.dirty = True
         for r, k in enumerate(self.kind):
             if k == K.STALE:
                 self.aux_ts[r] = now

@@ -419,3 +419,23 @@ def test_a_rate_deadband_at_or_above_the_limit_is_refused(tmp_path: Path) -> Non
         ConfigError, match=r"plant\.yaml:\d+ .*rate\.deadband: the rate deadband must be below"
     ):
         _rules_with_rate(tmp_path, "{max_per_min: 30, window_s: 10, deadband: 30}")
+
+
+@pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
+def test_a_state_saved_with_a_sample_from_the_future_does_not_blind_the_tag(impl: Impl) -> None:
+    """A rule-state file written before samples ahead were refused may hold a 2034 sample."""
+    import json
+
+    from rules.snapshot import EngineSnapshot
+
+    before = impl(RULES)
+    raised = before.evaluate(batch(RULES, ("V1.LT2", FUTURE, 95.0)), at(FUTURE))  # its clock said so
+    on = {RULES.keys[r] for r, a in zip(raised.rule.tolist(), raised.active.tolist(), strict=True) if a}
+    assert {"E1.V1.LT2:H", "E1.V1.LT2:HH"} <= on
+    after = impl(RULES)
+    after.restore(EngineSnapshot.from_dict(json.loads(json.dumps(before.snapshot().to_dict()))))
+    edges = after.evaluate(batch(RULES, ("V1.LT2", 100, 50.0)), at(100))
+    cleared = {
+        RULES.keys[r] for r, on in zip(edges.rule.tolist(), edges.active.tolist(), strict=True) if not on
+    }
+    assert {"E1.V1.LT2:H", "E1.V1.LT2:HH"} <= cleared
