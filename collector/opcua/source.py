@@ -441,6 +441,7 @@ class OpcUaSource:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        self._subscription = None
         if client is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.device.timeout_s):
