@@ -15,8 +15,9 @@ import time
 import numpy as np
 
 from core.batch import ReadingBatch
+from core.conditions import INTERLOCK_KINDS, RuleKind, Severity
 from rules.engine import RuleEngine
-from rules.spec import INTERLOCK_KINDS, InterlockTable, RuleKind, RuleSet, Severity
+from rules.ruleset import InterlockTable, RuleSet
 
 __all__ = ["main", "synthetic_rules"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from core.clock import to_datetime
+from core.conditions import Severity
 from core.config import load_plant
 from core.errors import ConfigError, HazardWatchError
 from core.plant import Plant
@@ -21,7 +22,6 @@ from hazardwatch.cli_common import config_error_exit, parse_time
 from rules.backtest import Backtest, backtest, batches_of
 from rules.compile import compile_rules
 from rules.overlay import load_candidate
-from rules.spec import Severity
 
 __all__ = ["register"]
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from core.batch import ReadingBatch
 from core.clock import Clock
-from rules import ConditionEdges, EngineSnapshot, RuleEngine, RuleKind
+from core.conditions import ConditionEdges, RuleKind
+from rules import EngineSnapshot, RuleEngine
 
 __all__ = ["RuleSink"]
 

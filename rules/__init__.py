@@ -8,23 +8,20 @@ Compile a plant into a RuleSet once, then feed the engine every batch and a time
     engine.active()                          # ActiveCondition list for the live view
     snap = engine.snapshot(); engine.restore(snap)
 
-rules/reference.py defines the semantics; the engine is tested equal to it.
+rules/reference.py defines the semantics; the engine is tested equal to it. The kinds,
+severities and edges are shared types in core/conditions.py.
 """
 
 from rules.compile import compile_rules
 from rules.engine import RuleEngine
 from rules.interlock import InterlockStatus
+from rules.ruleset import RuleSet
 from rules.snapshot import EngineSnapshot
-from rules.spec import ActiveCondition, ConditionEdges, RuleKind, RuleSet, Severity
 
 __all__ = [
-    "ActiveCondition",
-    "ConditionEdges",
     "EngineSnapshot",
     "InterlockStatus",
     "RuleEngine",
-    "RuleKind",
     "RuleSet",
-    "Severity",
     "compile_rules",
 ]

@@ -22,8 +22,9 @@ import numpy as np
 
 from core.batch import ReadingBatch
 from core.clock import US_PER_S
+from core.conditions import ConditionEdges
 from rules.engine import RuleEngine
-from rules.spec import ConditionEdges, RuleSet
+from rules.ruleset import RuleSet
 
 __all__ = ["Backtest", "BacktestRow", "backtest", "batches_of", "slices"]
 

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from core.clock import US_PER_S
+from core.conditions import INTERLOCK_KINDS, LABELS, LOW_KINDS, RuleKind, Severity
 from core.errors import RuleError
 from core.plant import Detector, Interlock, ModbusDevice, OpcUaDevice, OpcUaMode, Plant, Tag, TagKind
 from core.plant_check import resolve_key
 from core.registry import TagRegistry
-from rules.spec import INTERLOCK_KINDS, LABELS, LOW_KINDS, InterlockTable, RuleKind, RuleSet, Severity
+from rules.ruleset import InterlockTable, RuleSet
 
 __all__ = ["compile_rules"]
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from core.batch import ReadingBatch
 from core.clock import to_datetime
+from core.conditions import LABELS, LIMIT_KINDS, ActiveCondition, ConditionEdges, RuleKind, Severity, rank_of
 from core.errors import BatchError
 from core.plant import Plant
 from core.quality import COMM_FAILURE, is_bad
@@ -30,17 +31,8 @@ from rules.families import CHECK_KINDS, ROC_GRAIN, LimitFamily, QuietBand, TagCh
 from rules.interlock import InterlockFamily, InterlockStatus
 from rules.machine import EdgeParts, Slots
 from rules.pairs import PairFamily
+from rules.ruleset import RuleSet
 from rules.snapshot import UNSEEN, EngineSnapshot, initial_rule_state, initial_tag_state
-from rules.spec import (
-    LABELS,
-    LIMIT_KINDS,
-    ActiveCondition,
-    ConditionEdges,
-    RuleKind,
-    RuleSet,
-    Severity,
-    rank_of,
-)
 
 __all__ = ["RuleEngine"]
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.conditions import LIMIT_KINDS, LOW_KINDS, RuleKind
 from rules.machine import EdgeParts, Slots
-from rules.spec import LIMIT_KINDS, LOW_KINDS, NEVER, RuleKind, RuleSet
+from rules.ruleset import NEVER, RuleSet
 
 __all__ = ["CHECK_KINDS", "LimitFamily", "TagCheck"]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rules.machine import EdgeParts, Slots
-from rules.spec import NEVER, UNSEEN, RuleSet
+from rules.ruleset import NEVER, UNSEEN, RuleSet
 
 __all__ = ["InterlockFamily", "InterlockStatus"]
 

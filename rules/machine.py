@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from core.conditions import RuleKind, Severity
+from rules.ruleset import NEVER, RuleSet
 from rules.snapshot import RULE_FIELDS
-from rules.spec import NEVER, RuleKind, RuleSet, Severity
 
 __all__ = ["EdgeParts", "Slots"]
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.conditions import PAIR_KINDS
 from rules.machine import EdgeParts, Slots
-from rules.spec import PAIR_KINDS, UNSEEN, RuleSet
+from rules.ruleset import UNSEEN, RuleSet
 
 __all__ = ["PairFamily"]
 

@@ -89,19 +89,10 @@ import math
 from itertools import groupby
 
 from core.batch import ReadingBatch
+from core.conditions import LOW_KINDS, PAIR_KINDS, TAG_KINDS, ConditionEdges, RuleKind, Severity
 from core.quality import COMM_FAILURE
+from rules.ruleset import NEVER, UNSEEN, RuleSet
 from rules.snapshot import EngineSnapshot
-from rules.spec import (
-    LOW_KINDS,
-    NEVER,
-    PAIR_KINDS,
-    TAG_KINDS,
-    UNSEEN,
-    ConditionEdges,
-    RuleKind,
-    RuleSet,
-    Severity,
-)
 
 __all__ = ["ReferenceEngine"]
 

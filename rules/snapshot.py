@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from core.conditions import RuleKind
 from core.quality import is_bad
-from rules.spec import NEVER, UNSEEN, RuleKind, RuleSet
+from rules.ruleset import NEVER, UNSEEN, RuleSet
 
 __all__ = ["RULE_FIELDS", "EngineSnapshot"]
 

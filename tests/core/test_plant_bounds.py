@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from core.conditions import RuleKind
 from core.config import load_plant
 from core.errors import ConfigError
 from core.plant import Plant, TagKind, normalise
 from core.units import KIND_UNITS
 from rules.compile import compile_rules
-from rules.spec import RuleKind
 
 # --- every number is bounded ------------------------------------------------------------
 

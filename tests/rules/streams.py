@@ -12,13 +12,14 @@ import numpy as np
 
 from core.batch import ReadingBatch
 from core.clock import US_PER_S, FakeClock
+from core.conditions import ConditionEdges, RuleKind
 from core.config import load_plant
 from core.plant import Plant
 from core.quality import Quality
 from rules.compile import compile_rules
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
-from rules.spec import ConditionEdges, RuleKind, RuleSet
+from rules.ruleset import RuleSet
 
 DATA = Path(__file__).parent / "data"
 T0 = 1_700_000_000 * US_PER_S

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from core.batch import ReadingBatch
+from core.conditions import RuleKind, Severity
 from core.config import load_plant
 from core.errors import BatchError
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
 from rules.snapshot import EngineSnapshot
-from rules.spec import RuleKind, Severity
 from tests.rules.streams import DATA, at, batch, named, rules_for_tests
 
 RULES = rules_for_tests()

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from core.batch import ReadingBatch
 from core.clock import US_PER_S
+from core.conditions import RuleKind
 from core.quality import Quality
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
-from rules.spec import RuleKind, RuleSet
+from rules.ruleset import RuleSet
 from tests.rules.streams import BAD, GOOD, T0, UNCERTAIN, interesting_values, rules_for_tests, step_ops
 
 RULES = rules_for_tests()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from core.conditions import RuleKind, Severity
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
-from rules.spec import RuleKind, Severity
 from tests.rules.streams import BAD, GOOD, at, batch, play, rules_for_tests
 
 RULES = rules_for_tests()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from core.conditions import LIMIT_KINDS, RuleKind, Severity
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
-from rules.spec import LIMIT_KINDS, RuleKind, Severity
 from tests.rules.streams import BAD, play, rules_for_tests
 
 RULES = rules_for_tests()

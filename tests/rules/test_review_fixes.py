@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from core.conditions import RuleKind
 from core.config import load_plant
 from core.quality import Quality
 from rules.compile import compile_rules
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
+from rules.ruleset import RuleSet
 from rules.snapshot import EngineSnapshot
-from rules.spec import RuleKind, RuleSet
 from tests.rules.streams import BAD, DATA, at, batch, named, play, rules_for_tests
 
 RULES = rules_for_tests()

@@ -17,9 +17,9 @@ import pytest
 
 from core.batch import ReadingBatch
 from core.clock import US_PER_S
+from core.conditions import RuleKind
 from core.config import load_plant
 from rules.engine import RuleEngine
-from rules.spec import RuleKind
 from simulators.scenario import load_scenario
 from simulators.simulation import Simulation
 

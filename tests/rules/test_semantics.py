@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from core.clock import US_PER_S, to_datetime
+from core.conditions import RuleKind, Severity
 from core.config import load_plant
 from core.errors import ConfigError
 from hazardwatch.cli_rules import register
@@ -29,7 +30,6 @@ from rules.backtest import backtest, batches_of
 from rules.compile import compile_rules
 from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
-from rules.spec import RuleKind, Severity
 from tests.rules.streams import BAD, DATA, T0, at, batch, play, rules_for_tests, series
 
 RULES = rules_for_tests()
