@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
+from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock
 from core.errors import DatabaseUnavailable, StorageError
@@ -86,7 +87,9 @@ class SpoolingWriter:
         self.db_ids = np.asarray(db_ids, dtype=np.int32)
         self.spool = spool
         self._clock = clock or SystemClock()
-        self._backoff = (backoff_initial_s, backoff_max_s)
+        # "Equal jitter": half the exponential delay fixed, half random, so reconnect storms
+        # from many processes spread out but each still backs off; never above the cap.
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s, jitter=0.5, spread="below")
         self._write_timeout_s = write_timeout_s
         self.max_batch_rows = max_batch_rows
         self.max_buffer_rows = max_buffer_rows
@@ -242,7 +245,7 @@ class SpoolingWriter:
                 log.exception("historian: unexpected error in the writer task; spooling, retrying")
                 await self._drop_writer()
                 self._spill_buffer()
-                await self._clock.sleep(self._backoff[1])
+                await self._clock.sleep(self._backoff.max_s)
 
     async def _loop(self) -> None:
         attempt = 0
@@ -277,9 +280,9 @@ class SpoolingWriter:
             # A schema mismatch will not fix itself soon: keep spooling, retry slowly.
             if not self._rejected:
                 log.error("historian: cannot use the database (%s); spooling, retrying every %.0f s",
-                          exc, self._backoff[1])  # fmt: skip
+                          exc, self._backoff.max_s)  # fmt: skip
             self._rejected = True
-            await self._clock.sleep(self._backoff[1])
+            await self._clock.sleep(self._backoff.max_s)
             return False
         if self._down_since is not None:
             # A process cannot know when an outage began before it first tried: say what is counted.
@@ -415,7 +418,7 @@ class SpoolingWriter:
                 log.error("historian: cannot write (%s: %s); kept in the spool, retrying",
                           type(exc).__name__, exc, exc_info=not isinstance(exc, StorageError))  # fmt: skip
             self._rejected = True
-            await self._clock.sleep(self._backoff[1])
+            await self._clock.sleep(self._backoff.max_s)
         await self._drop_writer()
 
     def _went_down(self, exc: DatabaseUnavailable, tried_at: float | None = None) -> None:
@@ -440,8 +443,4 @@ class SpoolingWriter:
                 await writer.close()
 
     def _backoff_delay(self, attempt: int) -> float:
-        # "Equal jitter": half the exponential delay fixed, half random, so reconnect
-        # storms from many processes spread out but each still backs off.
-        initial, cap = self._backoff
-        delay = min(cap, initial * 2 ** min(attempt, 30))
-        return delay / 2 + self._rng.uniform(0, delay / 2)
+        return self._backoff.delay(attempt, self._rng)

@@ -35,6 +35,7 @@ from collector.base import cancelled_by_us
 from collector.liveness import Liveness
 from collector.modbus.decode import Decoder
 from collector.modbus.plan import ModbusPoint, ReadRequest, compile_plan, requests_by_unit
+from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.errors import SourceError
 from core.plant import ModbusDevice
@@ -54,6 +55,16 @@ _EXCEPTION_QUALITY = {
 # A gateway answering for a unit behind it that does not answer: the unit is silent.
 _NO_ANSWER_CODES = {10, 11}  # gateway path unavailable, gateway target device failed to respond
 MAX_SKIP_S = 60.0
+
+
+def skip_policy(poll_interval_s: float) -> Backoff:
+    """How long a silent unit or request is skipped after its n-th consecutive failure:
+    ``poll_interval_s * 2**n`` (n from 1), at most 64 polls and at most MAX_SKIP_S.
+
+    No jitter: the window only decides which later poll probes again, and polls already run
+    at the device's own cadence, so probes cannot pile up in step."""
+    cap = min(MAX_SKIP_S, 64 * poll_interval_s)
+    return Backoff(min(2 * poll_interval_s, cap), cap)
 
 
 class _NoAnswer(Exception):
@@ -80,9 +91,9 @@ class _Health:
     errors: int = 0  # failed requests, total
     last_ok_us: int = 0  # last answer (UTC µs), 0: never
 
-    def skip(self, now: float, interval_s: float) -> None:
+    def skip(self, now: float, policy: Backoff) -> None:
         self.failures += 1
-        self.retry_at = now + min(MAX_SKIP_S, interval_s * 2 ** min(self.failures, 6))
+        self.retry_at = now + policy.delay(self.failures - 1)
 
 
 class PlanExecutor:
@@ -95,6 +106,7 @@ class PlanExecutor:
         self._units = requests_by_unit(self.plan)
         self._unit_of_point = np.array([p.unit_id for p in self.plan.points], dtype=np.int32)
         self._health = {u: _Health() for u in self._units}
+        self._skip = skip_policy(device.poll_interval_s)
         self._requests = [_Health() for _ in self.plan.requests]
         self._reported: dict[int, set[int]] = {}  # request -> failure kinds logged since it last worked
         self._heartbeat: ReadRequest | None = None
@@ -286,12 +298,12 @@ class PlanExecutor:
 
     def _request_failed(self, i: int, exc: Exception, now: float) -> None:
         """No answer to one request of a unit that answers others: skip it a growing while."""
-        self._requests[i].skip(now, self.device.poll_interval_s)
+        self._requests[i].skip(now, self._skip)
         self._report(i, -2, f"no answer to {self._describe(self.plan.requests[i])} ({exc})")
 
     def _unit_failed(self, unit: int, health: _Health, now: float, exc: Exception) -> None:
         # Skip a silent unit for a growing while (max 60 s) before probing it again.
-        health.skip(now, self.device.poll_interval_s)
+        health.skip(now, self._skip)
         if health.failures == 1:
             log.error(
                 "%s unit %d does not answer (%s); its tags are BAD, probing again later", self.name, unit, exc

@@ -63,7 +63,7 @@ def test_jitter_below_never_exceeds_the_cap(attempt: int, full: float) -> None:
 
 def test_full_jitter_stays_non_negative() -> None:
     for spread in ("around", "below"):
-        policy = Backoff(initial_s=1.0, max_s=4.0, jitter=1.0, spread=spread)  # type: ignore[arg-type]
+        policy = Backoff(initial_s=1.0, max_s=4.0, jitter=1.0, spread=spread)
         rng = random.Random(2)
         assert all(0.0 <= policy.delay(a % 5, rng) <= 8.0 for a in range(1000))
 
