@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
 from core.errors import SourceError
@@ -139,9 +140,8 @@ class CollectorRunner:
         self.source = source
         self.publish = publish
         self.clock = clock or SystemClock()
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.jitter = jitter
+        # Reconnects and restarts: +-jitter around the exponential delay (the cap applies before it).
+        self.policy = Backoff(backoff_initial_s, backoff_max_s, jitter=jitter, spread="around")
         self.open_timeout_s = open_timeout_s
         # A read that takes longer than this is treated like a lost connection.
         self.read_timeout_s = read_timeout_s or max(2.0, watchdog_intervals * source.interval_s)
@@ -166,8 +166,7 @@ class CollectorRunner:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with +-jitter, so many collectors do not reconnect in step."""
-        base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** min(attempt, 30)))
-        return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
+        return self.policy.delay(attempt, self._rng)
 
     async def run(self) -> None:
         """Collect until cancelled: the supervisor around the read loop.
