@@ -27,6 +27,7 @@ from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
 from collector.live import LiveSnapshot
 from collector.metrics import Metric, MetricsServer, source_metrics
+from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
 from core.errors import DatabaseUnavailable
@@ -49,6 +50,10 @@ from storage.writer import BatchWriter
 __all__ = ["RuleSink", "RunSummary", "Runtime", "RuntimeOptions"]
 
 log = logging.getLogger(__name__)
+
+# Registry sync after a start with the database down: 1 s doubling to 60 s, +-25 % so that
+# many edges started during one outage do not all reconnect in step when it ends.
+SYNC_RETRY = Backoff(1.0, 60.0, jitter=0.25)
 
 
 @dataclass(frozen=True)
@@ -176,13 +181,13 @@ class Runtime:
         return self.registry.with_db_ids(ids)
 
     async def _sync_later(self) -> None:
-        delay = 1.0
+        attempt = 0
         while True:
-            await self.clock.sleep(delay)
+            await self.clock.sleep(SYNC_RETRY.delay(attempt))
             try:
                 await self._sync()
             except DatabaseUnavailable:
-                delay = min(60.0, delay * 2)
+                attempt += 1
                 continue
             log.warning("database reachable again: migrations and registry sync done")
             return
