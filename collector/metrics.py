@@ -1,25 +1,19 @@
-"""Prometheus text exposition of collector, hub and writer health, served on /metrics.
+"""Prometheus text exposition of collector health: ``Metric`` rows and ``render``.
 
-A deliberately small HTTP endpoint (asyncio streams, GET /metrics and GET /healthz only):
-enough for Prometheus or curl, no framework in the collector process. ``source_metrics``
-renders every collector runner: link and device health, counters, and the protocol detail
-its source reports (Modbus units and request groups).
+``source_metrics`` renders every collector runner: link and device health, counters, and the
+protocol detail its source reports (Modbus units and request groups). The process serves
+them, with the other components' metrics, from hazardwatch/metrics_server.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collector.base import CollectorRunner
 
-__all__ = ["Metric", "MetricsServer", "render", "source_metrics"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Metric", "render", "source_metrics"]
 
 # (name, help, type, [(labels, value)])
 Metric = tuple[str, str, str, list[tuple[dict[str, str], float]]]
@@ -113,55 +107,3 @@ def render(metrics: Iterable[Metric]) -> str:
         lines.append(f"# TYPE {name} {kind}")
         lines.extend(f"{name}{_labels(labels)} {value:g}" for labels, value in samples)
     return "\n".join(lines) + "\n"
-
-
-class MetricsServer:
-    def __init__(
-        self, collect: Callable[[], Iterable[Metric]], host: str = "127.0.0.1", port: int = 9108
-    ) -> None:
-        self.collect = collect
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-                while (await reader.readline()).strip():
-                    pass  # headers are not needed
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else ""
-            if len(parts) < 2 or parts[0] != "GET":
-                status, body = "405 Method Not Allowed", "only GET\n"
-            elif path == "/metrics":
-                status, body = "200 OK", render(self.collect())
-            elif path == "/healthz":
-                status, body = "200 OK", "ok\n"
-            else:
-                status, body = "404 Not Found", "try /metrics\n"
-            data = body.encode()
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
-                + data
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()

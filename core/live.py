@@ -1,6 +1,7 @@
 """LiveSnapshot: the newest value, quality and timestamp of every tag, as vectors.
 
-A hub sink for the live view, the API and the console. Updated with one vectorized
+A hub sink for the live view, the API and the console (collector fills it, they read it;
+shared kernel, so the API needs no collector import). Updated with one vectorized
 scatter per batch; an older sample never overwrites a newer one (out-of-order data),
 except that real data always replaces a BAD|COMM_FAILURE marker.
 """

@@ -140,7 +140,7 @@ def run(
     """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
     _logging(log_level, log_format)
     plant = _with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
-    from hazardwatch.demo import run as run_plant
+    from hazardwatch.run import run as run_plant  # never hazardwatch.demo: it imports the simulators
 
     options = _options(metrics_port, pki_dir)
     try:

@@ -25,16 +25,17 @@ import numpy as np
 
 from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
-from collector.live import LiveSnapshot
-from collector.metrics import Metric, MetricsServer, source_metrics
+from collector.metrics import Metric, source_metrics
 from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
 from core.errors import DatabaseUnavailable
+from core.live import LiveSnapshot
 from core.plant import Plant
 from core.registry import TagRegistry
 from hazardwatch.compile_all import compile_plant
 from hazardwatch.logs import dropped_records
+from hazardwatch.metrics_server import MetricsServer
 from hazardwatch.rule_sink import RuleSink
 from hazardwatch.run_summary import RunSummary
 from storage.db import connect

@@ -2,7 +2,8 @@
 
 Public surface: ``Simulation`` (synchronous, deterministic stepping), ``Simulator`` (the
 same behind live servers, with the control API), ``load_scenario``, ``Replayer`` with
-``read_csv``/``write_csv``, and the pytest fixture in ``simulators.fixtures``.
+``read_csv``/``write_csv``, and ``simulators.launch.start_simulator`` (free ports, outside pytest;
+the pytest fixture lives in tests/support/simulator_fixture.py).
 """
 
 from simulators.replay import Recording, Replayer, read_csv, write_csv

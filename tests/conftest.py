@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from simulators.fixtures import simulator  # noqa: F401 — the simulated plant, for every test package
+from tests.support.simulator_fixture import simulator  # noqa: F401 — the simulated plant, for every test package
 
 _skipped: list[str] = []
 

@@ -11,8 +11,8 @@ import pytest
 
 from collector.base import CollectorRunner
 from collector.factory import build_sources
-from collector.live import LiveSnapshot
 from core.clock import SystemClock
+from core.live import LiveSnapshot
 from core.plant import ModbusDevice, Plant
 from core.quality import Quality
 from core.registry import TagRegistry

@@ -1,4 +1,4 @@
-"""CollectorRunner scheduling, backoff and failure reporting; Hub queues; LiveSnapshot; metrics."""
+"""CollectorRunner scheduling, backoff and failure reporting; Hub queues; source metrics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 
 from collector.base import CollectorRunner, SourceHealth
 from collector.hub import Hub, MemorySink
-from collector.live import LiveSnapshot
-from collector.metrics import MetricsServer, render, source_metrics
+from collector.metrics import render, source_metrics
 from core.batch import ReadingBatch
 from core.clock import FakeClock
 from core.errors import SourceError
@@ -241,41 +240,6 @@ async def test_hub_counts_a_failing_sink_and_keeps_going() -> None:
     await hub.stop()
     with pytest.raises(ValueError, match="already added"):
         hub.add_sink("flaky", flaky)
-
-
-def test_live_snapshot_never_moves_backwards() -> None:
-    live = LiveSnapshot(3)
-    assert (live.quality == Quality.BAD_LAST_KNOWN).all()
-    live.apply(ReadingBatch.from_rows([(0, 10, 1.0, 192), (0, 20, 2.0, 192), (2, 5, 7.0, 0x18)]))
-    live.apply(ReadingBatch.from_rows([(0, 15, 9.0, 192)]))  # older than what we have: ignored
-    assert live.value[0] == 2.0 and live.ts[0] == 20
-    assert live.quality[2] == 0x18 and np.isnan(live.value[1])
-    # a device whose clock runs behind the failure marker still replaces it
-    live.apply(ReadingBatch.from_rows([(2, 4, 8.0, 192)]))
-    assert live.value[2] == 8.0 and live.quality[2] == Quality.GOOD
-
-
-async def test_metrics_endpoint_serves_prometheus_text() -> None:
-    metrics = [
-        ("hw_reads_total", "Reads per source.", "counter", [({"source": 'a"b'}, 3.0), ({"source": "c"}, 4.0)])
-    ]
-    assert render(metrics) == (
-        "# HELP hw_reads_total Reads per source.\n# TYPE hw_reads_total counter\n"
-        'hw_reads_total{source="a\\"b"} 3\nhw_reads_total{source="c"} 4\n'
-    )
-    server = MetricsServer(lambda: metrics, port=0)
-    await server.start()
-    try:
-        for path, status in (("/metrics", b"200"), ("/healthz", b"200"), ("/nope", b"404")):
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            response = await reader.read()
-            writer.close()
-            assert response.split(b" ")[1] == status
-            if path == "/metrics":
-                assert b'hw_reads_total{source="c"} 4' in response
-    finally:
-        await server.stop()
 
 
 class InstantSource:

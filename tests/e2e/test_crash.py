@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 
 from core.quality import Quality
-from simulators.fixtures import SimulatorFactory
 from storage.heartbeat import Beat
 from tests.support.databases import migrate
+from tests.support.simulator_fixture import SimulatorFactory
 
 EXE = Path(sys.executable).parent / "hazardwatch"
 PLANT = Path(__file__).resolve().parents[1] / "storage" / "data" / "plant.yaml"  # 3 Modbus tags

@@ -20,9 +20,9 @@ from core.clock import SystemClock, from_datetime
 from core.plant import ModbusDevice, OpcUaDevice, Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
-from simulators.fixtures import SimulatorFactory
 from tests.e2e.helpers import in_data_dir, until
 from tests.support.plants import fast_polling, tolerance
+from tests.support.simulator_fixture import SimulatorFactory
 
 
 async def opcua_source_timestamps(plant: Plant) -> dict[str, int]:

@@ -24,10 +24,10 @@ from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
-from simulators.fixtures import SimulatorFactory
 from tests.e2e.helpers import in_data_dir, until
 from tests.support.plants import fast_polling
 from tests.support.proxy import TcpProxy
+from tests.support.simulator_fixture import SimulatorFactory
 
 
 def with_spool(plant: Plant, spool: Path) -> Plant:

@@ -33,7 +33,6 @@ from core.plant import Plant
 from core.quality import Quality
 from core.registry import TagRegistry
 from hazardwatch.cli import app
-from simulators.fixtures import SimulatorFactory
 from simulators.replay import Recording, Replayer, read_csv
 from storage.db import Backend
 from storage.queries import raw_history
@@ -42,6 +41,7 @@ from storage.writer import BatchWriter
 from tests.simulators.clients import decode, read_modbus
 from tests.simulators.conftest import DATA
 from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.simulator_fixture import SimulatorFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = DATA / "plant.yaml"

@@ -14,8 +14,8 @@ from pymodbus.exceptions import ModbusIOException
 
 from core.plant import Plant
 from core.quality import Quality, from_opcua_status
-from simulators.fixtures import SimulatorFactory
 from tests.simulators.clients import read_modbus, read_opcua
+from tests.support.simulator_fixture import SimulatorFactory
 
 
 async def _modbus(sim, device: str) -> AsyncModbusTcpClient:  # type: ignore[no-untyped-def]

@@ -13,9 +13,9 @@ from core.clock import US_PER_S, FakeClock
 from core.errors import ConfigError
 from core.plant import Plant
 from core.registry import TagRegistry
-from simulators.fixtures import SimulatorFactory
 from simulators.replay import Replayer, read_csv, write_csv
 from tests.simulators.clients import read_modbus
+from tests.support.simulator_fixture import SimulatorFactory
 
 T0 = 1_715_000_000 * US_PER_S
 KEY = "E1.V101.PT02"  # Modbus FLOAT32

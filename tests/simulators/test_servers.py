@@ -9,8 +9,8 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from core.plant import ModbusDevice, OpcUaDevice, Plant
 from core.quality import Quality, from_opcua_status
-from simulators.fixtures import SimulatorFactory
 from tests.simulators.clients import quantum, read_modbus, read_opcua
+from tests.support.simulator_fixture import SimulatorFactory
 
 
 async def _read_all(sim, plant: Plant) -> dict[str, float]:  # type: ignore[no-untyped-def]
