@@ -16,7 +16,7 @@ from core.live import LiveSnapshot
 from core.plant import ModbusDevice, Plant
 from core.quality import Quality
 from core.registry import TagRegistry
-from simulators.fixtures import SimulatorFactory
+from tests.support.simulator_fixture import SimulatorFactory
 from tests.support.plants import fast_polling, tolerance
 
 DEMO = "config/demo"
