@@ -19,8 +19,9 @@ from collector.opcua.source import MIN_PUBLISH_WATCHDOG_S, OpcUaSource, status_t
 from core.errors import SourceError
 from core.plant import OpcUaDevice
 from core.quality import Quality
-from tests.collector.test_opcua_source import Collected, device, points, run, stop, until
+from tests.collector.test_opcua_source import Collected, device, points, run, stop
 from tests.support.servers import NS_URI, UaPlant, free_port
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,17 +119,17 @@ async def test_a_killed_server_is_noticed_within_two_publishing_intervals_and_th
     runner, task = await run(source, out)
     loop = asyncio.get_running_loop()
     try:
-        await until(lambda: runner.stats.state == "ok" and out.latest(7) is not None)
+        await eventually(lambda: runner.stats.state == "ok" and out.latest(7) is not None)
         proc.kill()
         died = loop.time()
         await proc.wait()
-        await until(lambda: runner.stats.state == "failed")
+        await eventually(lambda: runner.stats.state == "failed")
         detected_s = loop.time() - died
         # 2 publishing intervals (0.5 s), with generous room for a busy machine; asyncua's own
         # check needs its request timeout_s (5 s) to notice.
         assert detected_s < 2 * interval + 1.5, detected_s
         proc = await ua_server_process(port)
-        await until(lambda: runner.stats.state == "ok")
+        await eventually(lambda: runner.stats.state == "ok")
         down_s = loop.time() - died
         # from the last good read (before the death) to the first data again, not from detection
         assert runner.stats.last_outage_s >= down_s - 0.5
@@ -151,12 +152,12 @@ async def test_a_silent_link_is_noticed_by_the_publish_watchdog(ua_plant: UaPlan
     runner, task = await run(source, out)
     loop = asyncio.get_running_loop()
     try:
-        await until(lambda: runner.stats.state == "ok" and out.latest(3) is not None)
+        await eventually(lambda: runner.stats.state == "ok" and out.latest(3) is not None)
         await asyncio.sleep(3 * interval)  # keep-alives only: values do not change
         assert runner.stats.state == "ok"  # quiet values are not a dead server
         proxy.frozen = True
         frozen_at = loop.time()
-        await until(lambda: runner.stats.state == "failed")
+        await eventually(lambda: runner.stats.state == "failed")
         # 2 publishing intervals, but never less than the floor; asyncua's own check needs timeout_s + 1 s
         assert loop.time() - frozen_at < max(2 * interval, MIN_PUBLISH_WATCHDOG_S) + 1.5
         assert "no publish response" in runner.stats.last_error
@@ -172,13 +173,13 @@ async def test_a_cancelled_error_raised_inside_asyncua_reconnects_instead_of_end
     source = OpcUaSource(device(ua_plant), points(3))
     runner, task = await run(source, out)
     try:
-        await until(lambda: runner.stats.state == "ok" and source._client is not None)
+        await eventually(lambda: runner.stats.state == "ok" and source._client is not None)
         client = source._client
         assert client is not None and client._monitor_server_task is not None
         # asyncua's check_connection awaits this task; once cancelled it raises CancelledError
         # into our read although nobody cancelled the collector.
         client._monitor_server_task.cancel()
-        await until(lambda: runner.stats.reconnects >= 1 and runner.stats.state == "ok")
+        await eventually(lambda: runner.stats.reconnects >= 1 and runner.stats.state == "ok")
         assert not task.done()
         assert "CancelledError" in runner.stats.last_error
     finally:
@@ -202,10 +203,10 @@ async def test_a_heartbeat_that_stops_marks_every_tag_bad_until_it_moves_again(u
 
     counter = asyncio.create_task(plc())
     try:
-        await until(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(5)))
+        await eventually(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(5)))
         assert runner.up
         beating = False  # the PLC behind the gateway dies; the session stays
-        await until(
+        await eventually(
             lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.BAD_COMM_FAILURE for i in range(5))
         )
         assert np.isnan(out.latest(2)[2])  # type: ignore[index]
@@ -213,7 +214,7 @@ async def test_a_heartbeat_that_stops_marks_every_tag_bad_until_it_moves_again(u
         assert runner.stats.state == "ok" and runner.stats.reconnects == 0  # the link itself is fine
         beating = True
         # tags 0-4 never change: they come back through a fresh read, not a notification
-        await until(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(5)))
+        await eventually(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(5)))
         assert out.latest(2)[2] == 2.0  # type: ignore[index]
         assert runner.up
     finally:
@@ -227,13 +228,13 @@ async def test_without_a_heartbeat_max_silence_trips_on_values_that_never_change
     source = OpcUaSource(device(ua_plant, max_silence_s=1.0), points(4))
     runner, task = await run(source, out)
     try:
-        await until(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(4)))
-        await until(
+        await eventually(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(4)))
+        await eventually(
             lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.BAD_COMM_FAILURE for i in range(4))
         )
         assert not runner.up
         await ua_plant.nodes[1].write_value(-5.0)  # somebody measures again
-        await until(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(4)))
+        await eventually(lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.GOOD for i in range(4)))
         assert out.latest(1)[2] == -5.0 and out.latest(3)[2] == 3.0  # type: ignore[index]
     finally:
         await stop(task)
@@ -255,8 +256,8 @@ async def test_a_failed_read_of_one_polling_chunk_marks_only_that_chunks_tags(ua
     source = OpcUaSource(device(ua_plant, mode="POLLING"), points(20), chunk=5)
     runner, task = await run(source, out)
     try:
-        await until(lambda: {r[0] for r in out.rows()} == set(range(20)))
-        await until(lambda: runner.stats.reads >= 3)
+        await eventually(lambda: {r[0] for r in out.rows()} == set(range(20)))
+        await eventually(lambda: runner.stats.reads >= 3)
         assert {out.latest(i)[3] for i in range(5, 10)} == {int(Quality.BAD)}  # type: ignore[index]
         assert all(out.latest(i)[3] == Quality.GOOD for i in [*range(5), *range(10, 20)])  # type: ignore[index]
         assert runner.stats.errors == 0 and runner.stats.state == "ok"
@@ -275,11 +276,11 @@ async def test_a_subscription_the_server_dropped_fails_although_the_session_stil
     loop = asyncio.get_running_loop()
     try:
         service = ua_plant.server.iserver.subscription_service
-        await until(lambda: runner.stats.state == "ok" and bool(service.subscriptions))
+        await eventually(lambda: runner.stats.state == "ok" and bool(service.subscriptions))
         # The server forgets the subscription; its session (and so the ServerState Read) still answers.
         await service.delete_subscriptions(list(service.subscriptions))
         dropped_at = loop.time()
-        await until(lambda: runner.stats.state == "failed")
+        await eventually(lambda: runner.stats.state == "failed")
         assert loop.time() - dropped_at < MIN_PUBLISH_WATCHDOG_S + 3.0
         assert "no publish response" in runner.stats.last_error
         assert all(out.latest(i)[3] == Quality.BAD_COMM_FAILURE for i in range(3))  # type: ignore[index]
@@ -320,7 +321,7 @@ async def test_an_unknown_heartbeat_node_is_logged_and_trips_liveness_not_the_co
     source = OpcUaSource(device(ua_plant, heartbeat={"node": "s=NoSuch.Beat", "max_age_s": 0.5}), points(3))
     runner, task = await run(source, out)
     try:
-        await until(
+        await eventually(
             lambda: all((out.latest(i) or (0, 0, 0.0, 0))[3] == Quality.BAD_COMM_FAILURE for i in range(3))
         )
         assert runner.stats.reconnects == 0 and runner.stats.state == "ok"  # the session is fine
@@ -339,7 +340,7 @@ async def test_an_unreadable_heartbeat_in_polling_mode_is_an_error_logged_once(
     source = OpcUaSource(device(ua_plant, mode="POLLING", heartbeat=hb), points(2))
     runner, task = await run(source, out)
     try:
-        await until(lambda: runner.stats.reads >= 3)
+        await eventually(lambda: runner.stats.reads >= 3)
         errors = [r.getMessage() for r in caplog.records if "reading heartbeat" in r.getMessage()]
         assert len(errors) == 1 and "s=NoSuch.Beat" in errors[0]
         assert (
@@ -425,9 +426,9 @@ async def test_a_heartbeat_that_is_also_a_tag_is_monitored_once(ua_plant: UaPlan
     source = OpcUaSource(device(ua_plant, heartbeat={"node": "s=T1.PV", "max_age_s": 60}), points(3))
     runner, task = await run(source, out)
     try:
-        await until(lambda: runner.stats.state == "ok" and out.latest(1) is not None)
+        await eventually(lambda: runner.stats.state == "ok" and out.latest(1) is not None)
         await ua_plant.nodes[1].write_value(77.0)
-        await until(lambda: (out.latest(1) or (0, 0, 0.0, 0))[2] == 77.0)
+        await eventually(lambda: (out.latest(1) or (0, 0, 0.0, 0))[2] == 77.0)
         await asyncio.sleep(0.5)  # a second notification of the same change would have come by now
         assert [r[2] for r in out.rows(1)].count(77.0) == 1
     finally:

@@ -27,8 +27,9 @@ from core.clock import FakeClock, from_datetime
 from core.errors import SourceConfigError, SourceError
 from core.plant import OpcUaDevice
 from core.quality import Quality
-from tests.collector.test_opcua_source import Collected, device, points, run, stop, until
+from tests.collector.test_opcua_source import Collected, device, points, run, stop
 from tests.support.servers import UaPlant, free_port, server_certificate
+from tests.support.waiting import eventually
 
 USER, PASSWORD = "operator", "Tr0ub4dor-&3"
 
@@ -56,7 +57,7 @@ async def test_client_certificate_is_made_once_and_must_be_trusted_by_the_server
         runner, task = await run(source, out)
         try:
             # First run: the certificate is created, and the server does not know it yet.
-            await until(lambda: runner.stats.state == "failed")
+            await eventually(lambda: runner.stats.state == "failed")
             assert out.batches[0].quality.tolist() == [Quality.BAD_COMM_FAILURE] * 3
             assert runner.stats.last_error.startswith("SourceError: dcs: ")
             assert f"does not accept our client certificate {ours}" in runner.stats.last_error
@@ -66,9 +67,9 @@ async def test_client_certificate_is_made_once_and_must_be_trusted_by_the_server
             assert (pki / "dcs-key.pem").stat().st_mode & 0o077 == 0
 
             shutil.copy(ours, trusted)  # what the operator does on the server
-            await until(lambda: runner.stats.state == "ok")
+            await eventually(lambda: runner.stats.state == "ok")
             await plant.nodes[2].write_value(12.5)
-            await until(lambda: (out.latest(2) or (0, 0, 0.0, 0))[2] == 12.5)
+            await eventually(lambda: (out.latest(2) or (0, 0, 0.0, 0))[2] == 12.5)
             assert out.latest(2)[3] == Quality.GOOD  # type: ignore[index]
             assert source._client is not None
             policy = source._client.security_policy
@@ -135,7 +136,7 @@ async def test_a_server_presenting_another_certificate_is_refused_by_name(tmp_pa
 
         runner, task = await run(source, out)
         try:
-            await until(lambda: runner.stats.reconnects >= 3)
+            await eventually(lambda: runner.stats.reconnects >= 3)
             assert not task.done() and runner.stats.state == "failed"
             assert len(out.batches) == 1  # BAD|COMM_FAILURE once, on the transition
             assert out.batches[0].quality.tolist() == [Quality.BAD_COMM_FAILURE] * 3

@@ -20,9 +20,10 @@ from core.clock import SystemClock, from_datetime
 from core.plant import ModbusDevice, OpcUaDevice, Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
-from tests.e2e.helpers import in_data_dir, until
-from tests.support.plants import fast_polling, tolerance
+from tests.e2e.helpers import in_data_dir
+from tests.support.plants import fast_polling, mismatches, tolerance
 from tests.support.simulator_fixture import SimulatorFactory
+from tests.support.waiting import eventually
 
 
 async def opcua_source_timestamps(plant: Plant) -> dict[str, int]:
@@ -52,8 +53,10 @@ async def test_every_demo_tag_reaches_the_historian(
     started_us = SystemClock().now_us()
     await runtime.start()
     try:
-        await until(lambda: bool((runtime.live.quality == Quality.GOOD).all()))
-        await asyncio.sleep(0.6)
+        await eventually(lambda: bool((runtime.live.quality == Quality.GOOD).all()))
+        # Every device polled once more after the step: the live values are the simulator's.
+        keys = runtime.registry.keys
+        await eventually(lambda: not mismatches(plant, keys, runtime.live.value.tolist(), sim.value))
         assert runtime.metrics_server is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", runtime.metrics_server.port)
         writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")

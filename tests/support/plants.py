@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.plant import Plant
 
-__all__ = ["fast_polling", "tolerance"]
+__all__ = ["fast_polling", "mismatches", "tolerance"]
 
 
 def fast_polling(plant: Plant, poll_s: float = 0.25) -> Plant:
@@ -34,3 +36,15 @@ def tolerance(plant: Plant, key: str, value: float) -> float:
     elif src.type is not None and src.type.value == "FLOAT32":
         tol = max(tol, abs(value) * 2.0**-23)
     return max(tol, 1e-9)
+
+
+def mismatches(
+    plant: Plant, keys: Sequence[str], values: Sequence[float], want: Callable[[str], float]
+) -> list[tuple[str, float, float]]:
+    """(key, wanted, got) for every tag whose collected value is off by more than the wire carries."""
+    out = []
+    for key, got in zip(keys, values, strict=True):
+        w = want(key)
+        if not math.isclose(float(got), w, abs_tol=tolerance(plant, key, w)):
+            out.append((key, w, float(got)))
+    return out
