@@ -1,4 +1,4 @@
-"""Table tests for the review defects (reproductions in the review's r1 script), on both engines:
+"""Edge cases of rule evaluation, as table tests on both engines:
 comm-failure markers against device clocks, bad bypass switches, demand without action on
 invalid feedback, short trip demands inside one batch, delays on arrival time, severity order
 of gas levels, and deadlines across a config edit."""
@@ -28,7 +28,7 @@ NAN = math.nan
 Impl = type[RuleEngine] | type[ReferenceEngine]
 
 CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, bool, float]]]] = {
-    # §1: the collector stamps the marker with its gather time (200); the device's clock runs
+    # The collector stamps the marker with its gather time (200); the device's clock runs
     # 60 s behind, so every recovered sample is older than the marker, yet it is news
     "real data replaces a comm-failure marker from a device clock running behind": (
         {K.GAS_L1, K.GAS_L2, K.BAD_QUALITY},
@@ -46,14 +46,14 @@ CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, boo
             ("E1.V1.AT1:BAD_QUALITY", False, 170.0),
         ],
     ),
-    # §1b: the device's clock runs ahead (200 s: within the allowed skew, so the sample is
+    # The device's clock runs ahead (200 s: within the allowed skew, so the sample is
     # accepted); the marker still states the link now
     "a comm-failure marker older than a device clock running ahead is not dropped": (
         {K.BAD_QUALITY},
         [("b", 100, [("V1.AT1", 300, 5.0)]), ("b", 200, [("V1.AT1", 200, NAN, COMM)])],
         [("E1.V1.AT1:BAD_QUALITY", True, 200.0)],
     ),
-    # §2: a comm glitch on the bypass switch used to end the bypass and restart its age
+    # A comm glitch on the bypass switch used to end the bypass and restart its age
     "a bad bypass switch keeps the bypass and its age": (
         {K.INPUT_BYPASSED, K.BYPASS_OVERDUE},
         [
@@ -70,7 +70,7 @@ CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, boo
         [("b", 0, [("V1.HS1", 0, 1.0, BAD)]), ("t", 10)],
         [],
     ),
-    # §6: comm loss on a tripped interlock whose valve had closed
+    # Comm loss on a tripped interlock whose valve had closed
     "comm loss on a tripped interlock raises no demand without action": (
         {K.NO_ACTION, K.BAD_QUALITY},
         [
@@ -85,7 +85,7 @@ CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, boo
             ("E1.P1.XV2:BAD_QUALITY", True, 10.0),
         ],
     ),
-    # §5: two samples of AT1 in one batch; the interlock used to see only the last
+    # Two samples of AT1 in one batch; the interlock used to see only the last
     "a trip demand lasting one sample inside a batch is seen": (
         {K.TRIP_DEMAND},
         [
@@ -102,7 +102,7 @@ CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, boo
         ],
         [("H1.IL1:TRIP_DEMAND", True, 2.0), ("H1.IL1:TRIP_DEMAND", False, 3.0)],
     ),
-    # §3: the on-delay runs from arrival: one H sample delivered 10 s late cannot satisfy
+    # The on-delay runs from arrival: one H sample delivered 10 s late cannot satisfy
     # its own 5 s delay ...
     "a late sample does not satisfy its own on-delay": (
         {K.H},
@@ -120,7 +120,7 @@ CASES: dict[str, tuple[set[RuleKind], list[tuple[Any, ...]], list[tuple[str, boo
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("impl", [RuleEngine, ReferenceEngine])
-def test_review_case(name: str, impl: Impl) -> None:
+def test_edge_case(name: str, impl: Impl) -> None:
     kinds, script, expected = CASES[name]
     assert play(impl(RULES), script, kinds) == expected
 
