@@ -5,7 +5,6 @@ never move trip the device."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -20,6 +19,7 @@ from core.clock import FakeClock
 from core.plant import DataType, ModbusTable
 from core.quality import Quality
 from tests.collector.test_modbus_source import CO, HR, device, until
+from tests.support.proxy import Rewriter, TcpProxy
 from tests.support.servers import ModbusPlant
 
 POINTS = [
@@ -36,7 +36,7 @@ async def gateway(request: pytest.FixtureRequest, modbus_plant: ModbusPlant) -> 
     modbus_plant.set(1, HR, 0, [42])
     modbus_plant.set(1, CO, 5, [1])
     dead = "drop" if request.param == "timeout" else "exception-11"
-    proxy = Gateway(modbus_plant.port, lambda frame: dead if frame[6] == 2 else "forward")
+    proxy = modbus_gateway(modbus_plant.port, lambda frame: dead if frame[6] == 2 else "forward")
     await proxy.start()
     yield proxy.port
     await proxy.stop()
@@ -78,63 +78,39 @@ async def test_a_dead_unit_behind_a_gateway_shows_in_metrics(gateway: int) -> No
         await asyncio.gather(task, return_exceptions=True)
 
 
-class Gateway:
+def modbus_gateway(target_port: int, rule: Callable[[bytes], str]) -> TcpProxy:
     """A Modbus TCP gateway in front of a server: per request frame, ``rule`` says "forward",
     "drop" (the request times out) or "exception-N" (answer exception N; 11: gateway target
     failed to respond)."""
 
-    def __init__(self, target_port: int, rule: Callable[[bytes], str]) -> None:
-        self.target_port = target_port
-        self.rule = rule
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
+    def per_connection() -> Rewriter:
+        buffer = b""
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        def rewrite(data: bytes) -> tuple[bytes, bytes]:
+            nonlocal buffer
+            buffer += data
+            up, back = b"", b""
+            while len(buffer) >= 8 and len(buffer) >= 6 + int.from_bytes(buffer[4:6], "big"):
+                size = 6 + int.from_bytes(buffer[4:6], "big")
+                frame, buffer = buffer[:size], buffer[size:]
+                match rule(frame):
+                    case "forward":
+                        up += frame
+                    case str() as answer if answer.startswith("exception-"):
+                        # MBAP (tid, pid, len 3, unit) + fc|0x80, exception code
+                        code = int(answer.removeprefix("exception-"))
+                        back += frame[:4] + b"\x00\x03" + frame[6:7] + bytes([frame[7] | 0x80, code])
+            return up, back
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for w in self._writers:
-            w.close()
+        return rewrite
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-
-        async def requests() -> None:
-            buffer = b""
-            while data := await reader.read(65536):
-                buffer += data
-                while len(buffer) >= 8 and len(buffer) >= 6 + int.from_bytes(buffer[4:6], "big"):
-                    size = 6 + int.from_bytes(buffer[4:6], "big")
-                    frame, buffer = buffer[:size], buffer[size:]
-                    match self.rule(frame):
-                        case "forward":
-                            up_writer.write(frame)
-                        case str() as answer if answer.startswith("exception-"):
-                            # MBAP (tid, pid, len 3, unit) + fc|0x80, exception code
-                            code = int(answer.removeprefix("exception-"))
-                            writer.write(
-                                frame[:4] + b"\x00\x03" + frame[6:7] + bytes([frame[7] | 0x80, code])
-                            )
-                await up_writer.drain()
-
-        async def answers() -> None:
-            while data := await up_reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-
-        with contextlib.suppress(ConnectionError, OSError):
-            await asyncio.gather(requests(), answers())
+    return TcpProxy(target_port, rewrite=per_connection)
 
 
 async def test_a_timed_out_holding_read_keeps_the_coils_that_answered(modbus_plant: ModbusPlant) -> None:
     modbus_plant.set(1, HR, 0, [42])
     modbus_plant.set(1, CO, 5, [1])
-    proxy = Gateway(modbus_plant.port, lambda frame: "drop" if frame[7] == 3 else "forward")
+    proxy = modbus_gateway(modbus_plant.port, lambda frame: "drop" if frame[7] == 3 else "forward")
     await proxy.start()
     clock = FakeClock()
     source = ModbusSource(device(proxy.port), POINTS[:2], clock=clock)
@@ -226,7 +202,7 @@ async def test_a_unit_that_silently_drops_its_first_request_still_has_its_other_
     modbus_plant.set(1, HR, 0, [42])
     modbus_plant.set(1, CO, 5, [1])
     # The device ignores function code 1 (read coils), the unit's first request in plan order.
-    proxy = Gateway(modbus_plant.port, lambda frame: "drop" if frame[7] == 1 else "forward")
+    proxy = modbus_gateway(modbus_plant.port, lambda frame: "drop" if frame[7] == 1 else "forward")
     await proxy.start()
     clock = FakeClock()
     source = ModbusSource(device(proxy.port), POINTS[:2], clock=clock)
@@ -255,7 +231,7 @@ async def test_a_unit_that_answers_nothing_costs_at_most_two_timeouts_per_probe(
         frames.append(frame)
         return "drop"
 
-    proxy = Gateway(modbus_plant.port, rule)
+    proxy = modbus_gateway(modbus_plant.port, rule)
     await proxy.start()
     points = [*POINTS[:2], ModbusPoint(3, 1, ModbusTable.HOLDING, 40, DataType.INT16)]
     source = ModbusSource(device(proxy.port, max_registers=2), points, clock=FakeClock())
@@ -275,7 +251,7 @@ async def test_a_request_that_fails_again_after_recovering_is_logged_again(
     modbus_plant.set(1, HR, 0, [42])
     modbus_plant.set(1, CO, 5, [1])
     failing = True
-    proxy = Gateway(modbus_plant.port, lambda f: "exception-4" if failing and f[7] == 3 else "forward")
+    proxy = modbus_gateway(modbus_plant.port, lambda f: "exception-4" if failing and f[7] == 3 else "forward")
     await proxy.start()
     clock = FakeClock()
     source = ModbusSource(device(proxy.port), POINTS[:2], clock=clock)

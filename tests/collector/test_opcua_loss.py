@@ -4,7 +4,6 @@ library that raises CancelledError, a gateway whose PLC stops, one failing polli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from asyncio.subprocess import DEVNULL, PIPE
@@ -20,47 +19,11 @@ from core.errors import SourceError
 from core.plant import OpcUaDevice
 from core.quality import Quality
 from tests.collector.test_opcua_source import Collected, device, points, run, stop
+from tests.support.proxy import TcpProxy
 from tests.support.servers import NS_URI, UaPlant, free_port
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class FreezingProxy:
-    """A TCP proxy whose link can go silent: sockets stay open, nothing is forwarded (a cut cable)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.frozen = False
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for w in self._writers:
-            w.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                if not self.frozen:
-                    writer.write(data)
-                    await writer.drain()
 
 
 def test_status_codes_are_logged_by_name() -> None:
@@ -143,7 +106,7 @@ async def test_a_killed_server_is_noticed_within_two_publishing_intervals_and_th
 
 
 async def test_a_silent_link_is_noticed_by_the_publish_watchdog(ua_plant: UaPlant) -> None:
-    proxy = FreezingProxy(ua_plant.port)
+    proxy = TcpProxy(ua_plant.port)  # frozen below: a silent cable
     await proxy.start()
     out = Collected()
     interval = 0.25

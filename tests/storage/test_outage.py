@@ -16,7 +16,7 @@ from storage.spool_format import encode_record
 from storage.spooling import SpoolingWriter
 from storage.writer import BatchWriter
 from tests.storage.helpers import DB_IDS, GOOD, N_TAGS, T0, S
-from tests.storage.tcp_proxy import TcpProxy
+from tests.support.proxy import TcpProxy
 
 TAGS_PER_BATCH = 16
 
@@ -34,7 +34,7 @@ def numbered_batch(i: int) -> ReadingBatch:
 
 async def proxied(dsn: str) -> tuple[TcpProxy, str]:
     info = conninfo_to_dict(dsn)
-    proxy = TcpProxy(str(info.get("host", "127.0.0.1")), int(info.get("port") or 5432))
+    proxy = TcpProxy(int(info.get("port") or 5432), target_host=str(info.get("host", "127.0.0.1")))
     port = await proxy.start()
     return proxy, make_conninfo(dsn, host="127.0.0.1", port=port)
 
@@ -85,7 +85,7 @@ async def test_cut_connection_loses_nothing_and_duplicates_nothing(
                 await writer.wait_drained()
             metrics = writer.metrics()
     finally:
-        await proxy.close()
+        await proxy.stop()
     assert await stored_batches(conn) == dict.fromkeys(range(n_batches), TAGS_PER_BATCH)
     assert metrics["spooled_batches"] >= restore_at - cut_at - 1
     assert metrics["drained_batches"] == metrics["spooled_batches"]
@@ -113,7 +113,7 @@ async def test_tiny_spool_drops_oldest_and_counts_them(backend: str, conn: Conn,
             async with asyncio.timeout(30):
                 await writer.wait_drained()
     finally:
-        await proxy.close()
+        await proxy.stop()
     kept = await stored_batches(conn)
     assert sorted(kept) == list(range(n_batches - len(kept), n_batches))  # newest survive, in full
     assert dropped == (n_batches - len(kept), (n_batches - len(kept)) * TAGS_PER_BATCH)
@@ -134,6 +134,6 @@ async def test_database_down_at_start_then_up(backend: str, tmp_path: Path) -> N
             async with asyncio.timeout(30):
                 await writer.wait_drained()
     finally:
-        await proxy.close()
+        await proxy.stop()
     async with await psycopg.AsyncConnection.connect(backend) as conn:
         assert len(await stored_batches(conn)) == 5

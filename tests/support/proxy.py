@@ -1,7 +1,12 @@
-"""A loopback TCP proxy a test controls: cut and restore the link, and watch client bytes.
+"""The one loopback TCP proxy tests put between a client and a real server.
 
-Used for real outage tests (the server stays up, the network goes away) and to assert
-what actually crosses the wire (e.g. only Modbus read function codes).
+A test controls the link, not the server: `cut()` resets every connection and refuses new
+ones (a network outage while the server stays up), `restore()` listens again on the same
+port, `frozen = True` keeps the sockets open but forwards nothing (a silent cable: only
+timeouts notice). `on_client_bytes` taps what the client sends, to assert what crosses the
+wire (e.g. only Modbus read function codes); `rewrite` makes it a protocol-aware middlebox
+(drop some requests, answer others itself). `connections` counts upstream connections made,
+so a test can tell the client really reconnected.
 """
 
 from __future__ import annotations
@@ -10,30 +15,48 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-__all__ = ["TcpProxy"]
+__all__ = ["Rewriter", "TcpProxy"]
+
+# Client bytes in -> (bytes forwarded to the server, bytes answered to the client directly).
+Rewriter = Callable[[bytes], tuple[bytes, bytes]]
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, on_client_bytes: Callable[[bytes], None] | None = None) -> None:
-        self.target_port = target_port
+    def __init__(
+        self,
+        target_port: int,
+        on_client_bytes: Callable[[bytes], None] | None = None,
+        *,
+        target_host: str = "127.0.0.1",
+        rewrite: Callable[[], Rewriter] | None = None,
+    ) -> None:
+        self.target = (target_host, target_port)
         self.on_client_bytes = on_client_bytes
+        self.rewrite = rewrite  # called once per connection, so a rewriter may buffer partial frames
         self.port = 0
+        self.connections = 0
+        self.frozen = False  # read and drop in both directions; sockets stay open
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+    async def start(self) -> int:
+        """Listen on 127.0.0.1 (the same port again after a cut); return the port."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
 
     async def cut(self) -> None:
-        """Close every connection and refuse new ones (the port stays unanswered)."""
+        """Stop listening (new connections are refused) and reset every open connection."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
         for w in list(self._writers):
-            w.close()
+            w.transport.abort()
         self._writers.clear()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def restore(self) -> None:
         await self.start()
@@ -43,30 +66,45 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
+        self.connections += 1
         self._writers |= {writer, up_writer}
-        await asyncio.gather(
-            self._pipe(reader, up_writer, self.on_client_bytes),
-            self._pipe(up_reader, writer, None),
-            return_exceptions=True,
-        )
+        rewriter = self.rewrite() if self.rewrite is not None else None
+        for src, dst, tap, rw in (
+            (reader, up_writer, self.on_client_bytes, rewriter),
+            (up_reader, writer, None, None),
+        ):
+            task = asyncio.create_task(self._pipe(src, dst, tap, rw, back=writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: Callable[[bytes], None] | None
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        tap: Callable[[bytes], None] | None,
+        rewriter: Rewriter | None,
+        back: asyncio.StreamWriter,
     ) -> None:
         try:
-            while data := await reader.read(65536):
+            while data := await src.read(65536):
+                if self.frozen:
+                    continue
                 if tap is not None:
                     tap(data)
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
+                if rewriter is not None:
+                    data, answer = rewriter(data)
+                    if answer:
+                        back.write(answer)
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            # One side gone ends the connection both ways, as a real link does.
+            with contextlib.suppress(Exception):
+                dst.transport.abort()
+            self._writers.discard(dst)
