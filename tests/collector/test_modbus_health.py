@@ -18,9 +18,10 @@ from core.batch import ReadingBatch
 from core.clock import FakeClock
 from core.plant import DataType, ModbusTable
 from core.quality import Quality
-from tests.collector.test_modbus_source import CO, HR, device, until
+from tests.collector.test_modbus_source import CO, HR, device
 from tests.support.proxy import Rewriter, TcpProxy
 from tests.support.servers import ModbusPlant
+from tests.support.waiting import eventually
 
 POINTS = [
     ModbusPoint(0, 1, ModbusTable.HOLDING, 0, DataType.INT16),
@@ -56,7 +57,7 @@ async def test_a_dead_unit_behind_a_gateway_shows_in_metrics(gateway: int) -> No
     runner = CollectorRunner(ModbusSource(device(gateway), POINTS), out.append, backoff_initial_s=0.1)
     task = asyncio.create_task(runner.run())
     try:
-        await until(lambda: runner.stats.reads >= 3)
+        await eventually(lambda: runner.stats.reads >= 3)
         m = metric_lines(runner)
         assert runner.stats.state == "ok"  # the link works ...
         assert m['hazardwatch_source_up{source="plc"}'] == 0  # ... but the documented alert fires

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from core.plant import ByteOrder, DataType, ModbusDevice, ModbusTable
 from core.quality import Quality
 from tests.support.proxy import TcpProxy
 from tests.support.servers import ModbusPlant
+from tests.support.waiting import eventually
 
 HR, IR, CO, DI = 3, 4, 1, 2
 
@@ -123,12 +123,6 @@ async def test_lost_connection_is_a_source_error(modbus_plant: ModbusPlant) -> N
     await source.close()
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
-
-
 async def test_device_offline_goes_bad_within_two_polls_and_recovers(modbus_plant: ModbusPlant) -> None:
     fill(modbus_plant)
     proxy = TcpProxy(modbus_plant.port)
@@ -143,18 +137,18 @@ async def test_device_offline_goes_bad_within_two_polls_and_recovers(modbus_plan
     )
     task = asyncio.create_task(runner.run())
     try:
-        await until(lambda: runner.stats.reads >= 2)
+        await eventually(lambda: runner.stats.reads >= 2)
         await proxy.cut()
         loop = asyncio.get_running_loop()
         cut_at = loop.time()
-        await until(lambda: runner.stats.state == "failed")
+        await eventually(lambda: runner.stats.state == "failed")
         assert (
             loop.time() - cut_at <= 2 * 0.1 + 0.3 + 0.2
         )  # two poll intervals plus one request timeout, with slack
         assert out[-1].quality.tolist() == [Quality.BAD_COMM_FAILURE] * len(POINTS)
         await proxy.restore()
-        await until(lambda: runner.stats.state == "ok")
-        await until(lambda: (out[-1].quality == Quality.GOOD).all())
+        await eventually(lambda: runner.stats.state == "ok")
+        await eventually(lambda: (out[-1].quality == Quality.GOOD).all())
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

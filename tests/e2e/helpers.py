@@ -4,8 +4,6 @@ other out of, the working directory's ``var/``."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 from core.plant import Plant
@@ -15,9 +13,3 @@ def in_data_dir(plant: Plant, data_dir: Path) -> Plant:
     """``plant`` with ``settings.data_dir`` set to ``data_dir``."""
     settings = plant.settings.model_copy(update={"data_dir": str(data_dir)})
     return plant.model_copy(update={"settings": settings})
-
-
-async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.05)

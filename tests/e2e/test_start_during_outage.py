@@ -24,10 +24,11 @@ from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from core.quality import Quality
 from hazardwatch.runtime import Runtime, RuntimeOptions
-from tests.e2e.helpers import in_data_dir, until
+from tests.e2e.helpers import in_data_dir
 from tests.support.plants import fast_polling
 from tests.support.proxy import TcpProxy
 from tests.support.simulator_fixture import SimulatorFactory
+from tests.support.waiting import eventually
 
 
 def with_spool(plant: Plant, spool: Path) -> Plant:
@@ -67,9 +68,9 @@ async def test_start_with_the_database_down_spools_then_drains(
         await second.start()  # must not need the database
         assert second.writer is not None
         idx = second.registry.indexes_of([t.key for t in modbus_tags])
-        await until(lambda: bool((second.live.quality[idx] == Quality.GOOD).all()))
+        await eventually(lambda: bool((second.live.quality[idx] == Quality.GOOD).all()))
         await sim.step(1)
-        await until(lambda: second.writer is not None and second.writer.metrics()["pending_rows"] > 0)
+        await eventually(lambda: second.writer is not None and second.writer.metrics()["pending_rows"] > 0)
         assert second.writer.metrics()["db_up"] == 0
         await proxy.restore()
         restored = time.monotonic()
@@ -122,9 +123,9 @@ async def test_markers_of_a_lost_device_are_counted_apart_from_readings(tsdb: st
     runtime = Runtime(plant, tsdb, options=RuntimeOptions(metrics_port=None))
     await runtime.start()
     try:
-        await until(lambda: bool((runtime.live.quality == Quality.BAD_COMM_FAILURE).all()))
+        await eventually(lambda: bool((runtime.live.quality == Quality.BAD_COMM_FAILURE).all()))
         stored = ("written_rows", "drained_rows")  # drained: spooled before the writer's first connect
-        await until(
+        await eventually(
             lambda: runtime.writer is not None and sum(runtime.writer.metrics()[k] for k in stored) == 3
         )
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 __all__ = ["eventually"]
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> None:
+async def eventually(cond: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:
     """Return once `cond()` is true; raise TimeoutError after `timeout` seconds."""
     async with asyncio.timeout(timeout):
         while not cond():
