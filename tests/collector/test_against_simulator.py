@@ -93,8 +93,10 @@ async def test_one_modbus_device_offline_goes_bad_within_two_polls_while_others_
         reads_before = {n: collectors.runners[n].stats.reads for n in healthy}
         await sim.device_offline(down)
         await eventually(lambda: bool((collectors.live.quality[idx] != Quality.GOOD).all()), timeout=10)
+        # Two polls and the 0.2 s request timeout are 3 healthy polls (measured: 3); one more for
+        # phase, one for a loaded machine: detection more than about a second late fails.
         polls = min(done(n) for n in healthy)
-        assert polls <= 4, f"BAD only after {polls} polls of every healthy device"
+        assert polls <= 5, f"BAD only after {polls} polls of every healthy device"
         assert set(collectors.live.quality[idx].tolist()) == {Quality.BAD_COMM_FAILURE}
         # Others keep cadence: 8 more polls each, nominally 2 s; a device stalled by the dead one
         # (waiting out its timeouts) would need many times that. The deadline only bounds failure.
