@@ -172,6 +172,6 @@ async def test_disk_full_while_spooling_is_counted_and_the_writer_goes_on(
             async with asyncio.timeout(30):
                 await writer.wait_drained()
     finally:
-        await proxy.close()
+        await proxy.stop()
     async with await psycopg.AsyncConnection.connect(backend) as conn:
         assert sorted(await stored_batches(conn)) == [5, 6, 7]
