@@ -35,6 +35,7 @@ from simulators.modbus_server import ModbusDeviceServer
 from simulators.scenario import DeviceSpec
 from simulators.simulation import Simulation
 from tests.simulators.clients import quantum
+from tests.support.plants import write_small_plant
 from tests.support.serial_pair import SerialPair, rtu_requests
 
 HR, IR, CO, DI = 3, 4, 1, 2
@@ -324,36 +325,11 @@ async def test_a_port_that_cannot_be_opened_is_a_source_error(tmp_path: Path) ->
 
 # --- the simulator as the slaves --------------------------------------------------------
 
-PLANT = """\
-enterprises:
-  - code: E1
-    name: 测试化工有限公司
-    county: 孝义市
-    devices:
-{devices}
-    hazard_sources:
-      - code: H1
-        name: 液氨储罐区
-        kind: STORAGE
-        grade: 3
-        units:
-          - code: U1
-            name: 储罐区
-            equipment:
-              - {{code: V1, name: 1#储罐}}
-        tags:
-{tags}
-"""
-TAG = "          - {{code: {code}, name: 点{code}, equipment: V1, {kind}, source: {{{source}}}}}"
+TAG = "- {{code: {code}, name: 点{code}, equipment: V1, {kind}, source: {{{source}}}}}"
 
 
 def write_plant(folder: Path, devices: list[str], tags: list[str]) -> Path:
-    text = PLANT.format(
-        devices="\n".join(f"      - {{{d}}}" for d in devices),
-        tags="\n".join(tags) if tags else "          []",
-    )
-    (folder / "plant.yaml").write_text(text, encoding="utf-8")
-    return folder
+    return write_small_plant(folder, "\n".join(f"- {{{d}}}" for d in devices), "\n".join(tags))
 
 
 LT, PT, XV, TT = (

@@ -6,7 +6,6 @@ cross-checks read each value as validation does whatever its spelling, and COUNT
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -20,6 +19,7 @@ from core.errors import ConfigError
 from core.plant import Plant, TagKind, normalise
 from core.units import KIND_UNITS
 from rules.compile import compile_rules
+from tests.support.plants import write_small_plant
 
 # --- every number is bounded ------------------------------------------------------------
 
@@ -100,32 +100,9 @@ def test_every_number_refuses_nan_infinity_and_absurd_sizes(name: str, annotated
 
 # --- the bounds keep compilation finite ---------------------------------------------------
 
-_HEAD = """\
-enterprises:
-  - code: E1
-    name: 测试焦化有限公司
-    county: 孝义市
-    devices:
-{devices}
-    hazard_sources:
-      - code: H1
-        name: 液氨储罐区
-        kind: STORAGE
-        grade: 3
-        units:
-          - code: U1
-            name: 储罐区
-            equipment:
-              - {{code: V1, name: 1#液氨储罐}}
-        tags:
-{tags}
-"""
-
 
 def _load(tmp_path: Path, devices: str, tags: str, env: dict[str, str] | None = None) -> Plant:
-    text = _HEAD.format(devices=textwrap.indent(devices, " " * 6), tags=textwrap.indent(tags, " " * 10))
-    (tmp_path / "plant.yaml").write_text(text, encoding="utf-8")
-    plant = load_plant(tmp_path, env=env or {})
+    plant = load_plant(write_small_plant(tmp_path, devices, tags), env=env or {})
     assert isinstance(plant, Plant)
     return plant
 

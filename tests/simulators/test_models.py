@@ -12,6 +12,7 @@ from core.plant import Plant
 from core.quality import Quality
 from simulators.scenario import Event, Scenario
 from simulators.simulation import Simulation
+from tests.support.plants import write_small_plant
 
 LEAK = Scenario(
     name="leak",
@@ -114,29 +115,15 @@ def test_sis_demand_without_action(plant: Plant) -> None:
     assert sim.value("XV101.ZT01") == 100.0
 
 
-COUNTER_PLANT = """
-enterprises:
-  - code: E1
-    name: 测试焦化有限公司
-    county: 孝义市
-    devices:
-      - {protocol: OPCUA, id: UA1, endpoint: "opc.tcp://127.0.0.1:4840/x", namespace_uri: "urn:x"}
-    hazard_sources:
-      - code: H1
-        name: 液氨储罐区
-        kind: STORAGE
-        grade: 3
-        units:
-          - {code: U1, name: 储罐区, equipment: [{code: P1, name: 1#液氨泵}]}
-        tags:
-          - {code: RH1, name: 运行小时, equipment: P1, kind: COUNTER, unit: h, source: {device: UA1, node: "s=RH1"}}
-          - {code: FQ1, name: 累计流量, equipment: P1, kind: COUNTER, unit: m³, source: {device: UA1, node: "s=FQ1"}}
+COUNTERS = """\
+- {code: RH1, name: 运行小时, equipment: V1, kind: COUNTER, unit: h, source: {device: UA1, node: "s=RH1"}}
+- {code: FQ1, name: 累计流量, equipment: V1, kind: COUNTER, unit: m³, source: {device: UA1, node: "s=FQ1"}}
 """
 
 
 def test_counters_accumulate(tmp_path: Path) -> None:
-    (tmp_path / "plant.yaml").write_text(COUNTER_PLANT, encoding="utf-8")
-    sim = Simulation(load_plant(tmp_path), seed=1)
+    devices = '- {protocol: OPCUA, id: UA1, endpoint: "opc.tcp://127.0.0.1:4840/x", namespace_uri: "urn:x"}'
+    sim = Simulation(load_plant(write_small_plant(tmp_path, devices, COUNTERS)), seed=1)
     start = sim.state.value.copy()
     for _ in range(360):
         sim.step(10.0)

@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from core.plant import Plant
 
-__all__ = ["fast_polling", "mismatches", "tolerance"]
+__all__ = ["fast_polling", "mismatches", "tolerance", "write_small_plant"]
+
+_SMALL_PLANT = """\
+enterprises:
+  - code: E1
+    name: 测试焦化有限公司
+    county: 孝义市
+    devices:
+{devices}
+    hazard_sources:
+      - code: H1
+        name: 液氨储罐区
+        kind: STORAGE
+        grade: 3
+        units:
+          - code: U1
+            name: 储罐区
+            equipment:
+              - {{code: V1, name: 1#液氨储罐}}
+        tags:
+{tags}
+"""
+
+
+def write_small_plant(folder: Path, devices: str, tags: str) -> Path:
+    """``folder``/plant.yaml: enterprise E1, hazard source H1, equipment V1, and the given
+    ``devices`` and ``tags`` (YAML block lists, written from column 0)."""
+    text = _SMALL_PLANT.format(
+        devices=textwrap.indent(devices, " " * 6), tags=textwrap.indent(tags or "[]", " " * 10)
+    )
+    (folder / "plant.yaml").write_text(text, encoding="utf-8")
+    return folder
 
 
 def fast_polling(plant: Plant, poll_s: float = 0.25) -> Plant:
