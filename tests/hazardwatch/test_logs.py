@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 
 from hazardwatch import logs
-from storage.db import Backend
-from tests.support.databases import create_scratch_db, drop_scratch_db
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANT = ROOT / "tests/core/data/two_enterprises.yaml"
@@ -149,13 +147,6 @@ def test_asyncua_info_is_kept_for_debug(captured: io.StringIO) -> None:
 
 
 # --- `hazardwatch run` as a service and as a background job ---------------------------------
-
-
-@pytest.fixture
-def dsn() -> Iterator[str]:
-    url = create_scratch_db(Backend.POSTGRES)
-    yield url
-    drop_scratch_db(Backend.POSTGRES, url)
 
 
 def _run_until_signal(

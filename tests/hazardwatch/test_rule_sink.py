@@ -24,8 +24,6 @@ from hazardwatch import logs
 from hazardwatch.rule_sink import RuleSink
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from rules import RuleEngine
-from storage.db import Backend
-from tests.support.databases import create_scratch_db, drop_scratch_db
 from tests.support.servers import ModbusPlant, free_port
 
 BIG = 5_000  # tags on the device that fails
@@ -146,13 +144,6 @@ def test_a_single_edge_is_logged_in_full(caplog: pytest.LogCaptureFixture, tmp_p
 
 
 # --- the cadence of the other sources ----------------------------------------------------------
-
-
-@pytest.fixture
-def dsn() -> Iterator[str]:
-    url = create_scratch_db(Backend.POSTGRES)
-    yield url
-    drop_scratch_db(Backend.POSTGRES, url)
 
 
 def _server(registers: int) -> ModbusPlant:
