@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from bench.report import write_machine, write_section
+from bench.report import machine_description, write_machine, write_section
 
 BENCHMARKS = ["bench.ingest", "bench.rules", "bench.simulators", "bench.collectors"]
 
@@ -22,6 +22,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
     write_machine()
+    print(machine_description(), flush=True)  # the reader of a run's output needs it too
     for name in names:
         print(f"== {name}", flush=True)
         section = importlib.import_module(name).main()
