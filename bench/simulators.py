@@ -17,6 +17,7 @@ from typing import Any
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 
+from bench.report import spread
 from core.plant import Plant
 from simulators.runner import Simulator
 
@@ -24,6 +25,7 @@ OPCUA_NODES = 5000
 MODBUS_TAGS = 5000  # FLOAT32: 10,000 registers
 PER_EQUIPMENT = 50
 STEPS = 20
+RUNS = 5
 
 
 def synthetic_plant(n_opc: int = OPCUA_NODES, n_mb: int = MODBUS_TAGS) -> Plant:
@@ -117,27 +119,36 @@ async def _run() -> dict[str, float]:
 
 
 def main() -> str:
-    r = asyncio.run(_run())
-    share = r["step_p50_ms"] / 1000.0
+    runs = [asyncio.run(_run()) for _ in range(RUNS)]
+
+    def col(key: str, scale: float = 1.0) -> list[float]:
+        return [r[key] * scale for r in runs]
+
+    shares = col("step_p50_ms", 1e-3)
+    worst_share = max(shares)
     return "\n".join(
         [
             "## Simulator (bench/simulators.py)",
             "",
             f"{OPCUA_NODES:,} OPC UA nodes (AnalogItemType + EURange/EngineeringUnits, 1,000 of them subscribed "
             f"by a client) and {2 * MODBUS_TAGS:,} Modbus holding registers ({MODBUS_TAGS:,} FLOAT32 tags), "
-            "every value changing every step, one process, one event loop.",
+            f"every value changing every step, one process, one event loop. {RUNS} runs, each with a new "
+            "simulator; every figure is median (min–max) over the runs.",
             "",
             "| measure | result |",
             "|---|---|",
-            f"| start (build both servers) | {r['start_s']:.1f} s |",
-            f"| one 1 Hz step: models + faults + SIS + Modbus encode + OPC UA publish, p50 | {r['step_p50_ms']:.0f} ms |",
-            f"| same, worst of {STEPS} | {r['step_max_ms']:.0f} ms |",
-            f"| share of one core at 1 Hz (p50) | {share:.0%} |",
-            f"| client read-back of all OPC UA nodes (read_values, 1,000 per request) | {r['opcua_read_all_s']:.2f} s |",
-            f"| client read-back of all Modbus registers (125 per request) | {r['modbus_read_all_s']:.2f} s |",
+            f"| start (build both servers) | {spread(col('start_s'), '{:.1f}', ' s')} |",
+            "| one 1 Hz step: models + faults + SIS + Modbus encode + OPC UA publish, p50 | "
+            f"{spread(col('step_p50_ms'), '{:.0f}', ' ms')} |",
+            f"| same, worst of {STEPS} steps | {spread(col('step_max_ms'), '{:.0f}', ' ms')} |",
+            f"| share of one core at 1 Hz (p50 step) | {spread([x * 100 for x in shares], '{:.0f}', ' %')} |",
+            "| client read-back of all OPC UA nodes (read_values, 1,000 per request) | "
+            f"{spread(col('opcua_read_all_s'), '{:.2f}', ' s')} |",
+            "| client read-back of all Modbus registers (125 per request) | "
+            f"{spread(col('modbus_read_all_s'), '{:.2f}', ' s')} |",
             "",
-            f"Target: at least 5,000 OPC UA nodes and 10,000 registers changing at 1 Hz on one core: "
-            f"{'met' if share < 1.0 else 'NOT met'}.",
+            "Target: at least 5,000 OPC UA nodes and 10,000 registers changing at 1 Hz on one core: "
+            f"{'met' if worst_share < 1.0 else 'NOT met'} (judged on the worst run's p50 step).",
         ]
     )
 
