@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
 from core.clock import Clock
 from core.conditions import ConditionEdges, RuleKind
@@ -51,10 +51,7 @@ class RuleSink:
 
     def save(self, path: Path) -> None:
         """Persist delays, latches and active conditions so a restart resumes them."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.engine.snapshot().to_dict()), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a crash leaves the old state, never half a file
+        write_json_atomic(path, self.engine.snapshot().to_dict())  # a crash leaves the old state
 
     def load(self, path: Path) -> bool:
         if not path.exists():

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from storage.registry_sync import active_tag_ids, sync_registry
 from storage.retention import retention_loop
 from storage.spool import Spool
 from storage.spooling import SpoolingWriter
+from storage.tag_cache import TagIdCache
 from storage.writer import BatchWriter
 
 __all__ = ["RuleSink", "RunSummary", "Runtime", "RuntimeOptions"]
@@ -119,6 +118,8 @@ class Runtime:
         if settings.spool_path.resolve() != self.data_dir.resolve():
             self._locks.append(DirectoryLock(settings.spool_path, "spool directory"))
         self.heartbeat = Heartbeat(self.data_dir, self.options.heartbeat_s)
+        # Beside the spool: lets a start during an outage collect (and spool) instead of nothing.
+        self.tag_ids = TagIdCache(settings.spool_path)
         self._beating = False
         self._beat_failing = False
         self._db_failed_at: float | None = None  # monotonic: this process's first failed attempt
@@ -128,10 +129,6 @@ class Runtime:
     def add_sink(self, name: str, write: Callable[[ReadingBatch], Any]) -> None:
         """Another consumer of every batch (rule engine, API); call before start()."""
         self._extra_sinks.append((name, write))
-
-    @property
-    def _ids_file(self) -> Path:
-        return self.plant.settings.spool_path / "tag-ids.json"
 
     async def _sync(self) -> dict[str, int]:
         conn = await connect(self.dsn)
@@ -144,22 +141,8 @@ class Runtime:
             ids = await active_tag_ids(conn)
         finally:
             await conn.close()
-        # Kept beside the spool: the ids let a later start collect (and spool) while the
-        # database is down, instead of collecting nothing.
-        self._ids_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._ids_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ids, ensure_ascii=False, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self._ids_file)
+        self.tag_ids.save(ids)
         return ids
-
-    def _cached_ids(self) -> dict[str, int] | None:
-        try:
-            ids = json.loads(self._ids_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(ids, dict) or any(k not in ids for k in self.registry.keys):
-            return None  # a tag added since: it has no id yet, so the cache cannot serve
-        return {str(k): int(v) for k, v in ids.items()}
 
     async def prepare_database(self) -> TagRegistry:
         """Migrate and sync; with the database down, start from the cached ids and sync later."""
@@ -168,14 +151,14 @@ class Runtime:
             ids = await self._sync()
         except DatabaseUnavailable as exc:
             self._db_failed_at = tried_at
-            cached = self._cached_ids()
+            cached = self.tag_ids.load(self.registry.keys)
             if cached is None:
                 raise
             log.warning(
                 "database unreachable at start (%s): collecting with the tag ids cached in %s; "
                 "readings are spooled until it returns",
                 exc,
-                self._ids_file,
+                self.tag_ids.path,
             )
             self._tasks.append(asyncio.create_task(self._sync_later(), name="registry-sync"))
             ids = cached

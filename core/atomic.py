@@ -1,0 +1,50 @@
+"""Atomic, durable replacement of a small local file (JSON state beside the data).
+
+Invariant: after ``write_json_atomic`` returns, a crash or power cut leaves either the old
+file or the complete new one, never half of either: the text goes to a temporary file in
+the same directory, which is fsynced, renamed over the target (``os.replace`` is atomic on
+one file system), and the directory is fsynced so the rename itself survives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_json_atomic"]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as UTF-8 JSON (parent directories created).
+
+    Raises OSError (a full disk, no permission) with the target left as it was and no
+    temporary file behind; TypeError/ValueError if ``obj`` is not JSON-serializable.
+    """
+    text = json.dumps(obj, ensure_ascii=False)  # before touching the disk: a bad object changes nothing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the target (same file system, so the rename is atomic); the pid keeps two
+    # processes that share a directory by mistake from writing into each other's file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk (ext4, xfs).
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,51 @@
+"""core.atomic.write_json_atomic: the old file or the whole new one, fsynced, never a temp file left."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from core.atomic import write_json_atomic
+
+
+def test_writes_and_replaces_utf8_json_creating_the_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.json"
+    write_json_atomic(path, {"T-101": 1})
+    write_json_atomic(path, {"储罐/T-101": 2, "n": [1.5, None]})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"储罐/T-101": 2, "n": [1.5, None]}
+    assert "储罐" in path.read_text(encoding="utf-8")  # readable by operators, not \\u escapes
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]
+
+
+def test_an_unserializable_object_leaves_the_old_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_json_atomic(path, {"ok": True})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.mkdir()  # a directory in the way: os.replace fails after the temp file was written
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"x": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_fsyncs_the_file_and_then_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json_atomic(tmp_path / "state.json", [1, 2, 3])
+    assert synced == ["file", "dir"]  # the data before the rename, the rename after it
