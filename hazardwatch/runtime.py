@@ -14,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.registry import CollectorRegistry
 
 from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
-from collector.metrics import Metric, source_metrics
+from collector.metrics import HubMetrics, SourceMetrics
 from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
@@ -32,8 +33,7 @@ from core.live import LiveSnapshot
 from core.plant import Plant
 from core.registry import TagRegistry
 from hazardwatch.compile_all import compile_plant
-from hazardwatch.logs import dropped_records
-from hazardwatch.metrics_server import MetricsServer
+from hazardwatch.metrics_server import LogMetrics, MetricsServer
 from hazardwatch.rule_sink import RuleSink
 from hazardwatch.run_summary import RunSummary
 from storage.db import connect
@@ -92,8 +92,18 @@ async def _cancel_all(tasks: list[asyncio.Task[None]], rounds: int = 3, wait_s: 
 
 class Runtime:
     def __init__(
-        self, plant: Plant, dsn: str, *, clock: Clock | None = None, options: RuntimeOptions | None = None
+        self,
+        plant: Plant,
+        dsn: str,
+        *,
+        clock: Clock | None = None,
+        options: RuntimeOptions | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
+        """``metrics_registry``: where the components register their metrics, served on
+        /metrics (and by the API's ASGI app, ``metrics_server.metrics_app``); one per Runtime
+        unless given, never the library's global one, so several runtimes in one process
+        (tests) do not clash."""
         self.plant = plant
         self.dsn = dsn
         self.clock = clock or SystemClock()
@@ -104,6 +114,7 @@ class Runtime:
         self.rules: RuleSink | None = None
         self.runners: list[CollectorRunner] = []
         self.writer: SpoolingWriter | None = None
+        self.metrics_registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
         self.metrics_server: MetricsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._extra_sinks: list[tuple[str, Callable[[ReadingBatch], Any]]] = []
@@ -205,6 +216,7 @@ class Runtime:
             spool,
             clock=self.clock,
             down_since=self._db_failed_at,
+            metrics=self.metrics_registry,
         )
         await self.writer.start()
         # Retention and partitions ahead of time (the writer also creates a missing day on demand).
@@ -213,7 +225,7 @@ class Runtime:
         )
         self.hub.add_sink("historian", self.writer.write, max_batches=self.options.historian_queue_batches)
         self.hub.add_sink("live", self.live.write)
-        self.rules = RuleSink(compiled.engine, self.clock)
+        self.rules = RuleSink(compiled.engine, self.clock, registry=self.metrics_registry)
         if self.rule_state_file and self.rules.load(self.rule_state_file):
             log.info("rule state restored from %s", self.rule_state_file)
         self.hub.add_sink("rules", self.rules.write)
@@ -230,9 +242,11 @@ class Runtime:
             runner = CollectorRunner(source, self._publish, clock=self.clock)
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"collector-{source.name}"))
+        for collector in (SourceMetrics(self.runners), HubMetrics(self.hub), LogMetrics()):
+            self.metrics_registry.register(collector)
         if self.options.metrics_port is not None:
             self.metrics_server = MetricsServer(
-                self.metrics, self.options.metrics_host, self.options.metrics_port
+                self.metrics_registry, self.options.metrics_host, self.options.metrics_port
             )
             await self.metrics_server.start()
         log.info("collecting %d tags from %d sources", len(self.registry), len(self.runners))
@@ -348,64 +362,3 @@ class Runtime:
             rejected_rows=m.get("rejected_rows", 0),
             quarantined_rows=m.get("quarantined_rows", 0),
         )
-
-    def metrics(self) -> Iterable[Metric]:
-        yield from source_metrics(self.runners)
-        sinks = self.hub.stats()
-        yield (
-            "hazardwatch_hub_queue_depth",
-            "Batches queued per sink.",
-            "gauge",
-            [({"sink": n}, float(s.depth)) for n, s in sinks.items()],
-        )
-        yield (
-            "hazardwatch_hub_lag_seconds",
-            "Age of the oldest queued batch per sink.",
-            "gauge",
-            [({"sink": n}, s.lag_s) for n, s in sinks.items()],
-        )
-        yield (
-            "hazardwatch_hub_dropped_batches_total",
-            "Batches dropped (oldest first) per sink.",
-            "counter",
-            [({"sink": n}, float(s.dropped_batches)) for n, s in sinks.items()],
-        )
-        yield (
-            "hazardwatch_hub_dropped_rows_total",
-            "Readings dropped per sink.",
-            "counter",
-            [({"sink": n}, float(s.dropped_rows)) for n, s in sinks.items()],
-        )
-        if self.rules is not None:
-            yield (
-                "hazardwatch_rule_edges_total",
-                "Condition edges emitted by the rule engine.",
-                "counter",
-                [({}, float(self.rules.edges_total))],
-            )
-            yield (
-                "hazardwatch_rule_active_conditions",
-                "Conditions active now.",
-                "gauge",
-                [({}, float(len(self.rules.engine.active())))],
-            )
-            yield (
-                "hazardwatch_rule_rejected_ahead_total",
-                "Samples the rule engine rejected as stamped too far ahead of arrival (device clock ahead).",
-                "counter",
-                [({}, float(self.rules.engine.rejected_ahead))],
-            )
-        yield (
-            "hazardwatch_log_records_dropped_total",
-            "Log records dropped because the log queue was full (hazardwatch/logs.py).",
-            "counter",
-            [({}, float(dropped_records()))],
-        )
-        if self.writer is not None:
-            for key, value in self.writer.metrics().items():
-                yield (
-                    f"hazardwatch_historian_{key}",
-                    f"Historian writer: {key.replace('_', ' ')}.",
-                    "gauge",
-                    [({}, float(value))],
-                )

@@ -18,6 +18,11 @@ transaction, and a batch refused on its own goes to the spool's quarantine (coun
 ``quarantined_*``) instead of being retried forever. The task survives any exception
 (logged, its batches spooled, then it backs off), and ``close()`` always leaves the
 memory buffer in the spool.
+
+Metrics (``metrics=`` a registry): every ``metrics()`` counter as a gauge
+``hazardwatch_historian_<key>``, read at scrape time, and ``hazardwatch_historian_batch_age_seconds``,
+the age of each batch's newest reading when its transaction committed, by the way it came
+(``via="memory"`` straight from ``write()``, ``via="spool"`` drained from disk).
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
+from prometheus_client import Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from core.backoff import Backoff
 from core.batch import ReadingBatch
@@ -38,7 +47,7 @@ from core.errors import DatabaseUnavailable, StorageError
 from storage.spool import Spool, SpoolRecord
 from storage.writer import MAX_TS_US, MIN_TS_US, BatchWriter, split_time_range, to_db_ids
 
-__all__ = ["SpoolingWriter"]
+__all__ = ["HistorianMetrics", "SpoolingWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,10 @@ Connector = Callable[[], Awaitable[BatchWriter]]
 # P0 PL/pgSQL RAISE (a trigger refusing rows). Anything else (privileges, missing tables,
 # internal errors) affects every batch alike: those stay spooled and are retried.
 _REFUSED_SQLSTATE_CLASSES = ("22", "23", "P0")
+
+# Batch age at commit: a 1 Hz scan normally lands within a second or two; the long tail is a
+# backlog (falling behind, or drained from the spool after an outage).
+BATCH_AGE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -79,10 +92,12 @@ class SpoolingWriter:
         max_buffer_rows: int = 1_000_000,
         rng: random.Random | None = None,
         down_since: float | None = None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         """``down_since``: ``clock.monotonic()`` when this process first failed to reach the
         database before the writer existed (a start during an outage), so the outage it
-        reports is counted from there rather than from the writer's own first attempt."""
+        reports is counted from there rather than from the writer's own first attempt.
+        ``metrics``: the process's registry to report in (None: measured, not exported)."""
         self._connect = connect
         self.db_ids = np.asarray(db_ids, dtype=np.int32)
         self.spool = spool
@@ -111,6 +126,15 @@ class SpoolingWriter:
         self.rejected_rows = 0  # timestamp outside [MIN_TS_US, MAX_TS_US): never written
         self.spooled_rows_at_start = spool.pending_rows  # left by an earlier run, drained by this one
         self.task_errors = 0  # unexpected exceptions the writer task survived
+        self.batch_age_seconds = Histogram(
+            "hazardwatch_historian_batch_age_seconds",
+            "Age of a batch's newest reading when its transaction committed, by way of memory or spool.",
+            ["via"],
+            buckets=BATCH_AGE_BUCKETS_S,
+            registry=metrics,
+        )
+        if metrics is not None:
+            metrics.register(HistorianMetrics(self))
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -320,6 +344,7 @@ class SpoolingWriter:
             written = [b for b, ok in zip(batches, done, strict=False) if ok]
             self.written_batches += len(written)
             self.written_rows += sum(len(b) for b in written)
+            self._observe_age(written, "memory")
         if stop is not None:
             await self._failed(stop)
 
@@ -339,6 +364,7 @@ class SpoolingWriter:
             drained = [b for b, ok in zip(batches, done, strict=False) if ok]
             self.drained_batches += len(drained)
             self.drained_rows += sum(len(b) for b in drained)
+            self._observe_age(drained, "spool")
         if stop is not None:
             self.spool.requeue(records[len(done) :])
             await self._failed(stop)
@@ -444,3 +470,26 @@ class SpoolingWriter:
 
     def _backoff_delay(self, attempt: int) -> float:
         return self._backoff.delay(attempt, self._rng)
+
+    def _observe_age(self, committed: Sequence[ReadingBatch], via: str) -> None:
+        now_us = self._clock.now_us()
+        ages = self.batch_age_seconds.labels(via=via)
+        for b in committed:
+            if len(b):  # a device clock ahead of ours would make it negative: counted as fresh
+                ages.observe(max(0.0, (now_us - int(b.ts.max())) / 1e6))
+
+
+class HistorianMetrics(Collector):
+    """``SpoolingWriter.metrics()`` as gauges ``hazardwatch_historian_<key>``, read at scrape time
+    (names as documented in docs/operations.md since the first release: dashboards use them)."""
+
+    def __init__(self, writer: SpoolingWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        for key, value in self.writer.metrics().items():
+            yield GaugeMetricFamily(
+                f"hazardwatch_historian_{key}",
+                f"Historian writer: {key.replace('_', ' ')}.",
+                value=float(value),
+            )

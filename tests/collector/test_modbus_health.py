@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
 from collector.base import CollectorRunner
-from collector.metrics import render, source_metrics
+from collector.metrics import SourceMetrics
 from collector.modbus.plan import ModbusPoint
 from collector.modbus.source import ModbusSource
 from core.batch import ReadingBatch
@@ -44,12 +47,17 @@ async def gateway(request: pytest.FixtureRequest, modbus_plant: ModbusPlant) -> 
 
 
 def metric_lines(runner: CollectorRunner) -> dict[str, float]:
-    text = render(source_metrics([runner]))
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if not line.startswith("#")
-    }
+    """One scrape of the runner's metrics, parsed back: ``name{label="v",...}`` (labels in the
+    order written here) -> value."""
+    registry = CollectorRegistry()
+    registry.register(SourceMetrics([runner]))
+    order = ["source", "device", "unit", "table", "start", "count"]
+    out = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{s.labels[k]}"' for k in sorted(s.labels, key=order.index))
+            out[f"{s.name}{{{labels}}}"] = s.value
+    return out
 
 
 async def test_a_dead_unit_behind_a_gateway_shows_in_metrics(gateway: int) -> None:

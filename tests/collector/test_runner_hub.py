@@ -8,10 +8,13 @@ import random
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
 from collector.base import CollectorRunner, SourceHealth
 from collector.hub import Hub, MemorySink
-from collector.metrics import render, source_metrics
+from collector.metrics import HubMetrics, SourceMetrics
 from core.batch import ReadingBatch
 from core.clock import FakeClock
 from core.errors import SourceError
@@ -339,6 +342,31 @@ async def test_metrics_take_each_sources_health_once_per_scrape() -> None:
     source = Counted([])
     runner = CollectorRunner(source, lambda b: None)
     runner.stats.state = "ok"
-    text = render(source_metrics([runner]))
-    assert 'hazardwatch_source_up{source="scripted"} 1' in text
-    assert source.calls == 1
+    registry = CollectorRegistry()
+    registry.register(SourceMetrics([runner]))
+    text = generate_latest(registry).decode()
+    assert source.calls == 1  # registering did not collect; the scrape took health() once
+    got = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert got[("hazardwatch_source_up", frozenset({("source", "scripted")}))] == 1
+    assert got[("hazardwatch_device_up", frozenset({("device", "plc"), ("source", "scripted")}))] == 1
+    assert got[("hazardwatch_source_readings_total", frozenset({("source", "scripted")}))] == 0
+
+
+async def test_hub_metrics_per_sink() -> None:
+    clock = FakeClock(start_us=0)
+    hub = Hub(clock)
+    hub.add_sink("historian", MemorySink().write, max_batches=1)
+    registry = CollectorRegistry()
+    registry.register(HubMetrics(hub))
+    hub.publish(ReadingBatch.from_rows([(0, 1, 1.0, 0xC0), (1, 1, 2.0, 0xC0)]))
+    hub.publish(ReadingBatch.from_rows([(0, 2, 1.0, 0xC0)]))  # the queue holds one: the first is dropped
+    clock.advance(2.5)
+    sink = {"sink": "historian"}
+    assert registry.get_sample_value("hazardwatch_hub_queue_depth", sink) == 1
+    assert registry.get_sample_value("hazardwatch_hub_lag_seconds", sink) == 2.5
+    assert registry.get_sample_value("hazardwatch_hub_dropped_batches_total", sink) == 1
+    assert registry.get_sample_value("hazardwatch_hub_dropped_rows_total", sink) == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 from asyncua import Client, ua
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.clock import SystemClock, from_datetime
 from core.plant import ModbusDevice, OpcUaDevice, Plant
@@ -59,11 +60,17 @@ async def test_every_demo_tag_reaches_the_historian(
         await eventually(lambda: not mismatches(plant, keys, runtime.live.value.tolist(), sim.value))
         assert runtime.metrics_server is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", runtime.metrics_server.port)
-        writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
-        metrics = (await reader.read()).decode()
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head, body = (await reader.read()).decode().split("\r\n\r\n", 1)
         writer.close()
-        for d in plant.devices():
-            assert f'hazardwatch_source_up{{source="{d.id}"}} 1' in metrics
+        assert head.split()[1] == "200"
+        up = [
+            s
+            for f in text_string_to_metric_families(body)
+            if f.name == "hazardwatch_source_up"
+            for s in f.samples
+        ]
+        assert {s.labels["source"]: s.value for s in up} == {d.id: 1.0 for d in plant.devices()}
     finally:
         await runtime.stop()
     stopped_us = SystemClock().now_us()

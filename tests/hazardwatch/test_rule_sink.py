@@ -199,7 +199,7 @@ async def test_a_5000_tag_comm_failure_keeps_every_other_source_on_cadence(
         await _until(lambda: rules.edges_total - edges_before >= BIG)
         failed_at = time.monotonic()
         await asyncio.sleep(2.0)  # keep watching the other source after the failure
-        metrics = {name: samples for name, _, _, samples in runtime.metrics()}
+        log_dropped = runtime.metrics_registry.get_sample_value("hazardwatch_log_records_dropped_total")
     finally:
         await runtime.stop()
         await small.stop()
@@ -209,5 +209,5 @@ async def test_a_5000_tag_comm_failure_keeps_every_other_source_on_cadence(
     assert big_runner.stats.state == "failed"
     # per-edge logging on the loop stalled it 13 s; 2 s leaves room for a loaded 2-core machine
     assert gaps.max() <= 2.0, f"SMALL stalled for {gaps.max():.2f} s"
-    assert metrics["hazardwatch_log_records_dropped_total"] == [({}, 0.0)]  # nothing lost from the log
+    assert log_dropped == 0  # nothing lost from the log
     assert f"{BIG} edges" in real_logging.getvalue()
