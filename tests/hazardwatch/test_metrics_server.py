@@ -8,6 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import Counter
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import hazardwatch.metrics_server
-from hazardwatch.metrics_server import LogMetrics, MetricsServer
+from hazardwatch.metrics_server import LogMetrics, MetricsServer, metrics_app
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -118,3 +119,20 @@ async def test_stop_leaves_no_thread_and_frees_the_port() -> None:
     again = MetricsServer(CollectorRegistry(), port=port)  # the port is free again at once
     await again.start()
     await again.stop()
+
+
+async def test_the_api_serves_a_registry_with_the_librarys_asgi_app() -> None:
+    registry = CollectorRegistry()
+    Counter("hw_reads", "Reads.", registry=registry).inc(2)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "query_string": b"", "headers": []}
+    await metrics_app(registry)(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert samples(sent[1]["body"].decode())[("hw_reads_total", frozenset())] == 2
