@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RuleSettings", "Settings", "StorageSettings"]
+__all__ = ["CollectSettings", "RuleSettings", "Settings", "StorageSettings"]
 
 
 class _Section(BaseModel):
@@ -39,6 +39,13 @@ class RuleSettings(_Section):
     max_clock_ahead_s: float = Field(default=300.0, ge=1.0, le=86400.0, allow_inf_nan=False)
 
 
+class CollectSettings(_Section):
+    # 0: every OPC UA device in the main process's event loop; N: spread over N worker
+    # processes (collector/opcua/workers.py), because asyncua's pure-Python decoding fills one
+    # core's loop at roughly 16-17k changes/s beside the hub, historian and rules.
+    opcua_workers: int = Field(default=0, ge=0, le=64)
+
+
 class Settings(_Section):
     # Everything kept on local disk (spool, tag-id cache, OPC UA client certificates, rule
     # state, heartbeat, the demo's embedded database) lives under this one directory, so
@@ -47,6 +54,7 @@ class Settings(_Section):
     data_dir: str = Field(default="var", min_length=1)
     storage: StorageSettings = StorageSettings()
     rules: RuleSettings = RuleSettings()
+    collect: CollectSettings = CollectSettings()
 
     def local_path(self, path: str | Path) -> Path:
         """``path`` itself if absolute, else relative to ``data_dir``."""
