@@ -2,7 +2,9 @@
 
 Bucketed history covers whole buckets: the range widens to the bucket edges around
 [start, end), so raw and rollup sources give identical answers for the same buckets.
-reading_1m serves any bucket that is a whole number of minutes on a minute-aligned origin.
+reading_1m serves any bucket that is a whole number of minutes on a minute-aligned origin;
+minutes a writer still holds open (listed in reading_1m_open) come from raw readings, so a
+rollup-sourced answer never misses readings the writer has not written to reading_1m yet.
 Invariant: results come back sorted by (tag_id, time); absent aggregates are NaN.
 """
 
@@ -91,16 +93,31 @@ _RAW_BUCKETS = sql.SQL("""
            (array_agg(value ORDER BY time DESC))[1], (array_agg(quality ORDER BY time DESC))[1]
     FROM reading WHERE tag_id = ANY(%(ids)s) AND time >= %(start)s AND time < %(end)s
     GROUP BY 1, 2""")
+# Rollup rows per (tag, minute). A minute listed in reading_1m_open has rollups a writer
+# still holds in memory (storage/open_minutes.py), so its reading_1m rows may be partial or
+# absent: those minutes are aggregated from reading instead, in the same snapshot.
+_MINUTE_ROWS = sql.SQL("""
+    SELECT tag_id, bucket, min, max, sum, count, bad_count, last_time, last_value, last_quality
+    FROM reading_1m m WHERE tag_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s
+      AND NOT EXISTS (SELECT 1 FROM reading_1m_open o WHERE o.bucket = m.bucket)
+    UNION ALL
+    SELECT r.tag_id, o.bucket, min(value) FILTER (WHERE {usable}), max(value) FILTER (WHERE {usable}),
+           coalesce(sum(value) FILTER (WHERE {usable}), 0), count(*) FILTER (WHERE {usable}),
+           count(*) FILTER (WHERE NOT {usable}), max(time),
+           (array_agg(value ORDER BY time DESC))[1], (array_agg(quality ORDER BY time DESC))[1]
+    FROM reading_1m_open o JOIN reading r ON r.time >= o.bucket AND r.time < o.bucket + INTERVAL '1 minute'
+    WHERE r.tag_id = ANY(%(ids)s) AND o.bucket >= %(start)s AND o.bucket < %(end)s
+    GROUP BY r.tag_id, o.bucket""").format(usable=_USABLE)
 _MINUTES = sql.SQL("""
     SELECT tag_id, bucket, coalesce(sum / NULLIF(count, 0), 'NaN'), coalesce(min, 'NaN'), coalesce(max, 'NaN'),
            count::int8, bad_count::int8, last_value, last_quality
-    FROM reading_1m WHERE tag_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s""")
+    FROM ({minutes}) AS m""").format(minutes=_MINUTE_ROWS)
 _MINUTE_BUCKETS = sql.SQL("""
     SELECT tag_id, {bucket},
            coalesce(sum(sum) / NULLIF(sum(count), 0), 'NaN'), coalesce(min(min), 'NaN'), coalesce(max(max), 'NaN'),
            sum(count)::int8, sum(bad_count)::int8,
            (array_agg(last_value ORDER BY last_time DESC))[1], (array_agg(last_quality ORDER BY last_time DESC))[1]
-    FROM reading_1m WHERE tag_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s
+    FROM ({minutes}) AS m
     GROUP BY 1, 2""")
 
 
@@ -141,7 +158,7 @@ async def history(
             query, table = _MINUTES, "reading_1m"
         else:
             bucket = bucket_sql(backend, width, sql.Identifier("bucket"), origin_us)
-            query, table = _MINUTE_BUCKETS.format(bucket=bucket), "reading_1m"
+            query, table = _MINUTE_BUCKETS.format(bucket=bucket, minutes=_MINUTE_ROWS), "reading_1m"
     params = {"ids": ids, "start": to_datetime(start_us), "end": to_datetime(end_us)}
     cols = await _fetch(conn, query, params, _HISTORY_COLUMNS, "history")
     return History(**cols, source=table)
