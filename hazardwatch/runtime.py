@@ -25,6 +25,7 @@ from prometheus_client.registry import CollectorRegistry
 from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
 from collector.metrics import HubMetrics, SourceMetrics
+from collector.opcua.workers import OpcUaWorkerPool
 from core.backoff import Backoff
 from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
@@ -113,6 +114,7 @@ class Runtime:
         self.live = LiveSnapshot(len(self.registry))
         self.rules: RuleSink | None = None
         self.runners: list[CollectorRunner] = []
+        self.opcua_pool: OpcUaWorkerPool | None = None  # settings.collect.opcua_workers >= 1
         self.writer: SpoolingWriter | None = None
         self.metrics_registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
         self.metrics_server: MetricsServer | None = None
@@ -238,7 +240,15 @@ class Runtime:
         self._beat_now()
         self._beating = True
         self._tasks.append(asyncio.create_task(self._beat(), name="heartbeat"))
-        for source in compiled.sources:
+        self.opcua_pool, sources = await OpcUaWorkerPool.start_for(
+            compiled.sources,
+            self.plant.settings.collect.opcua_workers,
+            self._publish,
+            clock=self.clock,
+            metrics=self.metrics_registry,
+        )
+        self.runners += self.opcua_pool.runners if self.opcua_pool is not None else []
+        for source in sources:
             runner = CollectorRunner(source, self._publish, clock=self.clock)
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"collector-{source.name}"))
@@ -269,7 +279,9 @@ class Runtime:
     async def _stop_collecting(self) -> bool:
         """Stop collectors, drain and close the historian; True when nothing was left behind
         (every task stopped, every queued batch reached the historian or its spool)."""
-        clean = await _cancel_all(self._tasks)
+        # OPC UA workers first: their last batches reach the hub before it drains.
+        clean = self.opcua_pool is None or await self.opcua_pool.stop()
+        clean = await _cancel_all(self._tasks) and clean
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.source.close()

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from collector.base import CollectorRunner, Source, comm_failure_batch
 from collector.opcua.source import OpcUaSource
@@ -149,6 +149,28 @@ class OpcUaWorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
+
+    @classmethod
+    async def start_for(
+        cls,
+        sources: Sequence[Source],
+        workers: int,
+        publish: Callable[[ReadingBatch], None],
+        *,
+        clock: Clock | None = None,
+        metrics: CollectorRegistry | None = None,
+    ) -> tuple[OpcUaWorkerPool | None, list[Source]]:
+        """The runtime's one call: with ``workers`` >= 1 and OPC UA sources among ``sources``,
+        a started pool for them (its metrics registered) and the sources left to run here;
+        otherwise no pool and every source."""
+        opcua, rest = split_opcua(sources)
+        if workers < 1 or not opcua:
+            return None, list(sources)
+        pool = cls(opcua, workers, publish, clock=clock)
+        if metrics is not None:
+            metrics.register(OpcUaWorkerMetrics(pool))
+        await pool.start()
+        return pool, rest
 
     async def start(self) -> None:
         for w in self.workers:
@@ -304,10 +326,12 @@ class OpcUaWorkerPool:
 
     # --- stop -------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """Every worker flushes and exits (bounded), its last batches published here first."""
+    async def stop(self) -> bool:
+        """Every worker flushes and exits (bounded), its last batches published here first.
+        True when every running worker exited by itself (nothing it held was lost)."""
         self._stopping = True
         self._stop.set()
+        running = [w.process for w in self.workers if w.process is not None and w.process.exitcode is None]
         for w in self.workers:
             if w.ctrl is not None:
                 with contextlib.suppress(OSError):
@@ -326,6 +350,7 @@ class OpcUaWorkerPool:
                 w.ctrl.close()
                 w.ctrl = None
         self._tasks.clear()
+        return all(p.exitcode == 0 for p in running)
 
 
 class OpcUaWorkerMetrics(Collector):

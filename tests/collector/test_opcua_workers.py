@@ -30,6 +30,10 @@ from core.config import ConfigError, load_plant
 from core.plant import OpcUaDevice
 from core.quality import Quality
 from core.registry import TagRegistry
+from core.settings import CollectSettings
+from hazardwatch.runtime import Runtime, RuntimeOptions
+from storage.db import Backend
+from tests.support.databases import create_scratch_db, drop_scratch_db
 from tests.support.plants import write_small_plant
 from tests.support.simulator_fixture import SimulatorFactory
 from tests.support.waiting import eventually
@@ -278,3 +282,42 @@ async def test_a_hung_worker_is_killed_and_replaced_and_a_stuck_one_does_not_han
             await pool.stop()
     assert ours() == []
     assert worker.process.exitcode == -signal.SIGKILL
+
+
+# --- wired into the runtime -----------------------------------------------------------------------
+
+
+async def test_the_runtime_collects_opc_ua_through_workers(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator(SIM_PLANT, seed=1, modbus=False, autostep=True, rate_hz=4)
+    plant = sim.plant_for_clients()
+    settings = plant.settings.model_copy(
+        update={"data_dir": str(tmp_path), "collect": CollectSettings(opcua_workers=2)}
+    )
+    plant = plant.model_copy(update={"settings": settings})
+    dsn = create_scratch_db(Backend.POSTGRES)
+    runtime = Runtime(plant, dsn, options=RuntimeOptions(metrics_port=None))
+    try:
+        await runtime.start()
+        assert runtime.opcua_pool is not None and len(runtime.opcua_pool.workers) == 2
+        remote = [r for r in runtime.runners if isinstance(r, WorkerRunner)]
+        assert {r.source.name for r in remote} == {"DCS1", "DCS2"}
+        assert {r.source.name for r in runtime.runners} == {d.id for d in plant.devices()}  # each once
+        opc = np.concatenate([r.source.tags for r in remote])
+        await eventually(lambda: bool((runtime.live.quality[opc] == Quality.GOOD).all()), timeout=60)
+        await eventually(lambda: all(r.up for r in remote), timeout=30)
+        text = generate_latest(runtime.metrics_registry).decode()
+        assert 'hazardwatch_opcua_worker_up{worker="0"} 1.0' in text
+        assert 'hazardwatch_opcua_worker_up{worker="1"} 1.0' in text
+        assert 'hazardwatch_source_up{source="DCS1"} 1.0' in text
+        assert 'hazardwatch_opcua_worker_dropped_rows_total{source="DCS1",worker="0"} 0.0' in text or (
+            'hazardwatch_opcua_worker_dropped_rows_total{source="DCS1",worker="1"} 0.0' in text
+        )
+    finally:
+        async with asyncio.timeout(60):
+            await runtime.stop()
+        drop_scratch_db(Backend.POSTGRES, dsn)
+    assert ours() == []
+    summary = runtime.summary()
+    assert summary.readings >= len(opc) and summary.to_historian >= summary.readings
