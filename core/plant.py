@@ -3,9 +3,9 @@
 Pydantic models with ``extra="forbid"``: an unknown key is an error, not silently ignored.
 Enum values are UPPER_CASE and accepted in any case. Every number is finite and bounded for
 its meaning (``core.units``: values, durations, percentages). Everything is frozen after
-loading; ``core.plant_check`` adds the cross-reference rules (unique keys, known devices,
-Modbus overlaps, GB/T 50493 limits) on the document as ``normalise`` spells it, which is
-exactly what validation reads, and resolves each tag's effective limits.
+loading; ``core.plant_checks`` adds the cross-reference rules (unique keys, known devices,
+Modbus overlaps, GB/T 50493 limits) on the document as validation reads it, and
+``core.plant_build`` resolves each tag's effective limits.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ __all__ = [
     "TagSource",
     "Unit",
     "enum_name",
+    "given_or_default",
     "normalise",
+    "resolve_key",
 ]
 
 CODE = r"^[A-Za-z0-9_-]+$"  # no dots: tag keys are ENTERPRISE.EQUIPMENT.TAG
@@ -107,7 +109,7 @@ class TagKind(StrEnum):
     GAS = "GAS"
     DISCRETE = "DISCRETE"
     # Run-hour counters, flow totalisers, energy meters: a value that only accumulates. No
-    # ISA-18.2 default deadband or on-delay (plant_check), no range required.
+    # ISA-18.2 default deadband or on-delay (alarm_defaults), no range required.
     COUNTER = "COUNTER"
 
 
@@ -202,7 +204,7 @@ def _enum(e: type[StrEnum]) -> Any:
 
 
 Code = Annotated[str, Field(pattern=CODE, min_length=1, max_length=64)]
-Range = tuple[Value, Value]  # plant_check: low < high
+Range = tuple[Value, Value]  # plant_checks: low < high
 
 
 # --- people and substances --------------------------------------------------------
@@ -310,7 +312,7 @@ class ModbusHeartbeat(_Model):
 
 def heartbeat_type(table: Any, dtype: Any) -> DataType:
     """A heartbeat's type as given, else BOOL on bit tables and UINT16 on register tables
-    (plant_check checks the point with the same default)."""
+    (plant_checks checks the point with the same default)."""
     if dtype is not None:
         return DataType(dtype)
     return DataType.BOOL if table in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT) else DataType.UINT16
@@ -339,7 +341,7 @@ class OpcUaDevice(_Model):
 
 
 class ModbusDevice(_Model):
-    """A Modbus TCP device, or one unit on an RTU serial bus (plant_check: which keys fit which)."""
+    """A Modbus TCP device, or one unit on an RTU serial bus (plant_checks: which keys fit which)."""
 
     protocol: Annotated[Literal["MODBUS"], BeforeValidator(protocol_name)]
     id: Code
@@ -352,7 +354,7 @@ class ModbusDevice(_Model):
     baudrate: int = Field(default=9600, ge=300, le=1_000_000)
     parity: Annotated[Parity, BeforeValidator(_parity)] = Parity.EVEN
     stopbits: Literal[1, 2] = 1
-    bytesize: int = Field(default=8, ge=5, le=8)  # plant_check: RTU needs 8
+    bytesize: int = Field(default=8, ge=5, le=8)  # plant_checks: RTU needs 8
     pause_s: Annotated[float, bounded(0, 10, " s")] = 0.05  # bus silence before each request
     unit_id: int = Field(default=1, ge=0, le=255)
     poll_interval_s: Interval = 1.0
@@ -413,7 +415,7 @@ class Limits(_Model):
     l: Value | None = None  # noqa: E741 — the plant's own name for the low limit
     h: Value | None = None
     hh: Value | None = None
-    deadband: Magnitude | None = None  # plant_check: below the range span
+    deadband: Magnitude | None = None  # plant_checks: below the range span
     deadband_pct: Percent | None = None
     on_delay_s: Delay | None = None
     off_delay_s: Delay | None = None
@@ -445,7 +447,7 @@ class Deviation(_Model):
     """Deviation alarm between this tag and a redundant transmitter of the same quantity."""
 
     tag: str  # key, or EQUIPMENT.CODE within the enterprise
-    max: PositiveMagnitude  # absolute, in the tag's unit; plant_check: at most the range span
+    max: PositiveMagnitude  # absolute, in the tag's unit; plant_checks: at most the range span
     on_delay_s: Delay = 10.0
 
 
@@ -483,7 +485,7 @@ class Tag(_Model):
     kind: _enum(TagKind)  # type: ignore[valid-type]
     unit: str = ""
     range: Range | None = None
-    resolution: PositiveMagnitude | None = None  # plant_check: below the range span
+    resolution: PositiveMagnitude | None = None  # plant_checks: below the range span
     source: TagSource
     limits: Limits | None = None
     gas: GasSpec | None = None
@@ -493,7 +495,7 @@ class Tag(_Model):
     state: StateAlarm | None = None
     in_service: bool = True
     description: str | None = None
-    # Filled in by plant_check: ENTERPRISE.EQUIPMENT.CODE
+    # Filled in by plant_build: ENTERPRISE.EQUIPMENT.CODE
     key: str = ""
 
 
@@ -503,7 +505,7 @@ class Tag(_Model):
 class InterlockInput(_Model):
     tag: str  # key, or EQUIPMENT.CODE within the enterprise
     op: Literal[">", ">=", "<", "<=", "==", "!="]
-    value: Value  # plant_check: inside the input tag's range
+    value: Value  # plant_checks: inside the input tag's range
     bypass: str | None = None  # bypass switch tag (1 = bypassed)
 
 
@@ -571,11 +573,22 @@ class Plant(_Model):
         raise KeyError(key)
 
 
+def resolve_key(enterprise: str, ref: str) -> str:
+    """A tag reference is a full key, or EQUIPMENT.CODE within the referring enterprise."""
+    return ref if ref.count(".") >= 2 else f"{enterprise}.{ref}"
+
+
 # --- normal form ------------------------------------------------------------------
 
 
+def given_or_default(block: dict[str, Any], model: type[BaseModel], key: str) -> Any:
+    """``block[key]`` as written, or the model's default for it: each default lives here only."""
+    return block[key] if key in block else model.model_fields[key].default
+
+
 def normalise(data: Any, model: type[BaseModel] = Plant) -> Any:
-    """The raw document as the model reads it, for plant_check's cross-checks.
+    """The raw document as the model reads it, for the cross-checks (``core.plant_checks``) of a
+    document that does not validate (one that does is checked as its validated model dumps it).
 
     Each known key's value is validated on its own by the field's own type (``opc-ua`` ->
     ``OPCUA``, ``e`` -> ``EVEN``, ``"502"`` from ``${PORT}`` -> 502, ``[0, "100"]`` -> (0.0, 100.0));
@@ -591,7 +604,7 @@ def _normal_field(model: type[BaseModel], key: str, v: Any) -> Any:
     info = model.model_fields.get(key)
     if info is None:
         return v  # an unknown key: validation reports it
-    if not _holds_model(info.annotation):
+    if not _field_holds_model(model, key):
         try:
             return _field_adapter(model, key).validate_python(v)
         except ValidationError:
@@ -631,6 +644,11 @@ def _before(meta: Any, v: Any) -> Any:
             except (TypeError, ValueError):
                 return v  # validation reports it
     return v
+
+
+@cache
+def _field_holds_model(model: type[BaseModel], key: str) -> bool:
+    return _holds_model(model.model_fields[key].annotation)
 
 
 def _holds_model(tp: Any) -> bool:

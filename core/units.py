@@ -30,11 +30,13 @@ __all__ = [
     "Window",
     "bounded",
     "convert_gas",
+    "finite",
+    "finite_pair",
 ]
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
@@ -61,13 +63,15 @@ def bounded(lo: float, hi: float, unit: str = "", *, above: bool = False) -> Aft
     """A validator for a finite float in ``[lo, hi]`` (``(lo, hi]`` when ``above``); the error is
     a sentence with the bounds and the unit, reported at the key's file:line."""
 
+    allowed = f"above {lo:g} and at most {hi:g}{unit}" if above else f"between {lo:g} and {hi:g}{unit}"
+
     def check(v: float) -> float:
-        allowed = f"above {lo:g} and at most {hi:g}{unit}" if above else f"between {lo:g} and {hi:g}{unit}"
+        # one comparison chain: NaN fails it too; the message is built only for a refused value
+        if (lo < v if above else lo <= v) and v <= hi:
+            return v
         if not math.isfinite(v):
             raise ValueError(f"must be a finite number {allowed}, is {v}")
-        if not (v > lo if above else v >= lo) or v > hi:
-            raise ValueError(f"must be {allowed}, is {v:g}{unit}")
-        return v
+        raise ValueError(f"must be {allowed}, is {v:g}{unit}")
 
     return AfterValidator(check)
 
@@ -84,6 +88,23 @@ Interval = Annotated[float, bounded(0.001, DAY_S, " s")]  # poll / sampling inte
 Timeout = Annotated[float, bounded(0.01, 600, " s")]  # request timeouts
 Window = Annotated[float, bounded(1, DAY_S, " s")]  # rate-of-change window
 WatchTime = Annotated[float, bounded(0, WEEK_S, " s")]  # stale and frozen times (0: off)
+
+
+def finite(v: Any) -> float | None:
+    """``v`` as a float if it is a finite number (not a bool), else None: the checks read a
+    document whose values may still be anything."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def finite_pair(v: Any) -> tuple[float, float] | None:
+    """``[low, high]`` of finite numbers as a tuple, else None."""
+    if isinstance(v, list | tuple) and len(v) == 2:
+        a, b = finite(v[0]), finite(v[1])
+        if a is not None and b is not None:
+            return a, b
+    return None
 
 
 class UnitError(ValueError):

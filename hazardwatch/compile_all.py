@@ -23,10 +23,10 @@ from typing import Any
 from collector.base import Source
 from collector.factory import build_sources
 from core.clock import Clock, SystemClock
-from core.config import PathKey, SourceMap
 from core.errors import ConfigError, ConfigIssue, HazardWatchError
 from core.plant import Interlock, ModbusDevice, OpcUaDevice, Plant, Tag
 from core.registry import TagRegistry
+from core.yaml_loader import PathKey, SourceMap
 from rules import RuleEngine
 from rules.compile import compile_rules
 

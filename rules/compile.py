@@ -14,11 +14,21 @@ from typing import Any
 
 import numpy as np
 
+from core.alarm_defaults import deadband, off_delay_s, on_delay_s
 from core.clock import US_PER_S
 from core.conditions import INTERLOCK_KINDS, LABELS, LOW_KINDS, RuleKind, Severity
 from core.errors import RuleError
-from core.plant import Detector, Interlock, ModbusDevice, OpcUaDevice, OpcUaMode, Plant, Tag, TagKind
-from core.plant_check import resolve_key
+from core.plant import (
+    Detector,
+    Interlock,
+    ModbusDevice,
+    OpcUaDevice,
+    OpcUaMode,
+    Plant,
+    Tag,
+    TagKind,
+    resolve_key,
+)
 from core.registry import TagRegistry
 from rules.ruleset import InterlockTable, RuleSet
 
@@ -158,10 +168,9 @@ class _Builder:
         lim = tag.limits
         if lim is None:
             return []
-        db = lim.deadband
-        if db is None:
-            pct = lim.deadband_pct or 0.0
-            db = pct / 100 * (tag.range[1] - tag.range[0]) if tag.range else 0.0
+        # core.alarm_defaults: the same defaults core resolved a loaded plant's limits with
+        db = deadband(tag.kind, lim, tag.range)
+        on_s, off_s = on_delay_s(tag.kind, lim), off_delay_s(lim)
         gas = tag.gas.detector if tag.kind == TagKind.GAS and tag.gas else None
         names: dict[str, tuple[RuleKind, Severity | None]] = {
             "ll": (RuleKind.LL, None),
@@ -185,11 +194,11 @@ class _Builder:
             values.append(v)
             low = kind in LOW_KINDS
             sign = "≤" if low else "≥"
-            delays = f", on-delay {lim.on_delay_s or 0:g} s" if lim.on_delay_s else ""
+            delays = f", on-delay {on_s:g} s" if on_s else ""
             self.add(
                 kind, tag.key, f" {sign} {v:g}{unit} (deadband {db:g}{delays})", tag=i, set_at=v,
-                clear_at=v + db if low else v - db, limit=v, on_us=_us(lim.on_delay_s),
-                off_us=_us(lim.off_delay_s), latched=lim.latched, severity=severity or _SEVERITY[kind],
+                clear_at=v + db if low else v - db, limit=v, on_us=_us(on_s),
+                off_us=_us(off_s), latched=lim.latched, severity=severity or _SEVERITY[kind],
             )  # fmt: skip
         return values
 

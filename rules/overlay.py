@@ -19,10 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.config import Loaded, PathKey, SourceMap, load_document, load_plant
+from core.config import load_plant
 from core.errors import ConfigError, ConfigIssue
 from core.plant import Plant
-from core.plant_check import build_plant
+from core.plant_build import build_plant
+from core.yaml_loader import Loaded, PathKey, SourceMap, load_document
 
 __all__ = ["RULE_BLOCKS", "load_candidate"]
 

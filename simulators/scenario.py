@@ -1,6 +1,6 @@
 """Scenario YAML: a timeline of events (leaks, faults, device actions, set-points) for a plant.
 
-Loaded through ``core.config.load_document`` (includes, ${ENV}) and validated in two
+Loaded through ``core.yaml_loader.load_document`` (includes, ${ENV}) and validated in two
 passes like the plant config: structure by pydantic, then references (tags, devices,
 equipment, interlocks) against the plant. Every problem is collected and raised as one
 ConfigError naming file:line and the document path. Events are kept in time order
@@ -16,11 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.config import PathKey, SourceMap, load_document
 from core.errors import ConfigError, ConfigIssue
-from core.plant import Plant
-from core.plant_check import resolve_key
+from core.plant import Plant, resolve_key
 from core.quality import Quality
+from core.yaml_loader import PathKey, SourceMap, load_document
 
 __all__ = ["Event", "Scenario", "load_scenario", "parse_scenario", "resolve_tag"]
 

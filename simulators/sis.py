@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.plant import Plant
-from core.plant_check import resolve_key
+from core.plant import Plant, resolve_key
 from core.quality import is_bad
 from core.registry import TagRegistry
 

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from core.config import load_document, load_plant
+from core.config import load_plant
 from core.errors import ConfigError
 from core.plant import ModbusDevice, OpcUaDevice, Plant, Tag
+from core.yaml_loader import load_document
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 DEMO = CONFIG / "demo"

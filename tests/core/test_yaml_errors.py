@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_document, load_plant
+from core.config import load_plant
 from core.errors import ConfigError
+from core.yaml_loader import load_document
 
 
 def test_a_root_file_that_is_not_utf8_gives_one_error_with_its_line_and_column(

@@ -1,53 +1,45 @@
-"""Build a Plant from loaded YAML: structural validation, cross-reference rules, resolution.
+"""Cross-reference rules of a plant config: what no single key's validation can see.
 
-All problems are collected and raised together as one ConfigError, each naming file:line
-and the document path. The checks walk the document (not the validated model) so that a
-structural error in one tag never hides a cross-reference error in another, but always in
-``core.plant.normalise``'s form: every value spelled and typed as validation reads it, and
-every default taken from the model, so a check and the model can never disagree on a spelling.
+Unique codes and keys, known equipment and devices, Modbus points that fit their table and
+do not overlap, devices sharing a serial bus that agree on it, limits inside the instrument
+range and in order, deadbands that let an alarm clear, GB/T 50493 gas levels, interlock
+voting and references. ``check_plant`` runs them all and returns every finding at its
+file:line.
 
-Resolution fills in what the rule engine needs: each tag's stable key, effective limits
-for gas detectors (GB/T 50493-2019 §5.5.2 from preset, explicit levels or defaults), and
-the DOMAIN.md default deadbands and on-delays per tag kind.
+The rules read the document as validation reads it: the validated model's own dump when
+the document validates, else ``core.plant.normalise``'s form of it, so that a structural
+error in one tag never hides a cross-reference error in another. Either way every value is
+spelled and typed as the model holds it and every default is the model's.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from core.config import Loaded, PathKey, SourceMap, format_path, load_document
-from core.errors import ConfigError, ConfigIssue
+from core.alarm_defaults import LOW_LIMITS
+from core.errors import ConfigIssue
+from core.gas_levels import GasReference, resolve_gas
 from core.plant import (
     DataType,
-    GasSpec,
     ModbusDevice,
     OpcUaDevice,
-    Plant,
     RateOfChange,
     Tag,
     TagSource,
-    enum_name,
+    given_or_default,
     heartbeat_type,
-    normalise,
+    resolve_key,
 )
-from core.units import KIND_UNITS, GasProperties, UnitError, convert_gas
+from core.units import KIND_UNITS, finite, finite_pair
+from core.yaml_loader import PathKey, SourceMap
 
-__all__ = ["DEFAULT_DEADBAND_PCT", "DEFAULT_ON_DELAY_S", "GasReference", "build_plant"]
+__all__ = ["PlantChecker", "check_plant"]
 
-# ISA-18.2 starting points (DOMAIN.md "Alarm management"); gas, discrete and counter: none (a
-# counter only accumulates: a deadband or delay as % of a roll-over range means nothing).
-_LOW_LIMITS = ("ll", "l")
-DEFAULT_DEADBAND_PCT = {"FLOW": 5.0, "LEVEL": 5.0, "PRESSURE": 2.0, "TEMPERATURE": 1.0, "COMPOSITION": 1.0}
-DEFAULT_ON_DELAY_S = {"FLOW": 15.0, "LEVEL": 60.0, "PRESSURE": 15.0, "TEMPERATURE": 60.0, "COMPOSITION": 15.0}
 _BIT_TABLES = {"COIL", "DISCRETE_INPUT"}
 # Keys that belong to one Modbus transport only; the settings every device on a bus must share.
 _TCP_KEYS = ("host", "port")
@@ -64,60 +56,8 @@ _RAW_SPAN = {
 _NO_RANGE_KINDS = ("DISCRETE", "COUNTER")  # a switch or a counter has no instrument range
 
 
-def _get(d: dict[str, Any], model: type[Any], key: str) -> Any:
-    """``d[key]``, or the model's default for it: each default lives in core/plant.py only."""
-    return d[key] if key in d else model.model_fields[key].default
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def _pair(v: Any) -> tuple[float, float] | None:
-    if isinstance(v, list | tuple) and len(v) == 2:
-        a, b = _num(v[0]), _num(v[1])
-        if a is not None and b is not None:
-            return a, b
-    return None
-
-
-@dataclass
-class GasReference:
-    gases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    molar_volume: float = 24.45
-
-    def props(self, gas: str) -> GasProperties:
-        g = self.gases[gas]
-        return GasProperties(float(g["molar_mass"]), _num(g.get("lel_vol_pct")))
-
-
-def _load_reference(
-    plant_file: Path, data: Any, source: SourceMap, issues: list[ConfigIssue]
-) -> GasReference:
-    ref = GasReference()
-    rel = data.get("reference") if isinstance(data, dict) else None
-    if not isinstance(rel, str):
-        return ref
-    path = (plant_file.parent / rel / "gases.yaml").resolve()
-    if not path.exists():
-        issues.append(source.issue(("reference",), f"no gases.yaml in reference folder {rel!r}"))
-        return ref
-    loaded = load_document(path)
-    issues.extend(loaded.issues)
-    doc = loaded.data if isinstance(loaded.data, dict) else {}
-    ref.gases = {str(k).upper(): v for k, v in (doc.get("gases") or {}).items()}
-    ref.presets = {str(k).upper(): v for k, v in (doc.get("presets") or {}).items()}
-    ref.defaults = doc.get("defaults") or {}
-    ref.molar_volume = float(doc.get("molar_volume_l_mol", 24.45))
-    return ref
-
-
-class _Checker:
-    """Cross-reference rules over raw plant data. ``issues`` collects every finding."""
+class PlantChecker:
+    """The cross-reference rules over one plant document; ``issues`` collects every finding."""
 
     def __init__(self, data: dict[str, Any], source: SourceMap, ref: GasReference) -> None:
         self.data = data
@@ -186,8 +126,8 @@ class _Checker:
     def _security(self, dev: dict[str, Any], at: PathKey) -> None:
         if dev.get("protocol") != "OPCUA":
             return
-        policy = _get(dev, OpcUaDevice, "security_policy")
-        mode = _get(dev, OpcUaDevice, "security_mode")
+        policy = given_or_default(dev, OpcUaDevice, "security_policy")
+        mode = given_or_default(dev, OpcUaDevice, "security_mode")
         if (policy == "NONE") != (mode == "NONE"):
             self.err(
                 (*at, "security_mode"),
@@ -211,7 +151,7 @@ class _Checker:
             given = hb.get("type")
             dtype = given if given is not None else heartbeat_type(hb.get("table"), None).value
             self._point(hb.get("table"), dtype, hb.get("address"), hb.get("byte_order"), (*at, "heartbeat"))
-        transport = _get(dev, ModbusDevice, "transport")
+        transport = given_or_default(dev, ModbusDevice, "transport")
         dev_id = dev.get("id")
         if transport == "TCP":
             if dev.get("host") is None:
@@ -228,12 +168,12 @@ class _Checker:
                 self.err(at, "a Modbus RTU device needs serial_port: (e.g. /dev/ttyS1)")
             elif isinstance(port, str) and port:
                 self.buses[port].append((dev, at))
-            if _get(dev, ModbusDevice, "bytesize") != 8:
+            if given_or_default(dev, ModbusDevice, "bytesize") != 8:
                 self.err(
                     (*at, "bytesize"),
                     "RTU frames are 8-bit binary: bytesize must be 8 (7 bits is Modbus ASCII)",
                 )
-            if _get(dev, ModbusDevice, "unit_id") == 0:
+            if given_or_default(dev, ModbusDevice, "unit_id") == 0:
                 self.err(
                     (*at, "unit_id"),
                     "unit_id 0 is the RTU broadcast address: no device answers a read (use 1..247)",
@@ -246,7 +186,10 @@ class _Checker:
             (first, first_at), rest = members[0], members[1:]
             for dev, at in rest:
                 for k in _BUS_KEYS:
-                    mine, theirs = _get(dev, ModbusDevice, k), _get(first, ModbusDevice, k)
+                    mine, theirs = (
+                        given_or_default(dev, ModbusDevice, k),
+                        given_or_default(first, ModbusDevice, k),
+                    )
                     if mine != theirs:
                         self.err(
                             (*at, k) if k in dev else at,
@@ -255,7 +198,7 @@ class _Checker:
                             "share one bus and its settings",
                         )
             for dev, at in members:
-                unit = _get(dev, ModbusDevice, "unit_id")
+                unit = given_or_default(dev, ModbusDevice, "unit_id")
                 if not isinstance(unit, int) or isinstance(unit, bool):
                     continue
                 seen = owner.setdefault((port, unit), (str(dev.get("id")), at))
@@ -307,9 +250,9 @@ class _Checker:
             self._unique(self.keys, key, (*at, "code"), "tag key")
             if isinstance(kind, str):
                 self.tag_kind[key] = kind
-            if isinstance(_get(tag, Tag, "unit"), str):
-                self.tag_unit[key] = _get(tag, Tag, "unit")
-        unit = _get(tag, Tag, "unit")
+            if isinstance(given_or_default(tag, Tag, "unit"), str):
+                self.tag_unit[key] = given_or_default(tag, Tag, "unit")
+        unit = given_or_default(tag, Tag, "unit")
         if (
             isinstance(kind, str)
             and kind in KIND_UNITS
@@ -318,7 +261,7 @@ class _Checker:
         ):
             allowed = ", ".join(repr(u) for u in sorted(KIND_UNITS[kind]))
             self.err((*at, "unit"), f"unit mismatch: {unit!r} is not a {kind} unit (use one of {allowed})")
-        rng = _pair(tag.get("range"))
+        rng = finite_pair(tag.get("range"))
         if tag.get("range") is not None and rng is not None and rng[0] >= rng[1]:
             self.err((*at, "range"), f"range low {rng[0]:g} must be below high {rng[1]:g}")
             rng = None
@@ -431,13 +374,17 @@ class _Checker:
             return
         table, dtype, address = src["table"], src["type"], src["address"]
         width = DataType(dtype).registers
-        unit_id = _get(src, TagSource, "unit_id")
-        unit_id = _get(dev, ModbusDevice, "unit_id") if unit_id is None else unit_id
+        unit_id = given_or_default(src, TagSource, "unit_id")
+        unit_id = given_or_default(dev, ModbusDevice, "unit_id") if unit_id is None else unit_id
         if not isinstance(unit_id, int) or isinstance(unit_id, bool):
             return  # the structural validation reports it
         self.registers[(str(dev.get("id")), int(unit_id), table)].append((address, address + width, key, at))
         port = dev.get("serial_port")
-        if _get(dev, ModbusDevice, "transport") == "RTU" and isinstance(port, str) and "unit_id" in src:
+        if (
+            given_or_default(dev, ModbusDevice, "transport") == "RTU"
+            and isinstance(port, str)
+            and "unit_id" in src
+        ):
             if unit_id == 0:
                 self.err(
                     (*at, "unit_id"),
@@ -450,7 +397,7 @@ class _Checker:
 
     def _scale(self, scale: dict[str, Any], at: PathKey, dtype: str, rng: tuple[float, float] | None) -> None:
         """A scale must map the raw counts the register can hold onto a non-empty eng range."""
-        raw, eng = _pair(scale.get("raw")), _pair(scale.get("eng"))
+        raw, eng = finite_pair(scale.get("raw")), finite_pair(scale.get("eng"))
         if raw is not None and raw[0] == raw[1]:
             self.err((*at, "raw"), "raw range must not be empty")
             raw = None
@@ -507,7 +454,7 @@ class _Checker:
 
     def _limits(self, limits: dict[str, Any], at: PathKey, rng: tuple[float, float] | None) -> None:
         order = ["ll", "l", "h", "hh"]
-        present = [(n, _num(limits.get(n))) for n in order if _num(limits.get(n)) is not None]
+        present = [(n, finite(limits.get(n))) for n in order if finite(limits.get(n)) is not None]
         for (lo_name, lo), (hi_name, hi) in itertools.pairwise(present):
             assert lo is not None and hi is not None
             if hi <= lo:
@@ -524,13 +471,13 @@ class _Checker:
         if limits.get("deadband") is not None and limits.get("deadband_pct") is not None:
             self.err((*at, "deadband_pct"), "give deadband or deadband_pct, not both")
         self._within_span(limits, ("deadband",), at, rng, "an alarm would never clear")
-        db, field = _num(limits.get("deadband")), "deadband"
-        if db is None and rng is not None and _num(limits.get("deadband_pct")) is not None:
-            db, field = (_num(limits.get("deadband_pct")) or 0.0) / 100 * (rng[1] - rng[0]), "deadband_pct"
+        db, field = finite(limits.get("deadband")), "deadband"
+        if db is None and rng is not None and finite(limits.get("deadband_pct")) is not None:
+            db, field = (finite(limits.get("deadband_pct")) or 0.0) / 100 * (rng[1] - rng[0]), "deadband_pct"
         if db and rng is not None and db < rng[1] - rng[0]:
             for name, v in present:
                 assert v is not None
-                clear = v + db if name in _LOW_LIMITS else v - db
+                clear = v + db if name in LOW_LIMITS else v - db
                 if rng[0] <= v <= rng[1] and not rng[0] < clear < rng[1]:
                     self.err(
                         (*at, field),
@@ -547,7 +494,7 @@ class _Checker:
         why: str,
     ) -> None:
         """A tolerance-like setting (deadband, resolution, deviation) must be below the range span."""
-        v = _num(block.get(path[-1]))
+        v = finite(block.get(path[-1]))
         if v is not None and rng is not None and v >= rng[1] - rng[0]:
             self.err((*at, *path), f"{v:g} is not below the range span {rng[1] - rng[0]:g}: {why}")
 
@@ -556,8 +503,8 @@ class _Checker:
         if tag.get("rate") is not None and kind == "DISCRETE":
             self.err((*at, "rate"), "a rate-of-change alarm needs an analog tag, this one is DISCRETE")
         rate = tag.get("rate")
-        if isinstance(rate, dict) and (_num(rate.get("deadband")) or 0.0) >= (
-            _num(rate.get("max_per_min")) or math.inf
+        if isinstance(rate, dict) and (finite(rate.get("deadband")) or 0.0) >= (
+            finite(rate.get("max_per_min")) or math.inf
         ):
             self.err(
                 (*at, "rate", "deadband"),
@@ -565,8 +512,8 @@ class _Checker:
             )
         span_rng = self.tag_range.get(key)
         if isinstance(rate, dict) and span_rng is not None:
-            limit, window = _num(rate.get("max_per_min")), _num(rate.get("window_s"))
-            window = _get(rate, RateOfChange, "window_s") if window is None else window
+            limit, window = finite(rate.get("max_per_min")), finite(rate.get("window_s"))
+            window = given_or_default(rate, RateOfChange, "window_s") if window is None else window
             fastest = (span_rng[1] - span_rng[0]) * 60 / window if window else math.inf
             if limit is not None and limit > fastest:
                 self.err(
@@ -578,7 +525,7 @@ class _Checker:
         if isinstance(deviation, dict) and isinstance(deviation.get("tag"), str):
             self.rule_refs.append((ent, key, deviation["tag"], (*at, "deviation", "tag")))
         if isinstance(deviation, dict):
-            v, rng = _num(deviation.get("max")), self.tag_range.get(key)
+            v, rng = finite(deviation.get("max")), self.tag_range.get(key)
             if v is not None and rng is not None and v > rng[1] - rng[0]:
                 self.err(
                     (*at, "deviation", "max"),
@@ -665,7 +612,7 @@ class _Checker:
         self, ent: str, ref: Any, value: Any, at: PathKey, why: str | Callable[[bool], str]
     ) -> None:
         """An interlock's trip value or safe position must lie inside its tag's instrument range."""
-        v, rng = _num(value), self.tag_range.get(resolve_key(ent, ref)) if isinstance(ref, str) else None
+        v, rng = finite(value), self.tag_range.get(resolve_key(ent, ref)) if isinstance(ref, str) else None
         if v is not None and rng is not None and not rng[0] <= v <= rng[1]:
             because = why if isinstance(why, str) else why(v > rng[1])
             self.err(at, f"{v:g} is outside the range [{rng[0]:g}, {rng[1]:g}] of tag {ref!r}: {because}")
@@ -691,150 +638,8 @@ def _trip(inp: dict[str, Any]) -> Callable[[bool], str]:
     return why
 
 
-def resolve_key(enterprise: str, ref: str) -> str:
-    """A tag reference is a full key, or EQUIPMENT.CODE within the referring enterprise."""
-    return ref if ref.count(".") >= 2 else f"{enterprise}.{ref}"
-
-
-def resolve_gas(
-    gas: dict[str, Any], unit: str, ref: GasReference, err: Callable[[PathKey, str], None]
-) -> tuple[str, float, float] | None:
-    """Effective (detector, level1, level2) in the tag's unit, or None after reporting why.
-
-    For OXYGEN, level1 is the low alarm and level2 the high alarm.
-    """
-    name = str(gas.get("gas", "")).upper()
-    detector = gas.get("detector")
-    method = _get(gas, GasSpec, "method")
-    if name not in ref.gases:
-        known = ", ".join(sorted(ref.gases)) or "none: set reference: in the plant file"
-        err(("gas",), f"unknown gas {gas.get('gas')!r} (known: {known})")
-        return None
-    props = ref.props(name)
-    l1, l2 = _num(gas.get("level1")), _num(gas.get("level2"))
-    preset_name = gas.get("preset")
-    try:
-        if preset_name is not None:
-            preset = ref.presets.get(str(preset_name).upper())
-            if preset is None:
-                err(("preset",), f"unknown preset {preset_name!r} (known: {', '.join(sorted(ref.presets))})")
-                return None
-            if str(preset.get("gas", "")).upper() != name:
-                err(
-                    ("preset",),
-                    f"preset {preset_name} is for {preset.get('gas')}, this detector measures {name}",
-                )
-                return None
-            if enum_name(preset.get("detector", detector)) != detector:
-                err(
-                    ("preset",),
-                    f"preset {preset_name} is for {preset.get('detector')} detectors, this one is {detector}",
-                )
-                return None
-            if l1 is None:
-                l1 = convert_gas(
-                    float(preset["level1"]["value"]), preset["level1"]["unit"], unit, props, ref.molar_volume
-                )
-            if l2 is None:
-                l2 = convert_gas(
-                    float(preset["level2"]["value"]), preset["level2"]["unit"], unit, props, ref.molar_volume
-                )
-        if detector == "OXYGEN":
-            d = ref.defaults.get("OXYGEN", {})
-            l1 = l1 if l1 is not None else convert_gas(float(d.get("low", 19.5)), "%VOL", unit, props)
-            l2 = l2 if l2 is not None else convert_gas(float(d.get("high", 23.5)), "%VOL", unit, props)
-            if l1 >= l2:
-                err(("level2",), f"oxygen high alarm {l2:g} must be above the low alarm {l1:g}")
-                return None
-            return detector, l1, l2
-        if detector == "COMBUSTIBLE" and method == "OPEN_PATH":
-            if unit != "LEL·m":
-                err((), f"unit mismatch: open-path detectors measure LEL·m, this one {unit!r}")
-                return None
-            d = ref.defaults.get("COMBUSTIBLE_OPEN_PATH", {})
-            l1 = l1 if l1 is not None else float(d.get("level1", 1))
-            l2 = l2 if l2 is not None else float(d.get("level2", 2))
-        elif detector == "COMBUSTIBLE":
-            if props.lel_vol_pct is None:
-                err(("gas",), f"{name} has no LEL: it cannot be a combustible detector")
-                return None
-            d = ref.defaults.get("COMBUSTIBLE_POINT", {})
-            l1 = l1 if l1 is not None else convert_gas(float(d.get("level1", 20)), "%LEL", unit, props)
-            l2 = l2 if l2 is not None else convert_gas(float(d.get("level2", 50)), "%LEL", unit, props)
-            # GB/T 50493-2019 §5.5.2: level 1 <= 25 %LEL, level 2 <= 50 %LEL.
-            for level, v, cap in (("level1", l1, 25.0), ("level2", l2, 50.0)):
-                lel = convert_gas(v, unit, "%LEL", props)
-                if lel > cap + 1e-9:
-                    shown = f"{v:g} %LEL:" if unit == "%LEL" else f"{v:g} {unit} is {lel:.3g} %LEL;"
-                    err(
-                        (level,),
-                        f"{shown} GB/T 50493-2019 §5.5.2 allows at most "
-                        f"{cap:g} %LEL for {level.replace('level', 'level ')}",
-                    )
-        elif detector == "TOXIC":
-            oel = _num(ref.gases[name].get("oel_mg_m3"))
-            if (l1 is None or l2 is None) and oel is None:
-                err(("gas",), f"{name} has no OEL in the reference data: give level1 and level2")
-                return None
-            d = ref.defaults.get("TOXIC", {})
-            if l1 is None:
-                assert oel is not None
-                l1 = convert_gas(
-                    oel * float(d.get("level1_oel_pct", 100)) / 100, "mg/m³", unit, props, ref.molar_volume
-                )
-            if l2 is None:
-                assert oel is not None
-                l2 = convert_gas(
-                    oel * float(d.get("level2_oel_pct", 200)) / 100, "mg/m³", unit, props, ref.molar_volume
-                )
-        else:
-            return None  # the structural validation reports a bad detector value
-    except UnitError as exc:
-        err((), f"unit mismatch: {exc}")
-        return None
-    assert l1 is not None and l2 is not None
-    if l2 <= l1:
-        err(("level2",), f"level 2 ({l2:g}) must be above level 1 ({l1:g})")
-        return None
-    return detector, round(l1, 6), round(l2, 6)
-
-
 def _items(v: Any) -> list[tuple[int, dict[str, Any]]]:
     return [(i, x) for i, x in enumerate(v) if isinstance(x, dict)] if isinstance(v, list) else []
-
-
-def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
-    """Pydantic's error location as a document path (union tags dropped)."""
-    out: list[int | str] = []
-    cur = data
-    for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
-            cur = cur[part]
-        elif isinstance(cur, dict) and isinstance(part, str) and part.isupper():
-            continue  # a discriminated-union tag such as "MODBUS"
-        else:
-            cur = None
-        out.append(part)
-    return tuple(out)
-
-
-def _structural(data: Any, source: SourceMap) -> list[ConfigIssue]:
-    try:
-        Plant.model_validate(data)
-    except ValidationError as exc:
-        issues = []
-        for e in exc.errors(include_url=False):
-            path = _loc_to_path(tuple(e["loc"]), data)
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see docs/configuration.md)"
-            elif e["type"] == "missing":
-                msg = "required key is missing"
-            issues.append(source.issue(path, msg))
-        return issues
-    return []
 
 
 def _certificate_problem(path: Path) -> str | None:
@@ -849,73 +654,8 @@ def _certificate_problem(path: Path) -> str | None:
     return None
 
 
-def _default_deadband_room(limits: dict[str, Any], rng: tuple[float, float]) -> float:
-    """A default deadband never takes a limit's clear point out of the range (a high limit near
-    the range's low end would never clear): at most half the room between limit and range end."""
-    room = math.inf
-    for name in ("ll", "l", "h", "hh"):
-        v = _num(limits.get(name))
-        if v is not None:
-            room = min(room, (rng[1] - v) if name in _LOW_LIMITS else (v - rng[0]))
-    return max(room, 0.0) / 2
-
-
-def _resolve(data: dict[str, Any], ref: GasReference) -> dict[str, Any]:
-    out = copy.deepcopy(data)
-    for ent in out.get("enterprises", []):
-        for hs in ent.get("hazard_sources", []):
-            for tag in hs.get("tags", []):
-                tag["key"] = f"{ent['code']}.{tag['equipment']}.{tag['code']}"
-                kind = tag["kind"]
-                rng = _pair(tag.get("range"))
-                if kind == "GAS":
-                    levels = resolve_gas(tag["gas"], _get(tag, Tag, "unit"), ref, lambda p, m: None)
-                    assert levels is not None
-                    detector, l1, l2 = levels
-                    limits = {"l": l1, "h": l2} if detector == "OXYGEN" else {"h": l1, "hh": l2}
-                    tag["limits"] = {
-                        **limits,
-                        "deadband": 0.0,
-                        "on_delay_s": 0.0,
-                        "off_delay_s": 0.0,
-                        "latched": True,
-                    }
-                elif isinstance(tag.get("limits"), dict):
-                    lim = tag["limits"]
-                    if lim.get("deadband") is None:
-                        pct = lim.pop("deadband_pct", None)
-                        given = pct is not None
-                        pct = DEFAULT_DEADBAND_PCT.get(kind, 0.0) if pct is None else pct
-                        db = round(pct / 100 * (rng[1] - rng[0]), 9) if rng else 0.0
-                        if not given and rng is not None:
-                            db = min(db, _default_deadband_room(lim, rng))
-                        lim["deadband"] = db
-                    lim.setdefault("on_delay_s", DEFAULT_ON_DELAY_S.get(kind, 0.0))
-                    lim.setdefault("off_delay_s", 0.0)
-    return out
-
-
-def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
-    issues = list(loaded.issues)
-    data = normalise(loaded.data)
-    if not isinstance(data, dict):
-        if data is not None:
-            issues.append(loaded.source.issue((), "a plant file must be a mapping with enterprises:"))
-        raise ConfigError(issues)
-    ref = _load_reference(plant_file, data, loaded.source, issues)
-    issues += [
-        i
-        for i in _structural(data, loaded.source)
-        if not any(
-            i.path == format_path(f)
-            or i.path.startswith(format_path(f) + ".")
-            or i.path.startswith(format_path(f) + "[")
-            for f in loaded.failed_includes
-        )
-    ]
-    checker = _Checker(data, loaded.source, ref)
+def check_plant(data: dict[str, Any], source: SourceMap, ref: GasReference) -> list[ConfigIssue]:
+    """Every cross-reference problem of the plant document ``data`` (see the module docstring)."""
+    checker = PlantChecker(data, source, ref)
     checker.run()
-    issues += checker.issues
-    if issues:
-        raise ConfigError(issues)
-    return Plant.model_validate(_resolve(data, ref))
+    return checker.issues

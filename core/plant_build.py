@@ -1,0 +1,120 @@
+"""Build a Plant from a loaded YAML document: validate, cross-check, resolve.
+
+Validation (``core.plant``) runs once. Every problem is collected and raised together as one
+ConfigError, each at its file:line: the structural ones, then the cross-reference rules
+(``core.plant_checks``), which also run when validation failed so that one typo never hides
+another problem. A plant that passes is resolved on the validated model: each tag's key,
+gas detector levels (``core.gas_levels``), and the default deadbands and delays
+(``core.alarm_defaults``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.alarm_defaults import deadband, off_delay_s, on_delay_s
+from core.errors import ConfigError, ConfigIssue
+from core.gas_levels import GasReference, load_reference, resolve_gas
+from core.plant import Detector, Limits, Plant, Tag, TagKind, normalise
+from core.plant_checks import check_plant
+from core.yaml_loader import Loaded, PathKey, SourceMap, format_path
+
+__all__ = ["build_plant"]
+
+
+def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
+    """The resolved plant of ``loaded`` (``plant_file`` locates ``reference:``); raises one
+    ConfigError listing every problem."""
+    issues = list(loaded.issues)
+    raw = loaded.data
+    if not isinstance(raw, dict):
+        if raw is not None:
+            issues.append(loaded.source.issue((), "a plant file must be a mapping with enterprises:"))
+        raise ConfigError(issues)
+    ref = load_reference(plant_file, raw, loaded.source, issues)
+    plant: Plant | None
+    try:
+        plant = Plant.model_validate(raw)
+    except ValidationError as exc:
+        plant = None
+        issues += _structural(exc, raw, loaded.source, loaded.failed_includes)
+        data = normalise(raw)
+    else:
+        data = plant.model_dump(exclude_unset=True)
+    issues += check_plant(data, loaded.source, ref)
+    if issues or plant is None:
+        raise ConfigError(issues)
+    return _resolve(plant, ref)
+
+
+def _structural(
+    exc: ValidationError, data: dict[str, Any], source: SourceMap, failed_includes: set[PathKey]
+) -> list[ConfigIssue]:
+    """Validation's errors at their file:line; none inside a file that could not be loaded
+    (its place holds None, which would read as a second, misleading type error)."""
+    failed = [format_path(f) for f in failed_includes]
+    issues = []
+    for e in exc.errors(include_url=False):
+        path = _loc_to_path(tuple(e["loc"]), data)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration.md)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        issue = source.issue(path, msg)
+        if not any(issue.path == f or issue.path.startswith((f + ".", f + "[")) for f in failed):
+            issues.append(issue)
+    return issues
+
+
+def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
+    """Pydantic's error location as a document path (union tags dropped)."""
+    out: list[int | str] = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        elif isinstance(cur, dict) and isinstance(part, str) and part.isupper():
+            continue  # a discriminated-union tag such as "MODBUS"
+        else:
+            cur = None
+        out.append(part)
+    return tuple(out)
+
+
+def _resolve(plant: Plant, ref: GasReference) -> Plant:
+    """The plant with every tag's key and effective limits filled in (copies: models are frozen)."""
+    enterprises = []
+    for ent in plant.enterprises:
+        sources = [
+            hs.model_copy(update={"tags": [_resolve_tag(ent.code, tag, ref) for tag in hs.tags]})
+            for hs in ent.hazard_sources
+        ]
+        enterprises.append(ent.model_copy(update={"hazard_sources": sources}))
+    return plant.model_copy(update={"enterprises": enterprises})
+
+
+def _resolve_tag(enterprise: str, tag: Tag, ref: GasReference) -> Tag:
+    update: dict[str, Any] = {"key": f"{enterprise}.{tag.equipment}.{tag.code}"}
+    if tag.kind == TagKind.GAS and tag.gas is not None:
+        levels = resolve_gas(tag.gas.model_dump(exclude_unset=True), tag.unit, ref, lambda p, m: None)
+        assert levels is not None  # check_plant reported every detector it could not resolve
+        detector, l1, l2 = levels
+        limits = {"l": l1, "h": l2} if detector == Detector.OXYGEN else {"h": l1, "hh": l2}
+        update["limits"] = Limits(**limits, deadband=0.0, on_delay_s=0.0, off_delay_s=0.0, latched=True)
+    elif tag.limits is not None:
+        lim = tag.limits
+        update["limits"] = lim.model_copy(
+            update={
+                "deadband": deadband(tag.kind, lim, tag.range),
+                "deadband_pct": None,
+                "on_delay_s": on_delay_s(tag.kind, lim),
+                "off_delay_s": off_delay_s(lim),
+            }
+        )
+    return tag.model_copy(update=update)

@@ -1,0 +1,342 @@
+"""YAML loading with includes, ${ENV} substitution and a line for every path.
+
+``load_document`` turns a YAML file into plain Python data plus a ``SourceMap`` from
+document path (``("enterprises", 0, "tags", 3)``) to ``file:line``, so every later error
+can say where it is. ``!include other.yaml`` (relative to the including file) splices a
+document in place; ``${NAME}`` and ``${NAME:-default}`` are replaced from the environment.
+Problems are collected, never raised one at a time (``core.config.load_plant`` raises one
+ConfigError with all of them). Nothing here knows the plant model.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigIssue
+
+__all__ = ["Loaded", "PathKey", "SourceMap", "format_path", "load_document"]
+
+PathKey = tuple[str | int, ...]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MAX_INCLUDE_DEPTH = 16
+
+
+def format_path(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class SourceMap:
+    """Document path -> (file, line). Lookups fall back to the nearest ancestor."""
+
+    root_file: str
+    lines: dict[PathKey, tuple[str, int]] = field(default_factory=dict)
+
+    def where(self, path: PathKey) -> tuple[str, int]:
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return self.lines.get((), (self.root_file, 0))
+
+    def issue(self, path: PathKey, message: str) -> ConfigIssue:
+        file, line = self.where(path)
+        return ConfigIssue(file, line, format_path(path), message)
+
+
+@dataclass
+class Loaded:
+    data: Any
+    source: SourceMap
+    issues: list[ConfigIssue]
+    failed_includes: set[PathKey] = field(default_factory=set)
+
+
+class _Builder:
+    def __init__(self, root: Path, env: Mapping[str, str], display_base: Path) -> None:
+        self.env = env
+        self.display_base = display_base
+        self.source = SourceMap(self._display(root))
+        self.issues: list[ConfigIssue] = []
+        self.failed_includes: set[PathKey] = set()
+
+    def _display(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.display_base))
+        except ValueError:
+            return str(path)
+
+    def load_file(self, path: Path, at: PathKey, stack: tuple[Path, ...]) -> Any:
+        shown = self._display(path)
+        if len(stack) > _MAX_INCLUDE_DEPTH or path.resolve() in stack:
+            return self._failed(ConfigIssue(shown, 0, format_path(at), "include cycle"), at)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            return self._failed(ConfigIssue(shown, 0, format_path(at), f"cannot read: {exc}"), at)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line, column = _line_column(raw, exc.start)
+            message = (
+                f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {column} (save the file as UTF-8)"
+            )
+            return self._failed(ConfigIssue(shown, line, format_path(at), message), at)
+        stack = (*stack, path.resolve())
+        issues, failed = len(self.issues), set(self.failed_includes)
+        try:
+            return self._document(_events(text, _FAST), path, shown, at, stack)
+        except (yaml.YAMLError, _NotComposable):
+            # What the walk recorded of a file it then gave up on is not the file's to report.
+            del self.issues[issues:]
+            self.failed_includes.intersection_update(failed)
+        try:
+            yaml.compose(text, Loader=yaml.SafeLoader)  # the composer's own error, if any
+            return self._document(_events(text, yaml.SafeLoader), path, shown, at, stack)
+        except yaml.YAMLError as exc:
+            line, message = _yaml_problem(exc, text)
+            return self._failed(ConfigIssue(shown, line, format_path(at), f"YAML syntax: {message}"), at)
+
+    def _failed(self, issue: ConfigIssue, at: PathKey) -> None:
+        """A file that cannot be loaded: one issue, and its place is left out of later checks
+        (it holds None, which would otherwise read as a second, misleading type error)."""
+        self.issues.append(issue)
+        self.failed_includes.add(at)
+
+    def _document(
+        self, events: list[Any], path: Path, shown: str, at: PathKey, stack: tuple[Path, ...]
+    ) -> Any:
+        """The one document of a file's events (a file without one reads as ``{}``)."""
+        if isinstance(events[1], yaml.StreamEndEvent):
+            return {}
+        walk = _Walk(self, events, path, shown, stack)
+        walk.pos = 2  # past StreamStart and DocumentStart
+        data = walk.node(at)
+        if not isinstance(events[walk.pos + 1], yaml.StreamEndEvent):
+            raise _NotComposable("a second document")
+        return data
+
+    def _substitute(self, text: str, at: PathKey) -> str:
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.issues.append(self.source.issue(at, f"environment variable {name} is not set"))
+            return ""
+
+        return _ENV.sub(repl, text) if "${" in text else text
+
+
+_FAST: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _NotComposable(Exception):
+    """What ``yaml.compose`` refuses after parsing: a second document, an alias before its
+    anchor, an anchor given twice. The file is read again by PyYAML for the exact error."""
+
+
+def _events(text: str, loader: Any) -> list[Any]:
+    """Every parse event of ``text``: by libyaml (``_FAST``, ten times faster), or by PyYAML,
+    whose messages and marks the errors are built from when libyaml refuses a file."""
+    parser = loader(text)
+    try:
+        get, end, events = parser.get_event, yaml.StreamEndEvent, []
+        while True:
+            e = get()
+            events.append(e)
+            if type(e) is end:
+                return events
+    finally:
+        parser.dispose()
+
+
+class _Walk:
+    """One file's events turned into data, recording a line for every document path.
+
+    Exactly what composing the file into nodes and walking them did, without the nodes:
+    scalars are resolved and constructed by PyYAML's own resolver and constructors (cached
+    per tag and text: scalars are immutable), an alias is its anchored node walked again.
+    """
+
+    def __init__(
+        self, builder: _Builder, events: list[yaml.Event], path: Path, shown: str, stack: tuple[Path, ...]
+    ) -> None:
+        self.builder, self.events, self.path, self.shown, self.stack = builder, events, path, shown, stack
+        self.lines = builder.source.lines
+        self.pos = 0
+        self.anchors: dict[str, int] = {}
+
+    def node(self, at: PathKey) -> Any:
+        e: Any = self.events[self.pos]  # a NodeEvent (typed loosely: PyYAML's stubs make marks optional)
+        kind = type(e)
+        if kind is yaml.AliasEvent:
+            resume, self.pos = self.pos + 1, self._anchored(e)
+            value = self.node(at)
+            self.pos = resume
+            return value
+        if e.anchor is not None:
+            self._anchor(e.anchor)
+        line = e.start_mark.line + 1
+        self.lines.setdefault(at, (self.shown, line))
+        if e.tag == "!include":
+            return self._include(e, at, line)
+        self.pos += 1
+        if kind is yaml.ScalarEvent:
+            try:
+                value = _scalar_value(e.tag, e.value, e.implicit)
+            except (yaml.constructor.ConstructorError, ValueError) as exc:  # an explicit tag it cannot take
+                problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
+                self.builder.issues.append(ConfigIssue(self.shown, line, format_path(at), f"YAML: {problem}"))
+                self.builder.failed_includes.add(at)  # holds None: no second, misleading type error
+                return None
+            return self.builder._substitute(value, at) if type(value) is str and "${" in value else value
+        if kind is yaml.SequenceStartEvent:
+            out: list[Any] = []
+            while type(self.events[self.pos]) is not yaml.SequenceEndEvent:
+                out.append(self.node((*at, len(out))))
+            self.pos += 1
+            return out
+        return self._mapping(at)
+
+    def _mapping(self, at: PathKey) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        events, shown, lines = self.events, self.shown, self.lines
+        while type(events[self.pos]) is not yaml.MappingEndEvent:
+            here: Any = events[self.pos]  # the key, or an alias of it
+            key_event = events[self._anchored(here)] if type(here) is yaml.AliasEvent else here
+            key_line = here.start_mark.line + 1
+            if type(key_event) is not yaml.ScalarEvent:
+                self.builder.issues.append(
+                    ConfigIssue(shown, key_line, format_path(at), "mapping keys must be plain strings")
+                )
+                self._skip()
+                self._skip()
+                continue
+            if key_event is here and here.anchor is not None:
+                self._anchor(here.anchor)
+            self.pos += 1
+            key = key_event.value
+            child = (*at, key)
+            if key in out:
+                self.builder.issues.append(ConfigIssue(shown, key_line, format_path(child), "duplicate key"))
+            lines[child] = (shown, key_line)
+            out[key] = self.node(child)
+        self.pos += 1
+        return out
+
+    def _anchor(self, name: str) -> None:
+        """The node at ``pos`` carries anchor ``name`` (walking an alias meets it again, there)."""
+        if self.anchors.setdefault(name, self.pos) != self.pos:
+            raise _NotComposable(f"anchor {name!r} given twice")
+
+    def _anchored(self, alias: Any) -> int:
+        try:
+            return self.anchors[alias.anchor]
+        except KeyError:
+            raise _NotComposable(f"alias {alias.anchor!r} before its anchor") from None
+
+    def _skip(self) -> None:
+        """Past one node (an alias, a scalar, or a collection and all it holds)."""
+        depth = 0
+        while True:
+            e = self.events[self.pos]
+            if isinstance(e, yaml.AliasEvent):
+                self._anchored(e)
+            elif isinstance(e, yaml.NodeEvent) and e.anchor is not None:
+                self._anchor(e.anchor)
+            self.pos += 1
+            if isinstance(e, yaml.CollectionStartEvent):
+                depth += 1
+            elif isinstance(e, yaml.CollectionEndEvent):
+                depth -= 1
+            if depth == 0:
+                return
+
+    def _include(self, e: yaml.NodeEvent, at: PathKey, line: int) -> Any:
+        builder = self.builder
+        if not isinstance(e, yaml.ScalarEvent):
+            self._skip()
+            builder.issues.append(builder.source.issue(at, "!include takes a file name"))
+            return None
+        self.pos += 1
+        target = (self.path.parent / str(e.value)).resolve()
+        self.lines[at] = (self.shown, line)
+        stack = self.stack
+        problem = None
+        if target in stack:
+            chain = [builder._display(p) for p in stack[stack.index(target) :]]
+            problem = f"include cycle: {' -> '.join([*chain, builder._display(target)])}"
+        elif len(stack) > _MAX_INCLUDE_DEPTH:
+            problem = f"includes nested deeper than {_MAX_INCLUDE_DEPTH}"
+        elif not target.is_file():
+            problem = f"cannot include {e.value!r}: no such file"
+        if problem is not None:
+            builder.issues.append(ConfigIssue(self.shown, line, format_path(at), problem))
+            builder.failed_includes.add(at)
+            return None
+        return builder.load_file(target, at, stack)
+
+
+_RESOLVER = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _scalar_value(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:
+    """A scalar as ``yaml.safe_load`` reads it: PyYAML's resolver picks the tag, its
+    SafeConstructor builds the value (a str, number, bool, None, date or bytes: immutable)."""
+    if tag is None or tag == "!":
+        tag = _RESOLVER.resolve(yaml.ScalarNode, text, implicit)
+    node = yaml.ScalarNode(tag, text)
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _line_column(raw: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and character column of a byte offset into (mostly) UTF-8 text."""
+    start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, len(raw[start:offset].decode("utf-8", "replace")) + 1
+
+
+# Constructs that open with one character and must be closed by another: when the parser
+# gives up on a later line, the useful place is where the construct began.
+_OPENERS = ("while parsing a flow mapping", "while parsing a flow sequence", "while scanning a quoted scalar")
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
+    """(line, message) for a YAML error: one message, at the line that needs the fix."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        return line, f"unacceptable character #x{exc.character:04x} at column {column}: {exc.reason}"
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return 0, str(exc)
+    mark, problem = exc.problem_mark, exc.problem or str(exc)
+    opened = exc.context_mark
+    if exc.context in _OPENERS and opened is not None and opened.line != mark.line:
+        char = text[opened.index] if opened.index < len(text) else "?"
+        return opened.line + 1, (
+            f"{char!r} opened here (column {opened.column + 1}) is not closed: "
+            f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+        )
+    return mark.line + 1, problem
+
+
+def load_document(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Loaded:
+    """Load a YAML file (following !include) into data, its source map and its issues."""
+    p = Path(path)
+    base = Path.cwd().resolve()
+    builder = _Builder(p, os.environ if env is None else env, base)
+    data = builder.load_file(p, (), ())
+    return Loaded(data, builder.source, builder.issues, builder.failed_includes)
