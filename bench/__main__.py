@@ -12,7 +12,7 @@ import sys
 
 from bench.report import machine_description, write_machine, write_section
 
-BENCHMARKS = ["bench.ingest", "bench.rules", "bench.simulators", "bench.collectors"]
+BENCHMARKS = ["bench.ingest", "bench.rules", "bench.simulators", "bench.collectors", "bench.config"]
 
 
 def main(argv: list[str]) -> int:

@@ -234,6 +234,18 @@ class _Walk:
             if key in out:
                 self.builder.issues.append(ConfigIssue(shown, key_line, format_path(child), "duplicate key"))
             lines[child] = (shown, key_line)
+            value: Any = events[self.pos]
+            if type(value) is yaml.ScalarEvent and value.tag is None and value.anchor is None:
+                # most values: a plain or quoted scalar, whose line is its key's (node() inlined)
+                self.pos += 1
+                try:
+                    out[key] = v = _scalar_value(None, value.value, value.implicit)
+                except ValueError:
+                    self.pos -= 1  # node() reports it
+                else:
+                    if type(v) is str and "${" in v:
+                        out[key] = self.builder._substitute(v, child)
+                    continue
             out[key] = self.node(child)
         self.pos += 1
         return out
