@@ -19,9 +19,11 @@ is dropped and counted per source (reported with the health, logged on the first
 1000th drop), like the hub's sink queues. Log records past ``LOG_RECORDS`` are dropped newest
 first (order kept) and counted. Health is one slot: only the latest report matters.
 
-The worker stops on the parent's ``stop``, on SIGTERM, when the parent goes away (its end of
-the control pipe closes) or when the data pipe breaks; Ctrl-C is ignored here (it reaches the
-whole process group; the parent stops its workers in order).
+The worker stops on the parent's ``stop``, when the parent goes away (its end of the control
+pipe closes) or when the data pipe breaks. SIGINT and SIGTERM are ignored: Ctrl-C reaches the
+whole process group and a service manager may signal every process of the service, while the
+parent stops its workers in order (last batches first); a worker that exited on its own would
+look dead and be restarted. The parent kills a worker that does not stop.
 """
 
 from __future__ import annotations
@@ -232,8 +234,6 @@ def _health(runners: list[CollectorRunner], outbox: Outbox) -> bytes:
 async def _serve(spec: WorkerSpec, outbox: Outbox, ctrl: Connection) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
 
     def on_ctrl() -> None:
         try:
@@ -284,6 +284,7 @@ async def _serve(spec: WorkerSpec, outbox: Outbox, ctrl: Connection) -> None:
 def worker_main(spec: WorkerSpec, data: Connection, ctrl: Connection) -> None:
     """Process entry (module level, so the fork server or ``spawn`` can find it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     outbox = Outbox(data)
     root = logging.getLogger()
     root.handlers[:] = [_ToParent(outbox, spec.index)]

@@ -66,6 +66,11 @@ class WorkerRunner(CollectorRunner):
         return self._report
 
     @property
+    def dead(self) -> bool:
+        """Its worker died and it has not delivered since (its tags are marked)."""
+        return self._dead is not None
+
+    @property
     def dropped(self) -> tuple[int, int]:
         """Rows and batches of this source the worker's outbox dropped (all its lives)."""
         return self._dropped

@@ -21,7 +21,7 @@ with jitter (core.backoff; the attempt count starts again once a worker has run 
 Its tags get one BAD|COMM_FAILURE marker at the moment it is found dead, as a dead device's
 do, and one log line says which devices, why and when it restarts; the recovery is logged
 when its data flow again. ``stop()`` asks every worker to stop, waits ``STOP_WAIT_S``, then
-terminates and kills what is left: no orphan processes, no hang.
+kills what is left (workers ignore SIGTERM): no orphan processes, no hang.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import random
 import signal
 import threading
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 RESTART = Backoff(1.0, 60.0, jitter=0.25)  # worker restarts: 1 s doubling to 60 s, +-25 %
 STABLE_S = 60.0  # a worker that ran this long before dying starts its backoff again
 SILENT_S = 30.0  # no message (health comes every 0.5 s) for this long: the worker hangs; kill it
-STOP_WAIT_S = 10.0  # at stop: wait this long for a worker to flush and exit, then terminate
+STOP_WAIT_S = 10.0  # at stop: wait this long for a worker to flush and exit, then kill it
 INFLIGHT = 64  # messages per worker handed to the event loop and not yet handled
 
 
@@ -149,6 +150,7 @@ class OpcUaWorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop = asyncio.Event()
+        self._killed = 0  # workers killed during stop()
 
     @classmethod
     async def start_for(
@@ -191,15 +193,21 @@ class OpcUaWorkerPool:
         attempt = 0
         while not self._stopping:
             started = self.clock.monotonic()
-            await self._spawn(w)
-            code = await self._wait_end(w)
+            try:
+                await self._spawn(w)
+            except Exception as exc:  # no process (fork server, resources): retried like a death
+                log.exception("%s could not be started", w.describe())
+                why = f"{w.describe()} could not be started: {type(exc).__name__}: {exc}"
+            else:
+                code = await self._wait_end(w)
+                why = f"{w.describe()} {_exit_text(code)}"
             if self._stopping:
                 return
-            why = f"{w.describe()} {_exit_text(code)}"
             now_us = self.clock.now_us()
+            if not all(r.dead for r in w.runners):  # marked once per outage, like a dead device
+                self.publish(comm_failure_batch(w.tags, now_us))
             for runner in w.runners:
                 runner.died(now_us, why)
-            self.publish(comm_failure_batch(w.tags, now_us))
             if self.clock.monotonic() - started >= STABLE_S:
                 attempt = 0
             delay = self.restart.delay(attempt, self._rng)
@@ -283,7 +291,7 @@ class OpcUaWorkerPool:
 
     async def _wait_end(self, w: _Worker) -> int | None:
         """Until the worker's pipe closes (it ended). A worker silent for ``silent_s`` is killed;
-        while stopping, one that has not ended within ``stop_wait_s`` is terminated."""
+        while stopping, one that has not ended within ``stop_wait_s`` is killed."""
         stop_by: float | None = None
         while not w.ended.is_set():
             with contextlib.suppress(TimeoutError):
@@ -295,7 +303,7 @@ class OpcUaWorkerPool:
             if self._stopping:
                 stop_by = stop_by or now + self.stop_wait_s
                 if now >= stop_by:
-                    log.error("%s did not stop within %.0f s: terminating it", w.describe(), self.stop_wait_s)
+                    log.error("%s did not stop within %.0f s: killing it", w.describe(), self.stop_wait_s)
                     return await self._reap(w, 0.0)
             elif now - w.heard > self.silent_s:
                 log.error("%s sent nothing for %.0f s: killing it", w.describe(), self.silent_s)
@@ -303,35 +311,36 @@ class OpcUaWorkerPool:
         return await self._reap(w, self.stop_wait_s)
 
     async def _reap(self, w: _Worker, wait_s: float) -> int | None:
-        """Join the process: wait, then terminate, then kill; its exit code."""
+        """Join the process: wait, then kill; its exit code."""
         process = w.process
         if process is None:
             return None
         await asyncio.to_thread(process.join, wait_s)
-        if process.exitcode is None:
+        if process.exitcode is None:  # workers ignore SIGTERM (see worker_process): kill
             if wait_s:
-                log.error("%s did not exit within %.0f s: terminating it", w.describe(), wait_s)
-            process.terminate()
-            await asyncio.to_thread(process.join, 3.0)
-        if process.exitcode is None:
+                log.error("%s did not exit within %.0f s: killing it", w.describe(), wait_s)
             self._kill(w)
-            await asyncio.to_thread(process.join, 3.0)
+            await asyncio.to_thread(process.join, 5.0)
         if w.reader is not None:
             await asyncio.to_thread(w.reader.join, 3.0)
         return process.exitcode
 
     def _kill(self, w: _Worker) -> None:
-        if w.process is not None and w.process.exitcode is None:
-            w.process.kill()
+        # By pid while its pipe is open (it still runs): a fork server that died reports its
+        # children as ended (exit code 255) although they run on.
+        pid = w.process.pid if w.process is not None else None
+        if pid is not None and not w.ended.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._killed += self._stopping
 
     # --- stop -------------------------------------------------------------------------
 
     async def stop(self) -> bool:
         """Every worker flushes and exits (bounded), its last batches published here first.
-        True when every running worker exited by itself (nothing it held was lost)."""
+        True when no worker had to be killed (nothing it held was lost)."""
         self._stopping = True
         self._stop.set()
-        running = [w.process for w in self.workers if w.process is not None and w.process.exitcode is None]
         for w in self.workers:
             if w.ctrl is not None:
                 with contextlib.suppress(OSError):
@@ -350,7 +359,7 @@ class OpcUaWorkerPool:
                 w.ctrl.close()
                 w.ctrl = None
         self._tasks.clear()
-        return all(p.exitcode == 0 for p in running)
+        return self._killed == 0
 
 
 class OpcUaWorkerMetrics(Collector):

@@ -9,6 +9,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -321,3 +322,54 @@ async def test_the_runtime_collects_opc_ua_through_workers(
     assert ours() == []
     summary = runtime.summary()
     assert summary.readings >= len(opc) and summary.to_historian >= summary.readings
+
+
+# --- the main process going away without stop() ----------------------------------------------------
+
+ORPHAN = """
+import asyncio, sys
+from collector.opcua.source import OpcUaSource
+from collector.opcua.workers import OpcUaWorkerPool
+from core.plant import OpcUaDevice
+
+KEPT = []
+
+async def main():
+    gone = OpcUaDevice(protocol="OPCUA", id="GONE", endpoint="opc.tcp://127.0.0.1:9")  # nobody listens
+    pool = OpcUaWorkerPool([OpcUaSource(gone, [])], 1, lambda batch: None)
+    await pool.start()
+    KEPT.append(pool)  # still referenced at exit, as a Runtime's pool would be
+    while not pool.pids():
+        await asyncio.sleep(0.05)
+    print(pool.pids()[0], flush=True)
+    if sys.argv[1] == "killed":
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's reaping is left
+
+
+@pytest.mark.parametrize("end", ["returns", "killed"])
+async def test_workers_end_when_the_main_process_ends_without_stop(end: str) -> None:
+    main = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ORPHAN, end, stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    assert main.stdout is not None
+    async with asyncio.timeout(60):
+        worker = int(await main.stdout.readline())
+    assert alive(worker)
+    if end == "killed":
+        main.kill()  # no stop(), no exit hooks: the workers see their control pipe close
+    # "returns": multiprocessing's exit hook joins the worker, which ignores its SIGTERM; it ends
+    # because the main process's pipe ends close with its event loop (a hang here otherwise).
+    async with asyncio.timeout(30):
+        await main.wait()
+    await eventually(lambda: not alive(worker), timeout=30)
