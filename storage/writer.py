@@ -71,6 +71,9 @@ LATEST_IMMEDIATE_TAGS = 1_000
 # tag that fell silent), and all close after IDLE_CLOSE_S without any write.
 CLOSE_GRACE_S = 60.0
 IDLE_CLOSE_S = 60.0
+# close() gives up writing the open minutes after this (the next writer recovers them);
+# psycopg then spends at most 10 s more trying to cancel the statement on the server.
+CLOSE_FLUSH_TIMEOUT_S = 5.0
 # How often a writer in direct mode tries to become the rollup owner again.
 OWNER_RETRY_S = 10.0
 # Session advisory lock held by the writer that owns the rollups (arbitrary constant).
@@ -141,6 +144,7 @@ _JOURNAL_DROP = b"DELETE FROM reading_1m_open WHERE bucket = ANY(%s::timestamptz
 # forward to the newest of those rows. The table lock waits for, and then holds off,
 # direct-mode writers' additive merges, so none is lost between snapshot and overwrite.
 _RECOVER = b"""
+SET LOCAL jit = off;  -- the estimate for 10,000 probes triggers JIT: +0.5 s, no gain
 LOCK TABLE reading_1m IN SHARE ROW EXCLUSIVE MODE;
 WITH rec AS MATERIALIZED (
     SELECT g.tag_id, o.bucket, a.*
@@ -377,7 +381,7 @@ class BatchWriter:
     async def close(self) -> None:
         """Write the open minutes and held-back newest readings, then disconnect.
 
-        When that fails (the database is gone) nothing is lost: the next writer recovers
+        When that fails or takes over CLOSE_FLUSH_TIMEOUT_S (the database is gone) nothing is lost: the next writer recovers
         the minutes listed in reading_1m_open from ``reading``.
         """
         self._cancel_timer()
@@ -386,9 +390,13 @@ class BatchWriter:
                 await self._tick_task
         try:
             if not self.closed:
-                await self.flush()
-        except (StorageError, BatchError) as exc:
-            log.warning("historian: could not write open minutes at close (recovered on next start): %s", exc)
+                async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):  # a hung server must not hang a stop
+                    await self.flush()
+        except (StorageError, BatchError, TimeoutError) as exc:
+            log.warning(
+                "historian: could not write open minutes at close (recovered on next start): %s",
+                exc or "timed out",
+            )
         finally:
             await self._conn.close()
 

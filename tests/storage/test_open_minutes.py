@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core.batch import ReadingBatch
 from core.clock import to_datetime as _dt
@@ -19,6 +20,7 @@ from storage.rollup import US_PER_MINUTE, prepare
 from storage.writer import BatchWriter
 from tests.storage.helpers import DB_IDS, GOOD, Row, S, batch, latest
 from tests.storage.test_rollup import ORACLE_SQL, ROLLUP_SQL, same
+from tests.support.proxy import TcpProxy
 
 MINUTE0 = 1_790_035_200_000_000  # a minute start (2026-09-22 00:00 UTC)
 BAD = int(Quality.BAD)
@@ -193,9 +195,7 @@ async def test_owner_lost_to_a_crash_is_taken_over_by_a_direct_writer(backend: s
     try:
         for s in range(0, 20):
             await first.write(batch(scan(s)))
-        await conn.execute(
-            "SELECT pg_terminate_backend(%s, 5000)", [first.server_pid]
-        )
+        await conn.execute("SELECT pg_terminate_backend(%s, 5000)", [first.server_pid])
         await second.write(batch(scan(20)))  # finds the lock free: recovers, becomes owner
         assert second.owner
         for s in range(21, 70):
@@ -247,3 +247,38 @@ def test_steady_state_folds_in_place_and_closes_on_the_next_minute() -> None:
 async def test_bad_options_are_refused(backend: str, bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="latest_interval_s"):
         await BatchWriter.connect(backend, DB_IDS, **bad)
+
+
+async def test_close_gives_up_on_a_hung_server_and_the_next_writer_recovers(
+    backend: str, conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("storage.writer.CLOSE_FLUSH_TIMEOUT_S", 0.5)
+    info = conninfo_to_dict(backend)
+    proxy = TcpProxy(int(info.get("port") or 5432))
+    port = await proxy.start()
+    writer = await BatchWriter.connect(make_conninfo(backend, port=port), DB_IDS)
+    try:
+        for second in range(20):
+            await writer.write(batch(scan(second)))
+        proxy.frozen = True  # the server stops answering; the socket stays open
+        async with asyncio.timeout(20.0):  # 0.5 s, then psycopg's own cancel attempt (<= 10 s)
+            await writer.close()  # gives up instead of hanging a stop
+    finally:
+        await proxy.stop()
+    async with asyncio.timeout(10.0):  # the server notices the reset link and ends the session
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'hazardwatch-writer' AND datname = current_database()"
+            )
+            if await cur.fetchone() == (0,):
+                break
+            await asyncio.sleep(0.05)
+    writer = await BatchWriter.connect(backend, DB_IDS)
+    try:
+        assert writer.owner
+        for second in range(20, 70):
+            await writer.write(batch(scan(second)))
+    finally:
+        await writer.close()
+    await rollups_match_raw(conn)
