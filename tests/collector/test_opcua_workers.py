@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from typer.testing import CliRunner
 
 from collector.base import RunnerStats, SourceHealth
 from collector.factory import build_sources
@@ -32,6 +33,7 @@ from core.plant import OpcUaDevice
 from core.quality import Quality
 from core.registry import TagRegistry
 from core.settings import CollectSettings
+from hazardwatch.cli import app
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from storage.db import Backend
 from tests.support.databases import create_scratch_db, drop_scratch_db
@@ -171,6 +173,21 @@ def test_an_unusable_worker_count_is_refused_with_its_line(tmp_path: Path, value
     (issue,) = info.value.issues
     assert issue.line == 3 and "opcua_workers" in issue.path
     assert f"{path}:3" in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "exit_code"), [("2", 0), ("0", 0), ("65", 2), ("-1", 2), ("two", 2)])
+def test_hazardwatch_check_names_the_line_of_a_bad_worker_count(
+    tmp_path: Path, value: str, exit_code: int
+) -> None:
+    path = plant_with(tmp_path, f"settings:\n  collect:\n    opcua_workers: {value}\n")
+    result = CliRunner().invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith(f"{path}:")]
+    if exit_code:
+        (line,) = errors
+        assert line.startswith(f"{path}:3 settings.collect.opcua_workers: ")
+    else:
+        assert errors == []
 
 
 # --- the pool against the simulator ---------------------------------------------------------------
