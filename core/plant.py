@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
 )
 from pydantic import Tag as UnionTag
+from pydantic.fields import FieldInfo
 
 from core.settings import Settings
 from core.units import (
@@ -583,7 +584,18 @@ def resolve_key(enterprise: str, ref: str) -> str:
 
 def given_or_default(block: dict[str, Any], model: type[BaseModel], key: str) -> Any:
     """``block[key]`` as written, or the model's default for it: each default lives here only."""
-    return block[key] if key in block else model.model_fields[key].default
+    return block[key] if key in block else _defaults(model)[key]
+
+
+@cache
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    return {name: info.default for name, info in _field_infos(model).items()}
+
+
+@cache
+def _field_infos(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    # model_fields is a property that builds its answer on every access: once per model, not per tag
+    return dict(model.model_fields)
 
 
 def normalise(data: Any, model: type[BaseModel] = Plant) -> Any:
@@ -601,7 +613,7 @@ def normalise(data: Any, model: type[BaseModel] = Plant) -> Any:
 
 
 def _normal_field(model: type[BaseModel], key: str, v: Any) -> Any:
-    info = model.model_fields.get(key)
+    info = _field_infos(model).get(key)
     if info is None:
         return v  # an unknown key: validation reports it
     if not _field_holds_model(model, key):
