@@ -105,7 +105,7 @@ class ModbusMap:
             unit = src.unit_id if src.unit_id is not None else dev.unit_id
             self.stores.setdefault(unit, UnitStore.empty())
             self.unit_device.setdefault(unit, dev.id)
-            assert src.table is not None and src.type is not None  # plant_check requires both
+            assert src.table is not None and src.type is not None  # plant_checks requires both
             key = (
                 unit,
                 ModbusTable(src.table),

@@ -111,7 +111,7 @@ class ModbusDeviceServer:
         cls, serial_port: str, devices: list[ModbusDevice], state: PlantState, faults: DeviceFaults
     ) -> ModbusDeviceServer:
         """The slaves of one RTU bus on ``serial_port`` with the devices' line settings
-        (plant_check makes every device on a bus agree on them)."""
+        (plant_checks makes every device on a bus agree on them)."""
         return cls("", 0, devices, state, faults, serial_port=serial_port)
 
     @property

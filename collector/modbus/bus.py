@@ -59,7 +59,7 @@ class ModbusBusSource:
             raise SourceConfigError(
                 f"an RTU bus is the devices of one serial port, got {sorted(map(str, ports))}"
             )
-        line = devices[0][0]  # plant_check: every device on the port has the same line settings
+        line = devices[0][0]  # plant_checks: every device on the port has the same line settings
         assert line.serial_port is not None
         self.serial_port = line.serial_port
         self.line = line
