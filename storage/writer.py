@@ -74,6 +74,8 @@ IDLE_CLOSE_S = 60.0
 # close() gives up writing the open minutes after this (the next writer recovers them);
 # psycopg then spends at most 10 s more trying to cancel the statement on the server.
 CLOSE_FLUSH_TIMEOUT_S = 5.0
+# How long a connecting writer waits for the rollup lock before working in direct mode.
+OWNER_WAIT_S = 2.0
 # How often a writer in direct mode tries to become the rollup owner again.
 OWNER_RETRY_S = 10.0
 # Session advisory lock held by the writer that owns the rollups (arbitrary constant).
@@ -358,7 +360,7 @@ class BatchWriter:
                 await conn.execute(_TEMP_TABLES)
                 await conn.commit()
             writer = cls(conn, db_ids, backend, **options)
-            await writer._try_own()
+            await writer._try_own(OWNER_WAIT_S)
         except BaseException:
             await conn.close()
             raise
@@ -391,6 +393,9 @@ class BatchWriter:
         try:
             if not self.closed:
                 async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):  # a hung server must not hang a stop
+                    if not self.owner:  # the owner may be gone by now: recover what it held
+                        async with self._lock:
+                            await self._guarded(self._try_own())
                     await self.flush()
         except (StorageError, BatchError, TimeoutError) as exc:
             log.warning(
@@ -611,12 +616,24 @@ class BatchWriter:
         self._heads, self._latest_at = heads.clean(), time.monotonic()
         self.phase_seconds["latest"] += time.perf_counter() - t0
 
-    async def _try_own(self) -> None:
-        """Take the rollup lock if free; on success recover what reading_1m_open lists."""
+    async def _try_own(self, wait_s: float = 0.0) -> None:
+        """Take the rollup lock (waiting up to ``wait_s`` for it); on success recover what
+        reading_1m_open lists. The wait at connect covers a predecessor whose session the
+        server is still ending (a cut link, a killed process)."""
         self._next_owner_try = time.monotonic() + self.owner_retry_s
-        cur = await self._conn.execute(b"SELECT pg_try_advisory_lock(%s)", [_OWNER_KEY])
-        row = await cur.fetchone()
-        if not (row and row[0]):
+        if wait_s > 0:
+            await self._conn.execute(f"SET LOCAL lock_timeout = '{round(wait_s * 1000)}ms'".encode())
+            try:
+                await self._conn.execute(b"SELECT pg_advisory_lock(%s)", [_OWNER_KEY])
+                got = True
+            except psycopg.errors.LockNotAvailable:
+                await self._conn.rollback()
+                got = False
+        else:
+            cur = await self._conn.execute(b"SELECT pg_try_advisory_lock(%s)", [_OWNER_KEY])
+            row = await cur.fetchone()
+            got = bool(row and row[0])
+        if not got:
             await self._conn.commit()
             log.info("historian: another writer owns the rollups; this one merges every batch directly")
             return

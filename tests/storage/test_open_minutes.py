@@ -282,3 +282,18 @@ async def test_close_gives_up_on_a_hung_server_and_the_next_writer_recovers(
     finally:
         await writer.close()
     await rollups_match_raw(conn)
+
+
+async def test_a_direct_writer_recovers_a_dead_owner_at_its_clean_stop(backend: str, conn: Conn) -> None:
+    first = await BatchWriter.connect(backend, DB_IDS)
+    second = await BatchWriter.connect(backend, DB_IDS)  # waits 2 s for the lock, then direct
+    try:
+        assert not second.owner
+        for s in range(0, 20):
+            await first.write(batch(scan(s)))
+        await second.write(batch(scan(20)))
+        await conn.execute("SELECT pg_terminate_backend(%s, 5000)", [first.server_pid])
+    finally:
+        await first.close()
+        await second.close()  # takes the free lock and recomputes what the dead owner held
+    await rollups_match_raw(conn)

@@ -99,7 +99,12 @@ FROM reading_1m ORDER BY 1, 2
 """
 
 
-async def write_interleaved(dsn: str, rows: list[tuple[int, int, float, int]], seed: int) -> None:
+async def write_interleaved(
+    dsn: str, rows: list[tuple[int, int, float, int]], seed: int, crash_after: int | None = None
+) -> None:
+    """Write ``rows`` in random parts, some replayed, in random order; with ``crash_after``,
+    kill the writer's session after that many parts (its open minutes lost from memory)
+    and go on with a new writer, which must recover them."""
     rng = random.Random(seed)
     cuts = (
         sorted(rng.sample(range(1, len(rows)), min(len(rows) - 1, rng.randint(0, 6))))
@@ -113,7 +118,13 @@ async def write_interleaved(dsn: str, rows: list[tuple[int, int, float, int]], s
         await conn.execute("TRUNCATE reading, reading_1m, tag_latest")
     writer = await BatchWriter.connect(dsn, DB_IDS)
     try:
-        for part in parts:
+        for i, part in enumerate(parts):
+            if i == crash_after:
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    await conn.execute("SELECT pg_terminate_backend(%s, 5000)", [writer.server_pid])
+                await writer.close()
+                writer = await BatchWriter.connect(dsn, DB_IDS)
+                assert writer.owner
             await writer.write(ReadingBatch.from_rows(part))
     finally:
         await writer.close()
@@ -137,6 +148,19 @@ def test_reading_1m_equals_sql_over_raw_rows(
     backend: str, rows: list[tuple[int, int, float, int]], seed: int
 ) -> None:
     asyncio.run(write_interleaved(backend, rows, seed))
+    want = asyncio.run(fetch(backend, ORACLE_SQL))
+    got = asyncio.run(fetch(backend, ROLLUP_SQL))
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert all(same(x, y) for x, y in zip(g, w, strict=True)), (g, w)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows_st, seed=st.integers(0, 2**32 - 1), crash_after=st.integers(1, 8))
+def test_reading_1m_equals_sql_over_raw_rows_after_a_crash(
+    backend: str, rows: list[tuple[int, int, float, int]], seed: int, crash_after: int
+) -> None:
+    asyncio.run(write_interleaved(backend, rows, seed, crash_after))
     want = asyncio.run(fetch(backend, ORACLE_SQL))
     got = asyncio.run(fetch(backend, ROLLUP_SQL))
     assert len(got) == len(want)
