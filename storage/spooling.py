@@ -216,7 +216,11 @@ class SpoolingWriter:
         await self._settled.wait()
 
     async def wait_drained(self) -> None:
-        """Return once the buffer and spool are empty and the database is connected."""
+        """Return once the buffer and spool are empty, the database is connected and the
+        writer task is idle: a batch taken from the buffer or spool is in neither while its
+        transaction runs, so empty queues alone would return mid-write (and a stop that closes
+        the writer then would cancel that write and spool it)."""
+        await self._wait_idle()
         while self._buffer or self.spool.pending_batches or not self.connected:
             await self._wait_idle()
 
