@@ -4,8 +4,10 @@ resolved (``core.plant_build``). The one entry point every command loads a plant
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from core.errors import ConfigError, ConfigIssue
@@ -40,5 +42,21 @@ def load_plant_located(
                 )
             ]
         )
-    loaded = load_document(p, env)
-    return build_plant(loaded, p), loaded.source
+    with _collector_paused():
+        loaded = load_document(p, env)
+        return build_plant(loaded, p), loaded.source
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused while a plant is built. Loading allocates millions of
+    objects (events, dicts, path tuples, models) that form no cycles, and every few hundred
+    allocations the collector would scan them again: half the load time of a 10k-tag plant,
+    growing with its size. Whatever cycles loading leaves are collected once it resumes."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
