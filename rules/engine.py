@@ -29,7 +29,7 @@ from core.registry import TagRegistry
 from rules.compile import compile_rules
 from rules.families import CHECK_KINDS, ROC_GRAIN, LimitFamily, QuietBand, TagCheck
 from rules.interlock import InterlockFamily, InterlockStatus
-from rules.machine import EdgeParts, Slots
+from rules.machine import EdgeParts, Slots, unique_sorted
 from rules.pairs import PairFamily
 from rules.ruleset import RuleSet
 from rules.snapshot import UNSEEN, EngineSnapshot, initial_rule_state, initial_tag_state
@@ -38,14 +38,29 @@ __all__ = ["RuleEngine"]
 
 log = logging.getLogger(__name__)
 
+# The per-tag state a sample reads and writes, in one row (32 bytes: two per cache line), so a
+# batch of random tags costs one row gather and one row scatter rather than a gather per
+# array. lo/hi: the tag's quiet band, rounded inwards to float32 (QuietBand).
+TAG_ROW = np.dtype([("value", "<f8"), ("ts", "<i8"), ("held", "<f8"), ("lo", "<f4"), ("hi", "<f4")])
+_GOOD_QUALITY = ~is_bad(np.arange(256, dtype=np.uint8))  # quality byte -> not bad, one lookup
+# accepted rows: tag, ts, value, quality, arrival position, unique, tag rows before (or None)
+Accepted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray | None]
+Round = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+
 
 class RuleEngine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        self.value, self.quality, self.ts, self.held = initial_tag_state(rules.n_tags)
+        # One 32-byte row per tag (TAG_ROW): a sample reads and writes one cache line of it.
+        # value, ts and held are views of its columns; quality and valid are byte arrays.
+        self._tab = np.zeros(rules.n_tags, TAG_ROW)
+        self.value, self.ts, self.held = self._tab["value"], self._tab["ts"], self._tab["held"]
+        self.quality = np.zeros(rules.n_tags, np.uint8)
+        self._set_tags(initial_tag_state(rules.n_tags))
         self.valid = np.zeros(rules.n_tags, bool)
         self._touched = np.zeros(rules.n_tags, bool)
-        self._mark = np.zeros(rules.n_tags, np.int64)
+        self._mark = np.zeros(rules.n_tags, np.int32)  # repeat detection (int32: a batch < 2**31 rows)
+        self._pos = np.arange(0, dtype=np.int32)  # 0..n-1, grown to the largest batch seen
         self._all_dirty = True  # evaluate every interlock once after construction or restore
         self.limits = LimitFamily(rules)
         checks = [TagCheck(rules, k) for k in CHECK_KINDS]
@@ -57,13 +72,14 @@ class RuleEngine:
         # samples rejected as stamped too far ahead (a metric), and the tags already logged
         self.rejected_ahead = 0
         self._told = np.zeros(rules.n_tags, bool)
-        self.quiet = QuietBand(rules, self.limits, self.checks)
+        self.quiet = QuietBand(rules, self.limits, self.checks, self._tab["lo"], self._tab["hi"])
         self.pairs = PairFamily(rules)
         self.interlocks = InterlockFamily(rules)
         il = rules.interlocks
         self._cross_read = np.zeros(rules.n_tags, bool)  # read by a pair or an interlock
         for refs in (self.pairs.a, self.pairs.b, il.in_tag, il.in_bypass, il.fe_tag):
             self._cross_read[refs[refs >= 0]] = True
+        self._any_cross = bool(self._cross_read.any())
         self._slots: list[Slots] = [
             self.limits.slots,
             *(c.slots for c in self.checks),
@@ -102,16 +118,14 @@ class RuleEngine:
             dirty = self._all_dirty
             if dirty:  # codes consistent with the tag state before the batch
                 self.interlocks.recount(self.value, self.valid, self.held)
-            rows = self._accepted(batch)
+            rows = self._accepted(tags, batch)
             late = None  # cross-tag rows whose rules run after the samples (one ts)
             if rows is not None:
-                late = self._cross_groups(rows, now_us, out)
-                for tag, t, v, q in self._rounds(*rows):
-                    self.value[tag], self.quality[tag], self.ts[tag] = v, q, t
-                    ok = ~is_bad(q) & ~np.isnan(v)
-                    self.valid[tag] = ok
-                    self.held[tag[ok]] = v[ok]
-                    live = self.quiet.live(tag, v, ok)
+                late, wrote = self._cross_groups(rows, now_us, out)
+                for tag, t, v, q, old in self._rounds(rows, wrote):
+                    live, ok = self._apply(tag, t, v, q, old)
+                    if live.size == 0:
+                        continue  # every sample inside its tag's quiet band: no rule can change
                     if live.size < tag.size:
                         tag, t, v, ok = tag[live], t[live], v[live], ok[live]
                     self.limits.round(tag, t, v, ok, now_us, out)
@@ -127,10 +141,27 @@ class RuleEngine:
             self._timers(now_us, out)
         return _edges(out)
 
+    def _apply(
+        self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, q: np.ndarray, old: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Store one round (unique tags) in the tag state: one row gather (``old``, when the
+        caller has it already) and one row scatter. The positions some rule must see, and
+        which samples are valid."""
+        if old is None:
+            old = np.take(self._tab, tag)
+        good = np.take(_GOOD_QUALITY, q)
+        ok = good & ~np.isnan(v)
+        old["value"], old["ts"] = v, t
+        np.copyto(old["held"], v, where=ok)
+        np.put(self._tab, tag, old)
+        self.quality[tag] = q
+        self.valid[tag] = ok
+        return self.quiet.live(v, good, old["lo"], old["hi"]), ok
+
     def _reject(self, tags: np.ndarray, ts: np.ndarray, now: int) -> None:
         """Count samples stamped too far ahead; log each tag once, one line per batch."""
         self.rejected_ahead += int(tags.size)
-        new = np.unique(tags[~self._told[tags]])
+        new = unique_sorted(tags[~self._told[tags]])
         if new.size == 0:
             return
         self._told[new] = True
@@ -153,17 +184,20 @@ class RuleEngine:
         mark[tags] = False
         self.interlocks.evaluate(self.value, self.valid, self.held, self.ts, now, out, tags)
 
-    def _cross_groups(self, rows: tuple[np.ndarray, ...], now: int, out: EdgeParts) -> np.ndarray | None:
+    def _cross_groups(self, rows: Accepted, now: int, out: EdgeParts) -> tuple[np.ndarray | None, bool]:
         """Cross-tag rules per distinct ts of the accepted rows they read. With one ts, the tags to
         run them for after the samples (None: nothing to run); with several, run them here, group
-        by group from the state before the batch (which ends as the samples leave it)."""
-        tag, ts, value, quality, pos, unique = rows
+        by group from the state before the batch (which ends as the samples leave it). The flag
+        says whether the tag state was written here (rows gathered before are then stale)."""
+        if not self._any_cross:
+            return None, False
+        tag, ts, value, quality, pos, unique, _ = rows
         m = np.take(self._cross_read, tag)
         if not m.any():
-            return None
+            return None, False
         cts = ts[m]
         if cts.min() == cts.max():  # one ts (a poll): run after the samples
-            return tag[m] if unique else np.unique(tag[m])
+            return (tag[m] if unique else unique_sorted(tag[m])), False
         order = np.lexsort((pos[m], tag[m], cts))
         tag, ts, value, quality = tag[m][order], cts[order], value[m][order], quality[m][order]
         ok = ~is_bad(quality) & ~np.isnan(value)
@@ -185,7 +219,7 @@ class RuleEngine:
             vlast[:-1] = vt[1:] != vt[:-1]
             self.held[vt[vlast]] = vv[vlast]
             self._cross(lt, now, out)
-        return None
+        return None, True
 
     def tick(self, now_us: int) -> ConditionEdges:
         """Timers only: delays, stale data, bypass age, out of service; no new data needed."""
@@ -220,24 +254,35 @@ class RuleEngine:
             s.fire(now, out)
         self.interlocks.fire(now, self.valid, out)
 
-    def _accepted(self, batch: ReadingBatch) -> tuple[np.ndarray, ...] | None:
-        """The accepted rows as (tag, ts, value, quality, arrival position, unique), sorted by
-        (tag, ts, arrival) unless every tag appears once; None when there are none."""
-        n = len(batch)
+    def _accepted(self, tag: np.ndarray, batch: ReadingBatch) -> Accepted | None:
+        """The accepted rows (int64 tags ``tag`` of ``batch``) as (tag, ts, value, quality, arrival
+        position, unique, old), sorted by (tag, ts, arrival) unless every tag appears once; then
+        ``old`` holds their tag rows as before the batch (else None). None when there are none."""
+        n = tag.size
         if n == 0:
             return None
-        tag = batch.tag.astype(np.int64)
         ts, value, quality = batch.ts, batch.value, batch.quality
-        pos = np.arange(n)
         # One sample per tag (the usual poll) needs no order and makes one round. Only the
         # last writer of a repeated index survives in _mark, which is how repeats show.
-        self._mark[tag] = pos
-        unique = n == 1 or bool((self._mark[tag] == pos).all())
-        if not unique:
+        unique = n == 1
+        if not unique and n <= np.iinfo(np.int32).max:
+            if self._pos.size < n:
+                self._pos = np.arange(n, dtype=np.int32)
+            pos32 = self._pos[:n]
+            self._mark[tag] = pos32
+            unique = bool((np.take(self._mark, tag) == pos32).all())
+        pos = np.arange(n)
+        old = None
+        if unique:
+            old = np.take(self._tab, tag)
+            keep = ts >= old["ts"]
+        else:
             order = np.lexsort((ts, tag))
             tag, ts, value, quality, pos = tag[order], ts[order], value[order], quality[order], pos[order]
-        # a comm-failure marker is never out of order, and real data always replaces one
-        keep = (quality == COMM_FAILURE) | (self.quality[tag] == COMM_FAILURE) | (ts >= self.ts[tag])
+            keep = ts >= self.ts[tag]
+        if not keep.all():
+            # a comm-failure marker is never out of order, and real data always replaces one
+            keep |= (quality == COMM_FAILURE) | (np.take(self.quality, tag) == COMM_FAILURE)
         if not keep.all():
             if not unique:  # once a sample of a tag is accepted, its later samples are too
                 i = np.arange(tag.size)
@@ -246,27 +291,25 @@ class RuleEngine:
                 start = np.maximum.accumulate(np.where(first, i, 0))
                 keep = np.maximum.accumulate(np.where(keep, i, -1)) >= start
             tag, ts, value, quality, pos = tag[keep], ts[keep], value[keep], quality[keep], pos[keep]
+            if old is not None:
+                old = old[keep]
         if tag.size == 0:
             return None
-        return tag, ts, value, quality, pos, np.array(unique)
+        return tag, ts, value, quality, pos, unique, old
 
-    def _rounds(
-        self,
-        tag: np.ndarray,
-        ts: np.ndarray,
-        value: np.ndarray,
-        quality: np.ndarray,
-        pos: np.ndarray,
-        unique: np.ndarray,
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def _rounds(self, rows: Accepted, stale: bool) -> list[Round]:
+        """The rounds of accepted rows: the k-th sample of every tag forms round k. ``stale``:
+        the tag rows gathered with them no longer hold (gather them again)."""
+        tag, ts, value, quality, pos, unique, old = rows
         if unique:
-            return [(tag, ts, value, quality)]
+            return [(tag, ts, value, quality, None if stale else old)]
         first = np.ones(tag.size, bool)
         first[1:] = tag[1:] != tag[:-1]
         pos = np.arange(tag.size)
         rank = pos - np.maximum.accumulate(np.where(first, pos, 0))
         return [
-            (tag[m], ts[m], value[m], quality[m]) for m in (rank == k for k in range(int(rank.max()) + 1))
+            (tag[m], ts[m], value[m], quality[m], None)
+            for m in (rank == k for k in range(int(rank.max()) + 1))
         ]
 
     # --- what is active now ----------------------------------------------------------------
@@ -336,12 +379,16 @@ class RuleEngine:
             self._roc.reseed(snap.rings_for(self.rules, ROC_GRAIN))
         if self._ahead is not None:
             self._ahead.on = bool(self._ahead.slots.active.any())
-        self.value, self.quality, self.ts, self.held = (a.copy() for a in tags)
-        self.valid = ~is_bad(self.quality) & ~np.isnan(self.value)
+        self._set_tags(tags)
+        self.valid[:] = ~is_bad(self.quality) & ~np.isnan(self.value)
         self.limits.refresh()
         self.quiet.settle(np.arange(self.rules.n_tags))
         self._all_dirty = True
         self.born = None
+
+    def _set_tags(self, tags: tuple[np.ndarray, ...]) -> None:
+        """Tag state from (value, quality, ts, held) columns, into the engine's own arrays."""
+        self.value[:], self.quality[:], self.ts[:], self.held[:] = tags
 
 
 _SHOWS_TAG_VALUE = LIMIT_KINDS | {RuleKind.OUT_OF_RANGE, RuleKind.STATE, RuleKind.BAD_QUALITY}

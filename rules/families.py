@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from core.conditions import LIMIT_KINDS, LOW_KINDS, RuleKind
-from rules.machine import EdgeParts, Slots
+from rules.machine import EdgeParts, Slots, unique_sorted
 from rules.ruleset import NEVER, RuleSet
 
-__all__ = ["CHECK_KINDS", "LimitFamily", "TagCheck"]
+__all__ = ["CHECK_KINDS", "LimitFamily", "QuietBand", "TagCheck", "inwards_f32"]
 
 K = RuleKind
 US_PER_MIN = 60_000_000
@@ -143,7 +143,7 @@ class TagCheck:
         s = self.slots
         was = s.active[slot]
         if was.any():
-            f = np.unique(slot[was])
+            f = unique_sorted(slot[was])
             gap = (now - s.aux_ts[f]) / 1e6
             s.active[f] = False
             out.append((s.rule[f], s.active[f], np.full(f.size, now, np.int64), gap, s.lim[f], s.sev[f]))
@@ -276,9 +276,21 @@ class QuietBand:
     A valid sample inside it, of a tag with nothing active or running (``busy``), changes no
     rule, so the families never see it; most samples of a plant in normal operation are such.
     Tags with per-sample state (FROZEN, ROC, STATE) are always busy.
+
+    The test runs on every sample, so it reads the engine's tag rows (``row_lo``/``row_hi``,
+    float32 columns of them) rather than arrays of its own: the band rounded inwards to
+    float32 (a sample inside the rounded band is inside the exact one), and empty (lo = +inf)
+    while the tag is busy, so one gathered row answers both questions.
     """
 
-    def __init__(self, rules: RuleSet, limits: LimitFamily, checks: list[TagCheck]) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        limits: LimitFamily,
+        checks: list[TagCheck],
+        row_lo: np.ndarray,
+        row_hi: np.ndarray,
+    ) -> None:
         self.limits, self.checks = limits, checks
         self.lo = np.where(np.isnan(limits.low_max), -np.inf, limits.low_max)
         self.hi = np.where(np.isnan(limits.high_min), np.inf, limits.high_min)
@@ -291,15 +303,23 @@ class QuietBand:
                 self.hi[c.tags] = np.fmin(self.hi[c.tags], c.p1 + c.set_at - eps)
             elif c.kind in (K.FROZEN, K.ROC, K.STATE):
                 self.always[c.tags] = True
+        self.lo32, self.hi32 = inwards_f32(self.lo, self.hi)
+        self.row_lo, self.row_hi = row_lo, row_hi
         self.busy = self.always.copy()
+        self.row_hi[:] = self.hi32
+        self.row_lo[:] = np.where(self.busy, np.float32(np.inf), self.lo32)
 
-    def live(self, tag: np.ndarray, v: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """Positions of the samples some rule must see."""
-        quiet = ok & (v > np.take(self.lo, tag)) & (v < np.take(self.hi, tag)) & ~np.take(self.busy, tag)
+    @staticmethod
+    def live(v: np.ndarray, good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Positions of the samples some rule must see: samples ``v`` of good quality ``good``,
+        with their tags' ``lo``/``hi`` as in the tag rows (so busy tags have an empty band)."""
+        quiet = np.greater(v, lo)
+        quiet &= np.less(v, hi)
+        quiet &= good  # NaN is outside every band already
         return np.flatnonzero(~quiet)
 
     def settle(self, tag: np.ndarray) -> None:
-        """Recompute ``busy`` for tags whose rules just ran."""
+        """Recompute ``busy`` (and the row band) for tags whose rules just ran."""
         busy = self.always[tag] | self.limits.engaged[tag]
         for c in self.checks:
             slot = c.slot_of[tag]
@@ -308,3 +328,17 @@ class QuietBand:
             sl = slot[has]
             busy[has] |= s.active[sl] | (s.due_on[sl] != NEVER) | (s.due_off[sl] != NEVER)
         self.busy[tag] = busy
+        self.row_lo[tag] = np.where(busy, np.float32(np.inf), self.lo32[tag])
+
+
+def inwards_f32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 bounds inside the float64 interval (lo, hi): lo rounded up, hi rounded down
+    (beyond float32's range a bound becomes +-inf on the empty side), so ``lo32 < v < hi32``
+    implies ``lo < v < hi`` for every float64 ``v``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+        up = lo32.astype(np.float64) < lo
+        lo32[up] = np.nextafter(lo32[up], np.float32(np.inf))
+        down = hi32.astype(np.float64) > hi
+        hi32[down] = np.nextafter(hi32[down], np.float32(-np.inf))
+    return lo32, hi32

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rules.machine import EdgeParts, Slots
+from rules.machine import EdgeParts, Slots, unique_sorted
 from rules.ruleset import NEVER, UNSEEN, RuleSet
 
 __all__ = ["InterlockFamily", "InterlockStatus"]
@@ -187,7 +187,7 @@ class InterlockFamily:
             return np.empty(0, np.int64)
         cand = np.concatenate(s.pending)
         live = cand[((s.due_on[cand] != NEVER) | (s.due_off[cand] != NEVER)) & (cand % N_OUT < 4)]
-        return np.unique(live // N_OUT)
+        return unique_sorted(live // N_OUT)
 
     def _step(self, sel: np.ndarray, value: np.ndarray, ts: np.ndarray, now: int, out: EdgeParts) -> None:
         il, s = self.il, self.slots

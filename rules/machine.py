@@ -20,9 +20,22 @@ from core.conditions import RuleKind, Severity
 from rules.ruleset import NEVER, RuleSet
 from rules.snapshot import RULE_FIELDS
 
-__all__ = ["EdgeParts", "Slots"]
+__all__ = ["EdgeParts", "Slots", "unique_sorted"]
 
 EdgeParts = list[tuple[np.ndarray, ...]]  # (rule, active, ts, value, limit, severity) columns
+
+
+def unique_sorted(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)`` for a 1-D array: sort, then drop repeats. On the hot path because
+    np.unique (numpy 2.4) costs several times a plain sort (1.1 ms against 0.07 ms for 10,000
+    int64 on the bench machine) and ~25 µs even for a handful of values."""
+    s = np.sort(a)
+    if s.size < 2:
+        return s
+    keep = np.empty(s.size, bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 class Slots:
@@ -129,7 +142,7 @@ class Slots:
         else:
             cand = np.concatenate(self.pending) if self.pending else np.empty(0, np.int64)
         due = np.minimum(self.due_on[cand], self.due_off[cand])
-        f = np.unique(cand[due <= now])  # a slot can be listed twice
+        f = unique_sorted(cand[due <= now])  # a slot can be listed twice
         held = np.empty(0, np.int64)
         if hold is not None:
             wait = hold[f] & (self.due_on[f] <= now)
@@ -162,7 +175,7 @@ class Slots:
         else:
             waiting = (due > now) & (due != NEVER)
             left = np.concatenate((cand[waiting], held))
-            self.pending = [np.unique(left) if left.size > 4096 else left] if left.size else []
+            self.pending = [unique_sorted(left) if left.size > 4096 else left] if left.size else []
             self.next_due = int(due[waiting].min(initial=NEVER))
 
     def near(self, idx: np.ndarray) -> None:

@@ -1,0 +1,144 @@
+"""The engine's per-tag rows and quiet band: the float32 band never hides a sample a rule must
+see, busy tags are always seen, unique batches (one gathered row per sample) equal the
+reference, and the engine's unique() equals numpy's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.batch import ReadingBatch
+from rules.engine import RuleEngine
+from rules.families import inwards_f32
+from rules.machine import unique_sorted
+from rules.reference import ReferenceEngine
+from rules.ruleset import RuleSet
+from tests.rules.streams import T0
+
+GOOD, BAD = 0xC0, 0x18
+
+
+def _limits_rules(n_tags: int, lo_hi: tuple[float, float, float, float], deadband: float) -> RuleSet:
+    """The bench's limit rules (LL/L/H/HH, on-delay on even tags) with other limit values."""
+    from bench.rules import synthetic_rules
+
+    rules = synthetic_rules(n_tags=n_tags, n_interlocks=0, checks=False)
+    set_at = np.tile(np.array(lo_hi), n_tags)
+    clear_at = set_at + np.tile([deadband, deadband, -deadband, -deadband], n_tags)
+    return dataclasses.replace(rules, set_at=set_at, clear_at=clear_at, limit=set_at.copy())
+
+
+def _run(rules: RuleSet, batches: list[ReadingBatch]) -> None:
+    vec, ref = RuleEngine(rules), ReferenceEngine(rules)
+    for i, b in enumerate(batches):
+        now = int(b.ts.max())
+        assert vec.evaluate(b, now).equals(ref.evaluate(b, now)), f"batch {i}"
+    later = int(batches[-1].ts.max()) + 20_000_000  # the delays that ran out
+    assert vec.tick(later).equals(ref.tick(later))
+    assert not vec.snapshot().differences(ref.snapshot())
+
+
+def _one(tags: list[int], values: list[float], step: int, quality: int = GOOD) -> ReadingBatch:
+    n = len(tags)
+    return ReadingBatch(
+        np.array(tags, np.int32),
+        np.full(n, T0 + step * 1_000_000, np.int64),
+        np.array(values, float),
+        np.full(n, quality, np.uint8),
+    )
+
+
+def test_limits_that_float32_cannot_hold_still_fire_exactly_at_the_limit() -> None:
+    """0.7 and 1.1 are not float32 numbers, and the nearest float32 lies outside the band
+    (0.69999999 below L, 1.10000002 above H): a band rounded to the nearest would call a
+    sample exactly at L or H quiet and miss the condition."""
+    lims = (0.3, 0.7, 1.1, 1.3)
+    rules = _limits_rules(4, lims, deadband=0.01)
+    vec = RuleEngine(rules)
+    vec.evaluate(_one([0, 1, 2, 3], [0.9] * 4, 0), T0)
+    # tags 1 and 3 have no on-delay: a sample exactly at H / L sets it at once
+    edges = vec.evaluate(_one([1, 3], [1.1, 0.7], 1), T0 + 1_000_000)
+    assert sorted(rules.keys[r] for r in edges.rule.tolist()) == ["T1:H", "T3:L"]
+    # and the same stream through the reference, values one float64 ulp either side too
+    near = [np.nextafter(x, d) for x in lims for d in (-np.inf, np.inf)] + list(lims)
+    batches = [_one([0, 1, 2, 3], [0.9] * 4, 0)]
+    for i, x in enumerate(near):
+        batches.append(_one([1, 3, 0, 2], [x, x, x, x], 2 * i + 1))
+        batches.append(_one([3, 1, 2, 0], [0.9] * 4, 2 * i + 2))
+    _run(rules, batches)
+
+
+def test_a_busy_tag_sees_samples_inside_its_band() -> None:
+    """While an on-delay runs, a sample back inside the band must cancel it (the band is
+    empty for a busy tag), and the next spike must start a new delay."""
+    rules = _limits_rules(2, (10.0, 20.0, 80.0, 90.0), deadband=1.0)
+    vec = RuleEngine(rules)
+    vec.evaluate(_one([0], [50.0], 0), T0)
+    vec.evaluate(_one([0], [85.0], 1), T0 + 1_000_000)  # H on-delay 15 s starts (tag 0: delayed)
+    vec.evaluate(_one([0], [50.0], 2), T0 + 2_000_000)  # back inside: cancels the delay
+    assert len(vec.tick(T0 + 16_500_000)) == 0
+    vec.evaluate(_one([0], [85.0], 20), T0 + 20_000_000)
+    edges = vec.tick(T0 + 35_000_000)
+    assert [rules.keys[r] for r in edges.rule.tolist()] == ["T0:H"]
+
+
+@pytest.mark.parametrize("checks", [False, True])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_unique_batches_equal_the_reference(seed: int, checks: bool) -> None:
+    """Bench-shaped batches with one sample per tag (the one-gather path), late and comm-failure
+    samples, spikes at exact limits, NaN and bad quality."""
+    from bench.rules import synthetic_rules
+
+    rules = synthetic_rules(n_tags=400, n_interlocks=40 if checks else 0, checks=checks, seed=seed)
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(30, 70, rules.n_tags)
+    batches = []
+    for step in range(60):
+        now = T0 + step * 1_000_000
+        tags = rng.choice(rules.n_tags, 150, replace=False)
+        level[tags] += rng.normal(0, 6, tags.size)
+        spikes = rng.choice([5.0, 10.0, 11.0, 20.0, 80.0, 89.0, 90.0, 95.0, 101.5, np.nan], tags.size)
+        value = np.where(rng.random(tags.size) < 0.08, spikes, level[tags])
+        quality = np.where(rng.random(tags.size) < 0.03, BAD, GOOD).astype(np.uint8)
+        ts = now - rng.choice([0, 0, 0, 0, 2_500_000], tags.size)  # some older than the tag's last
+        batches.append(ReadingBatch(tags.astype(np.int32), ts.astype(np.int64), value, quality))
+    vec, ref = RuleEngine(rules), ReferenceEngine(rules)
+    for step, b in enumerate(batches):
+        now = T0 + step * 1_000_000
+        assert vec.evaluate(b, now).equals(ref.evaluate(b, now)), f"step {step}"
+    assert not vec.snapshot().differences(ref.snapshot())
+
+
+finite_or_not = st.one_of(
+    st.floats(allow_nan=False),
+    st.sampled_from([0.1, -0.1, 1 / 3, 3.4028235e38, 3.4028236e38, -3.4028236e38, 1e-46, -1e-46]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(finite_or_not, min_size=1, max_size=20))
+def test_the_float32_band_lies_inside_the_exact_one(bounds: list[float]) -> None:
+    x = np.array(bounds)
+    lo32, hi32 = inwards_f32(x, x)
+    assert (lo32.astype(np.float64) >= x).all()
+    assert (hi32.astype(np.float64) <= x).all()
+    # and no wider gap than one float32 step (where float32 has a number next to x)
+    small = np.abs(x) < 3.4e38
+    with np.errstate(over="ignore"):
+        below = np.nextafter(lo32, np.float32(-np.inf)).astype(np.float64)
+        above = np.nextafter(hi32, np.float32(np.inf)).astype(np.float64)
+    assert (below[small] < x[small]).all()
+    assert (above[small] > x[small]).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(2**62), 2**62), max_size=60))
+def test_unique_sorted_is_numpys_unique(values: list[int]) -> None:
+    a = np.array(values, np.int64)
+    got = unique_sorted(a)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, np.unique(a))
