@@ -10,9 +10,9 @@ minute is kept in memory and written to ``reading_1m`` once, when it closes, ins
 being upserted after every batch; readings for an already closed minute are merged in
 their own transaction. The newest reading per tag goes to ``tag_latest`` in the batch's
 transaction when few tags changed (``latest_immediate_tags``), with any reading_1m write,
-or when ``latest_interval_s`` has passed; otherwise it is held back and written by the
-next such transaction or a timer, so tag_latest lags ``reading`` by at most
-``latest_interval_s``. Minutes that hold unwritten rollups are listed in
+or when ``latest_lag_s`` has passed (1 s, stretched to 20x the last such write when the
+database is slow, at most 5 s); otherwise it is held back and written by the next such
+transaction or a timer, so tag_latest lags ``reading`` by at most ``latest_lag_s``. Minutes that hold unwritten rollups are listed in
 ``reading_1m_open`` in the transactions that store their readings; a writer taking over
 recomputes them from ``reading`` (rollups overwritten, tag_latest moved forward only), so
 a crash loses nothing. History queries read listed minutes from ``reading``.
@@ -47,12 +47,15 @@ from storage.rollup import MinutePartials, prepare
 __all__ = [
     "CLOSE_GRACE_S",
     "IDLE_CLOSE_S",
+    "LATEST_COST_FACTOR",
     "LATEST_IMMEDIATE_TAGS",
     "LATEST_INTERVAL_S",
+    "LATEST_MAX_LAG_S",
     "MAX_TS_US",
     "MIN_TS_US",
     "BatchWriter",
     "WriteResult",
+    "latest_lag",
     "split_time_range",
     "to_db_ids",
 ]
@@ -61,9 +64,14 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 # tag_latest lags reading by at most this while batches keep coming (and a timer covers
-# the last batch before a pause). One 10,000-tag upsert costs about as much as COPYing
+# the last batch before a pause). One 10,000-tag upsert costs about a third of COPYing
 # 10,000 readings, so under backlog this bounds its cost per second, not per batch.
 LATEST_INTERVAL_S = 1.0
+# When the database is slow, the interval stretches to this many times the duration of the
+# last tag_latest write (so those writes take at most ~5 % of the writer's time), but
+# never beyond LATEST_MAX_LAG_S: the lag stays bounded.
+LATEST_COST_FACTOR = 20.0
+LATEST_MAX_LAG_S = 5.0
 # A batch that changes the newest reading of at most this many tags writes them at once:
 # that costs little next to the transaction itself, so holding them back buys nothing.
 LATEST_IMMEDIATE_TAGS = 1_000
@@ -218,9 +226,20 @@ _MERGE = (
     + _LATEST_SET
 )
 # Owner mode: the newest readings held back in memory, one row per tag, sorted by tag.
+# A plain UPDATE ... FROM of the rows that exist costs about half of ON CONFLICT DO UPDATE
+# for 10,000 tags (measured); only tags new to tag_latest take the upsert (which also
+# covers a concurrent writer inserting the same tag first). Both move rows forward only.
 _MERGE_LATEST = (
-    b"INSERT INTO tag_latest AS l (tag_id, time, value, quality)\n"
-    + b"SELECT tag_id, time, value, quality FROM hw_stage_latest"
+    b"""
+WITH moved AS (
+    UPDATE tag_latest AS l SET time = s.time, value = s.value, quality = s.quality
+    FROM hw_stage_latest s WHERE l.tag_id = s.tag_id AND l.time < s.time
+    RETURNING 1
+)
+INSERT INTO tag_latest AS l (tag_id, time, value, quality)
+SELECT tag_id, time, value, quality FROM hw_stage_latest s
+WHERE NOT EXISTS (SELECT 1 FROM tag_latest x WHERE x.tag_id = s.tag_id)
+"""
     + _LATEST_SET
 )
 
@@ -291,6 +310,12 @@ def split_time_range(batch: ReadingBatch) -> tuple[ReadingBatch, ReadingBatch]:
     return batch.select(ok), batch.select(~ok)
 
 
+def latest_lag(interval_s: float, last_write_s: float) -> float:
+    """How long tag_latest may trail reading, given how long its last write took."""
+    stretched = max(interval_s, LATEST_COST_FACTOR * last_write_s)
+    return min(stretched, max(LATEST_MAX_LAG_S, interval_s))
+
+
 class BatchWriter:
     """Writes batches over one connection it owns; calls are serialized internally.
 
@@ -340,6 +365,7 @@ class BatchWriter:
         self._heads = OpenMinutes.empty()
         self._journal: dict[int, tuple[int, int]] = {}  # what reading_1m_open lists for us
         self._latest_at = 0.0  # monotonic time tag_latest was last brought up to date
+        self._latest_cost = 0.0  # seconds the last held-back tag_latest write took
         self._last_write = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -369,6 +395,13 @@ class BatchWriter:
     @property
     def closed(self) -> bool:
         return self._broken or self._conn.closed
+
+    @property
+    def latest_lag_s(self) -> float:
+        """How long tag_latest may now trail reading: ``latest_interval_s``, stretched to
+        LATEST_COST_FACTOR x the last tag_latest write when the database is slow, at most
+        LATEST_MAX_LAG_S."""
+        return latest_lag(self.latest_interval_s, self._latest_cost)
 
     @property
     def server_pid(self) -> int:
@@ -517,7 +550,7 @@ class BatchWriter:
         latest_due = n_latest > 0 and (
             step.merge_rows > 0
             or n_latest <= self.latest_immediate_tags
-            or now - self._latest_at >= self.latest_interval_s
+            or now - self._latest_at >= self.latest_lag_s
         )
         journal = journal_ranges(step.heads)
         t0 = time.perf_counter()
@@ -535,7 +568,7 @@ class BatchWriter:
         self._heads = step.heads.clean() if latest_due else step.heads
         self._journal = db_journal
         if latest_due:
-            self._latest_at = now
+            self._latest_at, self._latest_cost = now, t3 - t2
         phases = self.phase_seconds
         phases["copy"] += t1 - t0
         phases["rollup"] += t2 - t1
@@ -612,8 +645,9 @@ class BatchWriter:
                     for f in ("tag_id", "last_time", "last_value", "last_quality")
                 },
             )
+        t1 = time.perf_counter()
         await self._conn.commit()
-        self._heads, self._latest_at = heads.clean(), time.monotonic()
+        self._heads, self._latest_at, self._latest_cost = heads.clean(), time.monotonic(), t1 - t0
         self.phase_seconds["latest"] += time.perf_counter() - t0
 
     async def _try_own(self, wait_s: float = 0.0) -> None:
@@ -650,11 +684,11 @@ class BatchWriter:
         self._heads, self._journal, self._latest_at = OpenMinutes.empty(), {}, 0.0
 
     def _arm_timer(self) -> None:
-        """After a write: bring tag_latest up to date within ``latest_interval_s`` and close
+        """After a write: bring tag_latest up to date within ``latest_lag_s`` and close
         open minutes after ``idle_close_s`` without writes, even if no batch follows."""
         if not self.owner or len(self._heads) == 0:
             return
-        delay = self.latest_interval_s if self._heads.dirty.any() else self.idle_close_s
+        delay = self.latest_lag_s if self._heads.dirty.any() else self.idle_close_s
         self._cancel_timer()
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 

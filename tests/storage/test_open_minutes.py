@@ -17,7 +17,7 @@ from storage.db import Conn
 from storage.open_minutes import OpenMinutes, advance
 from storage.queries import history
 from storage.rollup import US_PER_MINUTE, prepare
-from storage.writer import BatchWriter
+from storage.writer import LATEST_MAX_LAG_S, BatchWriter, latest_lag
 from tests.storage.helpers import DB_IDS, GOOD, Row, S, batch, latest
 from tests.storage.test_rollup import ORACLE_SQL, ROLLUP_SQL, same
 from tests.support.proxy import TcpProxy
@@ -297,3 +297,10 @@ async def test_a_direct_writer_recovers_a_dead_owner_at_its_clean_stop(backend: 
         await first.close()
         await second.close()  # takes the free lock and recomputes what the dead owner held
     await rollups_match_raw(conn)
+
+
+def test_latest_lag_stretches_with_a_slow_database_but_stays_bounded() -> None:
+    assert latest_lag(1.0, 0.01) == 1.0  # a fast database: the interval itself
+    assert latest_lag(1.0, 0.1) == pytest.approx(2.0)  # 100 ms per write: at most ~5 % of the time
+    assert latest_lag(1.0, 3.0) == LATEST_MAX_LAG_S  # never unbounded
+    assert latest_lag(10.0, 3.0) == 10.0  # an explicit longer interval wins over the cap
