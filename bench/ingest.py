@@ -208,7 +208,7 @@ def render(results: list[Result]) -> str:
         "(tag_id, time), daily partitions (PostgreSQL) or 1-day chunks (TimescaleDB).",
         "- **BatchWriter**: `storage.writer`: map ids, sort, COPY into `reading`; write each tag-minute "
         "to `reading_1m` once, when it closes; `tag_latest` set-based, held back at most "
-        f"{LATEST_INTERVAL_S:g} s (longer only if its writes would take over ~5 % of the time, at most "
+        f"{LATEST_INTERVAL_S:g} s (longer only if its writes would take over ~2.5 % of the time, at most "
         f"{LATEST_MAX_LAG_S:g} s); the final flush of the open minutes is inside the timing.",
         "",
         f"Target (DESIGN.md): BatchWriter ≥ {TARGET}× raw keyed COPY at 10,000-row (one 1 Hz scan) "

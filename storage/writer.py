@@ -10,7 +10,7 @@ minute is kept in memory and written to ``reading_1m`` once, when it closes, ins
 being upserted after every batch; readings for an already closed minute are merged in
 their own transaction. The newest reading per tag goes to ``tag_latest`` in the batch's
 transaction when few tags changed (``latest_immediate_tags``), with any reading_1m write,
-or when ``latest_lag_s`` has passed (1 s, stretched to 20x the last such write when the
+or when ``latest_lag_s`` has passed (1 s, stretched to 40x the last such write when the
 database is slow, at most 5 s); otherwise it is held back and written by the next such
 transaction or a timer, so tag_latest lags ``reading`` by at most ``latest_lag_s``. Minutes that hold unwritten rollups are listed in
 ``reading_1m_open`` in the transactions that store their readings; a writer taking over
@@ -68,9 +68,9 @@ _T = TypeVar("_T")
 # 10,000 readings, so under backlog this bounds its cost per second, not per batch.
 LATEST_INTERVAL_S = 1.0
 # When the database is slow, the interval stretches to this many times the duration of the
-# last tag_latest write (so those writes take at most ~5 % of the writer's time), but
+# last tag_latest write (so those writes take at most ~2.5 % of the writer's time), but
 # never beyond LATEST_MAX_LAG_S: the lag stays bounded.
-LATEST_COST_FACTOR = 20.0
+LATEST_COST_FACTOR = 40.0
 LATEST_MAX_LAG_S = 5.0
 # A batch that changes the newest reading of at most this many tags writes them at once:
 # that costs little next to the transaction itself, so holding them back buys nothing.
