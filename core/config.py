@@ -15,7 +15,7 @@ from core.plant import Plant
 from core.plant_build import build_plant
 from core.yaml_loader import SourceMap, load_document
 
-__all__ = ["load_plant", "load_plant_located"]
+__all__ = ["collector_paused", "load_plant", "load_plant_located"]
 
 
 def load_plant(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Plant:
@@ -42,17 +42,18 @@ def load_plant_located(
                 )
             ]
         )
-    with _collector_paused():
+    with collector_paused():
         loaded = load_document(p, env)
         return build_plant(loaded, p), loaded.source
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector paused while a plant is built. Loading allocates millions of
-    objects (events, dicts, path tuples, models) that form no cycles, and every few hundred
-    allocations the collector would scan them again: half the load time of a 10k-tag plant,
-    growing with its size. Whatever cycles loading leaves are collected once it resumes."""
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused while a plant is built (or compiled: rows per rule).
+    Loading allocates millions of objects (events, dicts, path tuples, models) that form no
+    cycles, and every few hundred allocations the collector would scan them again: half the
+    load time of a 10k-tag plant, growing with its size. Whatever cycles the work leaves are
+    collected once it resumes; a caller that had it paused keeps it paused."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
