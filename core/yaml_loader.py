@@ -173,9 +173,11 @@ class _Walk:
     """
 
     def __init__(
-        self, builder: _Builder, events: list[yaml.Event], path: Path, shown: str, stack: tuple[Path, ...]
+        self, builder: _Builder, events: list[Any], path: Path, shown: str, stack: tuple[Path, ...]
     ) -> None:
         self.builder, self.events, self.path, self.shown, self.stack = builder, events, path, shown, stack
+        # one (file, line) per line, shared by every path on it: a province has millions of paths
+        self.wheres: list[tuple[str, int] | None] = [None] * (events[-1].end_mark.line + 2)
         self.lines = builder.source.lines
         self.pos = 0
         self.anchors: dict[str, int] = {}
@@ -191,7 +193,7 @@ class _Walk:
         if e.anchor is not None:
             self._anchor(e.anchor)
         line = e.start_mark.line + 1
-        self.lines.setdefault(at, (self.shown, line))
+        self.lines.setdefault(at, self._where(line))
         if e.tag == "!include":
             return self._include(e, at, line)
         self.pos += 1
@@ -214,7 +216,7 @@ class _Walk:
 
     def _mapping(self, at: PathKey) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        events, shown, lines = self.events, self.shown, self.lines
+        events, shown, lines, wheres = self.events, self.shown, self.lines, self.wheres
         while type(events[self.pos]) is not yaml.MappingEndEvent:
             here: Any = events[self.pos]  # the key, or an alias of it
             key_event = events[self._anchored(here)] if type(here) is yaml.AliasEvent else here
@@ -233,7 +235,8 @@ class _Walk:
             child = (*at, key)
             if key in out:
                 self.builder.issues.append(ConfigIssue(shown, key_line, format_path(child), "duplicate key"))
-            lines[child] = (shown, key_line)
+            where = wheres[key_line]
+            lines[child] = where if where is not None else self._where(key_line)
             value: Any = events[self.pos]
             if type(value) is yaml.ScalarEvent and value.tag is None and value.anchor is None:
                 # most values: a plain or quoted scalar, whose line is its key's (node() inlined)
@@ -249,6 +252,12 @@ class _Walk:
             out[key] = self.node(child)
         self.pos += 1
         return out
+
+    def _where(self, line: int) -> tuple[str, int]:
+        where = self.wheres[line]
+        if where is None:
+            where = self.wheres[line] = (self.shown, line)
+        return where
 
     def _anchor(self, name: str) -> None:
         """The node at ``pos`` carries anchor ``name`` (walking an alias meets it again, there)."""
@@ -286,7 +295,7 @@ class _Walk:
             return None
         self.pos += 1
         target = (self.path.parent / str(e.value)).resolve()
-        self.lines[at] = (self.shown, line)
+        self.lines[at] = self._where(line)
         stack = self.stack
         problem = None
         if target in stack:
