@@ -38,10 +38,19 @@ __all__ = ["RuleEngine"]
 
 log = logging.getLogger(__name__)
 
-# The per-tag state a sample reads and writes, in one row (32 bytes: two per cache line), so a
-# batch of random tags costs one row gather and one row scatter rather than a gather per
-# array. lo/hi: the tag's quiet band, rounded inwards to float32 (QuietBand).
-TAG_ROW = np.dtype([("value", "<f8"), ("ts", "<i8"), ("held", "<f8"), ("lo", "<f4"), ("hi", "<f4")])
+# Everything a sample reads and writes of its tag, in one 64-byte row aligned to a cache line,
+# so a batch of random tags costs one row gather and one row scatter (and a mark store) rather
+# than a gather or scatter per array: on a machine whose L3 does not hold the tag arrays, each
+# of those is a cache miss per sample. lo/hi: the tag's quiet band (QuietBand); mark: repeat
+# detection (_accepted).
+TAG_ROW = np.dtype(
+    {
+        "names": ["value", "ts", "held", "lo", "hi", "mark", "quality", "valid"],
+        "formats": ["<f8", "<i8", "<f8", "<f8", "<f8", "<i4", "u1", "?"],
+        "offsets": [0, 8, 16, 24, 32, 40, 44, 45],
+        "itemsize": 64,
+    }
+)
 _GOOD_QUALITY = ~is_bad(np.arange(256, dtype=np.uint8))  # quality byte -> not bad, one lookup
 # accepted rows: tag, ts, value, quality, arrival position, unique, tag rows before (or None)
 Accepted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray | None]
@@ -51,15 +60,13 @@ Round = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
 class RuleEngine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        # One 32-byte row per tag (TAG_ROW): a sample reads and writes one cache line of it.
-        # value, ts and held are views of its columns; quality and valid are byte arrays.
-        self._tab = np.zeros(rules.n_tags, TAG_ROW)
-        self.value, self.ts, self.held = self._tab["value"], self._tab["ts"], self._tab["held"]
-        self.quality = np.zeros(rules.n_tags, np.uint8)
+        # One TAG_ROW per tag; value, quality, ts, held and valid are views of its columns.
+        self._tab = _aligned_rows(rules.n_tags)
+        tab = self._tab
+        self.value, self.quality, self.ts, self.held = tab["value"], tab["quality"], tab["ts"], tab["held"]
+        self.valid = tab["valid"]
         self._set_tags(initial_tag_state(rules.n_tags))
-        self.valid = np.zeros(rules.n_tags, bool)
         self._touched = np.zeros(rules.n_tags, bool)
-        self._mark = np.zeros(rules.n_tags, np.int32)  # repeat detection (int32: a batch < 2**31 rows)
         self._pos = np.arange(0, dtype=np.int32)  # 0..n-1, grown to the largest batch seen
         self._all_dirty = True  # evaluate every interlock once after construction or restore
         self.limits = LimitFamily(rules)
@@ -151,11 +158,9 @@ class RuleEngine:
             old = np.take(self._tab, tag)
         good = np.take(_GOOD_QUALITY, q)
         ok = good & ~np.isnan(v)
-        old["value"], old["ts"] = v, t
+        old["value"], old["ts"], old["quality"], old["valid"] = v, t, q, ok
         np.copyto(old["held"], v, where=ok)
         np.put(self._tab, tag, old)
-        self.quality[tag] = q
-        self.valid[tag] = ok
         return self.quiet.live(v, good, old["lo"], old["hi"]), ok
 
     def _reject(self, tags: np.ndarray, ts: np.ndarray, now: int) -> None:
@@ -263,20 +268,25 @@ class RuleEngine:
             return None
         ts, value, quality = batch.ts, batch.value, batch.quality
         # One sample per tag (the usual poll) needs no order and makes one round. Only the
-        # last writer of a repeated index survives in _mark, which is how repeats show.
+        # last writer of a repeated index survives in the rows' mark, which is how repeats
+        # show; the rows gathered to see it are the rows the round updates.
         unique = n == 1
-        if not unique and n <= np.iinfo(np.int32).max:
+        cached: np.ndarray | None = None
+        old = None
+        if n <= np.iinfo(np.int32).max:
             if self._pos.size < n:
                 self._pos = np.arange(n, dtype=np.int32)
-            pos32 = self._pos[:n]
-            self._mark[tag] = pos32
-            unique = bool((np.take(self._mark, tag) == pos32).all())
-        pos = np.arange(n)
-        old = None
-        if unique:
+            cached = self._pos[:n]  # read-only use: a view of the cached positions
+            self._tab["mark"][tag] = cached
             old = np.take(self._tab, tag)
+            unique = bool((old["mark"] == cached).all())
+        pos = cached if unique and cached is not None else np.arange(n)
+        if unique:
+            if old is None:
+                old = np.take(self._tab, tag)
             keep = ts >= old["ts"]
         else:
+            old = None
             order = np.lexsort((ts, tag))
             tag, ts, value, quality, pos = tag[order], ts[order], value[order], quality[order], pos[order]
             keep = ts >= self.ts[tag]
@@ -394,8 +404,19 @@ class RuleEngine:
 _SHOWS_TAG_VALUE = LIMIT_KINDS | {RuleKind.OUT_OF_RANGE, RuleKind.STATE, RuleKind.BAD_QUALITY}
 
 
+def _aligned_rows(n: int) -> np.ndarray:
+    """``n`` zeroed TAG_ROWs starting on a 64-byte boundary (malloc gives 16), so each row is
+    exactly one cache line."""
+    size = TAG_ROW.itemsize
+    buf = np.zeros(n * size + 64, np.uint8)
+    off = -buf.ctypes.data % 64
+    return buf[off : off + n * size].view(TAG_ROW)
+
+
 def _edges(out: EdgeParts) -> ConditionEdges:
     if not out:
         return ConditionEdges.empty()
-    cols = [np.concatenate(c) for c in zip(*out, strict=True)]
+    # one part (the usual batch: the limits' edges only) needs no concatenation: its columns
+    # are fresh arrays of the step that made them
+    cols = list(out[0]) if len(out) == 1 else [np.concatenate(c) for c in zip(*out, strict=True)]
     return ConditionEdges.of(*cols).by_rule()

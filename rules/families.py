@@ -19,11 +19,12 @@ from core.conditions import LIMIT_KINDS, LOW_KINDS, RuleKind
 from rules.machine import EdgeParts, Slots, unique_sorted
 from rules.ruleset import NEVER, RuleSet
 
-__all__ = ["CHECK_KINDS", "LimitFamily", "QuietBand", "TagCheck", "inwards_f32"]
+__all__ = ["CHECK_KINDS", "LimitFamily", "QuietBand", "TagCheck"]
 
 K = RuleKind
 US_PER_MIN = 60_000_000
 ROC_GRAIN = 20  # as rules/reference.py: ROC keeps at most one sample per window / ROC_GRAIN
+_SIGN = np.array([1.0, 1.0, -1.0, -1.0])  # LimitFamily columns: LOW, LOW, HIGH, HIGH
 CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE, K.CLOCK_AHEAD)
 
 
@@ -48,6 +49,9 @@ class LimitFamily:
         rule = np.where(has, slot, 0)
         self.set_at = np.where(has, rules.set_at[rule], np.nan)
         self.clear_at = np.where(has, rules.clear_at[rule], np.nan)
+        # One row per tag, direction folded in (HIGH columns negated, which is exact): a LOW
+        # or HIGH slot sets at -v <= -set_at / v <= set_at and clears at sign * v > sign * clear_at.
+        self.thr = np.concatenate((self.set_at * _SIGN, self.clear_at * _SIGN), axis=1)
         self.engaged = np.zeros(n_tags, bool)  # any slot of the tag active or with a deadline
         # the least extreme limit on each side: a value beyond it hits some limit
         with np.errstate(invalid="ignore"):
@@ -58,19 +62,24 @@ class LimitFamily:
     def round(
         self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
     ) -> None:
-        hit = (v <= np.take(self.low_max, tag)) | (v >= np.take(self.high_min, tag))
-        rows = np.flatnonzero((hit & ok) | np.take(self.engaged, tag))
+        th = np.take(self.thr, tag, axis=0)
+        sv = v[:, None] * _SIGN
+        okc = ok[:, None]
+        setc = np.less_equal(sv, th[:, :4])
+        setc &= okc
+        clr = np.greater(sv, th[:, 4:])
+        clr &= okc
+        # a row hits some limit (any setc) or has something active or running
+        rows = np.flatnonzero(setc.any(axis=1) | np.take(self.engaged, tag))
         if rows.size == 0:
             return
-        tr, vr, okr = tag[rows], v[rows], ok[rows, None]
-        thr, clr_at, col = np.take(self.set_at, tr, axis=0), np.take(self.clear_at, tr, axis=0), vr[:, None]
-        setc = np.concatenate((col <= thr[:, :2], col >= thr[:, 2:]), axis=1) & okr
-        clr = np.concatenate((col > clr_at[:, :2], col < clr_at[:, 2:]), axis=1) & okr
-        idx = (tr[:, None] * 4 + self.cols).reshape(-1)
+        if rows.size < tag.size:
+            tag, t, v, setc, clr = tag[rows], t[rows], v[rows], setc[rows], clr[rows]
+        idx = (tag[:, None] * 4 + self.cols).reshape(-1)
         s = self.slots
-        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t[rows], 4), np.repeat(vr, 4), now, out)
-        busy = s.active[idx] | (s.due_on[idx] != NEVER) | (s.due_off[idx] != NEVER)
-        self.engaged[tr] = busy.reshape(-1, 4).any(axis=1)
+        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t, 4), np.repeat(v, 4), now, out)
+        busy = s.active[idx] | (np.minimum(s.due_on[idx], s.due_off[idx]) != NEVER)
+        self.engaged[tag] = busy.reshape(-1, 4).any(axis=1)
 
     def refresh(self) -> None:
         s = self.slots
@@ -278,9 +287,8 @@ class QuietBand:
     Tags with per-sample state (FROZEN, ROC, STATE) are always busy.
 
     The test runs on every sample, so it reads the engine's tag rows (``row_lo``/``row_hi``,
-    float32 columns of them) rather than arrays of its own: the band rounded inwards to
-    float32 (a sample inside the rounded band is inside the exact one), and empty (lo = +inf)
-    while the tag is busy, so one gathered row answers both questions.
+    columns of them) rather than arrays of its own: the band, empty (lo = +inf) while the tag
+    is busy, so the one gathered row answers both questions.
     """
 
     def __init__(
@@ -303,11 +311,9 @@ class QuietBand:
                 self.hi[c.tags] = np.fmin(self.hi[c.tags], c.p1 + c.set_at - eps)
             elif c.kind in (K.FROZEN, K.ROC, K.STATE):
                 self.always[c.tags] = True
-        self.lo32, self.hi32 = inwards_f32(self.lo, self.hi)
         self.row_lo, self.row_hi = row_lo, row_hi
-        self.busy = self.always.copy()
-        self.row_hi[:] = self.hi32
-        self.row_lo[:] = np.where(self.busy, np.float32(np.inf), self.lo32)
+        self.row_hi[:] = self.hi
+        self.row_lo[:] = np.where(self.always, np.inf, self.lo)
 
     @staticmethod
     def live(v: np.ndarray, good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -319,7 +325,7 @@ class QuietBand:
         return np.flatnonzero(~quiet)
 
     def settle(self, tag: np.ndarray) -> None:
-        """Recompute ``busy`` (and the row band) for tags whose rules just ran."""
+        """Recompute whether the tags whose rules just ran are busy (their row band)."""
         busy = self.always[tag] | self.limits.engaged[tag]
         for c in self.checks:
             slot = c.slot_of[tag]
@@ -327,18 +333,4 @@ class QuietBand:
             s = c.slots
             sl = slot[has]
             busy[has] |= s.active[sl] | (s.due_on[sl] != NEVER) | (s.due_off[sl] != NEVER)
-        self.busy[tag] = busy
-        self.row_lo[tag] = np.where(busy, np.float32(np.inf), self.lo32[tag])
-
-
-def inwards_f32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 bounds inside the float64 interval (lo, hi): lo rounded up, hi rounded down
-    (beyond float32's range a bound becomes +-inf on the empty side), so ``lo32 < v < hi32``
-    implies ``lo < v < hi`` for every float64 ``v``."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
-        up = lo32.astype(np.float64) < lo
-        lo32[up] = np.nextafter(lo32[up], np.float32(np.inf))
-        down = hi32.astype(np.float64) > hi
-        hi32[down] = np.nextafter(hi32[down], np.float32(-np.inf))
-    return lo32, hi32
+        self.row_lo[tag] = np.where(busy, np.inf, self.lo[tag])

@@ -86,21 +86,23 @@ class Slots:
         if idx.size == 0:
             return
         act = self.active[idx]
-        don, doff = self.due_on[idx], self.due_off[idx]
+        don0, doff0 = self.due_on[idx], self.due_off[idx]
         # Only slots that may change: a condition against the state, or a running deadline.
-        live = np.flatnonzero(np.where(act, clr, setc) | (don != NEVER) | (doff != NEVER))
+        live = np.flatnonzero(np.where(act, clr, setc) | (np.minimum(don0, doff0) != NEVER))
         if live.size < idx.size:
             if live.size == 0:
                 return
-            idx, setc, clr, value, act, don, doff = (a[live] for a in (idx, setc, clr, value, act, don, doff))
+            idx, setc, clr, value, act, don0, doff0 = (
+                a[live] for a in (idx, setc, clr, value, act, don0, doff0)
+            )
             if np.ndim(t):
                 t = t[live]
             if hold is not None:
                 hold = hold[live]
         won = setc & ~act
-        don = np.where(won, np.where(don == NEVER, now + self.on_us[idx], don), NEVER)
+        don = np.where(won, np.where(don0 == NEVER, now + self.on_us[idx], don0), NEVER)
         aclr = clr & act
-        doff = np.where(aclr, np.where(doff == NEVER, now + self.off_us[idx], doff), NEVER)
+        doff = np.where(aclr, np.where(doff0 == NEVER, now + self.off_us[idx], doff0), NEVER)
         touched = won | aclr
         if touched.any():
             self.last[idx[touched]] = value[touched]
@@ -110,16 +112,14 @@ class Slots:
         fired = fire_on | (aclr & (now >= doff))
         don[fired] = NEVER
         doff[fired] = NEVER
-        started = ((don != NEVER) & (self.due_on[idx] == NEVER)) | (
-            (doff != NEVER) & (self.due_off[idx] == NEVER)
-        )
+        started = ((don != NEVER) & (don0 == NEVER)) | ((doff != NEVER) & (doff0 == NEVER))
         self.due_on[idx] = don
         self.due_off[idx] = doff
         if started.any():
             self.watch(idx[started], int(min(don.min(), doff.min())))
         if fired.any():
             f = idx[fired]
-            ts = np.broadcast_to(t, idx.shape)[fired]
+            ts = t[fired] if np.ndim(t) else np.full(f.size, t, np.int64)
             self.active[f] = ~act[fired]
             self.since[idx[fire_on]] = ts[fire_on[fired]]
             if self.frozen:

@@ -1,6 +1,7 @@
-"""The engine's per-tag rows and quiet band: the float32 band never hides a sample a rule must
-see, busy tags are always seen, unique batches (one gathered row per sample) equal the
-reference, and the engine's unique() equals numpy's."""
+"""The engine's per-tag rows and quiet band: the band never hides a sample a rule must see
+(exactly at a limit, one ulp either side), busy tags are always seen, unique batches (one
+gathered row per sample) equal the reference, rows sit on cache lines, and the engine's
+unique() equals numpy's."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.batch import ReadingBatch
-from rules.engine import RuleEngine
-from rules.families import inwards_f32
+from rules.engine import TAG_ROW, RuleEngine
 from rules.machine import unique_sorted
 from rules.reference import ReferenceEngine
 from rules.ruleset import RuleSet
@@ -52,9 +52,9 @@ def _one(tags: list[int], values: list[float], step: int, quality: int = GOOD) -
     )
 
 
-def test_limits_that_float32_cannot_hold_still_fire_exactly_at_the_limit() -> None:
-    """0.7 and 1.1 are not float32 numbers, and the nearest float32 lies outside the band
-    (0.69999999 below L, 1.10000002 above H): a band rounded to the nearest would call a
+def test_a_sample_exactly_at_a_limit_is_never_quiet() -> None:
+    """The band is open and exact: a narrower store (0.7 and 1.1 rounded to the nearest
+    float32 lie outside the band, 0.69999999 below L and 1.10000002 above H) would call a
     sample exactly at L or H quiet and miss the condition."""
     lims = (0.3, 0.7, 1.1, 1.3)
     rules = _limits_rules(4, lims, deadband=0.01)
@@ -113,26 +113,15 @@ def test_unique_batches_equal_the_reference(seed: int, checks: bool) -> None:
     assert not vec.snapshot().differences(ref.snapshot())
 
 
-finite_or_not = st.one_of(
-    st.floats(allow_nan=False),
-    st.sampled_from([0.1, -0.1, 1 / 3, 3.4028235e38, 3.4028236e38, -3.4028236e38, 1e-46, -1e-46]),
-)
+def test_each_tag_row_is_one_cache_line() -> None:
+    from bench.rules import synthetic_rules
 
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(finite_or_not, min_size=1, max_size=20))
-def test_the_float32_band_lies_inside_the_exact_one(bounds: list[float]) -> None:
-    x = np.array(bounds)
-    lo32, hi32 = inwards_f32(x, x)
-    assert (lo32.astype(np.float64) >= x).all()
-    assert (hi32.astype(np.float64) <= x).all()
-    # and no wider gap than one float32 step (where float32 has a number next to x)
-    small = np.abs(x) < 3.4e38
-    with np.errstate(over="ignore"):
-        below = np.nextafter(lo32, np.float32(-np.inf)).astype(np.float64)
-        above = np.nextafter(hi32, np.float32(np.inf)).astype(np.float64)
-    assert (below[small] < x[small]).all()
-    assert (above[small] > x[small]).all()
+    engine = RuleEngine(synthetic_rules(n_tags=1000, n_interlocks=0, checks=False))
+    tab = engine._tab
+    assert TAG_ROW.itemsize == 64
+    assert tab.ctypes.data % 64 == 0
+    assert engine.value.base is not None and np.shares_memory(engine.value, tab)
+    assert np.shares_memory(engine.valid, tab) and np.shares_memory(engine.quality, tab)
 
 
 @settings(max_examples=200, deadline=None)
