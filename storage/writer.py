@@ -386,7 +386,8 @@ class BatchWriter:
                 await conn.execute(_TEMP_TABLES)
                 await conn.commit()
             writer = cls(conn, db_ids, backend, **options)
-            await writer._try_own(OWNER_WAIT_S)
+            with translate_errors("take over the rollups"):
+                await writer._try_own(OWNER_WAIT_S)
         except BaseException:
             await conn.close()
             raise
@@ -416,8 +417,10 @@ class BatchWriter:
     async def close(self) -> None:
         """Write the open minutes and held-back newest readings, then disconnect.
 
-        When that fails or takes over CLOSE_FLUSH_TIMEOUT_S (the database is gone) nothing is lost: the next writer recovers
-        the minutes listed in reading_1m_open from ``reading``.
+        When that fails or takes over CLOSE_FLUSH_TIMEOUT_S (the database is gone) nothing
+        is lost: the next writer recovers the minutes listed in reading_1m_open from
+        ``reading``. A direct-mode writer first tries to take the rollup lock, so that it
+        recovers what a dead owner held.
         """
         self._cancel_timer()
         if self._tick_task is not None:
