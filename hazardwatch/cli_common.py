@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from core.clock import from_datetime
-from core.config import load_plant, load_plant_located
+from core.config import collector_paused, load_plant, load_plant_located
 from core.errors import ConfigError
 from core.plant import Plant
 
@@ -37,7 +37,8 @@ def load_plant_or_exit(config: Path, *, compile_check: bool = False) -> Plant:
         plant, source = load_plant_located(config)
         from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
 
-        compile_checked(plant, source)
+        with collector_paused():  # compiling builds rows per rule, no cycles (see there)
+            compile_checked(plant, source)
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant
