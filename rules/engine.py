@@ -107,15 +107,15 @@ class RuleEngine:
         out: EdgeParts = []
         with np.errstate(all="ignore"):  # inf - inf in a derived value is data, not a bug
             self._start(now_us)
-            tags = batch.tag.astype(np.int64)
-            if tags.size and (tags.min() < 0 or tags.max() >= self.rules.n_tags):
+            if len(batch) and (batch.tag.min() < 0 or batch.tag.max() >= self.rules.n_tags):
                 raise BatchError(f"RuleEngine: tag index outside the registry (0..{self.rules.n_tags - 1})")
+            tags = batch.tag.astype(np.int64)
             limit = now_us + self.rules.ahead_us
-            over = batch.ts > limit
-            any_over = bool(over.any())
+            any_over = bool(len(batch) and batch.ts.max() > limit)
+            over = batch.ts > limit if any_over else None
             if self._ahead is not None and tags.size:
                 self._ahead.ahead(tags, batch.ts, now_us, limit, any_over, out)
-            if any_over:
+            if over is not None:
                 self._reject(tags[over], batch.ts[over], now_us)
                 keep = ~over
                 batch = ReadingBatch(batch.tag[keep], batch.ts[keep], batch.value[keep], batch.quality[keep])
@@ -157,7 +157,8 @@ class RuleEngine:
         if old is None:
             old = np.take(self._tab, tag)
         good = np.take(_GOOD_QUALITY, q)
-        ok = good & ~np.isnan(v)
+        ok = np.equal(v, v)  # not NaN
+        ok &= good
         old["value"], old["ts"], old["quality"], old["valid"] = v, t, q, ok
         np.copyto(old["held"], v, where=ok)
         np.put(self._tab, tag, old)

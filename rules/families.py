@@ -69,12 +69,8 @@ class LimitFamily:
         setc &= okc
         clr = np.greater(sv, th[:, 4:])
         clr &= okc
-        # a row hits some limit (any setc) or has something active or running
-        rows = np.flatnonzero(setc.any(axis=1) | np.take(self.engaged, tag))
-        if rows.size == 0:
-            return
-        if rows.size < tag.size:
-            tag, t, v, setc, clr = tag[rows], t[rows], v[rows], setc[rows], clr[rows]
+        # no pre-filter by row: step keeps only the slots whose condition differs from their
+        # state or whose deadline runs, which is every slot a row could change
         idx = (tag[:, None] * 4 + self.cols).reshape(-1)
         s = self.slots
         s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t, 4), np.repeat(v, 4), now, out)
