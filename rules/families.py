@@ -73,8 +73,8 @@ class LimitFamily:
         # state or whose deadline runs, which is every slot a row could change
         idx = (tag[:, None] * 4 + self.cols).reshape(-1)
         s = self.slots
-        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t, 4), np.repeat(v, 4), now, out)
-        busy = s.active[idx] | (np.minimum(s.due_on[idx], s.due_off[idx]) != NEVER)
+        busy = np.empty(idx.size, bool)
+        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t, 4), np.repeat(v, 4), now, out, busy=busy)
         self.engaged[tag] = busy.reshape(-1, 4).any(axis=1)
 
     def refresh(self) -> None:

@@ -79,17 +79,24 @@ class Slots:
         now: int,
         out: EdgeParts,
         hold: np.ndarray | None = None,
+        busy: np.ndarray | None = None,
     ) -> None:
         """The transition for slots ``idx`` (unique) evaluated at arrival time ``now`` on samples
         of time ``t`` (scalar or per slot): deadlines run on ``now``, edges report ``t``. Where
-        ``hold`` (per ``idx``) is set, an expired on-deadline keeps running instead of firing."""
+        ``hold`` (per ``idx``) is set, an expired on-deadline keeps running instead of firing.
+        ``busy`` (bool per ``idx``), when given, receives whether each slot is active or has a
+        deadline running after the step (the caller need not gather the state again)."""
         if idx.size == 0:
             return
         act = self.active[idx]
         don0, doff0 = self.due_on[idx], self.due_off[idx]
+        running = np.minimum(don0, doff0) != NEVER
+        if busy is not None:
+            np.logical_or(act, running, out=busy)
         # Only slots that may change: a condition against the state, or a running deadline.
-        live = np.flatnonzero(np.where(act, clr, setc) | (np.minimum(don0, doff0) != NEVER))
-        if live.size < idx.size:
+        live = np.flatnonzero(np.where(act, clr, setc) | running)
+        every = live.size == idx.size
+        if not every:
             if live.size == 0:
                 return
             idx, setc, clr, value, act, don0, doff0 = (
@@ -125,6 +132,12 @@ class Slots:
             if self.frozen:
                 self.near(idx[fire_on])
             out.append((self.rule[f], self.active[f], ts, value[fired], self.lim[f], self.sev[f]))
+        if busy is not None:
+            after = (act ^ fired) | (np.minimum(don, doff) != NEVER)
+            if every:
+                busy[:] = after
+            else:
+                busy[live] = after
 
     def watch(self, idx: np.ndarray, due: int) -> None:
         """Deadlines were started at ``idx`` (the earliest at ``due``)."""
