@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from bench.report import spread
-from core.config import load_plant_located
+from core.config import collector_paused, load_plant_located
 from hazardwatch.compile_all import compile_checked
 
 __all__ = ["TAGS_PER_ENTERPRISE", "Run", "check_once", "main", "write_plant"]
@@ -188,7 +188,8 @@ def check_once(plant_file: Path) -> Run:
     start = time.perf_counter()
     plant, source = load_plant_located(plant_file)
     loaded = time.perf_counter()
-    compile_checked(plant, source)
+    with collector_paused():  # as hazardwatch.cli_common.load_plant_or_exit compiles
+        compile_checked(plant, source)
     compiled = time.perf_counter()
     parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     texts = [p.read_text(encoding="utf-8") for p in sorted(plant_file.parent.rglob("*.yaml"))]
