@@ -274,7 +274,7 @@ def _reading(results: list[Result]) -> list[str]:
         "B-tree in order; this data already arrives in that order within a scan). "
         "What it adds: numpy work per batch, one `reading_1m` write per tag-minute (when the minute closes, "
         f"once a minute at 1 Hz, plus the final flush) and at most one set-based `tag_latest` write per "
-        f"{LATEST_INTERVAL_S:g} s (fewer when those writes are slow, or one with each `reading_1m` write), "
+        f"{LATEST_INTERVAL_S:g} s (fewer when those writes are slow), "
         "no longer one upsert of each per batch.",
         "- The spread between runs comes from the shared machine (other work on both cores, checkpoints): "
         "the COPY phase varies by up to 2× between runs of the same code, for the raw COPY and the writer "

@@ -82,6 +82,14 @@ class Step:
     heads: OpenMinutes
     merge: dict[str, np.ndarray]
     latest: dict[str, np.ndarray]
+    # The part of ``latest`` that must be written in this transaction: tags whose head
+    # closes and whose newest reading is not in tag_latest yet (their minute leaves
+    # reading_1m_open, so a crash could no longer recover it).
+    latest_closing: dict[str, np.ndarray] | None = None
+
+    @property
+    def must_write_latest(self) -> dict[str, np.ndarray]:
+        return self.latest_closing if self.latest_closing is not None else _empty_latest()
 
     @property
     def merge_rows(self) -> int:
@@ -141,13 +149,20 @@ def advance(heads: OpenMinutes, partials: MinutePartials, grace_us: int) -> Step
     keep = ~closing
     new_heads = OpenMinutes(**{f: a[keep] for f, a in cols.items()}, dirty=dirty[keep])
     latest_rows = is_head & dirty
-    latest = {f: cols[f][latest_rows] for f in ("tag_id", "last_time", "last_value", "last_quality")}
-    return Step(new_heads, {f: a[closing] for f, a in cols.items()}, latest)
+    latest = {f: cols[f][latest_rows] for f in _LATEST_FIELDS}
+    must = latest_rows & closing
+    return Step(
+        new_heads,
+        {f: a[closing] for f, a in cols.items()},
+        latest,
+        {f: cols[f][must] for f in _LATEST_FIELDS},
+    )
 
 
 def close_all(heads: OpenMinutes) -> Step:
     """Every head closes (a clean stop): all are merged, dirty ones go to tag_latest."""
-    return Step(OpenMinutes.empty(), heads.columns(), _latest(heads, heads.dirty))
+    latest = _latest(heads, heads.dirty)
+    return Step(OpenMinutes.empty(), heads.columns(), latest, latest)
 
 
 def _same_minutes(heads: OpenMinutes, partials: MinutePartials) -> bool:
@@ -176,8 +191,15 @@ def _combine_in_place(heads: OpenMinutes, p: MinutePartials) -> OpenMinutes:
     )
 
 
+_LATEST_FIELDS = ("tag_id", "last_time", "last_value", "last_quality")
+
+
 def _latest(heads: OpenMinutes, mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {f: getattr(heads, f)[mask] for f in ("tag_id", "last_time", "last_value", "last_quality")}
+    return {f: getattr(heads, f)[mask] for f in _LATEST_FIELDS}
+
+
+def _empty_latest() -> dict[str, np.ndarray]:
+    return _latest(OpenMinutes.empty(), np.empty(0, bool))
 
 
 def _empty_merge() -> dict[str, np.ndarray]:

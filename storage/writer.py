@@ -9,11 +9,13 @@ Rollups and latest values (the *owner* writer; see open_minutes.py): each tag's 
 minute is kept in memory and written to ``reading_1m`` once, when it closes, instead of
 being upserted after every batch; readings for an already closed minute are merged in
 their own transaction. The newest reading per tag goes to ``tag_latest`` in the batch's
-transaction when few tags changed (``latest_immediate_tags``), with any reading_1m write,
-or when ``latest_lag_s`` has passed (1 s, stretched to 40x the last such write when the
-database is slow, at most 5 s); otherwise it is held back and written by the next such
-transaction or a timer, so tag_latest lags ``reading`` by at most ``latest_lag_s``. Minutes that hold unwritten rollups are listed in
-``reading_1m_open`` in the transactions that store their readings; a writer taking over
+transaction when few tags changed (``latest_immediate_tags``) or when ``latest_lag_s``
+has passed (1 s, stretched to 40x the last such write when the database is slow, at most
+5 s), and always for a tag whose open minute closes without a newer reading (its minute
+leaves reading_1m_open); otherwise it is held back and written by a later transaction or
+a timer, so tag_latest lags ``reading`` by at most ``latest_lag_s``. Minutes that hold
+unwritten rollups are listed in ``reading_1m_open`` in the transactions that store their
+readings; a writer taking over
 recomputes them from ``reading`` (rollups overwritten, tag_latest moved forward only), so
 a crash loses nothing. History queries read listed minutes from ``reading``.
 
@@ -551,9 +553,7 @@ class BatchWriter:
         now = time.monotonic()
         n_latest = len(step.latest["tag_id"])
         latest_due = n_latest > 0 and (
-            step.merge_rows > 0
-            or n_latest <= self.latest_immediate_tags
-            or now - self._latest_at >= self.latest_lag_s
+            n_latest <= self.latest_immediate_tags or now - self._latest_at >= self.latest_lag_s
         )
         journal = journal_ranges(step.heads)
         t0 = time.perf_counter()
@@ -566,6 +566,8 @@ class BatchWriter:
             t2 = time.perf_counter()
             if latest_due:
                 await self._merge_latest(cur, step.latest)
+            else:  # closing heads only: their minute leaves reading_1m_open with this commit
+                await self._merge_latest(cur, step.must_write_latest)
         t3 = time.perf_counter()
         await self._conn.commit()
         self._heads = step.heads.clean() if latest_due else step.heads

@@ -241,6 +241,7 @@ def test_steady_state_folds_in_place_and_closes_on_the_next_minute() -> None:
     silent = advance(step.heads, prepare(ReadingBatch.from_rows(scan(200, tags=4)))[1], 10 * S)
     assert sorted(silent.heads.tag_id.tolist()) == [0, 1, 2, 3]
     assert silent.merge_rows == 8
+    assert sorted(silent.must_write_latest["tag_id"].tolist()) == [4, 5, 6, 7]  # leave the journal now
 
 
 @pytest.mark.parametrize("bad", [{"latest_interval_s": 0.0}, {"idle_close_s": -1.0}])
@@ -304,3 +305,24 @@ def test_latest_lag_stretches_with_a_slow_database_but_stays_bounded() -> None:
     assert latest_lag(1.0, 0.1) == pytest.approx(4.0)  # 100 ms per write: at most ~2.5 % of the time
     assert latest_lag(1.0, 3.0) == LATEST_MAX_LAG_S  # never unbounded
     assert latest_lag(10.0, 3.0) == 10.0  # an explicit longer interval wins over the cap
+
+
+async def test_a_silent_tags_minute_closes_with_its_latest_value_even_if_latest_is_not_due(
+    backend: str, conn: Conn
+) -> None:
+    writer = await BatchWriter.connect(backend, DB_IDS, latest_immediate_tags=0, latest_interval_s=3600.0)
+    try:
+        await writer.write(batch(scan(0)))  # the first write brings tag_latest up to date
+        for second in range(1, 10):
+            await writer.write(batch(scan(second)))  # held back: not due for an hour
+        for second in range(200, 205):  # only tags 0-3 go on; 4-7's minute closes by watermark
+            await writer.write(batch(scan(second, tags=4)))
+        await crash(conn)  # minute 0 is no longer listed: nothing would recover 4-7's latest
+    finally:
+        await writer.close()
+    assert {t: ts for t, (ts, _, _) in (await latest(conn)).items() if t > 4} == {
+        t + 1: MINUTE0 + 9 * S + t * 1000 for t in range(4, 8)
+    }
+    writer = await BatchWriter.connect(backend, DB_IDS)
+    await writer.close()
+    await rollups_match_raw(conn)
