@@ -119,7 +119,8 @@ class RuleEngine:
         out: EdgeParts = []
         with np.errstate(all="ignore"):  # inf - inf in a derived value is data, not a bug
             self._start(now_us)
-            if len(batch) and (batch.tag.min() < 0 or batch.tag.max() >= self.rules.n_tags):
+            # one pass: a negative int32 tag read as uint32 is past any registry
+            if len(batch) and int(batch.tag.view(np.uint32).max()) >= self.rules.n_tags:
                 raise BatchError(f"RuleEngine: tag index outside the registry (0..{self.rules.n_tags - 1})")
             tags = batch.tag.astype(np.int64)
             limit = now_us + self.rules.ahead_us

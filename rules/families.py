@@ -58,6 +58,17 @@ class LimitFamily:
             self.low_max = np.fmax(self.set_at[:, 0], self.set_at[:, 1])
             self.high_min = np.fmin(self.set_at[:, 2], self.set_at[:, 3])
         self.cols = np.arange(4)
+        # The slots' deadlines and delays interleaved, one 128-byte row (two cache lines) per
+        # tag: (tag, slot, [due_on, due_off, on_us, off_us]). The Slots keep their 1-D arrays
+        # as strided views of it, so fire, export and load work unchanged, while a live tag's
+        # step gathers one row instead of a line from each of four arrays (issue 10).
+        s = self.slots
+        self.rec = _aligned_int64((n_tags, 4, 4))
+        for f, name in enumerate(("due_on", "due_off", "on_us", "off_us")):
+            self.rec[:, :, f] = getattr(s, name).reshape(-1, 4)
+            view = self.rec[:, :, f].reshape(-1)
+            assert np.shares_memory(view, self.rec)  # a view, not a copy
+            setattr(s, name, view)
 
     def round(
         self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
@@ -69,18 +80,75 @@ class LimitFamily:
         setc &= okc
         clr = np.greater(sv, th[:, 4:])
         clr &= okc
-        # no pre-filter by row: step keeps only the slots whose condition differs from their
-        # state or whose deadline runs, which is every slot a row could change
-        idx = (tag[:, None] * 4 + self.cols).reshape(-1)
+        self._step(tag, t, v, setc, clr, now, out)
+
+    def _step(
+        self,
+        tag: np.ndarray,
+        t: np.ndarray,
+        v: np.ndarray,
+        setc: np.ndarray,
+        clr: np.ndarray,
+        now: int,
+        out: EdgeParts,
+    ) -> None:
+        """Slots.step for the four slots of each of ``tag`` (unique), on ``(tags, 4)`` arrays.
+
+        The same transition, written for the limits' batch: a few hundred live tags, where
+        every numpy call costs its fixed 1-4 µs whatever the size, so it does in ~40 calls what
+        the general step does in ~75. It steps every slot of the rows instead of picking the
+        ones that can change first: a slot with no condition against its state and no deadline
+        running goes through unchanged (its deadlines stay NEVER, nothing fires), and picking
+        cost more calls than it saved. A slot's one running deadline is its on-deadline while
+        idle and its off-deadline while active, so one array ``d`` stands for both here."""
         s = self.slots
-        busy = np.empty(idx.size, bool)
-        s.step(idx, setc.reshape(-1), clr.reshape(-1), np.repeat(t, 4), np.repeat(v, 4), now, out, busy=busy)
-        self.engaged[tag] = busy.reshape(-1, 4).any(axis=1)
+        idx = tag[:, None] * 4 + self.cols
+        act = s.active[idx]
+        r = np.take(self.rec, tag, axis=0)
+        d0 = np.where(act, r[:, :, 1], r[:, :, 0])
+        won = setc & ~act
+        chg = np.where(act, clr, setc)  # won | (clr & act): a condition against the state
+        d = np.where(d0 == NEVER, np.where(act, r[:, :, 3], r[:, :, 2]) + now, d0)
+        d[~chg] = NEVER  # no condition against the state: a running deadline stops
+        fired = chg & (now >= d)
+        d[fired] = NEVER
+        s.due_on[idx] = np.where(act, NEVER, d)
+        s.due_off[idx] = np.where(act, d, NEVER)
+        running = d != NEVER
+        # np.count_nonzero, integer indices and a bool-row view rather than .any(), boolean
+        # masks on broadcasts and any(axis=1): those go through Python-level wrappers that
+        # cost several µs each on arrays this small
+        started = running & (d0 == NEVER)
+        if np.count_nonzero(started):
+            s.watch(idx[started], int(d.min()))
+        if np.count_nonzero(chg):
+            row, col = np.nonzero(chg)
+            s.last[idx[row, col]] = v[row]
+        if np.count_nonzero(fired):
+            row, col = np.nonzero(fired)
+            f = idx[row, col]
+            ts = t[row]
+            went = won[row, col]
+            s.active[f] = went
+            s.since[f[went]] = ts[went]
+            out.append((s.rule[f], went, ts, v[row], s.lim[f], s.sev[f]))
+            act ^= fired
+        act |= running  # busy: active or a deadline running; a tag's four bools as one uint32
+        self.engaged[tag] = act.view(np.uint32)[:, 0] != 0
 
     def refresh(self) -> None:
         s = self.slots
         busy = s.active | (s.due_on != NEVER) | (s.due_off != NEVER)
         self.engaged = busy.reshape(-1, 4).any(axis=1)
+
+
+def _aligned_int64(shape: tuple[int, ...]) -> np.ndarray:
+    """A zeroed int64 array starting on a 64-byte boundary, so each 128-byte row of the
+    limits' record is exactly two cache lines."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 8, np.int64)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off : off + n].reshape(shape)
 
 
 class TagCheck:

@@ -155,14 +155,18 @@ class Slots:
         else:
             cand = np.concatenate(self.pending) if self.pending else np.empty(0, np.int64)
         due = np.minimum(self.due_on[cand], self.due_off[cand])
-        f = unique_sorted(cand[due <= now])  # a slot can be listed twice
-        held = np.empty(0, np.int64)
-        if hold is not None:
+        expired = due <= now
+        # the usual call in a busy plant (deadlines started, since cancelled) fires nothing:
+        # np.count_nonzero first, so that costs a few calls, not the whole phase
+        f = (
+            unique_sorted(cand[expired]) if np.count_nonzero(expired) else cand[:0]
+        )  # a slot can be listed twice
+        held = None
+        if hold is not None and f.size:
             wait = hold[f] & (self.due_on[f] <= now)
             held, f = f[wait], f[~wait]
-        on = self.due_on[f] <= now
         if f.size:
-            went_on = on
+            went_on = self.due_on[f] <= now
             if self.stale:
                 g = f[went_on]
                 self.last[g] = (now - self.aux_ts[g]) / 1e6
@@ -186,8 +190,11 @@ class Slots:
         if self.stale:
             self.schedule()
         else:
-            waiting = (due > now) & (due != NEVER)
-            left = np.concatenate((cand[waiting], held))
+            waiting = ~expired
+            waiting &= due != NEVER
+            left = cand[waiting]
+            if held is not None and held.size:
+                left = np.concatenate((left, held))
             self.pending = [unique_sorted(left) if left.size > 4096 else left] if left.size else []
             self.next_due = int(due[waiting].min(initial=NEVER))
 

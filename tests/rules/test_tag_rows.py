@@ -131,3 +131,33 @@ def test_unique_sorted_is_numpys_unique(values: list[int]) -> None:
     got = unique_sorted(a)
     assert got.dtype == np.int64
     assert np.array_equal(got, np.unique(a))
+
+
+def test_limit_slots_deadlines_and_delays_are_one_record_per_tag() -> None:
+    from bench.rules import synthetic_rules
+
+    engine = RuleEngine(synthetic_rules(n_tags=1000, n_interlocks=0, checks=False))
+    lim = engine.limits
+    rec, s = lim.rec, lim.slots
+    assert rec.shape == (1000, 4, 4) and rec.ctypes.data % 64 == 0
+    for f, name in enumerate(("due_on", "due_off", "on_us", "off_us")):
+        view = getattr(s, name)
+        assert np.shares_memory(view, rec), name
+        assert np.array_equal(view.reshape(-1, 4), rec[:, :, f]), name
+    assert np.array_equal(s.on_us, engine.rules.on_us[s.rule]), "delays kept per slot"
+
+
+@pytest.mark.parametrize("bad", [-1, -(2**31), 1000, 2**31 - 1])
+def test_tag_outside_the_registry_is_refused(bad: int) -> None:
+    from bench.rules import synthetic_rules
+    from core.errors import BatchError
+
+    engine = RuleEngine(synthetic_rules(n_tags=1000, n_interlocks=0, checks=False))
+    batch = ReadingBatch(
+        np.array([3, bad], np.int32),
+        np.array([T0, T0], np.int64),
+        np.array([50.0, 50.0]),
+        np.array([0xC0] * 2, np.uint8),
+    )
+    with pytest.raises(BatchError, match="outside the registry"):
+        engine.evaluate(batch, T0)
