@@ -173,7 +173,7 @@ class RuleEngine:
         ok = np.equal(v, v)  # not NaN
         ok &= good
         old["value"], old["ts"], old["quality"], old["valid"] = v, t, q, ok
-        if ok.all():  # the usual batch: a plain copy, not a masked one
+        if np.count_nonzero(ok) == ok.size:  # the usual batch: a plain copy, not a masked one
             old["held"] = v
         else:
             np.copyto(old["held"], v, where=ok)
@@ -296,7 +296,7 @@ class RuleEngine:
             cached = self._pos[:n]  # read-only use: a view of the cached positions
             self._tab["mark"][tag] = cached
             old = np.take(self._tab, tag)
-            unique = bool((old["mark"] == cached).all())
+            unique = np.count_nonzero(old["mark"] == cached) == n  # count_nonzero: .all() costs 3x
         pos = cached if unique and cached is not None else np.arange(n)
         if unique:
             if old is None:
@@ -307,10 +307,10 @@ class RuleEngine:
             order = np.lexsort((ts, tag))
             tag, ts, value, quality, pos = tag[order], ts[order], value[order], quality[order], pos[order]
             keep = ts >= self.ts[tag]
-        if not keep.all():
+        if np.count_nonzero(keep) < keep.size:
             # a comm-failure marker is never out of order, and real data always replaces one
             keep |= (quality == COMM_FAILURE) | (np.take(self.quality, tag) == COMM_FAILURE)
-        if not keep.all():
+        if np.count_nonzero(keep) < keep.size:
             if not unique:  # once a sample of a tag is accepted, its later samples are too
                 i = np.arange(tag.size)
                 first = np.ones(tag.size, bool)

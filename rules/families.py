@@ -377,7 +377,8 @@ class QuietBand:
                 self.always[c.tags] = True
         self.row_lo, self.row_hi = row_lo, row_hi
         self.row_hi[:] = self.hi
-        self.row_lo[:] = np.where(self.always, np.inf, self.lo)
+        self.idle_lo = np.where(self.always, np.inf, self.lo)  # the row's lo while not busy
+        self.row_lo[:] = self.idle_lo
 
     @staticmethod
     def live(v: np.ndarray, good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -390,11 +391,11 @@ class QuietBand:
 
     def settle(self, tag: np.ndarray) -> None:
         """Recompute whether the tags whose rules just ran are busy (their row band)."""
-        busy = self.always[tag] | self.limits.engaged[tag]
+        busy = self.limits.engaged[tag]  # a copy; always-busy tags have idle_lo = +inf
         for c in self.checks:
             slot = c.slot_of[tag]
             has = slot >= 0
             s = c.slots
             sl = slot[has]
             busy[has] |= s.active[sl] | (s.due_on[sl] != NEVER) | (s.due_off[sl] != NEVER)
-        self.row_lo[tag] = np.where(busy, np.inf, self.lo[tag])
+        self.row_lo[tag] = np.where(busy, np.inf, self.idle_lo[tag])
