@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic"]
+__all__ = ["fsync_directory", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -38,10 +38,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a new or renamed directory entry in ``directory`` durable."""
     # The rename is durable only once the directory entry is on disk (ext4, xfs).
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.atomic import fsync_directory
 from core.batch import ReadingBatch
 from core.errors import StorageError
 from storage.spool_format import MAGIC, decode_payload, encode_record, payload_rows
@@ -229,7 +230,7 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(self.quarantine_directory)
+            fsync_directory(self.quarantine_directory)
         except OSError as exc:
             path.unlink(missing_ok=True)
             log.error("spool: cannot quarantine a refused batch of %d rows (%s); dropped", len(batch), exc)
@@ -330,7 +331,7 @@ class Spool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         try:
             _write_all(fd, MAGIC)
-            _fsync_dir(self.directory)  # make the new file's directory entry durable
+            fsync_directory(self.directory)  # make the new file's directory entry durable
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -450,11 +451,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

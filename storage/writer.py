@@ -151,11 +151,23 @@ ON CONFLICT (bucket) DO UPDATE SET tag_lo = LEAST(o.tag_lo, EXCLUDED.tag_lo),
 """
 _JOURNAL_DROP = b"DELETE FROM reading_1m_open WHERE bucket = ANY(%s::timestamptz[])"
 
+# One tag-minute's rollup columns from its readings (GOOD = quality bit 0x40), shared by
+# the takeover recompute and the conflict path so both aggregate exactly alike.
+_AGGREGATES = b"""min(value) FILTER (WHERE quality & 64 <> 0) AS min,
+       max(value) FILTER (WHERE quality & 64 <> 0) AS max,
+       coalesce(sum(value) FILTER (WHERE quality & 64 <> 0), 0) AS sum,
+       count(*) FILTER (WHERE quality & 64 <> 0) AS count,
+       count(*) FILTER (WHERE quality & 64 = 0) AS bad_count,
+       max(time) AS last_time,
+       (array_agg(value ORDER BY time DESC))[1] AS last_value,
+       (array_agg(quality ORDER BY time DESC))[1] AS last_quality"""
+
 # Taking over the rollups: every minute a previous owner listed is recomputed from
 # reading (one index probe per listed tag id) and overwritten, and tag_latest moves
 # forward to the newest of those rows. The table lock waits for, and then holds off,
 # direct-mode writers' additive merges, so none is lost between snapshot and overwrite.
-_RECOVER = b"""
+_RECOVER = (
+    b"""
 SET LOCAL jit = off;  -- the estimate for 10,000 probes triggers JIT: +0.5 s, no gain
 LOCK TABLE reading_1m IN SHARE ROW EXCLUSIVE MODE;
 WITH rec AS MATERIALIZED (
@@ -163,14 +175,9 @@ WITH rec AS MATERIALIZED (
     FROM reading_1m_open o
     CROSS JOIN LATERAL generate_series(o.tag_lo, o.tag_hi) AS g (tag_id)
     CROSS JOIN LATERAL (
-        SELECT min(value) FILTER (WHERE quality & 64 <> 0) AS min,
-               max(value) FILTER (WHERE quality & 64 <> 0) AS max,
-               coalesce(sum(value) FILTER (WHERE quality & 64 <> 0), 0) AS sum,
-               count(*) FILTER (WHERE quality & 64 <> 0) AS count,
-               count(*) FILTER (WHERE quality & 64 = 0) AS bad_count,
-               max(time) AS last_time,
-               (array_agg(value ORDER BY time DESC))[1] AS last_value,
-               (array_agg(quality ORDER BY time DESC))[1] AS last_quality
+        SELECT """
+    + _AGGREGATES
+    + b"""
         FROM reading r
         WHERE r.tag_id = g.tag_id AND r.time >= o.bucket AND r.time < o.bucket + INTERVAL '1 minute'
     ) a
@@ -192,6 +199,7 @@ ON CONFLICT (tag_id) DO UPDATE SET time = EXCLUDED.time, value = EXCLUDED.value,
 WHERE l.time < EXCLUDED.time;
 DELETE FROM reading_1m_open;
 """
+)
 
 # The stage table is filled in (tag_id, bucket) order (numpy sorts the fast path, the slow
 # path inserts ORDER BY) and a fresh temp table is scanned in insertion order, so
@@ -246,7 +254,8 @@ WHERE NOT EXISTS (SELECT 1 FROM tag_latest x WHERE x.tag_id = s.tag_id)
 )
 
 # The fallback computes the same partials as rollup.prepare, from the RETURNING rows only.
-_SLOW_INSERT = b"""
+_SLOW_INSERT = (
+    b"""
 WITH ins AS (
     INSERT INTO reading (time, tag_id, value, quality)
     SELECT time, tag_id, value, quality FROM hw_stage_reading
@@ -255,14 +264,9 @@ WITH ins AS (
 ), agg AS (
     SELECT tag_id,
            date_bin('1 minute', time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
-           min(value) FILTER (WHERE quality & 64 <> 0) AS min,
-           max(value) FILTER (WHERE quality & 64 <> 0) AS max,
-           coalesce(sum(value) FILTER (WHERE quality & 64 <> 0), 0) AS sum,
-           count(*) FILTER (WHERE quality & 64 <> 0) AS count,
-           count(*) FILTER (WHERE quality & 64 = 0) AS bad_count,
-           max(time) AS last_time,
-           (array_agg(value ORDER BY time DESC))[1] AS last_value,
-           (array_agg(quality ORDER BY time DESC))[1] AS last_quality
+           """
+    + _AGGREGATES
+    + b"""
     FROM ins GROUP BY 1, 2
 )
 INSERT INTO hw_stage_rollup
@@ -270,6 +274,7 @@ SELECT tag_id, bucket, min, max, sum, count, bad_count, last_time, last_value, l
        bucket = max(bucket) OVER (PARTITION BY tag_id)
 FROM agg ORDER BY tag_id, bucket;
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
