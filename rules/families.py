@@ -74,12 +74,11 @@ class LimitFamily:
         self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
     ) -> None:
         th = np.take(self.thr, tag, axis=0)
-        sv = v[:, None] * _SIGN
-        okc = ok[:, None]
+        # an invalid sample compares as NaN: no limit sets or clears on it (one where instead
+        # of masking both conditions)
+        sv = np.where(ok, v, np.nan)[:, None] * _SIGN
         setc = np.less_equal(sv, th[:, :4])
-        setc &= okc
         clr = np.greater(sv, th[:, 4:])
-        clr &= okc
         self._step(tag, t, v, setc, clr, now, out)
 
     def _step(
@@ -108,9 +107,9 @@ class LimitFamily:
         d0 = np.where(act, r[:, :, 1], r[:, :, 0])
         won = setc & ~act
         chg = np.where(act, clr, setc)  # won | (clr & act): a condition against the state
-        d = np.where(d0 == NEVER, np.where(act, r[:, :, 3], r[:, :, 2]) + now, d0)
-        d[~chg] = NEVER  # no condition against the state: a running deadline stops
-        fired = chg & (now >= d)
+        # no condition against the state: a running deadline stops (NEVER, which never fires)
+        d = np.where(chg, np.where(d0 == NEVER, np.where(act, r[:, :, 3], r[:, :, 2]) + now, d0), NEVER)
+        fired = now >= d
         d[fired] = NEVER
         s.due_on[idx] = np.where(act, NEVER, d)
         s.due_off[idx] = np.where(act, d, NEVER)
