@@ -23,6 +23,7 @@ from rules.snapshot import RULE_FIELDS
 __all__ = ["EdgeParts", "Slots", "unique_sorted"]
 
 EdgeParts = list[tuple[np.ndarray, ...]]  # (rule, active, ts, value, limit, severity) columns
+_COMPACT = 4096  # Slots.fire: listed deadlines past which every one is checked and duplicates go
 
 
 def unique_sorted(a: np.ndarray) -> np.ndarray:
@@ -65,6 +66,10 @@ class Slots:
         # Slots whose deadline may run (a superset; checked when due). STALE scans densely:
         # every sample restarts its deadline, so a list would only grow.
         self.pending: list[np.ndarray] = []
+        # per entry of ``pending``, each slot's deadline when it was listed: fire gathers the
+        # live deadlines of only the entries due by then, not of every listed slot (random
+        # reads over the whole state, most of them of deadlines still running or cancelled)
+        self.pending_due: list[np.ndarray] = []
 
     def __len__(self) -> int:
         return len(self.rule)
@@ -143,6 +148,7 @@ class Slots:
         """Deadlines were started at ``idx`` (the earliest at ``due``)."""
         if not self.stale:
             self.pending.append(idx)
+            self.pending_due.append(np.minimum(self.due_on[idx], self.due_off[idx]))
         self.next_due = min(self.next_due, due)
 
     def fire(self, now: int, out: EdgeParts, hold: np.ndarray | None = None) -> None:
@@ -150,10 +156,18 @@ class Slots:
         of a slot in ``hold`` (per slot), which stays expired for ``step`` to fire."""
         if now < self.next_due:
             return
+        later = later_due = None  # listed entries not due yet by their listed deadline
         if self.stale:
             cand = np.flatnonzero(np.minimum(self.due_on, self.due_off) <= now)
         else:
             cand = np.concatenate(self.pending) if self.pending else np.empty(0, np.int64)
+            listed = np.concatenate(self.pending_due) if self.pending_due else np.empty(0, np.int64)
+            due_now = listed <= now
+            # past _COMPACT listed entries, check them all (as due) and keep one per slot
+            compact = cand.size > _COMPACT
+            if not compact and np.count_nonzero(due_now) < cand.size:
+                later, later_due = cand[~due_now], listed[~due_now]
+                cand = cand[due_now]
         due = np.minimum(self.due_on[cand], self.due_off[cand])
         expired = due <= now
         # the usual call in a busy plant (deadlines started, since cancelled) fires nothing:
@@ -190,13 +204,25 @@ class Slots:
         if self.stale:
             self.schedule()
         else:
+            # a listed deadline that moved later without a new listing stays, at its deadline now
             waiting = ~expired
             waiting &= due != NEVER
-            left = cand[waiting]
-            if held is not None and held.size:
-                left = np.concatenate((left, held))
-            self.pending = [unique_sorted(left) if left.size > 4096 else left] if left.size else []
-            self.next_due = int(due[waiting].min(initial=NEVER))
+            left, left_due = [cand[waiting]], [due[waiting]]
+            if compact and left[0].size:
+                order = np.argsort(left[0], kind="stable")
+                slots, dues = left[0][order], left_due[0][order]
+                first = np.ones(slots.size, bool)
+                np.not_equal(slots[1:], slots[:-1], out=first[1:])
+                left, left_due = [slots[first]], [dues[first]]
+            if later is not None and later_due is not None:
+                left.append(later)
+                left_due.append(later_due)
+            self.next_due = int(min((d.min(initial=NEVER) for d in left_due), default=NEVER))
+            if held is not None and held.size:  # pending, but out of next_due
+                left.append(held)
+                left_due.append(np.minimum(self.due_on[held], self.due_off[held]))
+            self.pending = [a for a in left if a.size]
+            self.pending_due = [d for d in left_due if d.size]
 
     def near(self, idx: np.ndarray) -> None:
         """FROZEN: high severity, and that limit, when the frozen value sits near an alarm limit."""
@@ -215,7 +241,9 @@ class Slots:
         """Recompute the timers from the deadlines (after start, restore or bulk changes)."""
         due = np.minimum(self.due_on, self.due_off)
         self.next_due = int(due.min(initial=NEVER))
-        self.pending = [] if self.stale else [np.flatnonzero(due != NEVER)]
+        idx = np.empty(0, np.int64) if self.stale else np.flatnonzero(due != NEVER)
+        self.pending = [idx] if idx.size else []
+        self.pending_due = [due[idx]] if idx.size else []
 
     # --- persistence ---------------------------------------------------------------------
 
