@@ -55,6 +55,9 @@ OPC_QUEUE = 10  # monitored-item queue size (the device default)
 # the benchmark measures intake, not failover, so the device allows 10 s without a publish
 # response (40 intervals) instead of the 2 s floor a plant device would use.
 OPC_WATCHDOG_INTERVALS = 40.0
+# Likewise the runner's read watchdog: a starved client loop must not turn throughput runs
+# into reconnect runs (CollectorRunner read timeout, s).
+PATIENT_READ_TIMEOUT_S = 20.0
 OPC_FEED_S = 5.0
 OPC_PACE = 25_000  # changes/s of the paced feed: 1.25x the target
 # feed -> (server mode, paced rate or None = flat out)
@@ -442,7 +445,7 @@ async def _opc_source(server: _Server, plant: Plant, device: OpcUaDevice, feed: 
         rows[0] += len(batch)
         rows[1] += 1
 
-    runner = CollectorRunner(source, publish)
+    runner = CollectorRunner(source, publish, read_timeout_s=PATIENT_READ_TIMEOUT_S)
     task = asyncio.create_task(runner.run())
     try:
         await _settle(lambda: rows[0], OPC_NODES)
@@ -520,8 +523,7 @@ async def _opc_workers(server: _Server, plant: Plant, workers: int) -> Run:
     pool: OpcUaWorkerPool | None = None
     runners: list[CollectorRunner] = []
     tasks: list[asyncio.Task[None]] = []
-    # A starved server (shared machine) must not turn throughput runs into reconnect runs.
-    patient = 20.0  # CollectorRunner read timeout, s
+    patient = PATIENT_READ_TIMEOUT_S
     if workers:
         options = {"read_timeout_s": patient}
         pool = OpcUaWorkerPool(split_opcua(sources)[0], workers, publish, runner_options=options)
