@@ -4,6 +4,7 @@ active conditions for the live view, the demo plant compiles, bad batches are re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from rules.engine import RuleEngine
 from rules.reference import ReferenceEngine
 from rules.snapshot import EngineSnapshot
 from tests.rules.streams import DATA, at, batch, named, rules_for_tests
+from tests.support.plants import write_small_plant
 
 RULES = rules_for_tests()
 
@@ -115,3 +117,16 @@ def test_empty_batch_and_tick_only_run_timers() -> None:
     engine = RuleEngine(RULES)
     assert len(engine.evaluate(ReadingBatch.empty(), at(0))) == 1  # IL3 out of service
     assert len(engine.tick(at(1))) == 0
+
+
+def test_a_plant_without_tags_compiles_and_evaluates(tmp_path: Path) -> None:
+    """A plant with devices but no tags yet (a site being commissioned) is a valid config:
+    the engine builds over empty tables and evaluates an empty batch."""
+    folder = write_small_plant(
+        tmp_path, "- {protocol: OPCUA, id: D1, endpoint: 'opc.tcp://127.0.0.1:4840'}", ""
+    )
+    engine = RuleEngine.from_plant(load_plant(folder))
+    assert engine.rules.n_tags == 0
+    empty = ReadingBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint8))
+    edges = engine.evaluate(empty, 1_700_000_000_000_000)
+    assert len(edges) == 0
