@@ -1,9 +1,10 @@
-"""Atomic, durable replacement of a small local file (JSON state beside the data).
+"""Atomic (by default durable) replacement of a small local file (JSON state beside the data).
 
-Invariant: after ``write_json_atomic`` returns, a crash or power cut leaves either the old
-file or the complete new one, never half of either: the text goes to a temporary file in
-the same directory, which is fsynced, renamed over the target (``os.replace`` is atomic on
-one file system), and the directory is fsynced so the rename itself survives.
+Invariant: after ``write_json_atomic`` returns, a crash leaves either the old file or the
+complete new one, never half of either: the text goes to a temporary file in the same
+directory, which is renamed over the target (``os.replace`` is atomic on one file system).
+Durable (the default): the temporary file is fsynced before the rename and the directory
+after it, so the same holds after a power cut and the rename itself survives.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 __all__ = ["fsync_directory", "write_json_atomic"]
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
     """Replace ``path`` with ``obj`` as UTF-8 JSON (parent directories created).
 
+    ``durable=False`` skips both fsyncs, for a file rewritten every second whose latest
+    version may be lost in a power cut (the heartbeat): readers still never see half a file.
     Raises OSError (a full disk, no permission) with the target left as it was and no
     temporary file behind; TypeError/ValueError if ``obj`` is not JSON-serializable.
     """
@@ -31,14 +34,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     try:
         with tmp.open("w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -1,8 +1,8 @@
 """Heartbeat file: tells the next start whether this run stopped cleanly, and when it was last alive.
 
-``<data_dir>/heartbeat.json`` is replaced atomically (write, then rename) every
+``<data_dir>/heartbeat.json`` is replaced atomically (``core.atomic.write_json_atomic``) every
 ``interval_s`` while the runtime collects, with ``clean: false``; a clean stop writes it
-once more with ``clean: true`` (and fsyncs it). A start that finds ``clean: false`` knows
+once more with ``clean: true`` (durably: fsynced). A start that finds ``clean: false`` knows
 the previous run was killed or crashed: it died after ``alive_us`` and, unless its event
 loop stalled, before the next beat was due (``alive_us + interval_s``), so every reading it
 stored is older than :meth:`Beat.gap_start_us`. The runtime stamps its "not collected"
@@ -17,6 +17,8 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from core.atomic import write_json_atomic
 
 __all__ = ["HEARTBEAT_NAME", "Beat", "Heartbeat"]
 
@@ -84,11 +86,6 @@ class Heartbeat:
         if not self.started_us:
             self.started_us = now_us
         beat = Beat(os.getpid(), self.started_us, now_us, self.interval_s, clean)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(asdict(beat), f)
-            if clean:  # the one write that must survive a power cut right after the stop
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)  # atomic: a crash leaves the previous beat, never half a file
+        # A crash leaves the previous beat, never half a file; only the clean stop's beat must
+        # survive a power cut right after it, so only that one is fsynced.
+        write_json_atomic(self.path, asdict(beat), durable=clean)

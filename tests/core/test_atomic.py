@@ -1,4 +1,4 @@
-"""core.atomic.write_json_atomic: the old file or the whole new one, fsynced, never a temp file left."""
+"""core.atomic.write_json_atomic: the old file or the whole new one, fsynced unless not durable, never a temp file left."""
 
 from __future__ import annotations
 
@@ -30,12 +30,52 @@ def test_an_unserializable_object_leaves_the_old_file_untouched(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
-def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path, durable: bool) -> None:
     target = tmp_path / "state.json"
     target.mkdir()  # a directory in the way: os.replace fails after the temp file was written
     with pytest.raises(OSError):
-        write_json_atomic(target, {"x": 1})
+        write_json_atomic(target, {"x": 1}, durable=durable)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_not_durable_still_replaces_atomically_without_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "heartbeat.json"
+    write_json_atomic(path, {"beat": 1}, durable=False)
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    real_replace = os.replace
+    seen: list[tuple[object, object]] = []
+
+    def replace(src: Path, dst: Path) -> None:
+        # Up to the rename the target is the old file, and the new text is whole beside it.
+        seen.append((json.loads(Path(dst).read_text("utf-8")), json.loads(Path(src).read_text("utf-8"))))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_json_atomic(path, {"beat": 2, "pad": "x" * 100_000}, durable=False)
+    assert seen == [({"beat": 1}, {"beat": 2, "pad": "x" * 100_000})]
+    assert json.loads(path.read_text("utf-8"))["beat"] == 2
+    assert synced == []  # neither the file nor the directory
+    assert [p.name for p in tmp_path.iterdir()] == ["heartbeat.json"]
+
+
+def test_not_durable_failed_write_leaves_the_old_file_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "heartbeat.json"
+    write_json_atomic(path, {"beat": 1}, durable=False)
+
+    def full_disk(src: Path, dst: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        write_json_atomic(path, {"beat": 2}, durable=False)
+    assert json.loads(path.read_text("utf-8")) == {"beat": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["heartbeat.json"]
 
 
 def test_fsyncs_the_file_and_then_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

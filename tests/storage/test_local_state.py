@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,24 @@ def test_heartbeat_tells_a_crash_from_a_clean_stop(tmp_path: Path) -> None:
     stopped = Heartbeat(tmp_path).previous()
     assert stopped is not None and stopped.clean and stopped.alive_us == 6_000_000
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_only_the_clean_stops_beat_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    hb = Heartbeat(tmp_path, interval_s=1.0)
+    hb.beat(1_000_000)
+    hb.beat(2_000_000)
+    assert synced == []  # every second: atomic, not durable
+    hb.beat(3_000_000, clean=True)
+    assert synced == ["file", "dir"]  # the beat and its rename survive a power cut after the stop
+    assert [p.name for p in tmp_path.iterdir()] == ["heartbeat.json"]
 
 
 def test_an_unreadable_heartbeat_counts_as_a_crash_at_its_modification_time(tmp_path: Path) -> None:
