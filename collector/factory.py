@@ -26,9 +26,13 @@ def build_sources(
 
     sources: list[Source] = []
     buses: dict[str, list[tuple[ModbusDevice, list[ModbusPoint]]]] = {}
+    by_device: dict[str, list[int]] = {}
+    for i, tag in enumerate(registry.tags):
+        by_device.setdefault(tag.source.device, []).append(i)
     for device in plant.devices():
+        mine = by_device.get(device.id, [])
         if isinstance(device, ModbusDevice):
-            points = modbus_points(plant, registry, device)
+            points = modbus_points(plant, registry, device, mine)
             if not points:
                 continue
             if device.transport == ModbusTransport.RTU and device.serial_port is not None:
@@ -36,7 +40,7 @@ def build_sources(
             else:
                 sources.append(ModbusSource(device, points, clock))
         elif isinstance(device, OpcUaDevice):
-            opc_points = opcua_points(plant, registry, device)
+            opc_points = opcua_points(plant, registry, device, mine)
             if opc_points:
                 sources.append(OpcUaSource(device, opc_points, clock, pki_dir=pki_dir))
     sources += [ModbusBusSource(members, clock) for members in buses.values()]

@@ -127,10 +127,16 @@ def compile_plan(
     )
 
 
-def points_for_device(plant: Plant, registry: TagRegistry, device: ModbusDevice) -> list[ModbusPoint]:
-    """The Modbus points of every tag bound to ``device``, device defaults applied."""
+def points_for_device(
+    plant: Plant, registry: TagRegistry, device: ModbusDevice, indexes: Iterable[int] | None = None
+) -> list[ModbusPoint]:
+    """The Modbus points of every tag bound to ``device``, device defaults applied.
+    ``indexes``: the registry indexes of the device's tags, when the caller has grouped them
+    (a province's devices each scanning every tag is quadratic)."""
     out: list[ModbusPoint] = []
-    for i, tag in enumerate(registry.tags):
+    # (no local holding every tag: compile_all reads the failing tag from this frame's locals)
+    for i in range(len(registry.tags)) if indexes is None else indexes:
+        tag = registry.tags[i]
         src = tag.source
         if src.device != device.id:
             continue
