@@ -17,11 +17,11 @@ else:
   shipped, flat out; and pre-built values pushed through the same server datachange path,
   paced at ``OPC_PACE`` and flat out, with asyncua's per-change ``deepcopy`` of the
   DataValue switched off in the server process (the shipped server cannot reach the target
-  rate otherwise).
+  rate otherwise). ``ROUNDS`` rounds per feed, each measuring both clients.
 - Modbus: a bare pymodbus client issuing the plan's read requests (125 registers each) one
   after the other, no decoding, versus ModbusSource polls back to back (poll interval
   ~0), each poll = the same requests + copy into the word buffer + vectorized decode +
-  ReadingBatch.
+  ReadingBatch; ``MB_ROUNDS`` rounds, each measuring both clients.
 - OPC UA worker processes (``render_workers``): the same nodes as two devices, collected
   with ``settings.collect.opcua_workers`` 0, 1 and 2 (OpcUaWorkerPool, batches through pipes
   into this process) against the replay feed, flat out; rows/s into this process, this
@@ -58,7 +58,8 @@ OPC_WATCHDOG_INTERVALS = 40.0
 # Likewise the runner's read watchdog: a starved client loop must not turn throughput runs
 # into reconnect runs (CollectorRunner read timeout, s).
 PATIENT_READ_TIMEOUT_S = 20.0
-OPC_FEED_S = 5.0
+# 4 s (16 publishing intervals) per run of the main table: it runs 3 feeds x ROUNDS x 2 clients.
+OPC_FEED_S = 4.0
 OPC_PACE = 25_000  # changes/s of the paced feed: 1.25x the target
 # feed -> (server mode, paced rate or None = flat out)
 FEEDS: dict[str, tuple[str, float | None]] = {
@@ -69,11 +70,12 @@ FEEDS: dict[str, tuple[str, float | None]] = {
 MB_TAGS = 10_000  # INT16 holding registers 0..9999: 80 reads of 125 registers per poll
 MB_RUN_S = 4.0
 MB_WARMUP_S = 0.5
-ROUNDS = int(os.environ.get("HW_BENCH_ROUNDS", "2"))  # paced OPC UA feed
-MB_ROUNDS = ROUNDS + 1
-SERVER_LIFETIME_S = 240.0
+ROUNDS = int(os.environ.get("HW_BENCH_ROUNDS", "3"))  # each OPC UA feed, both clients per round
+MB_ROUNDS = ROUNDS
+SERVER_LIFETIME_S = 600.0  # 3 feeds x ROUNDS x 2 clients, ~10 s each, plus the server's start
 WK_COUNTS = (0, 1, 2)  # settings.collect.opcua_workers measured
 WK_ROUNDS = int(os.environ.get("HW_BENCH_WORKER_ROUNDS", "5"))  # each round measures every count once
+WK_FEED_S = 5.0  # per run of the worker section
 WK_FEED = "max"  # the replay feed, flat out: what reaches the main process when the server pushes all it can
 WK_SERVER_LIFETIME_S = 900.0
 NS_URI = "urn:bench"
@@ -378,14 +380,14 @@ async def _settle(count: Callable[[], int], want: int, quiet_s: float = 0.6, lim
             return
 
 
-async def _feed(server: _Server, count: Callable[[], int], feed: str, client: str) -> Run:
-    """Ask for OPC_FEED_S s of value changes and follow the deliveries to the last one."""
+async def _feed(server: _Server, count: Callable[[], int], feed: str, client: str, seconds: float) -> Run:
+    """Ask for ``seconds`` of value changes and follow the deliveries to the last one."""
     mode, rate = FEEDS[feed]
     base = last = count()
     c0, t0 = time.process_time(), time.perf_counter()
     cpu_last, t_last = c0, t0
     first: tuple[float, int] | None = None  # (time, count) of the first delivery
-    server.conn.send(("feed", mode, OPC_FEED_S, rate))
+    server.conn.send(("feed", mode, seconds, rate))
     done: dict[str, float] | None = None
     t_done = 0.0
     while True:
@@ -400,7 +402,7 @@ async def _feed(server: _Server, count: Callable[[], int], feed: str, client: st
         # (notifications the server's queues dropped never come).
         if done is not None and (last - base >= done["queued"] or now - max(t_last, t_done) > 2.0):
             break
-        if now - t0 > OPC_FEED_S + 30:
+        if now - t0 > seconds + 30:
             raise RuntimeError("OPC UA feed did not finish")
     if done is None or first is None:
         raise RuntimeError("OPC UA feed delivered nothing")
@@ -430,7 +432,7 @@ async def _opc_bare(server: _Server, device: OpcUaDevice, feed: str) -> Run:
                 nodes[k : k + 500], queuesize=device.queue_size, sampling_interval=device.interval_s * 1000
             )
         await _settle(lambda: handler.n, OPC_NODES)
-        return await _feed(server, lambda: handler.n, feed, "bare")
+        return await _feed(server, lambda: handler.n, feed, "bare", OPC_FEED_S)
 
 
 async def _opc_source(server: _Server, plant: Plant, device: OpcUaDevice, feed: str) -> Run:
@@ -450,7 +452,7 @@ async def _opc_source(server: _Server, plant: Plant, device: OpcUaDevice, feed: 
     try:
         await _settle(lambda: rows[0], OPC_NODES)
         b0 = rows[1]
-        run = await _feed(server, lambda: rows[0], feed, "source")
+        run = await _feed(server, lambda: rows[0], feed, "source", OPC_FEED_S)
         run.extra["batches"] = rows[1] - b0
         run.extra["dropped"] = source.dropped
         if runner.stats.errors:
@@ -472,8 +474,8 @@ def _opcua() -> tuple[dict[str, list[Run]], float]:
         plant = plant.model_copy(update={"enterprises": ents})
         device = next(d for d in plant.devices() if isinstance(d, OpcUaDevice))
         schedule = []
-        for feed, rounds in (("stock", 1), ("paced", ROUNDS), ("max", 1)):
-            for r in range(rounds):  # alternate which client goes first
+        for feed in FEEDS:
+            for r in range(ROUNDS):  # alternate which client goes first
                 pair = [(feed, "bare"), (feed, "source")]
                 schedule += pair if r % 2 == 0 else pair[::-1]
         for feed, client in schedule:
@@ -536,7 +538,7 @@ async def _opc_workers(server: _Server, plant: Plant, workers: int) -> Run:
         await _settle(lambda: rows[0], OPC_NODES, limit_s=90)
         pids = pool.pids() if pool is not None else []
         w0, e0 = _cpu_of(pids), sum(r.stats.errors for r in runners)
-        run = await _feed(server, lambda: rows[0], WK_FEED, f"w{workers}")
+        run = await _feed(server, lambda: rows[0], WK_FEED, f"w{workers}", WK_FEED_S)
         run.extra["worker_cpu"] = _cpu_of(pids) - w0
         # A loop too busy to handle publish responses in time trips the publish watchdog: a finding
         # (reported per run), not a benchmark failure.
@@ -740,8 +742,18 @@ def _modbus() -> tuple[list[Run], int, float]:
 # --- report -------------------------------------------------------------------------------
 
 
-def _med(runs: list[Run], client: str, attr: str) -> float:
-    return statistics.median(getattr(r, attr) for r in runs if r.client == client)
+def _of(runs: list[Run], client: str) -> list[Run]:
+    """The runs of one client, in round order."""
+    return [r for r in runs if r.client == client]
+
+
+def _vals(runs: list[Run], key: Callable[[Run], float]) -> list[float]:
+    return [key(r) for r in runs]
+
+
+def _ratios(runs: list[Run], key: Callable[[Run], float]) -> list[float]:
+    """source / bare of ``key``, per round (both clients of a round share the machine's load)."""
+    return [key(s) / key(b) for b, s in zip(_of(runs, "bare"), _of(runs, "source"), strict=True)]
 
 
 def _version(dist: str) -> str:
@@ -760,18 +772,22 @@ def _load() -> str:
         return "?"
 
 
-def _share(runs: list[Run]) -> float:
-    return min(r.values / r.extra["queued"] for r in runs)
+def _delivered(r: Run) -> float:
+    return r.values / r.extra["queued"] * 100
 
 
 def render(
     opc: dict[str, list[Run]], opc_start: float, mb: list[Run], mb_requests: int, mb_start: float
 ) -> str:
+    """The OPC UA and Modbus sections: every figure as median (min–max, n runs)."""
+    from bench.report import spread
+
     labels = {
         "stock": "simulator as shipped, flat out",
         "paced": f"replay, paced at {OPC_PACE:,}/s",
         "max": "replay, flat out",
     }
+    rounds = {feed: len(_of(runs, "bare")) for feed, runs in opc.items()}
     lines = [
         "## Collectors (bench/collectors.py)",
         "",
@@ -780,8 +796,9 @@ def render(
         "work against the same simulator in the same run. The simulator runs in a child process, so the client "
         "has a core to itself and its CPU time (`time.process_time`) is its own. *CPU busy* = client CPU time / "
         "wall time; *capacity* = values per client CPU-second, i.e. what one fully busy core would handle at "
-        f"that cost per value (it assumes nothing else saturates first). Medians of {ROUNDS} rounds for the paced "
-        f"OPC UA feed and {MB_ROUNDS} for Modbus (client order alternated); the other two OPC UA feeds run once.",
+        "that cost per value (it assumes nothing else saturates first). Every figure: median (min–max, n runs) "
+        f"of {max(rounds.values(), default=0)} rounds per OPC UA feed and {len(_of(mb, 'bare'))} for Modbus, each "
+        "round measuring both clients (order alternated between rounds); ratios are taken per round, then spread.",
         "",
         "### OPC UA subscription (OpcUaSource)",
         "",
@@ -808,56 +825,61 @@ def render(
     ]
     for feed, runs in opc.items():
         for client, label in (("bare", "bare asyncua"), ("source", "OpcUaSource")):
-            sel = [r for r in runs if r.client == client]
-            served = statistics.median(r.extra["server_rate"] for r in sel)
-            server_busy = statistics.median(r.extra["server_busy"] for r in sel)
+            sel = _of(runs, client)
             lines.append(
-                f"| {labels[feed]} | {label} | {served:,.0f} | {server_busy:.0%} | {_share(sel):.1%} "
-                f"| {_med(sel, client, 'rate'):,.0f} "
-                f"| {_med(sel, client, 'cpu_per_1k') * 1e3:.1f} ms | {_med(sel, client, 'busy'):.0%} "
-                f"| {_med(sel, client, 'capacity'):,.0f} |"
+                f"| {labels[feed]} | {label} | {spread(_vals(sel, lambda r: r.extra['server_rate']))} "
+                f"| {spread(_vals(sel, lambda r: r.extra['server_busy'] * 100), '{:.0f}', ' %')} "
+                f"| {spread(_vals(sel, _delivered), '{:.1f}', ' %')} | {spread(_vals(sel, lambda r: r.rate))} "
+                f"| {spread(_vals(sel, lambda r: r.cpu_per_1k * 1e3), '{:.1f}', ' ms')} "
+                f"| {spread(_vals(sel, lambda r: r.busy * 100), '{:.0f}', ' %')} "
+                f"| {spread(_vals(sel, lambda r: r.capacity))} |"
             )
     paced = opc["paced"]
-    src = [r for r in paced if r.client == "source"]
-    src_rate, src_cap, src_share = (
-        _med(paced, "source", "rate"),
-        _med(paced, "source", "capacity"),
-        _share(src),
-    )
+    src = _of(paced, "source")
+    src_rates = _vals(src, lambda r: r.rate)
+    src_rate, src_cap = statistics.median(src_rates), statistics.median(_vals(src, lambda r: r.capacity))
+    src_all = min(_vals(src, _delivered)) >= 100.0  # every change, in every round
     served = min(r.extra["server_rate"] for r in src)
-    cost = _med(paced, "source", "cpu_per_1k") / _med(paced, "bare", "cpu_per_1k")
-    stock_served = statistics.median(r.extra["server_rate"] for r in opc["stock"])
-    flat = opc["max"]
-    if src_share >= 1.0 and src_rate >= OPC_TARGET:
+    cap = spread(_vals(src, lambda r: r.capacity))
+    if src_all and src_rate >= OPC_TARGET:
         verdict = (
-            f"OpcUaSource took every change of the {OPC_PACE:,}/s feed into batches at a steady "
-            f"{src_rate:,.0f}/s using {_med(paced, 'source', 'busy'):.0%} of a core — **met**."
+            f"OpcUaSource took every change of the {OPC_PACE:,}/s feed into batches in every round at a steady "
+            f"{spread(src_rates)} changes/s using {spread(_vals(src, lambda r: r.busy * 100), '{:.0f}', ' %')} "
+            "of a core — **met** (median)."
         )
     elif served < OPC_TARGET:
         verdict = (
-            f"not shown on the wall clock: the server queued only {served:,.0f}/s this run. By CPU cost "
-            f"OpcUaSource handles {src_cap:,.0f} changes/s per core — "
-            f"**{'met' if src_cap >= OPC_TARGET else 'not met'}** (by capacity)."
+            f"not shown on the wall clock: the server queued only {served:,.0f}/s in the slowest round. By CPU cost "
+            f"OpcUaSource handles {cap} changes/s per core — "
+            f"**{'met' if src_cap >= OPC_TARGET else 'not met'}** (by capacity, median)."
         )
     else:
-        verdict = f"OpcUaSource delivered {src_share:.1%} of the changes at a steady {src_rate:,.0f}/s — **not met**."
+        verdict = (
+            f"OpcUaSource delivered {spread(_vals(src, _delivered), '{:.1f}', ' %')} of the changes at a steady "
+            f"{spread(src_rates)} changes/s — **not met** (median)."
+        )
+    flat = opc["max"]
     lines += [
         "",
-        f"- Cost of OpcUaSource over a bare subscription (paced feed): {cost:.2f}× the client CPU per change "
-        f"(capacity {src_cap:,.0f} vs {_med(paced, 'bare', 'capacity'):,.0f} changes/s per core). Most of a bare "
-        "client's CPU is asyncua's pure-Python decoding of PublishResponses; OpcUaSource adds one row conversion "
-        "per notification (`_row`: timestamps, status → quality) and the batch build in `read()`.",
-        f"- The simulator as shipped queues only {stock_served:,.0f} changes/s on its core: asyncua's server "
-        "deep-copies every DataValue it is handed (`MonitoredItemValues.set_current_datavalue`), which is most of "
-        "its cost, so it cannot demonstrate the target.",
-        f"- Flat out, the replay server queued {statistics.median(r.extra['server_rate'] for r in flat):,.0f} "
-        f"changes/s; delivered: bare {_share([r for r in flat if r.client == 'bare']):.1%}, OpcUaSource "
-        f"{_share([r for r in flat if r.client == 'source']):.1%}. asyncua's client keeps one Publish request in "
-        "flight, so when responses grow the publish cycle lengthens; once a node changes more than the queue size "
-        "between two publishes the server drops its oldest changes (size the device's `queue_size` for that).",
+        f"- Cost of OpcUaSource over a bare subscription (paced feed): "
+        f"{spread(_ratios(paced, lambda r: r.cpu_per_1k), '{:.2f}', '×')} the client CPU per change "
+        f"(capacity {cap} vs {spread(_vals(_of(paced, 'bare'), lambda r: r.capacity))} changes/s per core). "
+        "Most of a bare client's CPU is asyncua's pure-Python decoding of PublishResponses; OpcUaSource adds one "
+        "row conversion per notification (`_row`: timestamps, status → quality) and the batch build in `read()`.",
+        f"- The simulator as shipped queues only {spread(_vals(opc['stock'], lambda r: r.extra['server_rate']))} "
+        "changes/s on its core: asyncua's server deep-copies every DataValue it is handed "
+        "(`MonitoredItemValues.set_current_datavalue`), which is most of its cost, so it cannot demonstrate the "
+        "target.",
+        f"- Flat out, the replay server queued {spread(_vals(flat, lambda r: r.extra['server_rate']))} "
+        f"changes/s; delivered: bare {spread(_vals(_of(flat, 'bare'), _delivered), '{:.1f}', ' %')}, OpcUaSource "
+        f"{spread(_vals(_of(flat, 'source'), _delivered), '{:.1f}', ' %')}. asyncua's client keeps one Publish "
+        "request in flight, so when responses grow the publish cycle lengthens; once a node changes more than the "
+        "queue size between two publishes the server drops its oldest changes (size the device's `queue_size` "
+        "for that).",
         f"- Target (DESIGN.md): ≥ {OPC_TARGET:,} value changes/s into batches on one core: {verdict}",
     ]
-    bare_rate, src_rate_mb = _med(mb, "bare", "rate"), _med(mb, "source", "rate")
+    mb_src = _of(mb, "source")
+    mb_rate = statistics.median(_vals(mb_src, lambda r: r.rate))
     lines += [
         "",
         "### Modbus TCP (ModbusSource)",
@@ -875,18 +897,22 @@ def render(
         "|---|---:|---:|---:|---:|",
     ]
     for client, label in (("bare", "bare pymodbus"), ("source", "ModbusSource")):
+        sel = _of(mb, client)
         lines.append(
-            f"| {label} | {_med(mb, client, 'rate'):,.0f} | {_med(mb, client, 'cpu_per_1k') * 1e3:.2f} ms "
-            f"| {_med(mb, client, 'busy'):.0%} | {_med(mb, client, 'capacity'):,.0f} |"
+            f"| {label} | {spread(_vals(sel, lambda r: r.rate))} "
+            f"| {spread(_vals(sel, lambda r: r.cpu_per_1k * 1e3), '{:.2f}', ' ms')} "
+            f"| {spread(_vals(sel, lambda r: r.busy * 100), '{:.0f}', ' %')} "
+            f"| {spread(_vals(sel, lambda r: r.capacity))} |"
         )
     lines += [
         "",
-        f"- ModbusSource / bare: {src_rate_mb / bare_rate:.2f}× the registers/s, "
-        f"{_med(mb, 'source', 'cpu_per_1k') / _med(mb, 'bare', 'cpu_per_1k'):.2f}× the client CPU per register. "
+        f"- ModbusSource / bare: {spread(_ratios(mb, lambda r: r.rate), '{:.2f}', '×')} the registers/s, "
+        f"{spread(_ratios(mb, lambda r: r.cpu_per_1k), '{:.2f}', '×')} the client CPU per register. "
         "Both clients spend most of the wall time waiting for the simulator's pymodbus server to answer each "
         "request, so the rate is a loopback round-trip rate, not a CPU limit of the client.",
         f"- Target (DESIGN.md): ≥ {MB_TARGET:,} registers/s against the simulator with 125-register reads: "
-        f"{src_rate_mb:,.0f}/s — **{'met' if src_rate_mb >= MB_TARGET else 'not met'}**.",
+        f"{spread(_vals(mb_src, lambda r: r.rate))} registers/s — **{'met' if mb_rate >= MB_TARGET else 'not met'}** "
+        "(median).",
         "",
         f"asyncua {_version('asyncua')}, pymodbus {_version('pymodbus')}. "
         f"Load average (1/5/15 min) when the run ended: {_load()}.",
@@ -911,7 +937,7 @@ def render_workers(runs: dict[int, list[Run]], start_s: float, pipe: list[tuple[
         f"subscription per device; same intervals and queue size as above), collected the way `hazardwatch run` "
         "does it: with 0 workers two CollectorRunners on the main loop, with N ≥ 1 an OpcUaWorkerPool whose "
         "workers send their batches through pipes to the main process, where the publish callback counts the "
-        f"rows. Feed: the replay, flat out, {OPC_FEED_S:.0f} s per run; {WK_ROUNDS} round(s), each measuring 0, 1 "
+        f"rows. Feed: the replay, flat out, {WK_FEED_S:.0f} s per run; {WK_ROUNDS} round(s), each measuring 0, 1 "
         f"and 2 workers once (order rotated). Server start {start_s:.1f} s.",
         "",
         "- *Main process CPU* is this process's CPU time (event loop and the pool's reader threads) per 1,000 "
