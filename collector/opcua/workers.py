@@ -42,11 +42,11 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from collector.base import CollectorRunner, Source, comm_failure_batch
+from collector.metrics import family
 from collector.opcua.source import OpcUaSource
 from collector.opcua.worker_process import SourceSpec, WorkerSpec, decode, worker_main
 from collector.opcua.worker_runner import WorkerRunner
@@ -371,24 +371,10 @@ class OpcUaWorkerMetrics(Collector):
         self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "hazardwatch_opcua_worker_up", "1 while the OPC UA worker process runs.", labels=["worker"]
-        )
-        restarts = CounterMetricFamily(
-            "hazardwatch_opcua_worker_restarts_total",
-            "OPC UA worker processes restarted after they died or hung.",
-            labels=["worker"],
-        )
-        rows = CounterMetricFamily(
-            "hazardwatch_opcua_worker_dropped_rows_total",
-            "Readings an OPC UA worker dropped (oldest first) because the main process fell behind.",
-            labels=["worker", "source"],
-        )
-        batches = CounterMetricFamily(
-            "hazardwatch_opcua_worker_dropped_batches_total",
-            "Batches an OPC UA worker dropped (oldest first) because the main process fell behind.",
-            labels=["worker", "source"],
-        )
+        up = family("hazardwatch_opcua_worker_up")
+        restarts = family("hazardwatch_opcua_worker_restarts_total")
+        rows = family("hazardwatch_opcua_worker_dropped_rows_total")
+        batches = family("hazardwatch_opcua_worker_dropped_batches_total")
         for w in self.pool.workers:
             k = str(w.index)
             running = w.process is not None and w.process.exitcode is None and not w.ended.is_set()
