@@ -6,14 +6,22 @@ can say where it is. ``!include other.yaml`` (relative to the including file) sp
 document in place; ``${NAME}`` and ``${NAME:-default}`` are replaced from the environment.
 Problems are collected, never raised one at a time (``core.config.load_plant`` raises one
 ConfigError with all of them). Nothing here knows the plant model.
+
+A province is hundreds of included files and millions of paths, and a valid config never asks
+where one of them is. So files are read without recording lines: the SourceMap keeps each
+file's text and walks it for its lines the first time a path in it is looked up (the same
+walk, so the same lines). The files the top-level file includes are read in parallel by
+worker processes when there is enough of them to pay for it (``_PARALLEL_MIN_BYTES``).
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import re
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,11 @@ __all__ = ["Loaded", "PathKey", "SourceMap", "format_path", "load_document"]
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_INCLUDE_DEPTH = 16
+# Included files are read by worker processes when the top-level file includes at least two
+# and they hold this much YAML together (a fork and the data's way back cost ~50 ms; the
+# parse saves about half of 0.1 s per MiB on two cores).
+_PARALLEL_MIN_BYTES = 1 << 20
+_MAX_WORKERS = 8
 
 
 def format_path(path: PathKey) -> str:
@@ -36,24 +49,65 @@ def format_path(path: PathKey) -> str:
     return out
 
 
-@dataclass
-class SourceMap:
-    """Document path -> (file, line). Lookups fall back to the nearest ancestor."""
+@dataclass(frozen=True)
+class _Unlocated:
+    """A file read without its lines: enough to walk it again for them."""
 
-    root_file: str
-    lines: dict[PathKey, tuple[str, int]] = field(default_factory=dict)
+    text: str
+    path: Path
+    shown: str
+    fast: bool  # libyaml read it (else PyYAML's own parser had to)
+
+
+class SourceMap:
+    """Document path -> (file, line). Lookups fall back to the nearest ancestor.
+
+    Lines of a file read without them are found on the first lookup that needs them.
+    """
+
+    def __init__(self, root_file: str, lines: dict[PathKey, tuple[str, int]] | None = None) -> None:
+        self.root_file = root_file
+        self._lines: dict[PathKey, tuple[str, int]] = {} if lines is None else lines
+        self._unlocated: dict[PathKey, _Unlocated] = {}  # by the path the file is read at
+
+    @property
+    def lines(self) -> dict[PathKey, tuple[str, int]]:
+        """Every path's line (walks every file not yet walked for its lines)."""
+        for at in sorted(self._unlocated, key=len):  # an includer's lines before its includes'
+            self._locate_file(at)
+        return self._lines
 
     def where(self, path: PathKey) -> tuple[str, int]:
         p = tuple(path)
+        if self._unlocated:
+            for k in range(len(p) + 1):  # an includer first: its include line is the file's path's
+                if p[:k] in self._unlocated:
+                    self._locate_file(p[:k])
         while p:
-            if p in self.lines:
-                return self.lines[p]
+            if p in self._lines:
+                return self._lines[p]
             p = p[:-1]
-        return self.lines.get((), (self.root_file, 0))
+        return self._lines.get((), (self.root_file, 0))
+
+    def has_line(self, path: PathKey) -> bool:
+        """Whether ``path`` itself (not an ancestor) was written in a file."""
+        self.where(path)
+        return tuple(path) in self._lines
 
     def issue(self, path: PathKey, message: str) -> ConfigIssue:
         file, line = self.where(path)
         return ConfigIssue(file, line, format_path(path), message)
+
+    def _locate_file(self, at: PathKey) -> None:
+        file = self._unlocated.pop(at, None)
+        if file is None:
+            return
+        builder = _Builder(file.path, {}, Path.cwd(), source=self)
+        try:
+            events = _events(file.text, _FAST if file.fast else yaml.SafeLoader)
+            builder.walk(events, file.path, file.shown, at, (), locate=True)
+        except (yaml.YAMLError, _NotComposable):
+            pass  # it was read: its lines are what the walk got to
 
 
 @dataclass
@@ -64,13 +118,42 @@ class Loaded:
     failed_includes: set[PathKey] = field(default_factory=set)
 
 
+@dataclass
+class _Part:
+    """What reading one included file gave (sent back by a worker process)."""
+
+    data: Any
+    issues: list[ConfigIssue]
+    failed_includes: set[PathKey]
+    unlocated: dict[PathKey, _Unlocated]
+
+
+@dataclass
+class _Pending:
+    """An include of the top-level file, read once the top-level file has been walked."""
+
+    at: PathKey
+    target: Path
+    stack: tuple[Path, ...]
+    issues_at: int  # where its issues go in the issue list (document order)
+
+
 class _Builder:
-    def __init__(self, root: Path, env: Mapping[str, str], display_base: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: Mapping[str, str],
+        display_base: Path,
+        source: SourceMap | None = None,
+        gather_includes: bool = False,
+    ) -> None:
         self.env = env
         self.display_base = display_base
-        self.source = SourceMap(self._display(root))
+        self.source = SourceMap(self._display(root)) if source is None else source
         self.issues: list[ConfigIssue] = []
         self.failed_includes: set[PathKey] = set()
+        # the top-level file's includes, read after it (in parallel when worth it)
+        self.pending: list[_Pending] | None = [] if gather_includes else None
 
     def _display(self, path: Path) -> str:
         try:
@@ -96,18 +179,27 @@ class _Builder:
             return self._failed(ConfigIssue(shown, line, format_path(at), message), at)
         stack = (*stack, path.resolve())
         issues, failed = len(self.issues), set(self.failed_includes)
-        try:
-            return self._document(_events(text, _FAST), path, shown, at, stack)
-        except (yaml.YAMLError, _NotComposable):
-            # What the walk recorded of a file it then gave up on is not the file's to report.
-            del self.issues[issues:]
-            self.failed_includes.intersection_update(failed)
-        try:
-            yaml.compose(text, Loader=yaml.SafeLoader)  # the composer's own error, if any
-            return self._document(_events(text, yaml.SafeLoader), path, shown, at, stack)
-        except yaml.YAMLError as exc:
-            line, message = _yaml_problem(exc, text)
-            return self._failed(ConfigIssue(shown, line, format_path(at), f"YAML syntax: {message}"), at)
+        pending = len(self.pending) if self.pending is not None else 0
+        for fast in (True, False):
+            try:
+                if not fast:
+                    yaml.compose(text, Loader=yaml.SafeLoader)  # the composer's own error, if any
+                data = self.walk(_events(text, _FAST if fast else yaml.SafeLoader), path, shown, at, stack)
+            except (yaml.YAMLError, _NotComposable) as exc:
+                # What the walk recorded of a file it then gave up on is not the file's to report.
+                del self.issues[issues:]
+                self.failed_includes.intersection_update(failed)
+                if self.pending is not None:
+                    del self.pending[pending:]
+                if fast:
+                    continue  # PyYAML reads it again, for its exact error
+                if not isinstance(exc, yaml.YAMLError):
+                    raise
+                line, message = _yaml_problem(exc, text)
+                return self._failed(ConfigIssue(shown, line, format_path(at), f"YAML syntax: {message}"), at)
+            self.source._unlocated[at] = _Unlocated(text, path, shown, fast)
+            return data
+        raise AssertionError("unreachable")
 
     def _failed(self, issue: ConfigIssue, at: PathKey) -> None:
         """A file that cannot be loaded: one issue, and its place is left out of later checks
@@ -115,30 +207,87 @@ class _Builder:
         self.issues.append(issue)
         self.failed_includes.add(at)
 
-    def _document(
-        self, events: list[Any], path: Path, shown: str, at: PathKey, stack: tuple[Path, ...]
+    def walk(
+        self,
+        events: list[Any],
+        path: Path,
+        shown: str,
+        at: PathKey,
+        stack: tuple[Path, ...],
+        locate: bool = False,
     ) -> Any:
-        """The one document of a file's events (a file without one reads as ``{}``)."""
+        """The one document of a file's events (a file without one reads as ``{}``); ``locate``:
+        record every path's line instead of reading the files it includes."""
         if isinstance(events[1], yaml.StreamEndEvent):
             return {}
-        walk = _Walk(self, events, path, shown, stack)
+        walk = _Walk(self, events, path, shown, stack, locate)
         walk.pos = 2  # past StreamStart and DocumentStart
         data = walk.node(at)
         if not isinstance(events[walk.pos + 1], yaml.StreamEndEvent):
             raise _NotComposable("a second document")
         return data
 
-    def _substitute(self, text: str, at: PathKey) -> str:
+    def read_pending(self, data: Any) -> Any:
+        """``data`` with the top-level file's includes read and put in their places."""
+        pending, self.pending = self.pending or [], None
+        if not pending:
+            return data
+        jobs = [(p.target, p.at, p.stack, dict(self.env), self.display_base) for p in pending]
+        parts = _read_parts(jobs)
+        for p, part in reversed(list(zip(pending, parts, strict=True))):  # later places first
+            self.issues[p.issues_at : p.issues_at] = part.issues
+        for p, part in zip(pending, parts, strict=True):
+            self.failed_includes |= part.failed_includes
+            self.source._unlocated.update(part.unlocated)
+            if not p.at:
+                data = part.data
+                continue
+            container = data
+            for key in p.at[:-1]:
+                container = container[key]
+            container[p.at[-1]] = part.data
+        return data
+
+    def substitute(self, text: str, at: PathKey, shown: str, line: int) -> str:
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in self.env:
                 return self.env[name]
             if default is not None:
                 return default
-            self.issues.append(self.source.issue(at, f"environment variable {name} is not set"))
+            self.issues.append(
+                ConfigIssue(shown, line, format_path(at), f"environment variable {name} is not set")
+            )
             return ""
 
         return _ENV.sub(repl, text) if "${" in text else text
+
+
+def _read_part(target: Path, at: PathKey, stack: tuple[Path, ...], env: dict[str, str], base: Path) -> _Part:
+    """One included file (and what it includes), read as ``load_document`` reads files."""
+    builder = _Builder(target, env, base)
+    data = builder.load_file(target, at, stack)
+    return _Part(data, builder.issues, builder.failed_includes, builder.source._unlocated)
+
+
+def _read_parts(jobs: list[tuple[Path, PathKey, tuple[Path, ...], dict[str, str], Path]]) -> list[_Part]:
+    """Each job's part: by worker processes when there is enough YAML to pay for them."""
+    size = sum(_size(job[0]) for job in jobs)
+    workers = min(len(jobs), len(os.sched_getaffinity(0)), _MAX_WORKERS)
+    if workers < 2 or size < _PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
+        return [_read_part(*job) for job in jobs]
+    # fork: the workers start at once with this process's modules (spawn would import them again)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        order = sorted(range(len(jobs)), key=lambda i: -_size(jobs[i][0]))  # largest first
+        futures = {i: pool.submit(_read_part, *jobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(jobs))]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 _FAST: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -165,37 +314,48 @@ def _events(text: str, loader: Any) -> list[Any]:
 
 
 class _Walk:
-    """One file's events turned into data, recording a line for every document path.
+    """One file's events turned into data (or, with ``locate``, into every path's line).
 
     Exactly what composing the file into nodes and walking them did, without the nodes:
     scalars are resolved and constructed by PyYAML's own resolver and constructors (cached
     per tag and text: scalars are immutable), an alias is its anchored node walked again.
+    A path is a mapping key's line when it is a key, else its node's.
     """
 
     def __init__(
-        self, builder: _Builder, events: list[Any], path: Path, shown: str, stack: tuple[Path, ...]
+        self,
+        builder: _Builder,
+        events: list[Any],
+        path: Path,
+        shown: str,
+        stack: tuple[Path, ...],
+        locate: bool = False,
     ) -> None:
         self.builder, self.events, self.path, self.shown, self.stack = builder, events, path, shown, stack
+        self.locate = locate
         # one (file, line) per line, shared by every path on it: a province has millions of paths
-        self.wheres: list[tuple[str, int] | None] = [None] * (events[-1].end_mark.line + 2)
-        self.lines = builder.source.lines
+        self.wheres: list[tuple[str, int] | None] = [None] * (events[-1].end_mark.line + 2) if locate else []
+        self.lines = builder.source._lines
         self.pos = 0
         self.anchors: dict[str, int] = {}
 
-    def node(self, at: PathKey) -> Any:
+    def node(self, at: PathKey, key_line: int | None = None) -> Any:
+        """The node at ``pos``; a problem in it is reported at ``key_line``, its mapping key's
+        line, when it has one (else at the node's own line)."""
         e: Any = self.events[self.pos]  # a NodeEvent (typed loosely: PyYAML's stubs make marks optional)
         kind = type(e)
         if kind is yaml.AliasEvent:
             resume, self.pos = self.pos + 1, self._anchored(e)
-            value = self.node(at)
+            value = self.node(at, key_line)
             self.pos = resume
             return value
         if e.anchor is not None:
             self._anchor(e.anchor)
         line = e.start_mark.line + 1
-        self.lines.setdefault(at, self._where(line))
+        if self.locate:
+            self.lines.setdefault(at, self._where(line))
         if e.tag == "!include":
-            return self._include(e, at, line)
+            return self._include(e, at, line, line if key_line is None else key_line)
         self.pos += 1
         if kind is yaml.ScalarEvent:
             try:
@@ -205,7 +365,9 @@ class _Walk:
                 self.builder.issues.append(ConfigIssue(self.shown, line, format_path(at), f"YAML: {problem}"))
                 self.builder.failed_includes.add(at)  # holds None: no second, misleading type error
                 return None
-            return self.builder._substitute(value, at) if type(value) is str and "${" in value else value
+            if type(value) is str and "${" in value:
+                return self.builder.substitute(value, at, self.shown, line if key_line is None else key_line)
+            return value
         if kind is yaml.SequenceStartEvent:
             out: list[Any] = []
             while type(self.events[self.pos]) is not yaml.SequenceEndEvent:
@@ -216,7 +378,7 @@ class _Walk:
 
     def _mapping(self, at: PathKey) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        events, shown, lines, wheres = self.events, self.shown, self.lines, self.wheres
+        events, shown, lines, wheres, locate = self.events, self.shown, self.lines, self.wheres, self.locate
         while type(events[self.pos]) is not yaml.MappingEndEvent:
             here: Any = events[self.pos]  # the key, or an alias of it
             key_event = events[self._anchored(here)] if type(here) is yaml.AliasEvent else here
@@ -232,11 +394,13 @@ class _Walk:
                 self._anchor(here.anchor)
             self.pos += 1
             key = key_event.value
-            child = (*at, key)
             if key in out:
-                self.builder.issues.append(ConfigIssue(shown, key_line, format_path(child), "duplicate key"))
-            where = wheres[key_line]
-            lines[child] = where if where is not None else self._where(key_line)
+                self.builder.issues.append(
+                    ConfigIssue(shown, key_line, format_path((*at, key)), "duplicate key")
+                )
+            if locate:
+                where = wheres[key_line]
+                lines[(*at, key)] = where if where is not None else self._where(key_line)
             value: Any = events[self.pos]
             if type(value) is yaml.ScalarEvent and value.tag is None and value.anchor is None:
                 # most values: a plain or quoted scalar, whose line is its key's (node() inlined)
@@ -247,9 +411,9 @@ class _Walk:
                     self.pos -= 1  # node() reports it
                 else:
                     if type(v) is str and "${" in v:
-                        out[key] = self.builder._substitute(v, child)
+                        out[key] = self.builder.substitute(v, (*at, key), shown, key_line)
                     continue
-            out[key] = self.node(child)
+            out[key] = self.node((*at, key), key_line)
         self.pos += 1
         return out
 
@@ -287,15 +451,19 @@ class _Walk:
             if depth == 0:
                 return
 
-    def _include(self, e: yaml.NodeEvent, at: PathKey, line: int) -> Any:
+    def _include(self, e: yaml.NodeEvent, at: PathKey, line: int, reported: int) -> Any:
         builder = self.builder
         if not isinstance(e, yaml.ScalarEvent):
             self._skip()
-            builder.issues.append(builder.source.issue(at, "!include takes a file name"))
+            builder.issues.append(
+                ConfigIssue(self.shown, reported, format_path(at), "!include takes a file name")
+            )
             return None
         self.pos += 1
+        if self.locate:
+            self.lines[at] = self._where(line)
+            return None  # the included file's lines are its own to walk
         target = (self.path.parent / str(e.value)).resolve()
-        self.lines[at] = self._where(line)
         stack = self.stack
         problem = None
         if target in stack:
@@ -309,6 +477,9 @@ class _Walk:
             builder.issues.append(ConfigIssue(self.shown, line, format_path(at), problem))
             builder.failed_includes.add(at)
             return None
+        if builder.pending is not None:
+            builder.pending.append(_Pending(at, target, stack, len(builder.issues)))
+            return None  # read_pending puts it in place
         return builder.load_file(target, at, stack)
 
 
@@ -358,6 +529,6 @@ def load_document(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     """Load a YAML file (following !include) into data, its source map and its issues."""
     p = Path(path)
     base = Path.cwd().resolve()
-    builder = _Builder(p, os.environ if env is None else env, base)
-    data = builder.load_file(p, (), ())
+    builder = _Builder(p, os.environ if env is None else env, base, gather_includes=True)
+    data = builder.read_pending(builder.load_file(p, (), ()))
     return Loaded(data, builder.source, builder.issues, builder.failed_includes)

@@ -166,6 +166,6 @@ def _issue(plant: Plant, source: SourceMap, exc: CompileError) -> ConfigIssue:
             return source.issue(path, f"{value!r} is out of any sane range: {_describe(subject)} {reason}")
     for at, obj in suspects:  # then a key written with no value (``type:``, ``address: null``)
         for path in _nulls(obj.model_dump(), at):
-            if path in source.lines:
+            if source.has_line(path):
                 return source.issue(path, f"has no value: {_describe(subject)} {reason}")
     return source.issue(where, f"{_describe(subject)} {reason}")

@@ -7,12 +7,15 @@ values, and for every path the line of its key (mapping entries) or of its node 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from core import yaml_loader
 from core.yaml_loader import PathKey, load_document
 
 DOCUMENTS = {
@@ -139,3 +142,109 @@ def test_an_explicit_tag_that_cannot_be_read_is_an_error_at_its_line(tmp_path: P
     ]
     assert loaded.data["c"] == 1
     assert loaded.failed_includes == {("a",), ("b",)}
+
+
+# A top-level file whose includes carry every kind of problem, in order: a line before, between
+# and after them, an include that cannot be found, a nested include, an alias of an include.
+_PARTS = {
+    "root.yaml": (
+        "a: ${UNSET_BEFORE}\n"
+        "parts:\n"
+        "  - !include p1.yaml\n"
+        "  - !include missing.yaml\n"
+        "  - &two !include p2.yaml\n"
+        "  - *two\n"
+        "b: 1\n"
+        "b: 2\n"
+    ),
+    "p1.yaml": "x: 1\nx: 2\ny: ${UNSET_IN_P1}\nnested: !include sub/p3.yaml\n",
+    "p2.yaml": "list:\n  - {k: v}\n  - !!int abc\n",
+    "sub/p3.yaml": "deep:\n  z: ${UNSET_DEEP:-fallback}\n  w: [1, 2]\n  dup: 1\n  dup: 2\n",
+}
+
+
+def _write_parts(folder: Path) -> Path:
+    for name, text in _PARTS.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder / "root.yaml"
+
+
+def _eager_lines(folder: Path) -> dict[PathKey, tuple[str, int]]:
+    """What PyYAML's own node trees give every path of the parts document."""
+    out: dict[PathKey, tuple[str, int]] = {}
+
+    def walk(node: yaml.Node | None, at: PathKey, file: str) -> None:
+        assert node is not None
+        out.setdefault(at, (file, node.start_mark.line + 1))
+        if node.tag == "!include":
+            assert isinstance(node.value, str)
+            name = str(Path(file).parent / node.value)
+            out[at] = (file, node.start_mark.line + 1)
+            if (folder / name).exists():
+                walk(
+                    yaml.compose((folder / name).read_text(encoding="utf-8"), Loader=yaml.SafeLoader),
+                    at,
+                    name,
+                )
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                out[(*at, key.value)] = (file, key.start_mark.line + 1)
+                walk(value, (*at, key.value), file)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*at, i), file)
+
+    walk(yaml.compose(_PARTS["root.yaml"], Loader=yaml.SafeLoader), (), "root.yaml")
+    return out
+
+
+pools: list[int] = []
+
+
+class _CountingPool(ProcessPoolExecutor):
+    def __init__(self, workers: int, **kwargs: Any) -> None:
+        pools.append(workers)
+        super().__init__(workers, **kwargs)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker-processes"])
+def test_included_files_read_in_parallel_or_not_give_the_same_data_issues_and_lines(
+    parallel: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Included files are read without their lines (by workers when there is enough YAML);
+    the document, its issues in document order and every path's line are what one eager walk
+    gave, and a line is found on the first lookup that needs it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(yaml_loader, "_PARALLEL_MIN_BYTES", 0 if parallel else 1 << 40)
+    pools.clear()
+    monkeypatch.setattr(yaml_loader, "ProcessPoolExecutor", _CountingPool)
+    loaded = load_document(_write_parts(tmp_path), env={})
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert pools == ([2] if parallel else [])  # two workers for the two files it includes
+    p2 = {"list": [{"k": "v"}, None]}
+    assert loaded.data == {
+        "a": "",
+        "parts": [
+            {"x": 2, "y": "", "nested": {"deep": {"z": "fallback", "w": [1, 2], "dup": 2}}},
+            None,
+            p2,
+            p2,
+        ],
+        "b": 2,
+    }
+    assert [str(i) for i in loaded.issues] == [
+        "root.yaml:1 a: environment variable UNSET_BEFORE is not set",
+        "p1.yaml:2 parts[0].x: duplicate key",
+        "p1.yaml:3 parts[0].y: environment variable UNSET_IN_P1 is not set",
+        "sub/p3.yaml:5 parts[0].nested.deep.dup: duplicate key",
+        "root.yaml:4 parts[1]: cannot include 'missing.yaml': no such file",
+        "p2.yaml:3 parts[2].list[1]: YAML: invalid literal for int() with base 10: 'abc'",
+        "p2.yaml:3 parts[3].list[1]: YAML: invalid literal for int() with base 10: 'abc'",
+        "root.yaml:8 b: duplicate key",
+    ]
+    assert loaded.failed_includes == {("parts", 1), ("parts", 2, "list", 1), ("parts", 3, "list", 1)}
+    # one lookup walks only the files on its path; then every line is the eager walk's
+    assert loaded.source.where(("parts", 0, "nested", "deep", "w", 1)) == ("sub/p3.yaml", 3)
+    assert loaded.source.where(("parts", 3, "list", 0, "k")) == ("p2.yaml", 2)
+    assert loaded.source.lines == _eager_lines(tmp_path)
