@@ -20,6 +20,7 @@ whose L3 does not hold them (issue 10).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -64,6 +65,7 @@ if not np.array_equal(
     (np.arange(256, dtype=np.uint8) & _GOOD_BIT) != 0, ~is_bad(np.arange(256, dtype=np.uint8))
 ):
     raise ImportError("rules.engine: _GOOD_BIT no longer matches core.quality.is_bad")
+_INT32_MAX = np.iinfo(np.int32).max
 # accepted rows: tag, ts, value, quality, arrival position, unique, tag rows before (or None)
 Accepted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray | None]
 Round = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
@@ -80,6 +82,7 @@ class RuleEngine:
         self._set_tags(initial_tag_state(rules.n_tags))
         self._touched = np.zeros(rules.n_tags, bool)
         self._pos = np.arange(0, dtype=np.int32)  # 0..n-1, grown to the largest batch seen
+        self._mark = tab["mark"]
         self._all_dirty = True  # evaluate every interlock once after construction or restore
         self.limits = LimitFamily(rules)
         checks = [TagCheck(rules, k) for k in CHECK_KINDS]
@@ -147,7 +150,7 @@ class RuleEngine:
                     if live.size == 0:
                         continue  # every sample inside its tag's quiet band: no rule can change
                     if live.size < tag.size:
-                        tag, t, v, ok = tag[live], t[live], v[live], ok[live]
+                        tag, t, v = tag[live], t[live], v[live]
                     self.limits.round(tag, t, v, ok, now_us, out)
                     for check in self.checks:
                         check.round(tag, t, v, ok, now_us, out)
@@ -166,19 +169,20 @@ class RuleEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Store one round (unique tags) in the tag state: one row gather (``old``, when the
         caller has it already) and one row scatter. The positions some rule must see, and
-        which samples are valid."""
+        whether each of those samples is valid."""
         if old is None:
             old = np.take(self._tab, tag)
-        good = np.bitwise_and(q, _GOOD_BIT) != 0
-        ok = np.equal(v, v)  # not NaN
-        ok &= good
-        old["value"], old["ts"], old["quality"], old["valid"] = v, t, q, ok
-        if np.count_nonzero(ok) == ok.size:  # the usual batch: a plain copy, not a masked one
+        bad = np.bitwise_and(q, _GOOD_BIT) == 0
+        bad |= np.isnan(v)
+        old["value"], old["ts"], old["quality"] = v, t, q
+        np.logical_not(bad, out=old["valid"])  # straight into the rows: no temporary
+        if np.count_nonzero(bad):
+            np.copyto(old["held"], v, where=~bad)
+        else:  # the usual batch: a plain copy, not a masked one
             old["held"] = v
-        else:
-            np.copyto(old["held"], v, where=ok)
         np.put(self._tab, tag, old)
-        return self.quiet.live(v, good, old["lo"], old["hi"]), ok
+        live = self.quiet.live(v, bad, old["lo"], old["hi"])
+        return live, ~bad[live]
 
     def _reject(self, tags: np.ndarray, ts: np.ndarray, now: int) -> None:
         """Count samples stamped too far ahead; log each tag once, one line per batch."""
@@ -290,11 +294,11 @@ class RuleEngine:
         unique = n == 1
         cached: np.ndarray | None = None
         old = None
-        if n <= np.iinfo(np.int32).max:
+        if n <= _INT32_MAX:
             if self._pos.size < n:
                 self._pos = np.arange(n, dtype=np.int32)
             cached = self._pos[:n]  # read-only use: a view of the cached positions
-            self._tab["mark"][tag] = cached
+            self._mark[tag] = cached
             old = np.take(self._tab, tag)
             unique = np.count_nonzero(old["mark"] == cached) == n  # count_nonzero: .all() costs 3x
         pos = cached if unique and cached is not None else np.arange(n)
@@ -430,10 +434,18 @@ def _aligned_rows(n: int) -> np.ndarray:
     return buf[off : off + n * size].view(TAG_ROW)
 
 
+_EDGE_DTYPES = tuple(c.dtype for c in dataclasses.astuple(ConditionEdges.empty()))
+
+
 def _edges(out: EdgeParts) -> ConditionEdges:
     if not out:
         return ConditionEdges.empty()
-    # one part (the usual batch: the limits' edges only) needs no concatenation: its columns
-    # are fresh arrays of the step that made them
-    cols = list(out[0]) if len(out) == 1 else [np.concatenate(c) for c in zip(*out, strict=True)]
-    return ConditionEdges.of(*cols).by_rule()
+    # one part needs no concatenation: its columns are fresh arrays of the step that made them
+    cols = out[0] if len(out) == 1 else tuple(np.concatenate(c) for c in zip(*out, strict=True))
+    if any(c.dtype != dt or c.ndim != 1 for c, dt in zip(cols, _EDGE_DTYPES, strict=True)):
+        return ConditionEdges.of(*cols).by_rule()
+    # the parts' columns have the edges' dtypes already (the usual batch): no conversion pass
+    if cols[0].size > 1:
+        order = np.argsort(cols[0], kind="stable")
+        cols = tuple(c[order] for c in cols)
+    return ConditionEdges(*cols)

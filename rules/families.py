@@ -26,6 +26,7 @@ K = RuleKind
 US_PER_MIN = 60_000_000
 ROC_GRAIN = 20  # as rules/reference.py: ROC keeps at most one sample per window / ROC_GRAIN
 _SIGN = np.array([1.0, 1.0, -1.0, -1.0])  # LimitFamily columns: LOW, LOW, HIGH, HIGH
+_SIGN8 = np.concatenate((_SIGN, -_SIGN))  # LimitFamily.thr columns: set (sign), clear (-sign)
 CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE, K.CLOCK_AHEAD)
 
 
@@ -50,91 +51,107 @@ class LimitFamily:
         rule = np.where(has, slot, 0)
         self.set_at = np.where(has, rules.set_at[rule], np.nan)
         self.clear_at = np.where(has, rules.clear_at[rule], np.nan)
-        # One row per tag, direction folded in (HIGH columns negated, which is exact): a LOW
-        # or HIGH slot sets at -v <= -set_at / v <= set_at and clears at sign * v > sign * clear_at.
-        self.thr = np.concatenate((self.set_at * _SIGN, self.clear_at * _SIGN), axis=1)
+        # One row per tag, every comparison as ``x <= thr``: a slot sets at sign * v <= sign *
+        # set_at and clears at sign * v > sign * clear_at, that is -sign * v <= -above(sign *
+        # clear_at) with above() the next float up (nothing lies between; +inf, which nothing
+        # exceeds, becomes NaN, which nothing reaches). The sample, times _SIGN8, is compared
+        # with the row in one call: columns 0-3 set, 4-7 clear. Negation is exact.
+        up = self.clear_at * _SIGN
+        with np.errstate(invalid="ignore"):
+            up = np.where(up == np.inf, np.nan, np.nextafter(up, np.inf))
+        self.thr = np.concatenate((self.set_at * _SIGN, -up), axis=1)
+        self._thr_rows = self.thr.view(np.dtype((np.void, 64))).reshape(n_tags)  # 1-D: fast gather
+        self._signs = np.empty(0)  # _SIGN8 repeated, grown to the most live tags seen
         self.engaged = np.zeros(n_tags, bool)  # any slot of the tag active or with a deadline
         # the least extreme limit on each side: a value beyond it hits some limit
         with np.errstate(invalid="ignore"):
             self.low_max = np.fmax(self.set_at[:, 0], self.set_at[:, 1])
             self.high_min = np.fmin(self.set_at[:, 2], self.set_at[:, 3])
-        self.cols = np.arange(4)
         # The slots' deadlines and delays interleaved, one 128-byte row (two cache lines) per
         # tag: (tag, slot, [due_on, due_off, on_us, off_us]). The Slots keep their 1-D arrays
         # as strided views of it, so fire, export and load work unchanged, while a live tag's
-        # step gathers one row instead of a line from each of four arrays (issue 10).
+        # step gathers and puts back one row instead of a line from each of four arrays (issue 10).
         s = self.slots
         self.rec = _aligned_int64((n_tags, 4, 4))
         for f, name in enumerate(("due_on", "due_off", "on_us", "off_us")):
             self.rec[:, :, f] = getattr(s, name).reshape(-1, 4)
-            view = self.rec[:, :, f].reshape(-1)
-            assert view.size == 0 or np.shares_memory(view, self.rec)  # a view, not a copy (none: no tags)
-            setattr(s, name, view)
+            setattr(s, name, self.rec[:, :, f].reshape(-1, copy=False))
+        self._rec_rows = self.rec.reshape(n_tags, 16).view(np.dtype((np.void, 128))).reshape(n_tags)
 
     def round(
         self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, ok: np.ndarray, now: int, out: EdgeParts
     ) -> None:
-        th = np.take(self.thr, tag, axis=0)
-        # an invalid sample compares as NaN: no limit sets or clears on it (one where instead
-        # of masking both conditions)
-        sv = np.where(ok, v, np.nan)[:, None] * _SIGN
-        setc = np.less_equal(sv, th[:, :4])
-        clr = np.greater(sv, th[:, 4:])
-        self._step(tag, t, v, setc, clr, now, out)
+        # 1-D gathers of whole rows as one void item each, and 1-D ufuncs on (tags x 8) flat
+        # arrays: a 2-D gather or a broadcast costs several µs per call on a few hundred tags
+        th = self._thr_rows[tag].view(np.float64)
+        # an invalid sample compares as NaN: no limit sets or clears on it
+        sv = np.repeat(np.where(ok, v, np.nan), 8)
+        sv *= self._sign8(tag.size)
+        cmp = np.less_equal(sv, th).reshape(-1, 8)
+        self._step(tag, t, v, cmp, now, out)
+
+    def _sign8(self, n: int) -> np.ndarray:
+        """_SIGN8 repeated ``n`` times (a view of a scratch array grown to the largest ``n``)."""
+        if self._signs.size < 8 * n:
+            self._signs = np.tile(_SIGN8, n)
+        return self._signs[: 8 * n]
 
     def _step(
-        self,
-        tag: np.ndarray,
-        t: np.ndarray,
-        v: np.ndarray,
-        setc: np.ndarray,
-        clr: np.ndarray,
-        now: int,
-        out: EdgeParts,
+        self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, cmp: np.ndarray, now: int, out: EdgeParts
     ) -> None:
-        """Slots.step for the four slots of each of ``tag`` (unique), on ``(tags, 4)`` arrays.
+        """Slots.step for the four slots of each of ``tag`` (unique); ``cmp`` per tag: the four
+        set conditions, then the four clear conditions.
 
         The same transition, written for the limits' batch: a few hundred live tags, where
-        every numpy call costs its fixed 1-4 µs whatever the size, so it does in ~50 calls
-        (everything firing) what the general step and its callers' gathers did in ~80. It steps every slot of the rows instead of picking the
-        ones that can change first: a slot with no condition against its state and no deadline
-        running goes through unchanged (its deadlines stay NEVER, nothing fires), and picking
-        cost more calls than it saved. A slot's one running deadline is its on-deadline while
-        idle and its off-deadline while active, so one array ``d`` stands for both here."""
+        every numpy call costs its fixed 1-4 µs whatever the size. It steps every slot of the
+        rows instead of picking the ones that can change first: a slot with no condition
+        against its state and no deadline running goes through unchanged (its deadlines stay
+        NEVER, nothing fires). A slot's one running deadline is its on-deadline while idle and
+        its off-deadline while active, so one array ``d`` stands for both here. Slots are flat
+        (tag-major, 4 per tag): position p is column p & 3 of live tag p >> 2."""
         s = self.slots
-        idx = tag[:, None] * 4 + self.cols
-        act = s.active[idx]
-        r = np.take(self.rec, tag, axis=0)
-        d0 = np.where(act, r[:, :, 1], r[:, :, 0])
-        won = setc & ~act
-        chg = np.where(act, clr, setc)  # won | (clr & act): a condition against the state
-        # no condition against the state: a running deadline stops (NEVER, which never fires)
-        d = np.where(chg, np.where(d0 == NEVER, np.where(act, r[:, :, 3], r[:, :, 2]) + now, d0), NEVER)
-        fired = now >= d
-        d[fired] = NEVER
-        s.due_on[idx] = np.where(act, NEVER, d)
-        s.due_off[idx] = np.where(act, d, NEVER)
+        busy = s.active.view(np.uint32)[tag]  # a tag's four bools as one uint32: one gather
+        act4 = busy.view(np.bool_).reshape(-1, 4)
+        act = act4.reshape(-1)
+        rows = self._rec_rows[tag]
+        r = rows.view(np.int64).reshape(-1, 4)  # per slot: due_on, due_off, on_us, off_us
+        chg = np.where(act4, cmp[:, 4:], cmp[:, :4]).reshape(-1)  # a condition against the state
+        d0 = np.where(act, r[:, 1], r[:, 0])
+        idle0 = d0 == NEVER
+        d = np.where(act, r[:, 3], r[:, 2])
+        d += now
+        np.copyto(d, d0, where=~idle0)  # a running deadline keeps its time
+        np.copyto(d, NEVER, where=~chg)  # no condition against the state: the deadline stops
+        fired = d <= now
+        np.copyto(d, NEVER, where=fired)
+        r[:, 0] = np.where(act, NEVER, d)
+        r[:, 1] = np.where(act, d, NEVER)
+        self._rec_rows[tag] = rows
+        # the slots with a condition, as slot indexes: the running, started and fired are among them
+        p = np.flatnonzero(chg)
+        if p.size == 0:
+            self.engaged[tag] = busy != 0
+            return
         running = d != NEVER
-        # np.count_nonzero, integer indices and a bool-row view rather than .any(), boolean
-        # masks on broadcasts and any(axis=1): those go through Python-level wrappers that
-        # cost several µs each on arrays this small
-        started = running & (d0 == NEVER)
+        row = p >> 2
+        slot = tag[row] * 4
+        slot += p & 3
+        vr = v[row]
+        s.last[slot] = vr
+        started = (running & idle0)[p]
         if np.count_nonzero(started):
-            s.watch(idx[started], int(d.min()))
-        if np.count_nonzero(chg):
-            row, col = np.nonzero(chg)
-            s.last[idx[row, col]] = v[row]
-        if np.count_nonzero(fired):
-            row, col = np.nonzero(fired)
-            f = idx[row, col]
-            ts = t[row]
-            went = won[row, col]
-            s.active[f] = went
-            s.since[f[went]] = ts[went]
-            out.append((s.rule[f], went, ts, v[row], s.lim[f], s.sev[f]))
+            s.listed(slot[started], d[p[started]])
+        f = np.flatnonzero(fired[p])
+        if f.size:
+            fs, fr = slot[f], row[f]
+            went = ~act[p[f]]  # fired with a condition against the state: idle ones went active
+            s.active[fs] = went
+            ts = t[fr]
+            s.since[fs[went]] = ts[went]
+            out.append((s.rule[fs], went, ts, vr[f], s.lim[fs], s.sev[fs]))
             act ^= fired
-        act |= running  # busy: active or a deadline running; a tag's four bools as one uint32
-        self.engaged[tag] = act.view(np.uint32)[:, 0] != 0
+        act |= running  # busy: active or a deadline running
+        self.engaged[tag] = busy != 0
 
     def refresh(self) -> None:
         s = self.slots
@@ -381,13 +398,13 @@ class QuietBand:
         self.row_lo[:] = self.idle_lo
 
     @staticmethod
-    def live(v: np.ndarray, good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Positions of the samples some rule must see: samples ``v`` of good quality ``good``,
+    def live(v: np.ndarray, bad: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Positions of the samples some rule must see: samples ``v``, invalid where ``bad``,
         with their tags' ``lo``/``hi`` as in the tag rows (so busy tags have an empty band)."""
-        quiet = np.greater(v, lo)
-        quiet &= np.less(v, hi)
-        quiet &= good  # NaN is outside every band already
-        return np.flatnonzero(~quiet)
+        seen = np.less_equal(v, lo)
+        seen |= np.greater_equal(v, hi)
+        seen |= bad  # NaN, outside every band, is bad already
+        return np.flatnonzero(seen)
 
     def settle(self, tag: np.ndarray) -> None:
         """Recompute whether the tags whose rules just ran are busy (their row band)."""

@@ -151,6 +151,13 @@ class Slots:
             self.pending_due.append(np.minimum(self.due_on[idx], self.due_off[idx]))
         self.next_due = min(self.next_due, due)
 
+    def listed(self, idx: np.ndarray, due: np.ndarray) -> None:
+        """As ``watch``, from a caller that has the started deadlines ``due`` (per ``idx``) at hand."""
+        if not self.stale:
+            self.pending.append(idx)
+            self.pending_due.append(due)
+        self.next_due = min(self.next_due, int(due.min()))
+
     def fire(self, now: int, out: EdgeParts, hold: np.ndarray | None = None) -> None:
         """Timer phase: every running deadline ``<= now`` flips at ``now``, except an on-deadline
         of a slot in ``hold`` (per slot), which stays expired for ``step`` to fire."""
@@ -180,11 +187,12 @@ class Slots:
             wait = hold[f] & (self.due_on[f] <= now)
             held, f = f[wait], f[~wait]
         if f.size:
-            went_on = self.due_on[f] <= now
+            # an idle slot's running deadline is its on-deadline, an active one's its off-deadline
+            went_on = ~self.active[f]
             if self.stale:
                 g = f[went_on]
                 self.last[g] = (now - self.aux_ts[g]) / 1e6
-            self.active[f] = ~self.active[f]
+            self.active[f] = went_on
             self.due_on[f] = NEVER
             self.due_off[f] = NEVER
             self.since[f[went_on]] = now
@@ -192,14 +200,7 @@ class Slots:
                 self.near(f[went_on])
             n = f.size
             out.append(
-                (
-                    self.rule[f],
-                    self.active[f],
-                    np.full(n, now, np.int64),
-                    self.last[f],
-                    self.lim[f],
-                    self.sev[f],
-                )
+                (self.rule[f], went_on, np.full(n, now, np.int64), self.last[f], self.lim[f], self.sev[f])
             )
         if self.stale:
             self.schedule()
