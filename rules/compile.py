@@ -113,28 +113,13 @@ _GAS_NAMES = {
 
 
 class _Builder:
-    """The rule table, built column by column (one list per RuleSet column)."""
+    """The rule table: one tuple per rule, in ``_COLUMNS`` order."""
 
     def __init__(self, plant: Plant, registry: TagRegistry) -> None:
         self.plant, self.registry = plant, registry
         self.devices: dict[str, OpcUaDevice | ModbusDevice] = {d.id: d for d in plant.devices()}
         self.ahead_s = plant.settings.rules.max_clock_ahead_s
-        self.keys: list[str] = []
-        self.descriptions: list[str] = []
-        self.subjects: list[str] = []
-        self.kind: list[int] = []
-        self.tag_: list[int] = []
-        self.tag2: list[int] = []
-        self.set_at: list[float] = []
-        self.clear_at: list[float] = []
-        self.limit: list[float] = []
-        self.on_us: list[int] = []
-        self.off_us: list[int] = []
-        self.window_us: list[int] = []
-        self.band: list[float] = []
-        self.params: list[Any] = []
-        self.severity: list[int] = []
-        self.latched: list[bool] = []
+        self.rows: list[tuple[Any, ...]] = []
 
     def add(
         self,
@@ -155,23 +140,27 @@ class _Builder:
         severity: Severity | None = None,
         latched: bool = False,
     ) -> int:
-        self.keys.append(subject + _KEY_SUFFIX[kind])
-        self.descriptions.append(subject + _DESCRIBED[kind] + text)
-        self.subjects.append(subject)
-        self.kind.append(kind)
-        self.tag_.append(tag)
-        self.tag2.append(tag2)
-        self.set_at.append(set_at)
-        self.clear_at.append(clear_at)
-        self.limit.append(limit)
-        self.on_us.append(on_us)
-        self.off_us.append(off_us)
-        self.window_us.append(window_us)
-        self.band.append(band)
-        self.params.append(params)
-        self.severity.append(_SEVERITY.get(kind, Severity.MEDIUM) if severity is None else severity)
-        self.latched.append(latched)
-        return len(self.keys) - 1
+        self.rows.append(
+            (
+                subject + _KEY_SUFFIX[kind],
+                subject + _DESCRIBED[kind] + text,
+                subject,
+                kind,
+                tag,
+                tag2,
+                set_at,
+                clear_at,
+                limit,
+                on_us,
+                off_us,
+                window_us,
+                band,
+                params,
+                _SEVERITY.get(kind, Severity.MEDIUM) if severity is None else severity,
+                latched,
+            )
+        )
+        return len(self.rows) - 1
 
     def ref(self, tag: Tag, ref: str) -> int:
         try:
@@ -339,8 +328,35 @@ def compile_rules(plant: Plant, registry: TagRegistry | None = None) -> RuleSet:
     return _assemble(b, registry, table, _us(plant.settings.rules.max_clock_ahead_s))
 
 
+# The RuleSet columns a _Builder row holds, in order, with their dtypes (None: a tuple of str).
+_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("keys", None),
+    ("descriptions", None),
+    ("subjects", None),
+    ("kind", np.uint8),
+    ("tag", np.int64),
+    ("tag2", np.int64),
+    ("set_at", np.float64),
+    ("clear_at", np.float64),
+    ("limit", np.float64),
+    ("on_us", np.int64),
+    ("off_us", np.int64),
+    ("window_us", np.int64),
+    ("band", np.float64),
+    ("params", np.float64),
+    ("severity", np.uint8),
+    ("latched", bool),
+)
+
+
 def _assemble(b: _Builder, registry: TagRegistry, table: dict[str, list[Any]], ahead_us: int) -> RuleSet:
-    keys = b.keys
+    columns = list(zip(*b.rows, strict=True)) if b.rows else [()] * len(_COLUMNS)
+    cols: dict[str, Any] = {
+        name: values if dtype is None else np.array(values, dtype)
+        for (name, dtype), values in zip(_COLUMNS, columns, strict=True)
+    }
+    cols["params"] = cols["params"].reshape(-1, 4)
+    keys = cols["keys"]
     if len(set(keys)) != len(keys):
         dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
         raise RuleError(f"duplicate rule keys: {', '.join(dupes)}")
@@ -362,24 +378,4 @@ def _assemble(b: _Builder, registry: TagRegistry, table: dict[str, list[Any]], a
         in_invert=np.array([x[3] for x in inputs], bool),
         in_bypass=np.array([x[4] for x in inputs], np.int64),
     )
-    return RuleSet(
-        keys=tuple(keys),
-        descriptions=tuple(b.descriptions),
-        subjects=tuple(b.subjects),
-        kind=np.array(b.kind, np.uint8),
-        tag=np.array(b.tag_, np.int64),
-        tag2=np.array(b.tag2, np.int64),
-        set_at=np.array(b.set_at, np.float64),
-        clear_at=np.array(b.clear_at, np.float64),
-        limit=np.array(b.limit, np.float64),
-        on_us=np.array(b.on_us, np.int64),
-        off_us=np.array(b.off_us, np.int64),
-        window_us=np.array(b.window_us, np.int64),
-        band=np.array(b.band, np.float64),
-        params=np.array(b.params, np.float64).reshape(-1, 4),
-        severity=np.array(b.severity, np.uint8),
-        latched=np.array(b.latched, bool),
-        tag_keys=registry.keys,
-        interlocks=interlocks,
-        ahead_us=ahead_us,
-    )
+    return RuleSet(**cols, tag_keys=registry.keys, interlocks=interlocks, ahead_us=ahead_us)
