@@ -4,7 +4,7 @@ Validation (``core.plant``) runs once. Every problem is collected and raised tog
 ConfigError, each at its file:line: the structural ones, then the cross-reference rules
 (``core.plant_checks``), which also run when validation failed so that one typo never hides
 another problem. A plant that passes is resolved on the validated model: each tag's key,
-gas detector levels (``core.gas_levels``), and the default deadbands and delays
+gas detector levels (``core.gas_limits``), and the default deadbands and delays
 (``core.alarm_defaults``).
 """
 
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from core.alarm_defaults import deadband, off_delay_s, on_delay_s
 from core.errors import ConfigError, ConfigIssue
 from core.gas_levels import GasReference, load_reference, resolve_gas
-from core.plant import Detector, Limits, Plant, Tag, TagKind, normalise
+from core.plant import Detector, GasSpec, Limits, Plant, Tag, TagKind, normalise
 from core.plant_checks import check_plant
 from core.yaml_loader import Loaded, PathKey, SourceMap, format_path
 
@@ -89,24 +89,32 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
 
 def _resolve(plant: Plant, ref: GasReference) -> Plant:
     """The plant with every tag's key and effective limits filled in (copies: models are frozen)."""
+    gas_limits: dict[tuple[GasSpec, str | None], Limits] = {}  # a province has few distinct detector specs
     enterprises = []
     for ent in plant.enterprises:
         sources = [
-            hs.model_copy(update={"tags": [_resolve_tag(ent.code, tag, ref) for tag in hs.tags]})
+            hs.model_copy(update={"tags": [_resolve_tag(ent.code, tag, ref, gas_limits) for tag in hs.tags]})
             for hs in ent.hazard_sources
         ]
         enterprises.append(ent.model_copy(update={"hazard_sources": sources}))
     return plant.model_copy(update={"enterprises": enterprises})
 
 
-def _resolve_tag(enterprise: str, tag: Tag, ref: GasReference) -> Tag:
+def _resolve_tag(
+    enterprise: str, tag: Tag, ref: GasReference, gas_limits: dict[tuple[GasSpec, str | None], Limits]
+) -> Tag:
     update: dict[str, Any] = {"key": f"{enterprise}.{tag.equipment}.{tag.code}"}
     if tag.kind == TagKind.GAS and tag.gas is not None:
-        levels = resolve_gas(tag.gas.model_dump(exclude_unset=True), tag.unit, ref, lambda p, m: None)
-        assert levels is not None  # check_plant reported every detector it could not resolve
-        detector, l1, l2 = levels
-        limits = {"l": l1, "h": l2} if detector == Detector.OXYGEN else {"h": l1, "hh": l2}
-        update["limits"] = Limits(**limits, deadband=0.0, on_delay_s=0.0, off_delay_s=0.0, latched=True)
+        # frozen models compare by value: equal specs in the same unit share their limits
+        limits = gas_limits.get((tag.gas, tag.unit))
+        if limits is None:
+            levels = resolve_gas(tag.gas.model_dump(exclude_unset=True), tag.unit, ref, lambda p, m: None)
+            assert levels is not None  # check_plant reported every detector it could not resolve
+            detector, l1, l2 = levels
+            given = {"l": l1, "h": l2} if detector == Detector.OXYGEN else {"h": l1, "hh": l2}
+            limits = Limits(**given, deadband=0.0, on_delay_s=0.0, off_delay_s=0.0, latched=True)
+            gas_limits[(tag.gas, tag.unit)] = limits
+        update["limits"] = limits
     elif tag.limits is not None:
         lim = tag.limits
         update["limits"] = lim.model_copy(
