@@ -26,7 +26,7 @@ K = RuleKind
 US_PER_MIN = 60_000_000
 ROC_GRAIN = 20  # as rules/reference.py: ROC keeps at most one sample per window / ROC_GRAIN
 _SIGN = np.array([1.0, 1.0, -1.0, -1.0])  # LimitFamily columns: LOW, LOW, HIGH, HIGH
-_SIGN8 = np.concatenate((_SIGN, -_SIGN))  # LimitFamily.thr columns: set (sign), clear (-sign)
+_SIGN8 = np.stack((_SIGN, -_SIGN), axis=1).reshape(-1)  # LimitFamily.thr: per slot set, clear
 CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE, K.CLOCK_AHEAD)
 
 
@@ -55,13 +55,14 @@ class LimitFamily:
         # set_at and clears at sign * v > sign * clear_at, that is -sign * v <= -above(sign *
         # clear_at) with above() the next float up (nothing lies between; +inf, which nothing
         # exceeds, becomes NaN, which nothing reaches). The sample, times _SIGN8, is compared
-        # with the row in one call: columns 0-3 set, 4-7 clear. Negation is exact.
+        # with the row in one call: per slot its set, then its clear threshold (column 2 * slot
+        # + active is the condition against its state). Negation is exact.
         up = self.clear_at * _SIGN
         with np.errstate(invalid="ignore"):
             up = np.where(up == np.inf, np.nan, np.nextafter(up, np.inf))
-        self.thr = np.concatenate((self.set_at * _SIGN, -up), axis=1)
+        self.thr = np.stack((self.set_at * _SIGN, -up), axis=2).reshape(n_tags, 8)
         self._thr_rows = self.thr.view(np.dtype((np.void, 64))).reshape(n_tags)  # 1-D: fast gather
-        self._signs = np.empty(0)  # _SIGN8 repeated, grown to the most live tags seen
+        self._signs, self._evens = np.empty(0), np.empty(0, np.int64)  # _scratch
         self.engaged = np.zeros(n_tags, bool)  # any slot of the tag active or with a deadline
         # the least extreme limit on each side: a value beyond it hits some limit
         with np.errstate(invalid="ignore"):
@@ -85,22 +86,31 @@ class LimitFamily:
         # arrays: a 2-D gather or a broadcast costs several µs per call on a few hundred tags
         th = self._thr_rows[tag].view(np.float64)
         # an invalid sample compares as NaN: no limit sets or clears on it
-        sv = np.repeat(np.where(ok, v, np.nan), 8)
-        sv *= self._sign8(tag.size)
-        cmp = np.less_equal(sv, th).reshape(-1, 8)
-        self._step(tag, t, v, cmp, now, out)
+        sv = np.repeat(v if np.count_nonzero(ok) == ok.size else np.where(ok, v, np.nan), 8)
+        signs, evens = self._scratch(tag.size)
+        sv *= signs
+        self._step(tag, t, v, np.less_equal(sv, th), evens, now, out)
 
-    def _sign8(self, n: int) -> np.ndarray:
-        """_SIGN8 repeated ``n`` times (a view of a scratch array grown to the largest ``n``)."""
+    def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """For ``n`` live tags: _SIGN8 repeated ``n`` times, and 0, 2, 4, ... (one per slot);
+        views of arrays grown to the largest ``n`` seen."""
         if self._signs.size < 8 * n:
             self._signs = np.tile(_SIGN8, n)
-        return self._signs[: 8 * n]
+            self._evens = np.arange(0, 8 * n, 2)
+        return self._signs[: 8 * n], self._evens[: 4 * n]
 
     def _step(
-        self, tag: np.ndarray, t: np.ndarray, v: np.ndarray, cmp: np.ndarray, now: int, out: EdgeParts
+        self,
+        tag: np.ndarray,
+        t: np.ndarray,
+        v: np.ndarray,
+        cmp: np.ndarray,
+        evens: np.ndarray,
+        now: int,
+        out: EdgeParts,
     ) -> None:
-        """Slots.step for the four slots of each of ``tag`` (unique); ``cmp`` per tag: the four
-        set conditions, then the four clear conditions.
+        """Slots.step for the four slots of each of ``tag`` (unique); ``cmp`` per slot: its set,
+        then its clear condition; ``evens``: 0, 2, 4, ... one per slot.
 
         The same transition, written for the limits' batch: a few hundred live tags, where
         every numpy call costs its fixed 1-4 µs whatever the size. It steps every slot of the
@@ -111,11 +121,10 @@ class LimitFamily:
         (tag-major, 4 per tag): position p is column p & 3 of live tag p >> 2."""
         s = self.slots
         busy = s.active.view(np.uint32)[tag]  # a tag's four bools as one uint32: one gather
-        act4 = busy.view(np.bool_).reshape(-1, 4)
-        act = act4.reshape(-1)
+        act = busy.view(np.bool_)
         rows = self._rec_rows[tag]
         r = rows.view(np.int64).reshape(-1, 4)  # per slot: due_on, due_off, on_us, off_us
-        chg = np.where(act4, cmp[:, 4:], cmp[:, :4]).reshape(-1)  # a condition against the state
+        chg = cmp[evens + act]  # a condition against the state: set while idle, clear while active
         d0 = np.where(act, r[:, 1], r[:, 0])
         idle0 = d0 == NEVER
         d = np.where(act, r[:, 3], r[:, 2])

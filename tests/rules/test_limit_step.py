@@ -78,8 +78,8 @@ def test_an_infinite_deadband_never_clears_and_infinite_samples_compare_exactly(
 
 
 def test_live_tags_growing_and_shrinking_between_batches_reuse_the_scratch_arrays() -> None:
-    """The step's scratch array (signs per live tag) grows to the most live tags seen and is
-    sliced for fewer: batches of 1, 300, 2, 0, 150 and 400 live tags, spikes and bad quality
+    """The step's scratch arrays (signs and slot offsets per live tag) grow to the most live
+    tags seen and are sliced for fewer: batches of 1, 300, 2, 0, 150 and 400 live tags, spikes and bad quality
     in between, against the reference."""
     rules = _rules(400, (10.0, 20.0, 80.0, 90.0), (11.0, 21.0, 79.0, 89.0))
     rng = np.random.default_rng(5)
@@ -91,7 +91,7 @@ def test_live_tags_growing_and_shrinking_between_batches_reuse_the_scratch_array
         quality = np.where(rng.random(400) < 0.02, BAD, GOOD)
         batches.append(_batch(tags.tolist(), value.tolist(), 7 * step, quality.tolist()))
     vec = _same(rules, batches)
-    assert vec.limits._signs.size == 8 * 400
+    assert vec.limits._signs.size == 8 * 400 and vec.limits._evens.size == 4 * 400
 
 
 def test_edges_come_out_by_rule_in_the_edges_dtypes() -> None:
