@@ -405,8 +405,12 @@ class _Walk:
             if type(value) is yaml.ScalarEvent and value.tag is None and value.anchor is None:
                 # most values: a plain or quoted scalar, whose line is its key's (node() inlined)
                 self.pos += 1
+                text, implicit = value.value, value.implicit
                 try:
-                    out[key] = v = _scalar_value(None, value.value, value.implicit)
+                    if not implicit[0] or (text and _PATTERN_FIRST and text[0] not in _PATTERN_FIRST):
+                        out[key] = v = text  # _scalar_value's string case, inlined
+                    else:
+                        out[key] = v = _constructed(None, text, implicit)
                 except ValueError:
                     self.pos -= 1  # node() reports it
                 else:
@@ -484,14 +488,31 @@ class _Walk:
 
 
 _RESOLVER = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+# The first characters PyYAML's resolver tries a pattern for (a plain scalar starting with any
+# other character is a string); empty when some pattern applies to every first character.
+_PATTERN_FIRST = (
+    frozenset() if None in _RESOLVER.yaml_implicit_resolvers else frozenset(_RESOLVER.yaml_implicit_resolvers)
+)
+
+
+def _scalar_value(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:
+    """A scalar as ``yaml.safe_load`` reads it: PyYAML's resolver picks the tag, its
+    SafeConstructor builds the value (a str, number, bool, None, date or bytes: immutable).
+    A province's names, codes and node ids are each written once: a string the resolver would
+    not even try a pattern on (quoted, or plain with a first character no pattern starts
+    with) is its text, without a cache entry."""
+    if tag is None and (not implicit[0] or (text and _PATTERN_FIRST and text[0] not in _PATTERN_FIRST)):
+        return text
+    return _constructed(tag, text, implicit)
 
 
 @functools.lru_cache(maxsize=1 << 18)
-def _scalar_value(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:
-    """A scalar as ``yaml.safe_load`` reads it: PyYAML's resolver picks the tag, its
-    SafeConstructor builds the value (a str, number, bool, None, date or bytes: immutable)."""
+def _constructed(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:
     if tag is None or tag == "!":
         tag = _RESOLVER.resolve(yaml.ScalarNode, text, implicit)
+    if tag == _STR_TAG:
+        return text
     node = yaml.ScalarNode(tag, text)
     return yaml.constructor.SafeConstructor().construct_object(node)
 

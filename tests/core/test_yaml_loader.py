@@ -60,6 +60,29 @@ folded: >
   text
 after: 7
 """,
+    "strings_and_lookalikes": """
+plain: V101 LT-0001
+chinese: 储罐区 液位
+node: s=V01.LT-0001
+yes_word: Yes
+no_word: NO
+on_word: on
+off_word: Off
+null_word: NULL
+tilde: ~
+half: .5
+neg: -1
+pos: +1
+octal: 0o17
+sexagesimal: 1:20
+date_like: 2024-05-01 10:00:00
+quoted_number: "12"
+quoted_bool: 'true'
+non_specific: ! 12
+bang_text: '!x'
+empty_plain:
+list: [a, 1, "1", null, Null, b c]
+""",
     "no_document": "# only a comment\n",
     "empty_document": "---\n",
 }
