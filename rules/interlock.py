@@ -93,6 +93,7 @@ class InterlockFamily:
         self.fe = np.zeros(n, np.uint8)  # final element: FE_VALID | FE_SAFE
         self.mark_ref = np.zeros(m + n, bool)
         self.mark_il, self.mark_sel = np.zeros(n, bool), np.zeros(n, bool)
+        self.no_action = np.arange(n) * N_OUT + 1  # the NO_ACTION slots
 
     def __len__(self) -> int:
         return len(self.il)
@@ -226,10 +227,13 @@ class InterlockFamily:
         s = self.slots
         if now < s.next_due:
             return
-        hold = np.zeros(len(s), bool)
-        no_action = np.arange(len(self)) * N_OUT + 1
-        hold[no_action] = ~valid[self.il.fe_tag]
+        fe_tag = self.il.fe_tag
+
+        def hold(slot: np.ndarray) -> np.ndarray:  # asked about the expired slots only
+            return (slot % N_OUT == 1) & ~valid[fe_tag[slot // N_OUT]]
+
         s.fire(now, out, hold)
+        no_action = self.no_action
         s.aux_v[no_action[s.active[no_action]]] = np.nan  # raised: the response check is over
 
     def status(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray) -> list[InterlockStatus]:

@@ -12,6 +12,7 @@ and fires on the first step without hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -158,9 +159,10 @@ class Slots:
             self.pending_due.append(due)
         self.next_due = min(self.next_due, int(due.min()))
 
-    def fire(self, now: int, out: EdgeParts, hold: np.ndarray | None = None) -> None:
+    def fire(self, now: int, out: EdgeParts, hold: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         """Timer phase: every running deadline ``<= now`` flips at ``now``, except an on-deadline
-        of a slot in ``hold`` (per slot), which stays expired for ``step`` to fire."""
+        of a slot that ``hold`` (slots -> bool per slot, asked only about expired ones) holds,
+        which stays expired for ``step`` to fire."""
         if now < self.next_due:
             return
         later = later_due = None  # listed entries not due yet by their listed deadline
@@ -184,7 +186,7 @@ class Slots:
         )  # a slot can be listed twice
         held = None
         if hold is not None and f.size:
-            wait = hold[f] & (self.due_on[f] <= now)
+            wait = hold(f) & (self.due_on[f] <= now)
             held, f = f[wait], f[~wait]
         if f.size:
             # an idle slot's running deadline is its on-deadline, an active one's its off-deadline
