@@ -180,7 +180,7 @@ class RuleEngine:
             np.copyto(old["held"], v, where=~bad)
         else:  # the usual batch: a plain copy, not a masked one
             old["held"] = v
-        np.put(self._tab, tag, old)
+        np.put(self._tab, tag, old, mode="wrap")  # tags checked against the registry: no bound checks
         live = self.quiet.live(v, bad, old["lo"], old["hi"])
         return live, ~bad[live]
 
