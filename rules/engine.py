@@ -79,6 +79,7 @@ class RuleEngine:
         tab = self._tab
         self.value, self.quality, self.ts, self.held = tab["value"], tab["quality"], tab["ts"], tab["held"]
         self.valid = tab["valid"]
+        self._newest: int = UNSEEN  # at least every tag's ts (set with them)
         self._set_tags(initial_tag_state(rules.n_tags))
         self._touched = np.zeros(rules.n_tags, bool)
         self._pos = np.arange(0, dtype=np.int32)  # 0..n-1, grown to the largest batch seen
@@ -127,7 +128,8 @@ class RuleEngine:
                 raise BatchError(f"RuleEngine: tag index outside the registry (0..{self.rules.n_tags - 1})")
             tags = batch.tag.astype(np.int64)
             limit = now_us + self.rules.ahead_us
-            any_over = bool(len(batch) and batch.ts.max() > limit)
+            ts_max = int(batch.ts.max()) if len(batch) else UNSEEN
+            any_over = ts_max > limit
             over = batch.ts > limit if any_over else None
             if self._ahead is not None and tags.size:
                 self._ahead.ahead(tags, batch.ts, now_us, limit, any_over, out)
@@ -136,12 +138,14 @@ class RuleEngine:
                 keep = ~over
                 batch = ReadingBatch(batch.tag[keep], batch.ts[keep], batch.value[keep], batch.quality[keep])
                 tags = tags[keep]
+                ts_max = int(batch.ts.max()) if len(batch) else UNSEEN
             if self._stale is not None and tags.size:
                 self._stale.arrive(tags, now_us, out)
             dirty = self._all_dirty
             if dirty:  # codes consistent with the tag state before the batch
                 self.interlocks.recount(self.value, self.valid, self.held)
             rows = self._accepted(tags, batch)
+            self._newest = max(self._newest, ts_max)
             late = None  # cross-tag rows whose rules run after the samples (one ts)
             if rows is not None:
                 late, wrote = self._cross_groups(rows, now_us, out)
@@ -302,19 +306,22 @@ class RuleEngine:
             old = np.take(self._tab, tag)
             unique = np.count_nonzero(old["mark"] == cached) == n  # count_nonzero: .all() costs 3x
         pos = cached if unique and cached is not None else np.arange(n)
+        # no tag holds a sample newer than _newest: a batch none older than it keeps every
+        # sample without reading the tags' ts (the usual poll)
+        in_order = int(ts.min()) >= self._newest
         if unique:
             if old is None:
                 old = np.take(self._tab, tag)
-            keep = ts >= old["ts"]
+            keep = None if in_order else ts >= old["ts"]
         else:
             old = None
             order = np.lexsort((ts, tag))
             tag, ts, value, quality, pos = tag[order], ts[order], value[order], quality[order], pos[order]
-            keep = ts >= self.ts[tag]
-        if np.count_nonzero(keep) < keep.size:
+            keep = None if in_order else ts >= self.ts[tag]
+        if keep is not None and np.count_nonzero(keep) < keep.size:
             # a comm-failure marker is never out of order, and real data always replaces one
             keep |= (quality == COMM_FAILURE) | (np.take(self.quality, tag) == COMM_FAILURE)
-        if np.count_nonzero(keep) < keep.size:
+        if keep is not None and np.count_nonzero(keep) < keep.size:
             if not unique:  # once a sample of a tag is accepted, its later samples are too
                 i = np.arange(tag.size)
                 first = np.ones(tag.size, bool)
@@ -420,6 +427,8 @@ class RuleEngine:
     def _set_tags(self, tags: tuple[np.ndarray, ...]) -> None:
         """Tag state from (value, quality, ts, held) columns, into the engine's own arrays."""
         self.value[:], self.quality[:], self.ts[:], self.held[:] = tags
+        # at least every tag's ts (only lowered by anything but the accepted samples)
+        self._newest = int(self.ts.max(initial=UNSEEN))
 
 
 _SHOWS_TAG_VALUE = LIMIT_KINDS | {RuleKind.OUT_OF_RANGE, RuleKind.STATE, RuleKind.BAD_QUALITY}

@@ -190,3 +190,29 @@ def test_listed_deadlines_fire_as_the_reference(compact: int, monkeypatch: pytes
         for dt in (1_000_000, 2_500_000):
             assert vec.tick(now + dt).equals(ref.tick(now + dt)), f"tick {step} +{dt}"
     assert not vec.snapshot().differences(ref.snapshot())
+
+
+def test_a_sample_older_than_its_tags_newest_is_dropped_after_in_order_batches_and_a_restore() -> None:
+    """A batch none older than the newest ts the engine holds keeps every sample without
+    reading the tags' ts; an older sample later on (T1 at 5 s after 8 s), and one older than
+    the state a fresh engine restored (T2), must still be dropped, as the reference does."""
+    rules = _limits_rules(4, (10.0, 20.0, 80.0, 90.0), deadband=1.0)
+    vec, ref = RuleEngine(rules), ReferenceEngine(rules)
+    script = [
+        _one([0, 1, 2, 3], [50.0] * 4, 8),
+        _one([0, 3], [50.0, 50.0], 9),
+        _one([1], [95.0], 5),  # older than T1's 8 s: dropped, no H
+        _one([3], [5.0], 9),  # as old as T3's newest: kept, L and LL at once (odd tag)
+    ]
+    for b in script:
+        now = int(b.ts.max())
+        assert vec.evaluate(b, now).equals(ref.evaluate(b, now))
+    assert sorted(rules.keys[c.rule] for c in vec.active()) == ["T3:L", "T3:LL"]
+    vec2, ref2 = RuleEngine(rules), ReferenceEngine(rules)
+    vec2.restore(vec.snapshot())
+    ref2.restore(ref.snapshot())
+    for b in (_one([2], [95.0], 7), _one([1], [95.0], 10)):  # T2 at 7 s < 8 s: dropped
+        now = T0 + 10_000_000
+        assert vec2.evaluate(b, now).equals(ref2.evaluate(b, now))
+    assert sorted(rules.keys[c.rule] for c in vec2.active()) == ["T1:H", "T1:HH", "T3:L", "T3:LL"]
+    assert not vec2.snapshot().differences(ref2.snapshot())
