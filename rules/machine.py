@@ -25,6 +25,7 @@ __all__ = ["EdgeParts", "Slots", "unique_sorted"]
 
 EdgeParts = list[tuple[np.ndarray, ...]]  # (rule, active, ts, value, limit, severity) columns
 _COMPACT = 4096  # Slots.fire: listed deadlines past which every one is checked and duplicates go
+_CHUNKS = 64  # ... and chunks of them (one per listing, so a long delay leaves many)
 
 
 def unique_sorted(a: np.ndarray) -> np.ndarray:
@@ -64,13 +65,14 @@ class Slots:
         self.frozen = kinds == {RuleKind.FROZEN}
         self.stale = kinds == {RuleKind.STALE}
         self.next_due = NEVER
-        # Slots whose deadline may run (a superset; checked when due). STALE scans densely:
-        # every sample restarts its deadline, so a list would only grow.
+        # Slots whose deadline may run (a superset; checked when due), in chunks as listed.
+        # STALE scans densely: every sample restarts its deadline, so a list would only grow.
         self.pending: list[np.ndarray] = []
-        # per entry of ``pending``, each slot's deadline when it was listed: fire gathers the
-        # live deadlines of only the entries due by then, not of every listed slot (random
-        # reads over the whole state, most of them of deadlines still running or cancelled)
-        self.pending_due: list[np.ndarray] = []
+        # per chunk of ``pending``, the earliest deadline its slots had when listed: fire reads
+        # the live deadlines of only the chunks due by then, and leaves the others untouched
+        # (no pass over every listed slot; random reads over the whole state, most of them of
+        # deadlines still running or cancelled)
+        self.pending_min: list[int] = []
 
     def __len__(self) -> int:
         return len(self.rule)
@@ -147,17 +149,18 @@ class Slots:
 
     def watch(self, idx: np.ndarray, due: int) -> None:
         """Deadlines were started at ``idx`` (the earliest at ``due``)."""
-        if not self.stale:
+        if not self.stale and idx.size:
             self.pending.append(idx)
-            self.pending_due.append(np.minimum(self.due_on[idx], self.due_off[idx]))
+            self.pending_min.append(int(np.minimum(self.due_on[idx], self.due_off[idx]).min()))
         self.next_due = min(self.next_due, due)
 
     def listed(self, idx: np.ndarray, due: np.ndarray) -> None:
         """As ``watch``, from a caller that has the started deadlines ``due`` (per ``idx``) at hand."""
+        first = int(due.min())
         if not self.stale:
             self.pending.append(idx)
-            self.pending_due.append(due)
-        self.next_due = min(self.next_due, int(due.min()))
+            self.pending_min.append(first)
+        self.next_due = min(self.next_due, first)
 
     def fire(self, now: int, out: EdgeParts, hold: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         """Timer phase: every running deadline ``<= now`` flips at ``now``, except an on-deadline
@@ -165,20 +168,23 @@ class Slots:
         which stays expired for ``step`` to fire."""
         if now < self.next_due:
             return
-        later = later_due = None  # listed entries not due yet by their listed deadline
+        later: list[int] = []  # chunks not due yet by their listed deadline
         if self.stale:
             cand = np.flatnonzero(np.minimum(self.due_on, self.due_off) <= now)
         else:
-            cand = np.concatenate(self.pending) if self.pending else np.empty(0, np.int64)
-            listed = np.concatenate(self.pending_due) if self.pending_due else np.empty(0, np.int64)
-            due_now = listed <= now
-            # past _COMPACT listed entries, check them all (as due) and keep one per slot
-            compact = cand.size > _COMPACT
-            if not compact and np.count_nonzero(due_now) < cand.size:
-                later, later_due = cand[~due_now], listed[~due_now]
-                cand = cand[due_now]
-        due = np.minimum(self.due_on[cand], self.due_off[cand])
-        expired = due <= now
+            pending, first = self.pending, self.pending_min
+            # past _COMPACT listed entries or _CHUNKS chunks, check them all (as due) and keep
+            # one per slot
+            compact = len(pending) > _CHUNKS or sum(a.size for a in pending) > _COMPACT
+            due = [] if compact else [i for i, m in enumerate(first) if m <= now]
+            if compact or len(due) == len(pending):
+                due = list(range(len(pending)))
+            else:
+                later = [i for i, m in enumerate(first) if m > now]
+            parts = [pending[i] for i in due]
+            cand = parts[0] if len(parts) == 1 else np.concatenate(parts or [np.empty(0, np.int64)])
+        running = np.minimum(self.due_on[cand], self.due_off[cand])
+        expired = running <= now
         # the usual call in a busy plant (deadlines started, since cancelled) fires nothing:
         # np.count_nonzero first, so that costs a few calls, not the whole phase
         f = (
@@ -207,25 +213,23 @@ class Slots:
         if self.stale:
             self.schedule()
         else:
-            # a listed deadline that moved later without a new listing stays, at its deadline now
+            # a checked deadline still running (not due yet, or moved later without a new
+            # listing) is listed again, at its deadline now
             waiting = ~expired
-            waiting &= due != NEVER
-            left, left_due = [cand[waiting]], [due[waiting]]
-            if compact and left[0].size:
-                order = np.argsort(left[0], kind="stable")
-                slots, dues = left[0][order], left_due[0][order]
-                first = np.ones(slots.size, bool)
-                np.not_equal(slots[1:], slots[:-1], out=first[1:])
-                left, left_due = [slots[first]], [dues[first]]
-            if later is not None and later_due is not None:
-                left.append(later)
-                left_due.append(later_due)
-            self.next_due = int(min((d.min(initial=NEVER) for d in left_due), default=NEVER))
+            waiting &= running != NEVER
+            again = cand[waiting]
+            if compact and again.size:
+                again = unique_sorted(again)
+            left = [pending[i] for i in later]
+            left_min = [first[i] for i in later]
+            if again.size:
+                left.append(again)
+                left_min.append(int(running[waiting].min()))
+            self.next_due = min(left_min, default=NEVER)
             if held is not None and held.size:  # pending, but out of next_due
                 left.append(held)
-                left_due.append(np.minimum(self.due_on[held], self.due_off[held]))
-            self.pending = [a for a in left if a.size]
-            self.pending_due = [d for d in left_due if d.size]
+                left_min.append(int(np.minimum(self.due_on[held], self.due_off[held]).min()))
+            self.pending, self.pending_min = left, left_min
 
     def near(self, idx: np.ndarray) -> None:
         """FROZEN: high severity, and that limit, when the frozen value sits near an alarm limit."""
@@ -246,7 +250,7 @@ class Slots:
         self.next_due = int(due.min(initial=NEVER))
         idx = np.empty(0, np.int64) if self.stale else np.flatnonzero(due != NEVER)
         self.pending = [idx] if idx.size else []
-        self.pending_due = [due[idx]] if idx.size else []
+        self.pending_min = [self.next_due] if idx.size else []
 
     # --- persistence ---------------------------------------------------------------------
 

@@ -163,16 +163,19 @@ def test_tag_outside_the_registry_is_refused(bad: int) -> None:
         engine.evaluate(batch, T0)
 
 
-@pytest.mark.parametrize("compact", [8, 4096])
-def test_listed_deadlines_fire_as_the_reference(compact: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("compact", "chunks"), [(8, 64), (4096, 64), (4096, 2)])
+def test_listed_deadlines_fire_as_the_reference(
+    compact: int, chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deadlines started, cancelled and restarted across batches, fired by ticks between them:
-    Slots.fire reads only the listed entries due by their listed deadline (and, past
-    ``_COMPACT`` entries, checks all and keeps one per slot) and must fire exactly what the
-    reference does."""
+    Slots.fire reads only the chunks of listed entries due by their earliest listed deadline,
+    lists what still runs again (and, past ``_COMPACT`` entries or ``_CHUNKS`` chunks, checks
+    all and keeps one per slot) and must fire exactly what the reference does."""
     import rules.machine
     from bench.rules import synthetic_rules
 
     monkeypatch.setattr(rules.machine, "_COMPACT", compact)
+    monkeypatch.setattr(rules.machine, "_CHUNKS", chunks)
     rs = synthetic_rules(n_tags=300, n_interlocks=20, checks=True, seed=3)
     rng = np.random.default_rng(3)
     vec, ref = RuleEngine(rs), ReferenceEngine(rs)
