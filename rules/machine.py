@@ -4,9 +4,10 @@ A family of rules (limits, one data-quality check, interlock outputs) keeps its 
 arrays indexed by *slot*; ``rule[slot]`` is the rule index (-1 for an empty slot). ``step``
 applies the transition of rules/reference.py to a subset of slots (deadlines on arrival
 time ``now``, edges at the sample time ``t``), ``fire`` runs the timer phase. Invariants: ``due_on`` runs only while idle, ``due_off`` only while active, and
-``next_due`` is never later than the earliest running deadline (so ``fire`` can skip). A
-``hold`` mask (interlocks: NO_ACTION without valid feedback) keeps an expired on-deadline from
-firing; such a slot stays pending (so its family keeps stepping it) but out of ``next_due``,
+``next_due`` is never later than the earliest running deadline (so ``fire`` can skip; a
+slot that fires went active exactly when it was idle). A ``hold`` (interlocks: NO_ACTION
+without valid feedback; a mask for ``step``, a test of the expired slots for ``fire``) keeps
+an expired on-deadline from firing; such a slot stays pending (so its family keeps stepping it) but out of ``next_due``,
 and fires on the first step without hold.
 """
 
