@@ -36,8 +36,8 @@ PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_INCLUDE_DEPTH = 16
 # Included files are read by worker processes when the top-level file includes at least two
-# and they hold this much YAML together (a fork and the data's way back cost ~50 ms; the
-# parse saves about half of 0.1 s per MiB on two cores).
+# and they hold this much YAML together: reading costs about 0.25 s of CPU per MiB, and a
+# fork and the data's way back about 50 ms.
 _PARALLEL_MIN_BYTES = 1 << 20
 _MAX_WORKERS = 8
 
@@ -180,26 +180,24 @@ class _Builder:
         stack = (*stack, path.resolve())
         issues, failed = len(self.issues), set(self.failed_includes)
         pending = len(self.pending) if self.pending is not None else 0
-        for fast in (True, False):
+        fast = True
+        try:
+            data = self.walk(_events(text, _FAST), path, shown, at, stack)
+        except (yaml.YAMLError, _NotComposable):
+            # What the walk recorded of a file it then gave up on is not the file's to report.
+            del self.issues[issues:]
+            self.failed_includes.intersection_update(failed)
+            if self.pending is not None:
+                del self.pending[pending:]
+            fast = False  # PyYAML reads it again, for its exact error
             try:
-                if not fast:
-                    yaml.compose(text, Loader=yaml.SafeLoader)  # the composer's own error, if any
-                data = self.walk(_events(text, _FAST if fast else yaml.SafeLoader), path, shown, at, stack)
-            except (yaml.YAMLError, _NotComposable) as exc:
-                # What the walk recorded of a file it then gave up on is not the file's to report.
-                del self.issues[issues:]
-                self.failed_includes.intersection_update(failed)
-                if self.pending is not None:
-                    del self.pending[pending:]
-                if fast:
-                    continue  # PyYAML reads it again, for its exact error
-                if not isinstance(exc, yaml.YAMLError):
-                    raise
+                yaml.compose(text, Loader=yaml.SafeLoader)  # the composer's own error, if any
+                data = self.walk(_events(text, yaml.SafeLoader), path, shown, at, stack)
+            except yaml.YAMLError as exc:
                 line, message = _yaml_problem(exc, text)
                 return self._failed(ConfigIssue(shown, line, format_path(at), f"YAML syntax: {message}"), at)
-            self.source._unlocated[at] = _Unlocated(text, path, shown, fast)
-            return data
-        raise AssertionError("unreachable")
+        self.source._unlocated[at] = _Unlocated(text, path, shown, fast)
+        return data
 
     def _failed(self, issue: ConfigIssue, at: PathKey) -> None:
         """A file that cannot be loaded: one issue, and its place is left out of later checks
