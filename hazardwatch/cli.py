@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 import hazardwatch
+from core.clock import SystemClock
 from core.errors import SchemaError, StorageError
-from core.plant import ModbusDevice, OpcUaDevice, Plant
+from core.plant import ModbusDevice, OpcUaDevice
 from core.redact import redact
-from hazardwatch.cli_common import load_plant_or_exit
+from hazardwatch.cli_common import load_compiled_or_exit, load_plant_or_exit, with_data_dir
 from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, start_logging, stop_logging
 from hazardwatch.logs import LogFormat
 from hazardwatch.runtime import RuntimeOptions
@@ -98,13 +99,6 @@ def _options(metrics_port: int | None, pki_dir: str | None) -> RuntimeOptions:
     return RuntimeOptions(metrics_port=metrics_port, pki_dir=pki_dir)
 
 
-def _with_data_dir(plant: Plant, data_dir: Path | None) -> Plant:
-    if data_dir is None:
-        return plant
-    settings = plant.settings.model_copy(update={"data_dir": str(data_dir)})
-    return plant.model_copy(update={"settings": settings})
-
-
 DATA_DIR_OPTION = typer.Option(
     None,
     "--data-dir",
@@ -139,12 +133,24 @@ def run(
 ) -> None:
     """Collect every configured tag into the historian until Ctrl-C (SIGINT/SIGTERM)."""
     _logging(log_level, log_format)
-    plant = _with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
+    options = _options(metrics_port, pki_dir)
+    clock = SystemClock()
+    plant, compiled = load_compiled_or_exit(config, data_dir=data_dir, pki_dir=options.pki_dir, clock=clock)
     from hazardwatch.run import run as run_plant  # never hazardwatch.demo: it imports the simulators
 
-    options = _options(metrics_port, pki_dir)
     try:
-        asyncio.run(run_plant(plant, out, view=view, duration_s=duration_s, options=options, dsn=dsn))
+        asyncio.run(
+            run_plant(
+                plant,
+                out,
+                view=view,
+                duration_s=duration_s,
+                options=options,
+                dsn=dsn,
+                clock=clock,
+                compiled=compiled,
+            )
+        )
     except StorageError as exc:
         # No database, an unreachable one at start, or a schema newer than this code.
         # One line, whatever the width (log shippers), and never a password (storage redacts too).
@@ -173,7 +179,7 @@ def demo(
 ) -> None:
     """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
     _logging(log_level, log_format)
-    plant = _with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
+    plant = with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
     from hazardwatch.demo import demo as run_demo
 
     base = config if config.is_dir() else config.parent

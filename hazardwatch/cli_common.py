@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from core.clock import from_datetime
+if TYPE_CHECKING:
+    from hazardwatch.compile_all import Compiled
+
+from core.clock import Clock, from_datetime
 from core.config import collector_paused, load_plant, load_plant_located
 from core.errors import ConfigError
 from core.plant import Plant
 
-__all__ = ["config_error_exit", "load_plant_or_exit", "parse_time", "parse_window"]
+__all__ = [
+    "config_error_exit",
+    "load_compiled_or_exit",
+    "load_plant_or_exit",
+    "parse_time",
+    "parse_window",
+    "with_data_dir",
+]
 
 
 def config_error_exit(exc: ConfigError, what: object) -> typer.Exit:
@@ -42,6 +53,33 @@ def load_plant_or_exit(config: Path, *, compile_check: bool = False) -> Plant:
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant
+
+
+def load_compiled_or_exit(
+    config: Path, *, data_dir: Path | None, pki_dir: str, clock: Clock
+) -> tuple[Plant, Compiled]:
+    """For ``run``: the validated plant (with ``data_dir``, when given) and what it compiles
+    into with ``clock`` and the PKI directory ``pki_dir`` (relative to the data directory),
+    or exit 2 listing every error. The compile is the config check ``check`` does, done once:
+    the Runtime starts with it instead of compiling again."""
+    from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
+
+    try:
+        plant, source = load_plant_located(config)
+        plant = with_data_dir(plant, data_dir)
+        with collector_paused():  # compiling builds rows per rule, no cycles (see there)
+            compiled = compile_checked(plant, source, clock, str(plant.settings.local_path(pki_dir)))
+    except ConfigError as exc:
+        raise config_error_exit(exc, config) from None
+    return plant, compiled
+
+
+def with_data_dir(plant: Plant, data_dir: Path | None) -> Plant:
+    """``plant`` with ``settings.data_dir`` set to ``data_dir`` (unchanged when None)."""
+    if data_dir is None:
+        return plant
+    settings = plant.settings.model_copy(update={"data_dir": str(data_dir)})
+    return plant.model_copy(update={"settings": settings})
 
 
 def parse_time(text: str, name: str) -> int:

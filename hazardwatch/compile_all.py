@@ -71,10 +71,12 @@ def compile_plant(plant: Plant, clock: Clock | None = None, pki_dir: str = "var/
     return Compiled(registry, engine, tuple(sources))
 
 
-def compile_checked(plant: Plant, source: SourceMap) -> Compiled:
+def compile_checked(
+    plant: Plant, source: SourceMap, clock: Clock | None = None, pki_dir: str = "var/pki"
+) -> Compiled:
     """``compile_plant``, with a failure reported as a ConfigError at its file:line."""
     try:
-        return compile_plant(plant)
+        return compile_plant(plant, clock, pki_dir)
     except CompileError as exc:
         raise ConfigError([_issue(plant, source, exc)]) from exc
 

@@ -18,8 +18,10 @@ import signal
 from rich.console import Console
 from rich.live import Live
 
+from core.clock import Clock
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
+from hazardwatch.compile_all import Compiled
 from hazardwatch.live_view import render_view
 from hazardwatch.runtime import Runtime, RuntimeOptions
 from storage.embedded import configured_dsn
@@ -37,9 +39,18 @@ def _stop_event() -> asyncio.Event:
 
 
 async def serve(
-    plant: Plant, dsn: str, console: Console, *, view: bool, duration_s: float | None, options: RuntimeOptions
+    plant: Plant,
+    dsn: str,
+    console: Console,
+    *,
+    view: bool,
+    duration_s: float | None,
+    options: RuntimeOptions,
+    clock: Clock | None = None,
+    compiled: Compiled | None = None,
 ) -> Runtime:
-    runtime = Runtime(plant, dsn, options=options)
+    """Run ``plant`` until a signal or ``duration_s``; ``clock`` and ``compiled`` as for Runtime."""
+    runtime = Runtime(plant, dsn, options=options, clock=clock, compiled=compiled)
     stop = _stop_event()
     await runtime.start()
     loop = asyncio.get_running_loop()
@@ -73,11 +84,16 @@ async def run(
     duration_s: float | None,
     options: RuntimeOptions,
     dsn: str | None = None,
+    clock: Clock | None = None,
+    compiled: Compiled | None = None,
 ) -> None:
-    """Production entry: ``dsn``, else the configured database (the embedded server is for the demo)."""
+    """Production entry: ``dsn``, else the configured database (the embedded server is for the
+    demo); ``compiled``: the plant as the config check compiled it, with ``clock``."""
     dsn = dsn or configured_dsn(plant.settings.storage)
     if not dsn:
         raise DatabaseUnavailable(
             "no database configured: set DATABASE_URL or settings.storage.dsn, or pass --dsn"
         )
-    await serve(plant, dsn, console, view=view, duration_s=duration_s, options=options)
+    await serve(
+        plant, dsn, console, view=view, duration_s=duration_s, options=options, clock=clock, compiled=compiled
+    )

@@ -33,7 +33,7 @@ from core.errors import DatabaseUnavailable
 from core.live import LiveSnapshot
 from core.plant import Plant
 from core.registry import TagRegistry
-from hazardwatch.compile_all import compile_plant
+from hazardwatch.compile_all import Compiled, compile_plant
 from hazardwatch.metrics_server import LogMetrics, MetricsServer
 from hazardwatch.rule_sink import RuleSink
 from hazardwatch.run_summary import RunSummary
@@ -100,14 +100,18 @@ class Runtime:
         clock: Clock | None = None,
         options: RuntimeOptions | None = None,
         metrics_registry: CollectorRegistry | None = None,
+        compiled: Compiled | None = None,
     ) -> None:
         """``metrics_registry``: where the components register their metrics, served on
         /metrics (and by the API's ASGI app, ``metrics_server.metrics_app``); one per Runtime
         unless given, never the library's global one, so several runtimes in one process
-        (tests) do not clash."""
+        (tests) do not clash. ``compiled``: ``plant`` compiled already, with ``clock`` and this
+        runtime's PKI directory (``hazardwatch run`` checks the config by compiling it: a
+        province's compile is seconds), else ``start`` compiles it."""
         self.plant = plant
         self.dsn = dsn
         self.clock = clock or SystemClock()
+        self._compiled = compiled
         self.options = options or RuntimeOptions()
         self.hub = Hub(self.clock)
         self.registry = TagRegistry.from_plant(plant)
@@ -205,7 +209,9 @@ class Runtime:
         previous = self.heartbeat.previous()  # read before this run's first beat replaces it
         # Everything the config compiles into, before the database is touched: the same call
         # as `hazardwatch check`, so a config check accepts cannot fail here (issue 9).
-        compiled = compile_plant(self.plant, self.clock, str(self.pki_dir))
+        compiled, self._compiled = self._compiled, None  # single use: sources keep state
+        if compiled is None:
+            compiled = compile_plant(self.plant, self.clock, str(self.pki_dir))
         self.registry = await self.prepare_database()
         s = self.plant.settings.storage
         spool = Spool(

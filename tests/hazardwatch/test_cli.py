@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import hazardwatch
@@ -88,3 +90,27 @@ def test_run_with_an_unreachable_database_fails_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", plant, "--duration", "1", "--data-dir", str(tmp_path)], env=env)
     assert result.exit_code == 1
     assert "hazardwatch run: connect" in result.output and "127.0.0.1" in result.output
+
+
+def test_run_compiles_the_plant_once_and_starts_with_the_checked_compile(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` checks the config by compiling it (as ``check`` does) and the Runtime starts with
+    that compile: a province's compile is seconds, not to be paid twice before the first reading."""
+    import hazardwatch.compile_all
+    import hazardwatch.runtime
+
+    compiles: list[str] = []
+    real = hazardwatch.compile_all.compile_plant
+
+    def counted(plant: Any, clock: Any = None, pki_dir: str = "var/pki") -> Any:
+        compiles.append(pki_dir)
+        return real(plant, clock, pki_dir)
+
+    monkeypatch.setattr(hazardwatch.compile_all, "compile_plant", counted)
+    monkeypatch.setattr(hazardwatch.runtime, "compile_plant", counted)
+    plant = str(ROOT / "tests/core/data/two_enterprises.yaml")
+    args = ["run", plant, "--duration", "0", "--data-dir", str(tmp_path), "--metrics-port", "0", "--no-view"]
+    result = runner.invoke(app, args, env={"DATABASE_URL": dsn})
+    assert result.exit_code == 0, result.output
+    assert compiles == [str(tmp_path / "pki")]  # once, with the run's own PKI directory
