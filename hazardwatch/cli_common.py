@@ -38,37 +38,36 @@ def load_plant_or_exit(config: Path, *, compile_check: bool = False) -> Plant:
     """The validated plant, or exit 2 listing every error.
 
     ``compile_check``: also compile it the way ``run`` does (rules, read plans, sources), so
-    that a config this accepts cannot crash a run (``check``, ``run``); commands that never
-    collect skip it and never load the protocol libraries.
+    that a config this accepts cannot crash a run (``check``, ``demo``; ``run`` keeps the
+    compile: ``load_compiled_or_exit``); commands that never collect skip it and never load
+    the protocol libraries.
     """
+    if compile_check:
+        return load_compiled_or_exit(config)[0]
     try:
-        if not compile_check:
-            plant: Plant = load_plant(config)
-            return plant
-        plant, source = load_plant_located(config)
-        from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
-
-        with collector_paused():  # compiling builds rows per rule, no cycles (see there)
-            compile_checked(plant, source)
+        plant: Plant = load_plant(config)
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant
 
 
 def load_compiled_or_exit(
-    config: Path, *, data_dir: Path | None, pki_dir: str, clock: Clock
+    config: Path, *, data_dir: Path | None = None, pki_dir: str | None = None, clock: Clock | None = None
 ) -> tuple[Plant, Compiled]:
-    """For ``run``: the validated plant (with ``data_dir``, when given) and what it compiles
-    into with ``clock`` and the PKI directory ``pki_dir`` (relative to the data directory),
-    or exit 2 listing every error. The compile is the config check ``check`` does, done once:
-    the Runtime starts with it instead of compiling again."""
+    """The validated plant (with ``data_dir``, when given) and what it compiles into with
+    ``clock`` and the PKI directory ``pki_dir`` (relative to the data directory; None: the
+    compile's default), or exit 2 listing every error. ``run`` starts its Runtime with this
+    compile, the config check, instead of compiling again."""
     from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
 
     try:
         plant, source = load_plant_located(config)
         plant = with_data_dir(plant, data_dir)
         with collector_paused():  # compiling builds rows per rule, no cycles (see there)
-            compiled = compile_checked(plant, source, clock, str(plant.settings.local_path(pki_dir)))
+            if pki_dir is None:
+                compiled = compile_checked(plant, source, clock)
+            else:
+                compiled = compile_checked(plant, source, clock, str(plant.settings.local_path(pki_dir)))
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant, compiled
