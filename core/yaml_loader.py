@@ -270,13 +270,14 @@ def _read_part(target: Path, at: PathKey, stack: tuple[Path, ...], env: dict[str
 
 def _read_parts(jobs: list[tuple[Path, PathKey, tuple[Path, ...], dict[str, str], Path]]) -> list[_Part]:
     """Each job's part: by worker processes when there is enough YAML to pay for them."""
-    size = sum(_size(job[0]) for job in jobs)
+    sizes = [_size(job[0]) for job in jobs]
+    size = sum(sizes)
     workers = min(len(jobs), len(os.sched_getaffinity(0)), _MAX_WORKERS)
     if workers < 2 or size < _PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
         return [_read_part(*job) for job in jobs]
     # fork: the workers start at once with this process's modules (spawn would import them again)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        order = sorted(range(len(jobs)), key=lambda i: -_size(jobs[i][0]))  # largest first
+        order = sorted(range(len(jobs)), key=lambda i: -sizes[i])  # largest first
         futures = {i: pool.submit(_read_part, *jobs[i]) for i in order}
         return [futures[i].result() for i in range(len(jobs))]
 
