@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 
 import pytest
 
 from core.atomic import write_json_atomic
+from tests.support.fsyncs import record_fsyncs
 
 
 def test_writes_and_replaces_utf8_json_creating_the_directory(tmp_path: Path) -> None:
@@ -79,13 +79,6 @@ def test_not_durable_failed_write_leaves_the_old_file_and_no_temporary_file(
 
 
 def test_fsyncs_the_file_and_then_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs(monkeypatch)
     write_json_atomic(tmp_path / "state.json", [1, 2, 3])
     assert synced == ["file", "dir"]  # the data before the rename, the rename after it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from storage.dirlock import LOCK_NAME, DirectoryInUse, DirectoryLock
 from storage.heartbeat import Beat, Heartbeat
+from tests.support.fsyncs import record_fsyncs
 
 HOLD = """
 import sys
@@ -62,14 +62,7 @@ def test_heartbeat_tells_a_crash_from_a_clean_stop(tmp_path: Path) -> None:
 
 
 def test_only_the_clean_stops_beat_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs(monkeypatch)
     hb = Heartbeat(tmp_path, interval_s=1.0)
     hb.beat(1_000_000)
     hb.beat(2_000_000)
