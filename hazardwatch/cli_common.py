@@ -61,9 +61,10 @@ def load_compiled_or_exit(
     from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
 
     try:
-        plant, source = load_plant_located(config)
-        plant = with_data_dir(plant, data_dir)
-        with collector_paused():  # compiling builds rows per rule, no cycles (see there)
+        # loading and compiling build millions of objects that live as long as the command
+        with collector_paused(keep=True):
+            plant, source = load_plant_located(config)
+            plant = with_data_dir(plant, data_dir)
             if pki_dir is None:
                 compiled = compile_checked(plant, source, clock)
             else:

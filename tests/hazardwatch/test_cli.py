@@ -114,3 +114,21 @@ def test_run_compiles_the_plant_once_and_starts_with_the_checked_compile(
     result = runner.invoke(app, args, env={"DATABASE_URL": dsn})
     assert result.exit_code == 0, result.output
     assert compiles == [str(tmp_path / "pki")]  # once, with the run's own PKI directory
+
+
+def test_the_checked_plant_and_its_compile_are_frozen_out_of_the_collectors_scans() -> None:
+    """What ``check``, ``demo`` and ``run`` load and compile lives as long as the command: it is
+    frozen (gc.freeze) instead of being rescanned by every later collection."""
+    import gc
+
+    from hazardwatch.cli_common import load_compiled_or_exit
+
+    assert gc.get_freeze_count() == 0
+    try:
+        plant, compiled = load_compiled_or_exit(ROOT / "config" / "demo")
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        young = {id(o) for g in range(3) for o in gc.get_objects(g)}
+        assert id(plant) not in young and id(compiled) not in young
+    finally:
+        gc.unfreeze()
