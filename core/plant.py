@@ -14,7 +14,7 @@ import re
 from enum import StrEnum
 from functools import cache
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -81,6 +81,7 @@ __all__ = [
     "given_or_default",
     "normalise",
     "resolve_key",
+    "updated",
 ]
 
 CODE = r"^[A-Za-z0-9_-]+$"  # no dots: tag keys are ENTERPRISE.EQUIPMENT.TAG
@@ -94,6 +95,22 @@ def enum_name(v: Any) -> Any:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+M = TypeVar("M", bound=_Model)
+
+
+def updated(model: M, update: dict[str, Any]) -> M:
+    """``model.model_copy(update=update)`` at a fraction of its cost (plant_build copies every
+    tag and its limits): the same field values and fields set, ``update`` unvalidated as there.
+    Leaner because every model here forbids extra keys and has no private attributes."""
+    cls = type(model)
+    copy = cls.__new__(cls)
+    object.__setattr__(copy, "__dict__", {**model.__dict__, **update})
+    object.__setattr__(copy, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    object.__setattr__(copy, "__pydantic_extra__", None)
+    object.__setattr__(copy, "__pydantic_private__", None)
+    return copy
 
 
 class HazardKind(StrEnum):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from core.alarm_defaults import deadband, off_delay_s, on_delay_s
 from core.errors import ConfigError, ConfigIssue
 from core.gas_levels import GasReference, load_reference, resolve_gas
-from core.plant import Detector, GasSpec, Limits, Plant, Tag, TagKind, normalise
+from core.plant import Detector, GasSpec, Limits, Plant, Tag, TagKind, normalise, updated
 from core.plant_checks import check_plant
 from core.yaml_loader import Loaded, PathKey, SourceMap, format_path
 
@@ -93,11 +93,11 @@ def _resolve(plant: Plant, ref: GasReference) -> Plant:
     enterprises = []
     for ent in plant.enterprises:
         sources = [
-            hs.model_copy(update={"tags": [_resolve_tag(ent.code, tag, ref, gas_limits) for tag in hs.tags]})
+            updated(hs, {"tags": [_resolve_tag(ent.code, tag, ref, gas_limits) for tag in hs.tags]})
             for hs in ent.hazard_sources
         ]
-        enterprises.append(ent.model_copy(update={"hazard_sources": sources}))
-    return plant.model_copy(update={"enterprises": enterprises})
+        enterprises.append(updated(ent, {"hazard_sources": sources}))
+    return updated(plant, {"enterprises": enterprises})
 
 
 def _resolve_tag(
@@ -117,12 +117,13 @@ def _resolve_tag(
         update["limits"] = limits
     elif tag.limits is not None:
         lim = tag.limits
-        update["limits"] = lim.model_copy(
-            update={
+        update["limits"] = updated(
+            lim,
+            {
                 "deadband": deadband(tag.kind, lim, tag.range),
                 "deadband_pct": None,
                 "on_delay_s": on_delay_s(tag.kind, lim),
                 "off_delay_s": off_delay_s(lim),
-            }
+            },
         )
-    return tag.model_copy(update=update)
+    return updated(tag, update)
