@@ -33,19 +33,7 @@ CHECK_KINDS = (K.BAD_QUALITY, K.OUT_OF_RANGE, K.STALE, K.FROZEN, K.ROC, K.STATE,
 class LimitFamily:
     def __init__(self, rules: RuleSet) -> None:
         n_tags = rules.n_tags
-        slot = np.full((n_tags, 4), -1, np.int64)
-        for r in np.flatnonzero(np.isin(rules.kind, list(LIMIT_KINDS))).tolist():
-            t = int(rules.tag[r])
-            low = RuleKind(int(rules.kind[r])) in LOW_KINDS
-            cols = (0, 1) if low else (3, 2)  # fill LOW from the left and HIGH from the right
-            col = next((c for c in cols if slot[t, c] < 0), None)
-            if col is None:
-                raise ValueError(f"{rules.tag_keys[t]}: more than two {'LOW' if low else 'HIGH'} limits")
-            slot[t, col] = r
-        # keep each side's columns in rule order (LL before L, H before HH)
-        for a, b in ((0, 1), (2, 3)):
-            swap = (slot[:, a] > slot[:, b]) & (slot[:, b] >= 0)
-            slot[swap, a], slot[swap, b] = slot[swap, b], slot[swap, a]
+        slot = _slot_matrix(rules)
         self.slots = Slots(rules, slot.reshape(-1))
         has = slot >= 0
         rule = np.where(has, slot, 0)
@@ -166,6 +154,30 @@ class LimitFamily:
         s = self.slots
         busy = s.active | (s.due_on != NEVER) | (s.due_off != NEVER)
         self.engaged = busy.reshape(-1, 4).any(axis=1)
+
+
+def _slot_matrix(rules: RuleSet) -> np.ndarray:
+    """The limit rules of each tag as a (tags, 4) matrix, -1 where none: LOW from column 0 and
+    HIGH ending at column 3, each side in rule order (LL before L, H before HH)."""
+    slot = np.full((rules.n_tags, 4), -1, np.int64)
+    rule = np.flatnonzero(np.isin(rules.kind, list(LIMIT_KINDS)))
+    low = np.isin(rules.kind[rule], list(LOW_KINDS))
+    thirds = []  # per side, its first rule (in rule order) past two on its tag's side
+    for side, name in ((low, "LOW"), (~low, "HIGH")):
+        r = rule[side]
+        r = r[np.argsort(rules.tag[r], kind="stable")]  # by tag, each tag's in rule order
+        t = rules.tag[r]
+        count = np.bincount(t, minlength=rules.n_tags)[t]  # per rule: its tag's on this side
+        rank = np.arange(r.size) - np.searchsorted(t, t)  # per rule: its place among them
+        if (rank >= 2).any():
+            third = int(r[rank >= 2].min())
+            thirds.append((third, rules.tag_keys[rules.tag[third]], name))
+        else:
+            slot[t, rank if name == "LOW" else 4 - count + rank] = r
+    if thirds:
+        _, key, name = min(thirds)
+        raise ValueError(f"{key}: more than two {name} limits")
+    return slot
 
 
 def _aligned_int64(shape: tuple[int, ...]) -> np.ndarray:
