@@ -113,28 +113,26 @@ class PlantChecker(SourceChecks):
                 (*at, "equipment"), f"unknown equipment {eq!r} (this hazard source's units have: {known})"
             )
         key = f"{ent}.{eq}.{code}"
-        if isinstance(eq, str) and isinstance(code, str):
+        keyed = isinstance(eq, str) and isinstance(code, str)
+        unit = given_or_default(tag, Tag, "unit")
+        if keyed:
             self._unique(self.keys, key, (*at, "code"), "tag key")
             if isinstance(kind, str):
                 self.tag_kind[key] = kind
-            if isinstance(given_or_default(tag, Tag, "unit"), str):
-                self.tag_unit[key] = given_or_default(tag, Tag, "unit")
-        unit = given_or_default(tag, Tag, "unit")
-        if (
-            isinstance(kind, str)
-            and kind in KIND_UNITS
-            and isinstance(unit, str)
-            and unit not in KIND_UNITS[kind]
-        ):
-            allowed = ", ".join(repr(u) for u in sorted(KIND_UNITS[kind]))
+            if isinstance(unit, str):
+                self.tag_unit[key] = unit
+        kind_units = KIND_UNITS.get(kind) if isinstance(kind, str) else None
+        if kind_units is not None and isinstance(unit, str) and unit not in kind_units:
+            allowed = ", ".join(repr(u) for u in sorted(kind_units))
             self.err((*at, "unit"), f"unit mismatch: {unit!r} is not a {kind} unit (use one of {allowed})")
-        rng = finite_pair(tag.get("range"))
-        if tag.get("range") is not None and rng is not None and rng[0] >= rng[1]:
+        given_range = tag.get("range")
+        rng = finite_pair(given_range)
+        if rng is not None and rng[0] >= rng[1]:
             self.err((*at, "range"), f"range low {rng[0]:g} must be below high {rng[1]:g}")
             rng = None
-        if isinstance(eq, str) and isinstance(code, str) and rng is not None:
+        if keyed and rng is not None:
             self.tag_range[key] = rng
-        if kind not in (None, *_NO_RANGE_KINDS) and tag.get("range") is None:
+        if kind not in (None, *_NO_RANGE_KINDS) and given_range is None:
             self.err((*at, "range"), f"a {kind} tag needs its instrument range [low, high]")
         self._within_span(tag, ("resolution",), at, rng, "FROZEN would take every reading for unchanged")
         source = tag.get("source")
@@ -143,7 +141,7 @@ class PlantChecker(SourceChecks):
         limits = tag.get("limits")
         if isinstance(limits, dict):
             self._limits(limits, (*at, "limits"), rng)
-            if limits.get("deadband_pct") is not None and tag.get("range") is None:
+            if limits.get("deadband_pct") is not None and given_range is None:
                 self.err(
                     (*at, "limits", "deadband_pct"),
                     "deadband_pct is a share of the range and this tag has none: give deadband",
@@ -163,15 +161,12 @@ class PlantChecker(SourceChecks):
         self._rule_settings(ent, key, kind, tag, at)
 
     def _limits(self, limits: dict[str, Any], at: PathKey, rng: tuple[float, float] | None) -> None:
-        order = ["ll", "l", "h", "hh"]
-        present = [(n, finite(limits.get(n))) for n in order if finite(limits.get(n)) is not None]
+        present = [(n, v) for n in ("ll", "l", "h", "hh") if (v := finite(limits.get(n))) is not None]
         for (lo_name, lo), (hi_name, hi) in itertools.pairwise(present):
-            assert lo is not None and hi is not None
             if hi <= lo:
                 self.err((*at, hi_name), f"must be above {lo_name} ({lo:g}), is {hi:g}")
         if rng is not None:
             for name, v in present:
-                assert v is not None
                 if not rng[0] <= v <= rng[1]:
                     self.err(
                         (*at, name),
@@ -182,11 +177,11 @@ class PlantChecker(SourceChecks):
             self.err((*at, "deadband_pct"), "give deadband or deadband_pct, not both")
         self._within_span(limits, ("deadband",), at, rng, "an alarm would never clear")
         db, field = finite(limits.get("deadband")), "deadband"
-        if db is None and rng is not None and finite(limits.get("deadband_pct")) is not None:
-            db, field = (finite(limits.get("deadband_pct")) or 0.0) / 100 * (rng[1] - rng[0]), "deadband_pct"
+        pct = finite(limits.get("deadband_pct")) if db is None and rng is not None else None
+        if pct is not None and rng is not None:
+            db, field = pct / 100 * (rng[1] - rng[0]), "deadband_pct"
         if db and rng is not None and db < rng[1] - rng[0]:
             for name, v in present:
-                assert v is not None
                 clear = v + db if name in LOW_LIMITS else v - db
                 if rng[0] <= v <= rng[1] and not rng[0] < clear < rng[1]:
                     self.err(

@@ -27,6 +27,10 @@ _TCP_KEYS = ("host", "port")
 _RTU_KEYS = ("serial_port", "baudrate", "parity", "stopbits", "bytesize", "pause_s")
 _BUS_KEYS = ("baudrate", "parity", "stopbits", "bytesize", "pause_s")
 _NODE_PREFIXES = ("i=", "s=", "g=", "b=")
+_OPCUA_SOURCE_KEYS = frozenset({"node", "namespace_uri"})
+_MODBUS_SOURCE_KEYS = frozenset({"table", "address", "type", "byte_order", "unit_id", "scale"})
+# Registers per point type, by name: DataType(dtype).registers without an enum lookup per tag.
+_REGISTERS = {t.value: t.registers for t in DataType}
 # Integer registers hold only these raw counts (floats: any); a scale beyond them is unreachable.
 _RAW_SPAN = {
     "INT16": (-(2**15), 2**15 - 1),
@@ -176,11 +180,8 @@ class SourceChecks:
         if dev is None:
             return
         protocol = dev.get("protocol")
-        opcua_keys = {"node", "namespace_uri"}
-        modbus_keys = {"table", "address", "type", "byte_order", "unit_id", "scale"}
-        present = set(src)
         if protocol == "OPCUA":
-            for k in sorted(present & modbus_keys):
+            for k in sorted(src.keys() & _MODBUS_SOURCE_KEYS):
                 self.err((*at, k), f"{k} is a Modbus setting but device {dev_id!r} is OPC UA")
             node = src.get("node")
             if node is None:
@@ -200,13 +201,13 @@ class SourceChecks:
                         f"node {node!r} needs a namespace_uri (on the tag or device {dev_id!r})",
                     )
         elif protocol == "MODBUS":
-            for k in sorted(present & opcua_keys):
+            for k in sorted(src.keys() & _OPCUA_SOURCE_KEYS):
                 self.err((*at, k), f"{k} is an OPC UA setting but device {dev_id!r} is Modbus")
             self._modbus(key, src, at, dev, rng)
 
     def _point(self, table: Any, dtype: Any, address: Any, byte_order: Any, at: PathKey) -> bool:
         """One Modbus value (a tag's or a heartbeat's): type fits table, byte order fits type, in range."""
-        if not (isinstance(address, int) and isinstance(table, str) and dtype in DataType.__members__):
+        if not (isinstance(address, int) and isinstance(table, str) and dtype in _REGISTERS):
             return False  # the structural validation reports it
         if (dtype == "BOOL") != (table in _BIT_TABLES):
             self.err(
@@ -215,13 +216,13 @@ class SourceChecks:
             return False
         if byte_order is not None and dtype == "BOOL":
             self.err((*at, "byte_order"), "byte_order does not apply to a BOOL point: a bit has no bytes")
-        elif byte_order in ("CDAB", "DCBA") and DataType(dtype).registers == 1:
+        elif byte_order in ("CDAB", "DCBA") and _REGISTERS[dtype] == 1:
             self.err(
                 (*at, "byte_order"),
                 f"byte_order {byte_order} swaps words, but {dtype} is a single register: "
                 "give ABCD, or BADC for a device that sends the two bytes swapped",
             )
-        width = DataType(dtype).registers
+        width = _REGISTERS[dtype]
         if address + width > 65536:
             self.err((*at, "address"), f"registers {address}..{address + width - 1} run past 65535")
             return False
@@ -237,7 +238,7 @@ class SourceChecks:
         if not self._point(src["table"], src["type"], src["address"], src.get("byte_order"), at):
             return
         table, dtype, address = src["table"], src["type"], src["address"]
-        width = DataType(dtype).registers
+        width = _REGISTERS[dtype]
         unit_id = given_or_default(src, TagSource, "unit_id")
         unit_id = given_or_default(dev, ModbusDevice, "unit_id") if unit_id is None else unit_id
         if not isinstance(unit_id, int) or isinstance(unit_id, bool):

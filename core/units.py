@@ -93,6 +93,8 @@ WatchTime = Annotated[float, bounded(0, WEEK_S, " s")]  # stale and frozen times
 def finite(v: Any) -> float | None:
     """``v`` as a float if it is a finite number (not a bool), else None: the checks read a
     document whose values may still be anything."""
+    if type(v) is float:  # nearly every call (a million at 100k tags): the cheapest test first
+        return v if math.isfinite(v) else None
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v) if math.isfinite(v) else None
