@@ -56,9 +56,9 @@ def off_delay_s(limits: Limits) -> float:
 def _room(limits: Limits, rng: tuple[float, float]) -> float:
     """Half the room between each limit and the range end it clears towards (a high limit
     near the range's low end would otherwise never clear)."""
-    room = math.inf
-    for name in ("ll", "l", "h", "hh"):
-        v = finite(getattr(limits, name))
-        if v is not None:
-            room = min(room, (rng[1] - v) if name in LOW_LIMITS else (v - rng[0]))
-    return max(room, 0.0) / 2
+    rooms = [
+        (rng[1] - v) if name in LOW_LIMITS else (v - rng[0])
+        for name in ("ll", "l", "h", "hh")
+        if (v := finite(getattr(limits, name))) is not None
+    ]
+    return max(min(rooms, default=math.inf), 0.0) / 2

@@ -107,7 +107,7 @@ def updated(model: M, update: dict[str, Any]) -> M:
     cls = type(model)
     copy = cls.__new__(cls)
     object.__setattr__(copy, "__dict__", {**model.__dict__, **update})
-    object.__setattr__(copy, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    object.__setattr__(copy, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(update))
     object.__setattr__(copy, "__pydantic_extra__", None)
     object.__setattr__(copy, "__pydantic_private__", None)
     return copy
