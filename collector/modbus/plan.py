@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -27,9 +28,10 @@ FUNCTION_CODES: dict[ModbusTable, int] = {
     ModbusTable.INPUT: 4,
 }
 BIT_TABLES = frozenset({ModbusTable.COIL, ModbusTable.DISCRETE_INPUT})
+_REGISTERS = {t: t.registers for t in DataType}  # DataType.registers builds a dict per call
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a province builds 60,000 of them per compile
 class ModbusPoint:
     """One tag's Modbus binding, resolved against its device's defaults."""
 
@@ -44,7 +46,7 @@ class ModbusPoint:
 
     @property
     def width(self) -> int:
-        return self.type.registers
+        return _REGISTERS[self.type]
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class ReadPlan:
 def compile_plan(
     points: Iterable[ModbusPoint], max_registers: int = 125, max_bits: int = 2000, gap_tolerance: int = 8
 ) -> ReadPlan:
-    pts = sorted(points, key=lambda p: (p.unit_id, p.table.value, p.address))
+    pts = sorted(points, key=attrgetter("unit_id", "table", "address"))  # a StrEnum sorts as its value
     requests: list[ReadRequest] = []
     request_of: list[int] = []
     position: list[int] = []
