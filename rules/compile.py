@@ -182,7 +182,8 @@ class _Builder:
             on_us, off_us = _us(on_s), _us(off_s)
             unit = self.unit(tag)
             tail = f"{unit} (deadband {db:g}, on-delay {on_s:g} s)" if on_s else f"{unit} (deadband {db:g})"
-            for name, kind, severity in _limit_names(tag):
+            names = _LIMIT_NAMES if tag.gas is None else _limit_names(tag)  # (no call for most tags)
+            for name, kind, severity in names:
                 v = getattr(lim, name)
                 if v is None:
                     continue
@@ -401,11 +402,14 @@ def compile_rules(plant: Plant, registry: TagRegistry | None = None) -> RuleSet:
     registry = registry or TagRegistry.from_plant(plant)
     b = _Builder(plant, registry)
     live = [(i, tag) for i, tag in enumerate(registry.tags) if tag.in_service]
-    deviation, mismatch = b.pairs(live)  # first: the one family that can fail
+    # the tags that may have a FROZEN, ROC, DEVIATION, STATE or MISMATCH rule: a few of a
+    # plant's, found in one pass rather than one per family
+    some = [(i, tag) for i, tag in live if tag.data_quality or tag.rate or tag.deviation or tag.state]
+    deviation, mismatch = b.pairs(some)  # first: the one family that can fail
     # a tag's rules in this order (limits in _limit_names order)
     families = [
         b.limits(live), b.bad_quality(live), b.clock_ahead(live), b.out_of_range(live), b.stale(live),
-        b.frozen(live), b.roc(live), deviation, b.state(live), mismatch,
+        b.frozen(some), b.roc(some), deviation, b.state(some), mismatch,
     ]  # fmt: skip
     table: dict[str, list[Any]] = {
         k: [] for k in ("keys", "names", "m", "in_service", "fe", "rules", "inputs")
