@@ -205,9 +205,9 @@ class PlantChecker(SourceChecks):
 
     def _rule_settings(self, ent: str, key: str, kind: Any, tag: dict[str, Any], at: PathKey) -> None:
         """rate:, deviation: and state: (rules/): which kinds they suit, and their tag references."""
-        if tag.get("rate") is not None and kind == "DISCRETE":
+        rate, span_rng = tag.get("rate"), self.tag_range.get(key)
+        if rate is not None and kind == "DISCRETE":
             self.err((*at, "rate"), "a rate-of-change alarm needs an analog tag, this one is DISCRETE")
-        rate = tag.get("rate")
         if isinstance(rate, dict) and (finite(rate.get("deadband")) or 0.0) >= (
             finite(rate.get("max_per_min")) or math.inf
         ):
@@ -215,7 +215,6 @@ class PlantChecker(SourceChecks):
                 (*at, "rate", "deadband"),
                 "the rate deadband must be below max_per_min, or the alarm never clears",
             )
-        span_rng = self.tag_range.get(key)
         if isinstance(rate, dict) and span_rng is not None:
             limit, window = finite(rate.get("max_per_min")), finite(rate.get("window_s"))
             window = given_or_default(rate, RateOfChange, "window_s") if window is None else window
@@ -230,11 +229,11 @@ class PlantChecker(SourceChecks):
         if isinstance(deviation, dict) and isinstance(deviation.get("tag"), str):
             self.rule_refs.append((ent, key, deviation["tag"], (*at, "deviation", "tag")))
         if isinstance(deviation, dict):
-            v, rng = finite(deviation.get("max")), self.tag_range.get(key)
-            if v is not None and rng is not None and v > rng[1] - rng[0]:
+            v = finite(deviation.get("max"))
+            if v is not None and span_rng is not None and v > span_rng[1] - span_rng[0]:
                 self.err(
                     (*at, "deviation", "max"),
-                    f"{v:g} is more than the range span {rng[1] - rng[0]:g}: it can never be reached",
+                    f"{v:g} is more than the range span {span_rng[1] - span_rng[0]:g}: it can never be reached",
                 )
         state = tag.get("state")
         if state is None:
