@@ -147,7 +147,7 @@ def _columns(rows: list[tuple[Any, ...]], n: int) -> list[Sequence[Any]]:
 
 
 class _Builder:
-    """The rule families of a plant's tags, one pass over the tags each, and its interlocks."""
+    """The rule families of a plant's tags, a pass over the tags each, and its interlocks."""
 
     def __init__(self, plant: Plant, registry: TagRegistry) -> None:
         self.plant, self.registry = plant, registry
