@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from core.alarm_defaults import LOW_LIMITS
@@ -68,7 +68,8 @@ class PlantChecker(SourceChecks):
                 equipment = set()
                 for u, unit in _items(hs.get("units")):
                     for k, e in _items(unit.get("equipment")):
-                        equipment.add(e.get("code"))
+                        if isinstance(e.get("code"), Hashable):  # a list or mapping: validation reports it
+                            equipment.add(e.get("code"))
                         where = (*hat, "units", u, "equipment", k, "code")
                         if isinstance(e.get("code"), str):
                             first = equipment_codes.setdefault((str(code), e["code"]), where)
@@ -216,8 +217,8 @@ class PlantChecker(SourceChecks):
                 "the rate deadband must be below max_per_min, or the alarm never clears",
             )
         if isinstance(rate, dict) and span_rng is not None:
-            limit, window = finite(rate.get("max_per_min")), finite(rate.get("window_s"))
-            window = given_or_default(rate, RateOfChange, "window_s") if window is None else window
+            limit = finite(rate.get("max_per_min"))
+            window = finite(given_or_default(rate, RateOfChange, "window_s"))  # None: validation reports it
             fastest = (span_rng[1] - span_rng[0]) * 60 / window if window else math.inf
             if limit is not None and limit > fastest:
                 self.err(

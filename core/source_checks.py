@@ -207,7 +207,12 @@ class SourceChecks:
 
     def _point(self, table: Any, dtype: Any, address: Any, byte_order: Any, at: PathKey) -> bool:
         """One Modbus value (a tag's or a heartbeat's): type fits table, byte order fits type, in range."""
-        if not (isinstance(address, int) and isinstance(table, str) and dtype in _REGISTERS):
+        if not (
+            isinstance(address, int)
+            and isinstance(table, str)
+            and isinstance(dtype, str)
+            and dtype in _REGISTERS
+        ):
             return False  # the structural validation reports it
         if (dtype == "BOOL") != (table in _BIT_TABLES):
             self.err(
