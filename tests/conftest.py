@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,3 +28,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("skipped tests fail under CI=true", red=True)
         for nodeid in _skipped:
             terminalreporter.line(f"SKIPPED (counts as failure): {nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _collector_unfrozen() -> Iterator[None]:
+    """Commands run in-process (check, run, demo) freeze what they load out of the cycle
+    collector, as they should in their own process; here the next test gets it back."""
+    yield
+    gc.unfreeze()
