@@ -45,6 +45,7 @@ from core.units import (
 )
 
 __all__ = [
+    "AlarmRationale",
     "BaoBao",
     "ByteOrder",
     "DataQuality",
@@ -61,6 +62,7 @@ __all__ = [
     "HazardSource",
     "Interlock",
     "InterlockInput",
+    "InterlockRationalization",
     "Limits",
     "ModbusDevice",
     "ModbusTable",
@@ -70,11 +72,13 @@ __all__ = [
     "Person",
     "Plant",
     "RateOfChange",
+    "ResponseTime",
     "Scale",
     "StateAlarm",
     "Substance",
     "Tag",
     "TagKind",
+    "TagRationalization",
     "TagSource",
     "Unit",
     "enum_name",
@@ -496,6 +500,54 @@ class GasSpec(_Model):
     level2: Value | None = None
 
 
+# --- alarm rationalization (ISA-18.2 §10, EEMUA 191) ------------------------------------
+
+# the time an operator has to respond to an alarm: above 0, at most a day
+ResponseTime = Annotated[float, bounded(0, DAY_S, " s", above=True)]
+
+
+class AlarmRationale(_Model):
+    """What an alarm means and what to do, as the master alarm table records it; a key not
+    given is the rationalization defaults' for the alarm's kind and gas (alarms/rationale.py)."""
+
+    cause: str | None = Field(default=None, min_length=1)
+    consequence: str | None = Field(default=None, min_length=1)
+    action: str | None = Field(default=None, min_length=1)  # 处置措施
+    response_s: ResponseTime | None = None
+
+
+class TagRationalization(_Model):
+    """A tag's alarms by the name of the setting that makes them (plant_checks: only alarms the
+    tag has); GAS tags name their levels, every tag its data-quality alarms."""
+
+    ll: AlarmRationale | None = None
+    l: AlarmRationale | None = None  # noqa: E741 — the plant's own name for the low limit
+    h: AlarmRationale | None = None
+    hh: AlarmRationale | None = None
+    level1: AlarmRationale | None = None  # gas level 1 (oxygen: the low alarm)
+    level2: AlarmRationale | None = None  # gas level 2 (oxygen: the high alarm)
+    rate: AlarmRationale | None = None
+    deviation: AlarmRationale | None = None
+    state: AlarmRationale | None = None  # state.alarm_value
+    mismatch: AlarmRationale | None = None  # state.command
+    bad_quality: AlarmRationale | None = None
+    stale: AlarmRationale | None = None
+    out_of_range: AlarmRationale | None = None
+    frozen: AlarmRationale | None = None
+    clock_ahead: AlarmRationale | None = None
+
+
+class InterlockRationalization(_Model):
+    """An interlock's alarms (every interlock has all of them)."""
+
+    trip_demand: AlarmRationale | None = None
+    no_action: AlarmRationale | None = None
+    input_bypassed: AlarmRationale | None = None
+    bypass_overdue: AlarmRationale | None = None
+    out_of_service: AlarmRationale | None = None
+    sif_disabled: AlarmRationale | None = None
+
+
 class Tag(_Model):
     code: Code
     name: str = Field(min_length=1)
@@ -513,6 +565,7 @@ class Tag(_Model):
     state: StateAlarm | None = None
     in_service: bool = True
     description: str | None = None
+    rationalization: TagRationalization | None = None
     # Filled in by plant_build: ENTERPRISE.EQUIPMENT.CODE
     key: str = ""
 
@@ -543,6 +596,7 @@ class Interlock(_Model):
     response_s: Annotated[float, bounded(0, 3600, " s", above=True)] = 10.0
     max_bypass_h: Annotated[float, bounded(0, 720, " h", above=True)] = 8.0  # 30 days at most
     in_service: bool = True
+    rationalization: InterlockRationalization | None = None
 
 
 class HazardSource(_Model):

@@ -160,6 +160,9 @@ class PlantChecker(SourceChecks):
                 )
             self._gas(gas, (*at, "gas"), unit if isinstance(unit, str) else "", rng)
         self._rule_settings(ent, key, kind, tag, at)
+        rationalization = tag.get("rationalization")
+        if isinstance(rationalization, dict):
+            self._rationalization(rationalization, tag, (*at, "rationalization"))
 
     def _limits(self, limits: dict[str, Any], at: PathKey, rng: tuple[float, float] | None) -> None:
         present = [(n, v) for n in ("ll", "l", "h", "hh") if (v := finite(limits.get(n))) is not None]
@@ -247,6 +250,17 @@ class PlantChecker(SourceChecks):
             if isinstance(state.get("command"), str):
                 self.rule_refs.append((ent, key, state["command"], (*at, "state", "command")))
 
+    def _rationalization(self, names: dict[str, Any], tag: dict[str, Any], at: PathKey) -> None:
+        """An override names an alarm this tag has: one for an alarm that is never raised would
+        stand in the master alarm table as if it were."""
+        have = _alarm_names(tag)
+        for name in names:
+            if name not in have:
+                self.err(
+                    (*at, name),
+                    f"this tag has no {name} alarm to rationalize (its alarms: {', '.join(have)})",
+                )
+
     def _rule_ref(self, ent: str, key: str, ref: str, at: PathKey) -> None:
         target = resolve_key(ent, ref)
         if target not in self.keys:
@@ -330,6 +344,27 @@ class PlantChecker(SourceChecks):
             self.err(at, f"unknown tag {ref!r}")
         elif want is not None and self.tag_kind.get(key) != want:
             self.err(at, f"tag {ref!r} must be a {want} tag, is {self.tag_kind.get(key)}")
+
+
+def _alarm_names(tag: dict[str, Any]) -> list[str]:
+    """The names (core.plant.TagRationalization) of the alarms a tag's settings give it."""
+    limits, state, dq = tag.get("limits"), tag.get("state"), tag.get("data_quality")
+    names = [n for n in ("ll", "l", "h", "hh") if isinstance(limits, dict) and limits.get(n) is not None]
+    if tag.get("kind") == "GAS":
+        names += ["level1", "level2"]
+    names += [n for n in ("rate", "deviation") if tag.get(n) is not None]
+    if isinstance(state, dict):
+        names += ["state"] if state.get("alarm_value") is not None else []
+        names += ["mismatch"] if state.get("command") is not None else []
+    names.append("bad_quality")
+    if not (isinstance(dq, dict) and dq.get("stale_s") == 0):  # 0: off (else by source, maybe off)
+        names.append("stale")
+    if tag.get("range") is not None:
+        names.append("out_of_range")
+    if isinstance(dq, dict) and dq.get("frozen_s"):
+        names.append("frozen")
+    names.append("clock_ahead")
+    return names
 
 
 def _trip(inp: dict[str, Any]) -> Callable[[bool], str]:
