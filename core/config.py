@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.errors import ConfigError, ConfigIssue
 from core.plant import Plant
-from core.plant_build import build_plant
+from core.plant_build import Prevalidated, build_plant
 from core.yaml_loader import SourceMap, load_document
 
 __all__ = ["collector_paused", "load_plant", "load_plant_located"]
@@ -43,8 +43,9 @@ def load_plant_located(
             ]
         )
     with collector_paused():
-        loaded = load_document(p, env)
-        return build_plant(loaded, p), loaded.source
+        early = Prevalidated()
+        loaded = load_document(p, env, on_part=early.take)
+        return build_plant(loaded, p, early), loaded.source
 
 
 @contextlib.contextmanager

@@ -18,16 +18,53 @@ from pydantic import ValidationError
 from core.alarm_defaults import deadband, off_delay_s, on_delay_s
 from core.errors import ConfigError, ConfigIssue
 from core.gas_levels import GasReference, load_reference, resolve_gas
-from core.plant import Detector, GasSpec, Limits, Plant, Tag, TagKind, normalise, updated
+from core.plant import Detector, Enterprise, GasSpec, Limits, Plant, Tag, TagKind, normalise, updated
 from core.plant_checks import check_plant
 from core.yaml_loader import Loaded, PathKey, SourceMap, format_path
 
-__all__ = ["build_plant"]
+__all__ = ["Prevalidated", "build_plant"]
 
 
-def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
-    """The resolved plant of ``loaded`` (``plant_file`` locates ``reference:``); raises one
-    ConfigError listing every problem."""
+class Prevalidated:
+    """Enterprises validated and dumped as their included files arrive (``take`` is
+    ``load_document``'s ``on_part``), while worker processes still read the others: a province's
+    validation overlaps its YAML instead of following it. ``build_plant`` uses them only when
+    every enterprise of the document is the very part validated here; otherwise (a problem
+    anywhere, enterprises written inline) it validates the whole document as before, so every
+    error is still reported at its place."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, tuple[Any, Enterprise, dict[str, Any]]] = {}
+
+    def take(self, at: PathKey, data: Any) -> None:
+        if len(at) == 2 and at[0] == "enterprises" and isinstance(at[1], int) and isinstance(data, dict):
+            try:
+                ent = Enterprise.model_validate(data)
+            except ValidationError:
+                return  # build_plant reports it, at its place in the whole document
+            self.parts[at[1]] = (data, ent, ent.model_dump(exclude_unset=True))
+
+    def plant(self, raw: dict[str, Any]) -> tuple[Plant, dict[str, Any]] | None:
+        """The validated plant and its dump, or None: validate the whole document instead."""
+        given = raw.get("enterprises")
+        if not isinstance(given, list) or not given:
+            return None
+        parts = [self.parts.get(i) for i in range(len(given))]
+        if any(part is None or part[0] is not ent for part, ent in zip(parts, given, strict=True)):
+            return None
+        done = [part for part in parts if part is not None]
+        try:  # validated models are taken as they are (pydantic does not revalidate instances)
+            plant = Plant.model_validate({**raw, "enterprises": [part[1] for part in done]})
+        except ValidationError:
+            return None
+        data = plant.model_dump(exclude_unset=True, exclude={"enterprises"})
+        data["enterprises"] = [part[2] for part in done]
+        return plant, data
+
+
+def build_plant(loaded: Loaded, plant_file: Path, early: Prevalidated | None = None) -> Plant:
+    """The resolved plant of ``loaded`` (``plant_file`` locates ``reference:``; ``early``: its
+    enterprises validated while it loaded); raises one ConfigError listing every problem."""
     issues = list(loaded.issues)
     raw = loaded.data
     if not isinstance(raw, dict):
@@ -36,14 +73,18 @@ def build_plant(loaded: Loaded, plant_file: Path) -> Plant:
         raise ConfigError(issues)
     ref = load_reference(plant_file, raw, loaded.source, issues)
     plant: Plant | None
-    try:
-        plant = Plant.model_validate(raw)
-    except ValidationError as exc:
-        plant = None
-        issues += _structural(exc, raw, loaded.source, loaded.failed_includes)
-        data = normalise(raw)
+    validated = early.plant(raw) if early is not None else None
+    if validated is not None:
+        plant, data = validated
     else:
-        data = plant.model_dump(exclude_unset=True)
+        try:
+            plant = Plant.model_validate(raw)
+        except ValidationError as exc:
+            plant = None
+            issues += _structural(exc, raw, loaded.source, loaded.failed_includes)
+            data = normalise(raw)
+        else:
+            data = plant.model_dump(exclude_unset=True)
     issues += check_plant(data, loaded.source, ref)
     if issues or plant is None:
         raise ConfigError(issues)

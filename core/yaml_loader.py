@@ -20,8 +20,8 @@ import functools
 import multiprocessing
 import os
 import re
-from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ import yaml
 
 from core.errors import ConfigIssue
 
-__all__ = ["Loaded", "PathKey", "SourceMap", "format_path", "load_document"]
+__all__ = ["Loaded", "PartHook", "PathKey", "SourceMap", "format_path", "load_document"]
 
 PathKey = tuple[str | int, ...]
+PartHook = Callable[[PathKey, Any], None]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_INCLUDE_DEPTH = 16
 # Included files are read by worker processes when the top-level file includes at least two
@@ -225,13 +226,19 @@ class _Builder:
             raise _NotComposable("a second document")
         return data
 
-    def read_pending(self, data: Any) -> Any:
-        """``data`` with the top-level file's includes read and put in their places."""
+    def read_pending(self, data: Any, on_part: PartHook | None = None) -> Any:
+        """``data`` with the top-level file's includes read and put in their places; ``on_part``
+        sees each part that loaded without an issue, as soon as it is read (in no set order)."""
         pending, self.pending = self.pending or [], None
         if not pending:
             return data
         jobs = [(p.target, p.at, p.stack, dict(self.env), self.display_base) for p in pending]
-        parts = _read_parts(jobs)
+        done: dict[int, _Part] = {}
+        for i, part in _read_parts(jobs):
+            done[i] = part
+            if on_part is not None and not part.issues and not part.failed_includes:
+                on_part(pending[i].at, part.data)  # while the workers read the others
+        parts = [done[i] for i in range(len(jobs))]
         for p, part in reversed(list(zip(pending, parts, strict=True))):  # later places first
             self.issues[p.issues_at : p.issues_at] = part.issues
         for p, part in zip(pending, parts, strict=True):
@@ -268,18 +275,22 @@ def _read_part(target: Path, at: PathKey, stack: tuple[Path, ...], env: dict[str
     return _Part(data, builder.issues, builder.failed_includes, builder.source._unlocated)
 
 
-def _read_parts(jobs: list[tuple[Path, PathKey, tuple[Path, ...], dict[str, str], Path]]) -> list[_Part]:
-    """Each job's part: by worker processes when there is enough YAML to pay for them."""
+def _read_parts(
+    jobs: list[tuple[Path, PathKey, tuple[Path, ...], dict[str, str], Path]],
+) -> Iterator[tuple[int, _Part]]:
+    """Each job's part with its index, as soon as it is read: by worker processes (largest
+    first, handed on in the order they finish) when there is enough YAML to pay for them."""
     sizes = [_size(job[0]) for job in jobs]
     size = sum(sizes)
     workers = min(len(jobs), len(os.sched_getaffinity(0)), _MAX_WORKERS)
     if workers < 2 or size < _PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
-        return [_read_part(*job) for job in jobs]
+        yield from ((i, _read_part(*job)) for i, job in enumerate(jobs))
+        return
     # fork: the workers start at once with this process's modules (spawn would import them again)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         order = sorted(range(len(jobs)), key=lambda i: -sizes[i])  # largest first
-        futures = {i: pool.submit(_read_part, *jobs[i]) for i in order}
-        return [futures[i].result() for i in range(len(jobs))]
+        futures = {pool.submit(_read_part, *jobs[i]): i for i in order}
+        yield from ((futures[f], f.result()) for f in as_completed(futures))
 
 
 def _size(path: Path) -> int:
@@ -545,10 +556,17 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
     return mark.line + 1, problem
 
 
-def load_document(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Loaded:
-    """Load a YAML file (following !include) into data, its source map and its issues."""
+def load_document(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, on_part: PartHook | None = None
+) -> Loaded:
+    """Load a YAML file (following !include) into data, its source map and its issues.
+
+    ``on_part(at, data)`` is called with each file the top-level file includes, at its document
+    path, once it has loaded without an issue and before it is put in its place (parts come in
+    the order they are read): a caller can start on a part (validate an enterprise) while worker
+    processes still read the others."""
     p = Path(path)
     base = Path.cwd().resolve()
     builder = _Builder(p, os.environ if env is None else env, base, gather_includes=True)
-    data = builder.read_pending(builder.load_file(p, (), ()))
+    data = builder.read_pending(builder.load_file(p, (), ()), on_part)
     return Loaded(data, builder.source, builder.issues, builder.failed_includes)

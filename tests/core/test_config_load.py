@@ -16,6 +16,7 @@ import core.config
 from core.config import collector_paused, load_plant
 from core.errors import ConfigError
 from core.plant import Plant
+from core.plant_build import Prevalidated
 from core.yaml_loader import Loaded
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
@@ -27,9 +28,9 @@ def collector_states(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     seen: list[bool] = []
     build = core.config.build_plant
 
-    def watched(loaded: Loaded, plant_file: Path) -> Plant:
+    def watched(loaded: Loaded, plant_file: Path, early: Prevalidated | None = None) -> Plant:
         seen.append(gc.isenabled())
-        return build(loaded, plant_file)
+        return build(loaded, plant_file, early)
 
     monkeypatch.setattr(core.config, "build_plant", watched)
     return seen
