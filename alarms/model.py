@@ -93,6 +93,11 @@ class AlarmDef:
     rationale: Rationale
 
     @property
+    def label(self) -> str:
+        """The condition as the plant's alarm lists name it (core.conditions.LABELS)."""
+        return _SIF_LABEL[0] if self.kind is None else LABELS[self.kind]
+
+    @property
     def order(self) -> tuple[int, int]:
         """Larger first: priority, then GB/T 50493's level (see core.conditions.rank_of)."""
         return int(self.priority.severity), self.rank
@@ -312,10 +317,7 @@ def messages(alarm: AlarmDef, event: Action, value: float, limit: float) -> tupl
     (tag name and key, condition), the event, and value and limit with the alarm's unit (NaN
     shown as "—")."""
     zh_event, en_event = _EVENT_TEXT[event]
-    if alarm.kind is None:
-        zh_label, en_label = _SIF_LABEL
-    else:
-        zh_label, en_label = LABELS[alarm.kind], alarm.kind.name
+    zh_label, en_label = alarm.label, _SIF_LABEL[1] if alarm.kind is None else alarm.kind.name
     where, (ent, hs) = alarm.labels, alarm.place
     v, lim = _number(value, alarm.unit), _number(limit, alarm.unit)
     zh = f"【{zh_event}】{ent} {hs} {alarm.name}（{alarm.subject}）{zh_label}：当前值 {v}，限值 {lim}"

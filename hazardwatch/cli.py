@@ -206,9 +206,11 @@ def demo(
 def _mount() -> None:
     """Subcommands from the modules that own them (explicit, no import-time discovery)."""
     from hazardwatch import cli_rules, cli_sim
+    from hazardwatch.cli_alarms import alarms_app
 
     cli_sim.register(app)
     cli_rules.register(app)
+    app.add_typer(alarms_app, name="alarms")
     try:
         from hazardwatch.cli_db import db_app
     except ImportError:  # pragma: no cover — storage lands in its own issue
