@@ -2,33 +2,72 @@
 
 ``alarms rationalization`` prints the master alarm table (ISA-18.2 §10, EEMUA 191: the
 rationalized alarm database plants keep for audits): every alarm of the compiled config with its
-settings and its cause, consequence, corrective action and allowed response time. Exit codes
-follow hazardwatch.cli: 0 success, 2 invalid configuration or usage.
+settings and its cause, consequence, corrective action and allowed response time.
+
+``alarms list`` reads alarm_state; ``alarms ack|reset|shelve|unshelve|comment|remove|restore``
+submit through alarm_command exactly as the API does (alarms.commands) and wait for the engine
+(``hazardwatch run``) to apply them. The database is ``--dsn``, else ``$DATABASE_URL``.
+
+Exit codes follow hazardwatch.cli: 0 success (a command applied), 2 invalid configuration or
+usage, 1 any other failure (a command rejected, the database unreachable); 3 a command still
+pending when the wait ended (is the engine running?).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import dataclasses
+import getpass
 import itertools
+import json
 import math
+import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from alarms.model import AlarmDef, Catalog
+from alarms.commands import (
+    Command,
+    CommandKind,
+    CommandOutcome,
+    CommandStatus,
+    InvalidCommand,
+    ListedAlarm,
+    Role,
+    list_alarms,
+    outcome,
+    submit,
+)
+from alarms.model import AlarmDef, Catalog, Priority
 from alarms.rationale import defaults_for
 from core.clock import US_PER_S
 from core.conditions import LIMIT_KINDS, RuleKind
-from core.errors import ConfigError
+from core.errors import ConfigError, DatabaseUnavailable, StorageError
+from core.redact import redact
 from hazardwatch.cli_common import config_error_exit, load_compiled_or_exit
 from rules.ruleset import RuleSet
+from storage.db import Conn, connect
+from storage.migrate import require_current_schema
 
 __all__ = ["alarms_app"]
 
-alarms_app = typer.Typer(help="Alarms: the master alarm table (rationalization).", no_args_is_help=True)
+alarms_app = typer.Typer(
+    help="Alarms: the alarm list, operator commands, the master alarm table (rationalization).",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+PENDING_EXIT = 3
 
 
 class TableFormat(StrEnum):
@@ -139,3 +178,270 @@ def _markdown(rows: Iterable[list[str]]) -> Iterator[str]:
     yield "|" + "---|" * len(COLUMNS)
     for row in rows:
         yield "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |"
+
+
+# --- the alarm list and operator commands (alarms.commands) -----------------------------------
+
+DSN_OPTION = typer.Option(None, "--dsn", help="PostgreSQL URL; default $DATABASE_URL.", show_default=False)
+KEY_ARGUMENT = typer.Argument(..., metavar="KEY", help="The alarm's key, as `alarms list` shows it.")
+AS_OPTION = typer.Option(
+    None, "--as", help="Who acts, as journaled and audited (default: the OS user).", show_default=False
+)
+ROLE_OPTION = typer.Option(
+    Role.ENGINEER, "--role", help="The actor's role; the engine checks what it may do."
+)
+ENTERPRISE_OPTION = typer.Option(
+    None,
+    "--enterprise",
+    help="The actor's enterprise (its code): enterprise people act on their own enterprise's alarms only.",
+    show_default=False,
+)
+WAIT_OPTION = typer.Option(
+    5.0, "--wait", min=0, help="Seconds to wait for the engine to apply it (0: submit and do not wait)."
+)
+
+
+def _dsn(dsn: str | None) -> str:
+    resolved = dsn or os.environ.get("DATABASE_URL")
+    if not resolved:
+        _say(err, "no database given: pass --dsn or set DATABASE_URL (e.g. postgresql://user@host/db)")
+        raise typer.Exit(2)
+    return resolved
+
+
+def _run(dsn: str, job: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run ``job`` on one autocommit connection to a current schema; storage errors exit 1."""
+
+    async def main() -> T:
+        async with await connect(dsn, autocommit=True, application_name="hazardwatch-cli") as conn:
+            await require_current_schema(conn)
+            return await job(conn)
+
+    try:
+        return asyncio.run(main())
+    except StorageError as exc:
+        what = "cannot reach the database" if isinstance(exc, DatabaseUnavailable) else type(exc).__name__
+        _say(err, redact(f"{what}: {exc}"), "red")
+        raise typer.Exit(1) from None
+
+
+def _say(console: Console, text: str, style: str | None = None) -> None:
+    """One message as written: keys and reasons are not markup, and a script greps whole lines."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def _utc(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+@alarms_app.command("list")
+def list_cmd(
+    active: bool = typer.Option(
+        False,
+        "--active",
+        help="Only active alarms: awaiting acknowledgement, acknowledged, latched or shelved "
+        "(not normal, suppressed by design or out of service).",
+    ),
+    enterprise: str | None = typer.Option(
+        None, "--enterprise", help="Only this enterprise's alarms (its code)."
+    ),
+    hazard_source: str | None = typer.Option(
+        None, "--hazard-source", help="Only this hazard source's alarms (its code)."
+    ),
+    priority: Priority | None = typer.Option(None, "--priority", help="Only alarms of this priority."),
+    limit: int = typer.Option(200, "--limit", min=1, help="At most this many alarms."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON array (times in ISO 8601) instead of a table."
+    ),
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Alarms as the engine stored them: those awaiting acknowledgement first, then by priority
+    (critical first), then the oldest first."""
+
+    async def job(conn: Conn) -> list[ListedAlarm]:
+        return await list_alarms(
+            conn,
+            active_only=active,
+            enterprise=enterprise,
+            hazard_source=hazard_source,
+            priority=priority,
+            limit=limit,
+        )
+
+    alarms = _run(_dsn(dsn), job)
+    if as_json:
+        typer.echo(json.dumps([_json(a) for a in alarms], ensure_ascii=False, indent=2))
+        return
+    table = Table(show_edge=False)
+    table.add_column("key", no_wrap=True)  # whole, to be copied into a command
+    for col in ("priority", "status", "since (UTC)", "value / limit", "enterprise", "hazard source"):
+        table.add_column(col)
+    for a in alarms:
+        cells = (a.key, a.priority, _status(a), _utc(a.since), _reading(a), a.enterprise, a.hazard_source)
+        # bold: awaiting acknowledgement, what flashes on a console
+        table.add_row(*map(Text, cells), style=None if a.acked else "bold")
+    out.print(table)
+    out.print(f"{len(alarms)} alarm(s)" + (f" (the first {limit})" if len(alarms) == limit else ""))
+
+
+def _status(a: ListedAlarm) -> str:
+    text = a.status.value if a.shelved_until is None else f"{a.status} until {_utc(a.shelved_until)}"
+    note = ": ".join(s for s in (a.by_whom, a.reason) if s)
+    return f"{text} ({note})" if note else text
+
+
+def _reading(a: ListedAlarm) -> str:
+    return " / ".join("-" if v is None else f"{v:g}" for v in (a.value, a.limit))
+
+
+def _json(a: ListedAlarm) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in dataclasses.asdict(a).items()}
+
+
+def _command(
+    kind: CommandKind,
+    key: str,
+    args: dict[str, Any],
+    actor: str | None,
+    role: Role,
+    enterprise: str | None,
+    wait_s: float,
+    dsn: str | None,
+) -> None:
+    """Submit one command and report its outcome as the exit code (see the module docstring)."""
+    try:
+        command = Command(
+            alarm_key=key, kind=kind, actor=actor or _os_user(), role=role, enterprise=enterprise, args=args
+        )
+    except InvalidCommand as exc:
+        _say(err, f"{kind}: {exc}", "red")
+        raise typer.Exit(2) from None
+
+    async def job(conn: Conn) -> CommandOutcome | None:
+        await submit(conn, command)
+        return await outcome(conn, command.id, timeout_s=wait_s) if wait_s > 0 else None
+
+    done = _run(_dsn(dsn), job)
+    if done is None:
+        _say(out, f"{kind} {key}: submitted as command {command.id}; not waiting for the engine")
+        raise typer.Exit(PENDING_EXIT)
+    if done.status is CommandStatus.APPLIED:
+        _say(out, f"{kind} {key}: applied; the alarm is now {done.result}")
+    elif done.status is CommandStatus.REJECTED:
+        _say(err, f"{kind} {key}: rejected: {done.reason}", "red")
+        raise typer.Exit(1)
+    else:
+        _say(
+            err,
+            f"{kind} {key}: still pending after {wait_s:g} s (command {command.id}): the engine "
+            "(`hazardwatch run`) may not be running; it applies pending commands when it starts",
+            "yellow",
+        )
+        raise typer.Exit(PENDING_EXIT)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        _say(err, "cannot tell who you are: pass --as NAME")
+        raise typer.Exit(2) from None
+
+
+@alarms_app.command("ack")
+def ack_cmd(
+    key: str = KEY_ARGUMENT,
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Acknowledge an alarm."""
+    _command(CommandKind.ACK, key, {}, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("reset")
+def reset_cmd(
+    key: str = KEY_ARGUMENT,
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Reset a latched alarm whose condition has cleared (and acknowledge it)."""
+    _command(CommandKind.RESET, key, {}, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("shelve")
+def shelve_cmd(
+    key: str = KEY_ARGUMENT,
+    minutes: float = typer.Option(
+        ..., "--minutes", help="For how long; the engine refuses more than the priority allows."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why, as journaled and audited."),
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Shelve an alarm: hidden for a while, annunciated again when the time runs out if still active."""
+    _command(
+        CommandKind.SHELVE, key, {"minutes": minutes, "reason": reason}, actor, role, enterprise, wait_s, dsn
+    )
+
+
+@alarms_app.command("unshelve")
+def unshelve_cmd(
+    key: str = KEY_ARGUMENT,
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Unshelve an alarm before its time runs out."""
+    _command(CommandKind.UNSHELVE, key, {}, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("comment")
+def comment_cmd(
+    key: str = KEY_ARGUMENT,
+    text: str = typer.Argument(..., metavar="TEXT", help="The comment (at most 2000 characters)."),
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Add a comment to an alarm's journal (its state does not change)."""
+    _command(CommandKind.COMMENT, key, {"text": text}, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("remove")
+def remove_cmd(
+    key: str = KEY_ARGUMENT,
+    reason: str = typer.Option(..., "--reason", help="Why it is taken out of service."),
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Take an alarm out of service (it is not annunciated until restored)."""
+    _command(CommandKind.REMOVE, key, {"reason": reason}, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("restore")
+def restore_cmd(
+    key: str = KEY_ARGUMENT,
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Return an out-of-service alarm to service (annunciated again if its condition is active)."""
+    _command(CommandKind.RESTORE, key, {}, actor, role, enterprise, wait_s, dsn)
