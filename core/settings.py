@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CollectSettings", "RuleSettings", "Settings", "StorageSettings"]
+__all__ = ["AlarmSettings", "CollectSettings", "RuleSettings", "Settings", "StorageSettings"]
 
 
 class _Section(BaseModel):
@@ -39,6 +39,20 @@ class RuleSettings(_Section):
     max_clock_ahead_s: float = Field(default=300.0, ge=1.0, le=86400.0, allow_inf_nan=False)
 
 
+class AlarmSettings(_Section):
+    # The longest an operator may shelve an alarm of each priority, in minutes (0: such alarms
+    # cannot be shelved). Critical alarms (toxic level 2, SIS demand without action) never are
+    # by default: ISA-18.2 asks shelving to be limited by priority.
+    max_shelve_min_critical: float = Field(default=0.0, ge=0, le=7 * 1440, allow_inf_nan=False)
+    max_shelve_min_high: float = Field(default=60.0, ge=0, le=7 * 1440, allow_inf_nan=False)
+    max_shelve_min_medium: float = Field(default=480.0, ge=0, le=7 * 1440, allow_inf_nan=False)
+    max_shelve_min_low: float = Field(default=1440.0, ge=0, le=7 * 1440, allow_inf_nan=False)
+    # Commits not yet in the database (alarms/journal.py): relative to Settings.data_dir.
+    log_dir: str = Field(default="alarm_log", min_length=1)
+    # Pending alarm_command rows are read on NOTIFY and at least this often.
+    command_poll_s: float = Field(default=1.0, ge=0.05, le=60, allow_inf_nan=False)
+
+
 class CollectSettings(_Section):
     # 0: every OPC UA device in the main process's event loop; N: spread over N worker
     # processes (collector/opcua/workers.py), because asyncua's pure-Python decoding fills one
@@ -55,6 +69,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     rules: RuleSettings = RuleSettings()
     collect: CollectSettings = CollectSettings()
+    alarms: AlarmSettings = AlarmSettings()
 
     def local_path(self, path: str | Path) -> Path:
         """``path`` itself if absolute, else relative to ``data_dir``."""

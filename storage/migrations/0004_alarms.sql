@@ -121,13 +121,12 @@ CREATE TABLE audit_log (
 );
 CREATE UNIQUE INDEX audit_log_seq ON audit_log (seq, target, action) WHERE seq IS NOT NULL;
 
--- The rule engine's state that must agree with alarm_state after a crash: per rule key, the
--- active flag and the running delays (times in µs since the epoch, as the engine keeps them).
+-- The rule engine's state that must agree with alarm_state after a crash: per rule key, whether
+-- its condition is active and since when (µs since the epoch, as the engine keeps it). Delays
+-- still running are not here: they restart from the next sample after a crash.
 CREATE TABLE rule_state (
     key      text PRIMARY KEY,
     active   boolean NOT NULL,
     since    bigint NOT NULL,
-    due_on   bigint NOT NULL,
-    due_off  bigint NOT NULL,
     seq      bigint NOT NULL
 );

@@ -1,0 +1,283 @@
+"""The alarm journal's unit of work (``Commit``) and its local durable log.
+
+Every change the alarm manager makes (a batch of condition edges, an operator command, a
+timer) becomes one ``Commit``: journal rows, the alarms' new state rows, outbox rows, command
+outcomes, audit rows and the rule engine's state for the rules involved, numbered by ``seq``
+(gap-free, increasing). A commit is appended to the ``LocalLog`` (fsynced) before anything
+else sees it, then written to the database in one transaction (``alarms.store``); the log
+forgets it once the database has it. So a process killed at any point, or a database that is
+down for hours, loses nothing and reorders nothing: on start the log's commits the database
+does not have yet are written first, in order, and writing one twice is a no-op (every row
+carries its commit's seq).
+
+Log format: segment files ``<first seq>.log`` in one directory, each a sequence of records
+``u32 length | u32 crc32 | JSON payload`` (UTF-8). A record torn by a crash (short, or its
+checksum wrong) ends its segment: it is cut off when the log opens, with a warning. Segments
+roll over at ``segment_bytes`` and are deleted once every commit in them is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.atomic import fsync_directory
+from core.errors import StorageError
+
+__all__ = ["AlarmRow", "CommandOutcome", "Commit", "JournalRow", "LocalLog", "OutboxRow", "RuleRow"]
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")  # payload length, crc32(payload)
+_SUFFIX = ".log"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    alarm_key: str
+    action: str  # alarms.state.Action value
+    old_status: str
+    new_status: str
+    at_us: int  # when it happened: the edge's source time, else the engine's clock
+    value: float
+    limit: float
+    actor: str  # "engine" or the person who commanded
+    command_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    """One alarm's current state with its labels (a row of alarm_state)."""
+
+    key: str
+    enterprise: str
+    county: str
+    hazard_source: str
+    unit: str | None
+    subject: str
+    kind: str
+    priority: str
+    status: str
+    condition: bool
+    acked: bool
+    latching: bool
+    since_us: int
+    shelved_until_us: int | None
+    by_whom: str | None
+    reason: str | None
+    value: float
+    limit: float
+    raised_at_us: int | None
+    acked_at_us: int | None
+    acked_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    n: int  # the journal row (position in the commit) it announces
+    alarm_key: str
+    event: str  # raised | reraised | resolved
+    priority: str
+    labels: dict[str, str | None]
+    message_zh: str
+    message_en: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    id: str
+    status: str  # applied | rejected
+    result: str | None  # the alarm's status after it was applied
+    reason: str | None  # why it was rejected
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    """The rule engine's state of one rule that must agree with its alarm after a crash."""
+
+    key: str
+    active: bool
+    since_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    seq: int
+    arrival_us: int  # the engine's clock when it made the commit
+    journal: tuple[JournalRow, ...] = ()
+    alarms: tuple[AlarmRow, ...] = ()
+    outbox: tuple[OutboxRow, ...] = ()
+    commands: tuple[CommandOutcome, ...] = ()
+    rules: tuple[RuleRow, ...] = ()
+    audit: tuple[tuple[str, str, str, dict[str, Any]], ...] = ()  # actor, action, target, detail
+
+    def encode(self) -> bytes:
+        body = {
+            "seq": self.seq,
+            "arrival": self.arrival_us,
+            "journal": [_row(r) for r in self.journal],
+            "alarms": [_row(r) for r in self.alarms],
+            "outbox": [_row(r) for r in self.outbox],
+            "commands": [_row(r) for r in self.commands],
+            "rules": [_row(r) for r in self.rules],
+            "audit": [list(a) for a in self.audit],
+        }
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Commit:
+        body = json.loads(payload)
+        return cls(
+            seq=body["seq"],
+            arrival_us=body["arrival"],
+            journal=tuple(_unrow(JournalRow, r) for r in body["journal"]),
+            alarms=tuple(_unrow(AlarmRow, r) for r in body["alarms"]),
+            outbox=tuple(_unrow(OutboxRow, r) for r in body["outbox"]),
+            commands=tuple(_unrow(CommandOutcome, r) for r in body["commands"]),
+            rules=tuple(_unrow(RuleRow, r) for r in body["rules"]),
+            audit=tuple((a[0], a[1], a[2], a[3]) for a in body["audit"]),
+        )
+
+
+def _row(r: Any) -> list[Any]:
+    # NaN (no value, no limit) as null: JSON has no NaN
+    return [
+        None if isinstance(v, float) and math.isnan(v) else v for v in (getattr(r, f) for f in r.__slots__)
+    ]
+
+
+_FLOATS = {"value", "limit"}
+
+
+def _unrow(cls: Any, values: list[Any]) -> Any:
+    return cls(
+        *(math.nan if v is None and f in _FLOATS else v for f, v in zip(cls.__slots__, values, strict=True))
+    )
+
+
+@dataclass(slots=True)
+class _Segment:
+    first: int  # seq of its first commit
+    path: Path
+    size: int
+    last: int = -1  # seq of its last commit
+
+
+@dataclass
+class LocalLog:
+    """Commits not yet in the database, on local disk. ``append`` returns once the commit is
+    on disk (fsync); ``pending()`` gives the commits after ``stored`` in order; ``forget(seq)``
+    drops what the database now has."""
+
+    directory: Path
+    segment_bytes: int = 16 << 20
+    _segments: list[_Segment] = field(default_factory=list)
+    _fd: int | None = None
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.directory.glob(f"*{_SUFFIX}"), key=_first_seq):
+            seg = _Segment(_first_seq(path), path, 0)
+            for commit in self._scan(seg):
+                seg.last = commit.seq
+            if seg.last < 0:
+                path.unlink()
+                continue
+            self._segments.append(seg)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest commit in the log (-1: empty)."""
+        return self._segments[-1].last if self._segments else -1
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    def append(self, commit: Commit) -> None:
+        payload = commit.encode()
+        record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        seg = self._segments[-1] if self._segments and self._fd is not None else None
+        if seg is None or seg.size + len(record) > self.segment_bytes:
+            seg = self._open(commit.seq)
+        assert self._fd is not None
+        try:
+            os.write(self._fd, record)
+            os.fsync(self._fd)
+        except OSError as exc:
+            os.ftruncate(self._fd, seg.size)  # a partial record would end the segment for good
+            raise StorageError(f"alarm log {seg.path}: {exc}") from exc
+        seg.size += len(record)
+        seg.last = commit.seq
+
+    def pending(self, after: int, limit: int | None = None) -> list[Commit]:
+        """The commits in the log with seq > ``after``, in order (at most ``limit``)."""
+        out: list[Commit] = []
+        for seg in self._segments:
+            if seg.last > after:
+                out += [c for c in self._scan(seg, cut=False) if c.seq > after]
+                if limit is not None and len(out) >= limit:
+                    return out[:limit]
+        return out
+
+    def forget(self, stored: int) -> None:
+        """Drop the segments whose every commit has seq <= ``stored`` (not the open one)."""
+        while len(self._segments) > 1 and self._segments[0].last <= stored:
+            self._segments.pop(0).path.unlink()
+        if len(self._segments) == 1 and self._segments[0].last <= stored and self._fd is None:
+            self._segments.pop(0).path.unlink()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self, seq: int) -> _Segment:
+        self.close()
+        path = self.directory / f"{seq:020d}{_SUFFIX}"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fsync_directory(self.directory)
+        seg = _Segment(seq, path, 0)
+        self._segments.append(seg)
+        return seg
+
+    def _scan(self, seg: _Segment, cut: bool = True) -> list[Commit]:
+        """The segment's commits; a torn or corrupt record ends it (``cut``: truncated there)."""
+        data = seg.path.read_bytes()
+        out, at = [], 0
+        while at < len(data):
+            if at + _HEADER.size > len(data):
+                break
+            length, crc = _HEADER.unpack_from(data, at)
+            payload = data[at + _HEADER.size : at + _HEADER.size + length]
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                break
+            try:
+                out.append(Commit.decode(payload))
+            except (ValueError, KeyError, TypeError):
+                break
+            at += _HEADER.size + length
+        if at < len(data) and cut:
+            log.warning(
+                "alarm log %s: a torn record at byte %d (a crash while writing) cut off", seg.path, at
+            )
+            with open(seg.path, "r+b") as f:
+                f.truncate(at)
+                os.fsync(f.fileno())
+        seg.size = at
+        return out
+
+
+def _first_seq(path: Path) -> int:
+    try:
+        return int(path.name.removesuffix(_SUFFIX))
+    except ValueError:
+        return -1

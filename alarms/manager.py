@@ -1,0 +1,326 @@
+"""AlarmManager: condition edges, operator commands and timers into alarm commits.
+
+The manager holds every alarm's current state (``alarms``: key -> AlarmRow, the alarm_state
+row) and turns each input into one ``Commit`` (alarms/journal.py): it runs ``transition``
+(alarms/state.py) per alarm, and writes journal rows for the events, the alarms' new rows,
+outbox rows for what people must be told (raised, re-raised, resolved), the outcome of a
+command and the rule engine's state of the rules whose condition changed. It does no I/O:
+``alarms.service`` logs and stores the commits, in ``seq`` order.
+
+Commands are checked here, in the one writer, against the alarm as it stands: an unknown alarm
+(or one of another enterprise: the actor is not told it exists), a role that may not do it,
+a shelve past the priority's maximum (settings.alarms), and what ``transition`` rejects. The
+comment-like commands (comment, feedback, supervise, respond) change no state: they are
+journaled (action COMMENT, FEEDBACK, SUPERVISE, RESPOND) and audited like the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from alarms.journal import AlarmRow, CommandOutcome, Commit, JournalRow, OutboxRow, RuleRow
+from alarms.model import AlarmDef, Catalog, Priority, messages
+from alarms.state import (
+    Ack,
+    Action,
+    AlarmState,
+    ConditionOff,
+    ConditionOn,
+    Event,
+    Expire,
+    Rejected,
+    Remove,
+    Reset,
+    Restore,
+    Shelve,
+    Signal,
+    Status,
+    Unshelve,
+    transition,
+)
+from alarms.store import PendingCommand
+from core.conditions import ConditionEdges
+from core.settings import AlarmSettings
+
+__all__ = ["ENGINE", "AlarmManager"]
+
+ENGINE = "engine"  # the actor of what the engine did by itself (conditions, timers)
+_US_PER_MIN = 60_000_000
+# who may do what; tenancy (an enterprise's people act on their enterprise's alarms) on top
+_OPERATORS = frozenset({"enterprise_operator", "enterprise_admin", "engineer", "admin"})
+_ALLOWED: dict[str, frozenset[str]] = {
+    "ack": _OPERATORS,
+    "reset": _OPERATORS,
+    "shelve": _OPERATORS,
+    "unshelve": _OPERATORS,
+    "comment": _OPERATORS | {"bureau_duty"},
+    "feedback": _OPERATORS,
+    "respond": _OPERATORS,
+    "supervise": frozenset({"bureau_duty", "admin"}),
+    "remove": frozenset({"enterprise_admin", "engineer", "admin"}),
+    "restore": frozenset({"enterprise_admin", "engineer", "admin"}),
+}
+_NOTES = {"comment": "COMMENT", "feedback": "FEEDBACK", "supervise": "SUPERVISE", "respond": "RESPOND"}
+_OUTBOX_EVENTS = {Action.RAISED: "raised", Action.RERAISED: "reraised"}
+
+
+class AlarmManager:
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: AlarmSettings,
+        *,
+        seq: int = -1,
+        alarms: Mapping[str, AlarmRow] | None = None,
+    ) -> None:
+        """``seq``: the last commit made (stored or logged); ``alarms``: their rows as stored."""
+        self.catalog = catalog
+        self.settings = settings
+        self.seq = seq
+        self.alarms: dict[str, AlarmRow] = dict(alarms or {})
+        self._max_shelve_us = {
+            Priority.CRITICAL: settings.max_shelve_min_critical * _US_PER_MIN,
+            Priority.HIGH: settings.max_shelve_min_high * _US_PER_MIN,
+            Priority.MEDIUM: settings.max_shelve_min_medium * _US_PER_MIN,
+            Priority.LOW: settings.max_shelve_min_low * _US_PER_MIN,
+        }
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def edges(self, edges: ConditionEdges, now_us: int) -> Commit | None:
+        """The commit of a batch of condition edges (None: no edges)."""
+        if len(edges) == 0:
+            return None
+        b = _Batch(self, now_us)
+        rules = []
+        for r, active, ts, value, limit in zip(
+            edges.rule.tolist(), edges.active.tolist(), edges.ts.tolist(), edges.value.tolist(),
+            edges.limit.tolist(), strict=True,
+        ):  # fmt: skip
+            alarm = self.catalog[r]
+            signal: Signal = ConditionOn(value, limit) if active else ConditionOff(value)
+            b.apply(alarm, signal, ts, ENGINE)
+            rules.append(RuleRow(alarm.key, active, ts))
+        return b.commit(rules=tuple(rules))
+
+    def command(self, cmd: PendingCommand, now_us: int) -> Commit:
+        """The commit of one operator command: applied, or rejected with its reason."""
+        b = _Batch(self, now_us)
+        alarm = self.catalog.by_key(cmd.alarm_key)
+        audit_detail: dict[str, object] = {
+            "command_id": cmd.id,
+            "command": cmd.command,
+            "role": cmd.role,
+            "args": cmd.args,
+        }
+        try:
+            if alarm is None or (cmd.enterprise is not None and alarm.labels["enterprise"] != cmd.enterprise):
+                raise Rejected(f"unknown alarm {cmd.alarm_key!r}")
+            if cmd.role not in _ALLOWED.get(cmd.command, frozenset()):
+                if cmd.command not in _ALLOWED:
+                    raise Rejected(f"unknown command {cmd.command!r}")
+                raise Rejected(f"role {cmd.role} may not {cmd.command} alarms")
+            if cmd.command in _NOTES:
+                row = self.alarms.get(alarm.key)
+                status = row.status if row else Status.NORMAL.value
+                b.note(alarm, _NOTES[cmd.command], status, cmd)
+            else:
+                b.apply(alarm, self._signal(alarm, cmd, now_us), now_us, cmd.actor, cmd.id)
+        except Rejected as exc:
+            b.outcomes.append(CommandOutcome(cmd.id, "rejected", None, exc.reason))
+            b.audit.append(
+                (cmd.actor, f"{cmd.command} rejected", cmd.alarm_key, {**audit_detail, "reason": exc.reason})
+            )
+        else:
+            assert alarm is not None
+            new = b.rows.get(alarm.key) or self.alarms.get(alarm.key)
+            result = new.status if new else Status.NORMAL.value
+            b.outcomes.append(CommandOutcome(cmd.id, "applied", result, None))
+            b.audit.append((cmd.actor, cmd.command, cmd.alarm_key, audit_detail))
+        return b.commit()
+
+    def tick(self, now_us: int) -> Commit | None:
+        """The commit of the timers due at ``now_us`` (shelving that ran out), None if none."""
+        due = [
+            a for a in self.alarms.values()
+            if a.status == Status.SHELVED and a.shelved_until_us is not None and a.shelved_until_us <= now_us
+        ]  # fmt: skip
+        if not due:
+            return None
+        b = _Batch(self, now_us)
+        for row in due:
+            alarm = self.catalog.by_key(row.key)
+            if alarm is not None:  # an alarm gone from the config keeps its last state
+                b.apply(alarm, Expire(), now_us, ENGINE)
+        return b.commit() if b.journal else None
+
+    def _signal(self, alarm: AlarmDef, cmd: PendingCommand, now_us: int) -> Signal:
+        args = cmd.args
+        match cmd.command:
+            case "ack":
+                return Ack(cmd.actor, args.get("comment"))
+            case "reset":
+                return Reset(cmd.actor, args.get("comment"))
+            case "shelve":
+                minutes = args.get("minutes")
+                if not isinstance(minutes, int | float) or not math.isfinite(minutes) or minutes <= 0:
+                    raise Rejected(f"shelve needs minutes > 0, got {minutes!r}")
+                most = self._max_shelve_us[alarm.priority]
+                if minutes * _US_PER_MIN > most:
+                    if most == 0:
+                        raise Rejected(f"{alarm.priority.value} alarms cannot be shelved")
+                    raise Rejected(
+                        f"{alarm.priority.value} alarms may be shelved for at most {most / _US_PER_MIN:g} min"
+                    )
+                return Shelve(cmd.actor, now_us + round(minutes * _US_PER_MIN), str(args.get("reason") or ""))
+            case "unshelve":
+                return Unshelve(cmd.actor)
+            case "remove":
+                return Remove(cmd.actor, str(args.get("reason") or ""))
+            case "restore":
+                return Restore(cmd.actor)
+        raise Rejected(f"unknown command {cmd.command!r}")
+
+
+class _Batch:
+    """One commit being made: every alarm it touches is read from it first, then the manager."""
+
+    def __init__(self, manager: AlarmManager, now_us: int) -> None:
+        self.m = manager
+        self.now_us = now_us
+        self.journal: list[JournalRow] = []
+        self.rows: dict[str, AlarmRow] = {}
+        self.outbox: list[OutboxRow] = []
+        self.outcomes: list[CommandOutcome] = []
+        self.audit: list[tuple[str, str, str, dict[str, object]]] = []
+
+    def apply(
+        self, alarm: AlarmDef, signal: Signal, at_us: int, actor: str, command_id: str | None = None
+    ) -> None:
+        row = self.rows.get(alarm.key) or self.m.alarms.get(alarm.key)
+        state = _state(row, alarm)
+        new, events = transition(state, signal, at_us)  # Rejected goes to the caller
+        if not events:
+            return
+        value, limit = _value_limit(signal, row)
+        for ev in events:
+            self._journal(alarm, ev, value, limit, actor, command_id)
+        self.rows[alarm.key] = _row(alarm, new, row, events, value, limit, actor)
+
+    def note(self, alarm: AlarmDef, action: str, status: str, cmd: PendingCommand) -> None:
+        row = self.rows.get(alarm.key) or self.m.alarms.get(alarm.key)
+        value, limit = (row.value, row.limit) if row else (math.nan, math.nan)
+        self.journal.append(
+            JournalRow(
+                alarm.key,
+                action,
+                status,
+                status,
+                self.now_us,
+                value,
+                limit,
+                cmd.actor,
+                cmd.id,
+                dict(cmd.args),
+            )
+        )
+
+    def _journal(
+        self, alarm: AlarmDef, ev: Event, value: float, limit: float, actor: str, command_id: str | None
+    ) -> None:
+        n = len(self.journal)
+        self.journal.append(
+            JournalRow(
+                alarm.key,
+                ev.action.value,
+                ev.old.value,
+                ev.new.value,
+                ev.at_us,
+                value,
+                limit,
+                actor,
+                command_id,
+            )
+        )
+        event = _OUTBOX_EVENTS.get(ev.action, "resolved" if ev.resolved else None)
+        if event is not None:
+            zh, en = messages(alarm, ev.action, value, limit)
+            self.outbox.append(
+                OutboxRow(n, alarm.key, event, alarm.priority.value, dict(alarm.labels), zh, en)
+            )
+
+    def commit(self, rules: tuple[RuleRow, ...] = ()) -> Commit:
+        m = self.m
+        m.seq += 1
+        m.alarms.update(self.rows)
+        return Commit(
+            m.seq, self.now_us, tuple(self.journal), tuple(self.rows.values()), tuple(self.outbox),
+            tuple(self.outcomes), rules, tuple(self.audit),
+        )  # fmt: skip
+
+
+def _state(row: AlarmRow | None, alarm: AlarmDef) -> AlarmState:
+    if row is None:
+        return AlarmState(latching=alarm.latching)
+    return AlarmState(
+        status=Status(row.status),
+        condition=row.condition,
+        acked=row.acked,
+        latching=alarm.latching,  # from the config as it is now
+        since_us=row.since_us,
+        shelved_until_us=row.shelved_until_us,
+        by=row.by_whom,
+        reason=row.reason,
+    )
+
+
+def _value_limit(signal: Signal, row: AlarmRow | None) -> tuple[float, float]:
+    if isinstance(signal, ConditionOn):
+        return signal.value, signal.limit
+    if isinstance(signal, ConditionOff):
+        return signal.value, row.limit if row else math.nan
+    return (row.value, row.limit) if row else (math.nan, math.nan)
+
+
+def _row(
+    alarm: AlarmDef,
+    s: AlarmState,
+    old: AlarmRow | None,
+    events: tuple[Event, ...],
+    value: float,
+    limit: float,
+    actor: str,
+) -> AlarmRow:
+    actions = {ev.action for ev in events}
+    at = events[-1].at_us
+    raised = at if actions & {Action.RAISED, Action.RERAISED} else (old.raised_at_us if old else None)
+    acked_at, acked_by = (old.acked_at_us, old.acked_by) if old else (None, None)
+    if actions & {Action.ACKED, Action.RESET}:
+        acked_at, acked_by = at, actor
+    elif actions & {Action.RAISED, Action.RERAISED}:
+        acked_at, acked_by = None, None
+    labels = alarm.labels
+    return AlarmRow(
+        key=alarm.key,
+        enterprise=labels["enterprise"] or "",
+        county=labels["county"] or "",
+        hazard_source=labels["hazard_source"] or "",
+        unit=labels.get("unit"),
+        subject=alarm.subject,
+        kind=alarm.kind.name if alarm.kind is not None else "SIF_DISABLED",
+        priority=alarm.priority.value,
+        status=s.status.value,
+        condition=s.condition,
+        acked=s.acked,
+        latching=s.latching,
+        since_us=s.since_us,
+        shelved_until_us=s.shelved_until_us,
+        by_whom=s.by,
+        reason=s.reason,
+        value=value,
+        limit=limit,
+        raised_at_us=raised,
+        acked_at_us=acked_at,
+        acked_by=acked_by,
+    )

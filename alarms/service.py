@@ -1,0 +1,331 @@
+"""AlarmService: the alarm lifecycle inside the engine process, the one writer of alarm state.
+
+Order of a commit: the manager makes it (in memory, on the event loop), the local log keeps it
+(fsync), then the database writer stores it in one transaction. The writer runs on its own
+task, so a slow or absent database never delays the rule engine: while the database is down
+commits wait on disk in order (and in memory up to ``max_queued`` commits; beyond that they are
+read back from the log), and the writer reconnects with backoff and jitter.
+
+``recover`` runs before the engine evaluates anything: it stores what the log holds beyond the
+database (a crash or an outage in the previous run), then loads every alarm's state and the
+rules' active conditions, which the caller restores into the rule engine (``rule_overlay``),
+so the rule state and the alarm state agree and a condition still active is not re-announced.
+
+Commands: pending ``alarm_command`` rows are read on NOTIFY ``alarm_command`` and every
+``command_poll_s`` (a missed notification costs at most that), applied in submitted order,
+each in its own commit; a command is applied once: the ids handled are remembered until the
+database has their outcome (a row read as pending again meanwhile is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+from prometheus_client.registry import CollectorRegistry
+
+from alarms import store
+from alarms.journal import Commit, LocalLog, RuleRow
+from alarms.manager import AlarmManager
+from alarms.model import Catalog
+from core.backoff import Backoff
+from core.clock import Clock
+from core.conditions import ConditionEdges
+from core.errors import DatabaseUnavailable, StorageError
+from core.settings import AlarmSettings
+from storage.db import Conn, connect
+
+__all__ = ["AlarmService"]
+
+log = logging.getLogger(__name__)
+
+_RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
+_WRITE_MAX_COMMITS = 500  # commits per database transaction while catching up
+
+
+class AlarmService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: AlarmSettings,
+        log_dir: Path,
+        dsn: str,
+        clock: Clock,
+        *,
+        max_queued: int = 10_000,
+        max_early_edges: int = 100_000,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.dsn = dsn
+        self.clock = clock
+        self.log = LocalLog(log_dir)
+        self.manager = AlarmManager(catalog, settings)
+        self.stored_seq = -1
+        self.max_queued = max_queued
+        self._queue: deque[Commit] = deque()
+        self._spilled = False  # commits beyond the queue: read back from the log
+        self._wake = asyncio.Event()
+        self._stored = asyncio.Event()
+        self._handled: dict[str, int] = {}  # command id -> seq of the commit that settled it
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conn: Conn | None = None
+        # Edges that arrive before ``recover`` could run (the database was down at start):
+        # applied in order once it has; beyond ``max_early_edges`` the oldest are dropped.
+        self.recovered = False
+        self.max_early_edges = max_early_edges
+        self._early: deque[tuple[ConditionEdges, int]] = deque()
+        self._early_edges = 0
+        self.early_dropped = Counter(
+            "hazardwatch_alarm_early_edges_dropped_total",
+            "Condition edges dropped while the alarm state could not be loaded (database down at start).",
+            registry=registry,
+        )
+        self.commits = Counter(
+            "hazardwatch_alarm_commits_total",
+            "Alarm commits made (edges, commands, timers).",
+            registry=registry,
+        )
+        self.log_failures = Counter(
+            "hazardwatch_alarm_log_failures_total",
+            "Alarm commits the local log could not keep (disk full, I/O error): in memory only until stored.",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "hazardwatch_alarm_backlog_commits", "Alarm commits not yet in the database.", registry=registry
+        )
+        self.backlog.set_function(lambda: max(0, self.manager.seq - self.stored_seq))
+
+    # --- start ---------------------------------------------------------------------------
+
+    async def recover(self) -> dict[str, RuleRow]:
+        """Store the log's commits the database lacks, load the state; the rules' stored state
+        (rule key -> active condition) for the engine. Raises DatabaseUnavailable when the
+        database cannot be reached (the caller decides whether to start without it)."""
+        conn = await connect(self.dsn, application_name="hazardwatch-alarms")
+        try:
+            state = await store.load(conn)
+            pending = self.log.pending(state.seq)
+            if pending:
+                log.warning(
+                    "alarm log: storing %d commits (seq %d..%d) the database did not have yet",
+                    len(pending), pending[0].seq, pending[-1].seq,
+                )  # fmt: skip
+                for i in range(0, len(pending), _WRITE_MAX_COMMITS):
+                    await store.write(conn, pending[i : i + _WRITE_MAX_COMMITS])
+                state = await store.load(conn)
+        finally:
+            await conn.close()
+        self.log.forget(state.seq)
+        self.stored_seq = state.seq
+        self.manager = AlarmManager(
+            self.catalog, self.settings, seq=max(state.seq, self.log.last_seq), alarms=state.alarms
+        )
+        self.recovered = True
+        while self._early:
+            edges, now_us = self._early.popleft()
+            self._commit_edges(edges, now_us)
+        return state.rules
+
+    async def recover_when_reachable(self, ready: asyncio.Event) -> None:
+        """``recover`` once ``ready`` is set (the schema is migrated), retrying while the
+        database is down, then ``start``: for a process that started during an outage."""
+        await ready.wait()
+        attempt = 0
+        while True:
+            try:
+                await self.recover()
+            except (DatabaseUnavailable, StorageError) as exc:
+                await asyncio.sleep(_RECONNECT.delay(attempt))
+                attempt += 1
+                log.warning("alarms: state not loaded yet (%s)", exc)
+                continue
+            log.warning(
+                "alarms: state loaded after the database returned; %d early edges applied", self._early_edges
+            )
+            self.start()
+            return
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="alarms-writer"),
+            asyncio.create_task(self._command_loop(), name="alarms-commands"),
+            asyncio.create_task(self._timer_loop(), name="alarms-timers"),
+        ]
+
+    async def close(self, timeout_s: float = 10.0) -> bool:
+        """Stop reading commands and timers, give the writer ``timeout_s`` to store what is
+        queued (what it cannot stays in the log for the next start); True when all was stored."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        writer = self._tasks[0] if self._tasks else None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while writer is not None and self.stored_seq < self.manager.seq and not writer.done():
+                    self._stored.clear()
+                    await self._stored.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self.log.close()
+        done = self.stored_seq >= self.manager.seq
+        if not done:
+            log.warning(
+                "alarms: %d commits not stored yet stay in the local log", self.manager.seq - self.stored_seq
+            )
+        return done
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def edges(self, edges: ConditionEdges) -> None:
+        """Condition edges from the rule engine (batch or tick), committed at once (held until
+        the alarm state is loaded)."""
+        now_us = self.clock.now_us()
+        if self.recovered:
+            self._commit_edges(edges, now_us)
+            return
+        self._early.append((edges, now_us))
+        self._early_edges += len(edges)
+        while self._early_edges > self.max_early_edges and len(self._early) > 1:
+            dropped, _ = self._early.popleft()
+            self._early_edges -= len(dropped)
+            self.early_dropped.inc(len(dropped))
+
+    def _commit_edges(self, edges: ConditionEdges, now_us: int) -> None:
+        commit = self.manager.edges(edges, now_us)
+        if commit is not None:
+            self._keep(commit)
+
+    def _keep(self, commit: Commit) -> None:
+        """Log the commit and queue it for the writer. Past ``max_queued`` the queue lets go of
+        what the log holds (the writer reads it back); a commit the log failed to keep stays
+        queued whatever the length: it is nowhere else."""
+        self.commits.inc()
+        try:
+            self.log.append(commit)
+        except StorageError as exc:
+            self.log_failures.inc()
+            log.error("alarm commit %d kept in memory only until stored: %s", commit.seq, exc)
+            self._queue.append(commit)
+        else:
+            if not self._spilled and len(self._queue) >= self.max_queued:
+                self._spilled = True
+                self._queue.clear()  # every one of them is in the log
+            if not self._spilled:
+                self._queue.append(commit)
+        self._wake.set()
+
+    # --- the database writer ---------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        attempt = 0
+        while True:
+            if self.stored_seq >= self.manager.seq:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await connect(self.dsn, application_name="hazardwatch-alarms")
+                await store.write(self._conn, batch)
+            except (DatabaseUnavailable, StorageError) as exc:
+                await self._drop_conn()
+                delay = _RECONNECT.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "alarms: %d commits wait for the database (%s); retry in %.1f s", len(batch), exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self.stored_seq = batch[-1].seq
+            while self._queue and self._queue[0].seq <= self.stored_seq:
+                self._queue.popleft()
+            self.log.forget(self.stored_seq)
+            for cid in [c for c, seq in self._handled.items() if seq <= self.stored_seq]:
+                del self._handled[cid]
+            self._stored.set()
+
+    def _next_batch(self) -> list[Commit]:
+        """The next commits to store, in seq order without a gap."""
+        if not self._spilled:
+            return list(itertools.islice(self._queue, _WRITE_MAX_COMMITS))
+        logged = self.log.pending(self.stored_seq, _WRITE_MAX_COMMITS)
+        kept = {c.seq: c for c in self._queue if c.seq > self.stored_seq}  # the log could not keep
+        merged = sorted({**kept, **{c.seq: c for c in logged}}.values(), key=lambda c: c.seq)
+        batch: list[Commit] = []
+        for c in merged:
+            if c.seq != self.stored_seq + 1 + len(batch) or len(batch) == _WRITE_MAX_COMMITS:
+                break
+            batch.append(c)
+        if len(logged) < _WRITE_MAX_COMMITS:  # the log holds nothing newer: queue from here on
+            self._spilled = False
+            self._queue = deque(merged)
+        if not batch and merged:
+            log.error("alarms: commit %d is missing (next held: %d)", self.stored_seq + 1, merged[0].seq)
+        return batch
+
+    async def _drop_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn = None
+
+    # --- commands and timers -------------------------------------------------------------------
+
+    async def _command_loop(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                listen = await connect(
+                    self.dsn, autocommit=True, application_name="hazardwatch-alarm-commands"
+                )
+            except DatabaseUnavailable:
+                await asyncio.sleep(_RECONNECT.delay(attempt))
+                attempt += 1
+                continue
+            attempt = 0
+            try:
+                await listen.execute("LISTEN alarm_command")
+                while True:
+                    await self._apply_pending(listen)
+                    # a finished wait releases the connection for the read above (a running
+                    # notifies() holds it); what arrives in between is kept for the next wait
+                    async for _ in listen.notifies(timeout=self.settings.command_poll_s, stop_after=1):
+                        pass
+            except (DatabaseUnavailable, StorageError, OSError) as exc:
+                log.warning("alarms: command reader lost the database (%s); reconnecting", exc)
+            except Exception as exc:  # psycopg errors surface from notifies() untranslated
+                log.warning("alarms: command reader failed (%s); reconnecting", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await listen.close()
+            await asyncio.sleep(_RECONNECT.delay(attempt))
+            attempt += 1
+
+    async def _apply_pending(self, conn: Conn) -> None:
+        for cmd in await store.pending_commands(conn):
+            if cmd.id in self._handled:
+                continue  # settled in a commit the database does not have yet
+            commit = self.manager.command(cmd, self.clock.now_us())
+            self._handled[cmd.id] = commit.seq
+            self._keep(commit)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await self.clock.sleep(1.0)
+            commit = self.manager.tick(self.clock.now_us())
+            if commit is not None:
+                self._keep(commit)

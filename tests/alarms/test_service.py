@@ -1,0 +1,206 @@
+"""alarms.service against real PostgreSQL and TimescaleDB: commits reach the database in one
+transaction each, commands arrive by NOTIFY and are settled once, a restart stores what the
+local log kept, and a database outage (a cut link, not a flag) loses and reorders nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from alarms import store
+from alarms.model import Catalog
+from alarms.service import AlarmService
+from core.clock import SystemClock
+from core.conditions import ConditionEdges
+from core.config import load_plant
+from core.settings import AlarmSettings
+from rules.compile import compile_rules
+from storage.db import Backend
+from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.proxy import TcpProxy
+from tests.support.waiting import eventually
+
+PLANT = Path(__file__).resolve().parents[1] / "core" / "data" / "two_enterprises.yaml"
+HH = "AA.V1.LT1:HH"
+GAS = "AA.V1.AT1:GAS_L2"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    plant = load_plant(PLANT)
+    return Catalog(plant, compile_rules(plant))
+
+
+@pytest.fixture(params=[Backend.POSTGRES, Backend.TIMESCALEDB], ids=str)
+async def dsn(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    backend = request.param
+    url = await asyncio.to_thread(create_scratch_db, backend)
+    await migrate(url)
+    yield url
+    await asyncio.to_thread(drop_scratch_db, backend, url)
+
+
+def service(catalog: Catalog, dsn: str, log_dir: Path, **kw: Any) -> AlarmService:
+    return AlarmService(catalog, AlarmSettings(command_poll_s=5.0), log_dir, dsn, SystemClock(), **kw)
+
+
+def edges(catalog: Catalog, *rows: tuple[str, bool, float]) -> ConditionEdges:
+    idx = [catalog.by_key(k).rule for k, *_ in rows]  # type: ignore[union-attr]
+    n = len(rows)
+    ts = SystemClock().now_us()
+    return ConditionEdges.of(
+        np.array(idx), np.array([r[1] for r in rows]), np.full(n, ts), np.array([r[2] for r in rows]),
+        np.full(n, 8.6), np.full(n, 3, np.uint8),
+    )  # fmt: skip
+
+
+async def rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return await (await conn.execute(sql)).fetchall()
+
+
+async def test_edges_and_commands_are_stored_one_commit_per_transaction(
+    catalog: Catalog, dsn: str, tmp_path: Path
+) -> None:
+    svc = service(catalog, dsn, tmp_path)
+    assert await svc.recover() == {}
+    svc.start()
+    try:
+        svc.edges(edges(catalog, (HH, True, 9.0), (GAS, True, 200.0)))
+        await eventually(lambda: svc.stored_seq == 0, timeout=10)
+        assert await rows(dsn, "SELECT key, status, priority, condition FROM alarm_state ORDER BY key") == [
+            (GAS, "unacknowledged", "critical", True),
+            (HH, "unacknowledged", "high", True),
+        ]
+        assert await rows(dsn, "SELECT seq, n, alarm_key, action FROM alarm_journal ORDER BY seq, n") == [
+            (0, 0, HH, "RAISED"),
+            (0, 1, GAS, "RAISED"),
+        ]
+        assert await rows(dsn, "SELECT alarm_key, event, priority FROM notification ORDER BY n") == [
+            (HH, "raised", "high"),
+            (GAS, "raised", "critical"),
+        ]
+        assert await rows(dsn, "SELECT key, active FROM rule_state ORDER BY key") == [(GAS, True), (HH, True)]
+        # an operator's command arrives by NOTIFY (the poll is 5 s here): settled well within 1 s
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            started = asyncio.get_running_loop().time()
+            await conn.execute(
+                "INSERT INTO alarm_command (id, alarm_key, command, actor, role, enterprise, args) "
+                "VALUES (gen_random_uuid(), %s, 'ack', '李四', 'enterprise_operator', 'AA', '{}'), "
+                "(gen_random_uuid(), %s, 'shelve', '李四', 'enterprise_operator', 'AA', '{\"minutes\": 10}')",
+                (HH, GAS),
+            )
+
+            async def settled() -> list[tuple[Any, ...]]:
+                cur = await conn.execute(
+                    "SELECT command, status, result, reason FROM alarm_command ORDER BY command"
+                )
+                return await cur.fetchall()
+
+            while any(r[1] == "pending" for r in await settled()):
+                await asyncio.sleep(0.02)
+            assert asyncio.get_running_loop().time() - started < 1.0
+            assert await settled() == [
+                ("ack", "applied", "acknowledged", None),
+                ("shelve", "rejected", None, "critical alarms cannot be shelved"),
+            ]
+        assert await rows(
+            dsn, "SELECT alarm_key, action, actor FROM alarm_journal WHERE command_id IS NOT NULL"
+        ) == [(HH, "ACKED", "李四")]
+        assert sorted(await rows(dsn, "SELECT actor, action, target FROM audit_log")) == [
+            ("李四", "ack", HH),
+            ("李四", "shelve rejected", GAS),
+        ]
+    finally:
+        assert await svc.close()
+
+
+async def test_a_commit_stored_twice_changes_nothing(catalog: Catalog, dsn: str, tmp_path: Path) -> None:
+    svc = service(catalog, dsn, tmp_path)
+    await svc.recover()
+    first = svc.manager.edges(edges(catalog, (HH, True, 9.0)), 1)
+    second = svc.manager.edges(edges(catalog, (HH, False, 1.0)), 2)
+    assert first is not None and second is not None
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        await store.write(conn, [first, second])
+        before = [
+            await rows(dsn, f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("alarm_journal", "notification")
+        ]
+        await store.write(conn, [first])  # a replay of an older commit: no row changes
+        await store.write(conn, [first, second])
+        after = [
+            await rows(dsn, f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("alarm_journal", "notification")
+        ]
+    assert before == after and len(before[0]) == 2
+    assert await rows(dsn, "SELECT status, seq FROM alarm_state") == [("returned_unacknowledged", 1)]
+    assert await rows(dsn, "SELECT seq FROM alarm_writer") == [(1,)]
+    svc.log.close()
+
+
+async def test_a_restart_stores_what_the_log_kept_and_resumes_from_it(
+    catalog: Catalog, dsn: str, tmp_path: Path
+) -> None:
+    crashed = service(catalog, dsn, tmp_path)
+    await crashed.recover()  # never started: its commits reach the log, not the database
+    crashed.edges(edges(catalog, (GAS, True, 200.0)))
+    crashed.edges(edges(catalog, (GAS, False, 3.0)))
+    crashed.log.close()  # the process dies here
+    assert await rows(dsn, "SELECT count(*) FROM alarm_journal") == [(0,)]
+
+    svc = service(catalog, dsn, tmp_path)
+    stored = await svc.recover()
+    assert {k: (r.active, r.since_us > 0) for k, r in stored.items()} == {GAS: (False, True)}
+    assert await rows(dsn, "SELECT seq, action FROM alarm_journal ORDER BY seq") == [
+        (0, "RAISED"),
+        (1, "RETURNED"),
+    ]
+    assert svc.manager.alarms[GAS].status == "latched" and svc.manager.seq == 1
+    assert list(tmp_path.glob("*.log")) == [] or svc.log.pending(1) == []
+    svc.start()
+    svc.edges(edges(catalog, (GAS, True, 210.0)))  # the latch re-sounds: the next seq
+    await eventually(lambda: svc.stored_seq == 2, timeout=10)
+    assert await rows(dsn, "SELECT seq, action FROM alarm_journal WHERE seq = 2") == [(2, "RERAISED")]
+    assert await svc.close()
+
+
+async def test_a_database_outage_keeps_every_commit_in_order_until_it_returns(
+    catalog: Catalog, dsn: str, tmp_path: Path
+) -> None:
+    target = conninfo_to_dict(dsn)
+    proxy = TcpProxy(int(target.get("port") or 5432))
+    port = await proxy.start()
+    svc = service(catalog, make_conninfo(dsn, host="127.0.0.1", port=port), tmp_path, max_queued=2)
+    await svc.recover()
+    svc.start()
+    try:
+        svc.edges(edges(catalog, (HH, True, 9.0)))
+        await eventually(lambda: svc.stored_seq == 0, timeout=10)
+        await proxy.cut()  # the link goes; the server stays up
+        values = [8.0, 9.5, 8.1, 9.7, 8.0]  # off, on, off, on, off: more than max_queued commits
+        for i, v in enumerate(values):
+            svc.edges(edges(catalog, (HH, i % 2 == 1, v)))
+        await asyncio.sleep(0.5)
+        assert svc.stored_seq == 0 and svc.manager.seq == 5
+        assert [c.seq for c in svc.log.pending(0)] == [1, 2, 3, 4, 5]  # on disk meanwhile
+        await proxy.restore()
+        await eventually(lambda: svc.stored_seq == 5, timeout=60)
+        journal = await rows(dsn, "SELECT seq, action, value FROM alarm_journal ORDER BY seq, n")
+        assert journal == [
+            (0, "RAISED", 9.0),
+            (1, "RETURNED", 8.0),
+            (2, "RERAISED", 9.5),
+            (3, "RETURNED", 8.1),
+            (4, "RERAISED", 9.7),
+            (5, "RETURNED", 8.0),
+        ]
+        assert await rows(dsn, "SELECT status, seq FROM alarm_state") == [("returned_unacknowledged", 5)]
+    finally:
+        assert await svc.close()
+        await proxy.stop()
