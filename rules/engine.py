@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from rules.families import CHECK_KINDS, ROC_GRAIN, LimitFamily, QuietBand, TagCh
 from rules.interlock import InterlockFamily, InterlockStatus
 from rules.machine import EdgeParts, Slots, unique_sorted
 from rules.pairs import PairFamily
-from rules.ruleset import RuleSet
+from rules.ruleset import NEVER, RuleSet
 from rules.snapshot import UNSEEN, EngineSnapshot, initial_rule_state, initial_tag_state
 
 __all__ = ["RuleEngine"]
@@ -423,6 +424,32 @@ class RuleEngine:
         self.quiet.settle(np.arange(self.rules.n_tags))
         self._all_dirty = True
         self.born = None
+
+    def align_conditions(self, stored: Mapping[str, tuple[bool, int]]) -> int:
+        """Make every rule's condition what the alarm store says (rule key -> active, since;
+        a key it does not hold is idle), the delays of a changed rule stopped; how many changed.
+        The alarm state is committed with the rules' conditions, the rule state file only on a
+        clean stop: after a crash this puts the engine back in step with the alarms, so a
+        condition that cleared meanwhile returns to normal and one still active is not raised
+        again."""
+        snap = self.snapshot()
+        state = snap.rules
+        want = np.zeros(len(self.rules), bool)
+        since = state["since"].copy()
+        index = {k: i for i, k in enumerate(self.rules.keys)}
+        for key, (active, at) in stored.items():
+            i = index.get(key)
+            if i is not None:
+                want[i], since[i] = active, at
+        flip = state["active"] != want
+        changed = int(flip.sum())
+        if changed:
+            state["active"][flip] = want[flip]
+            state["since"][flip] = since[flip]
+            state["due_on"][flip] = NEVER
+            state["due_off"][flip] = NEVER
+            self.restore(snap)
+        return changed
 
     def _set_tags(self, tags: tuple[np.ndarray, ...]) -> None:
         """Tag state from (value, quality, ts, held) columns, into the engine's own arrays."""

@@ -48,6 +48,27 @@ def test_restart_does_not_raise_active_conditions_again() -> None:
     assert not [e for e in named(RULES, late) if e[0].startswith("E1.V1.LT2:L")]
 
 
+def test_conditions_are_aligned_with_the_alarm_store_after_a_crash() -> None:
+    """The rule state file is from the last clean stop; the alarm store has every condition
+    committed since: what it holds wins, and a key it does not hold is idle."""
+    stale_file = RuleEngine(RULES)
+    stale_file.evaluate(batch(RULES, ("V1.LT2", 1, 95.0)), at(1))
+    engine = RuleEngine(RULES)
+    engine.restore(stale_file.snapshot())
+    assert {c.key for c in engine.active()} == {
+        "E1.V1.LT2:H", "E1.V1.LT2:HH", "H1.IL1:TRIP_DEMAND", "H1.IL3:OUT_OF_SERVICE",
+    }  # fmt: skip
+    # since then (crash): HH cleared and LT1's H was raised, both committed; the rest never was
+    changed = engine.align_conditions({"E1.V1.LT2:HH": (False, at(3)), "E1.V1.LT1:H": (True, at(2))})
+    assert changed == 5
+    assert {c.key for c in engine.active()} == {"E1.V1.LT1:H"}
+    assert engine.align_conditions({"E1.V1.LT1:H": (True, at(2))}) == 0  # already in step
+    # LT2 still high: raised again (the store had it idle); LT1 in range: H returns after its off-delay
+    edges = named(RULES, engine.evaluate(batch(RULES, ("V1.LT2", 4, 95.0), ("V1.LT1", 4, 50.0)), at(4)))
+    assert ("E1.V1.LT2:HH", True, 4.0) in edges and not [e for e in edges if e[0] == "E1.V1.LT1:H"]
+    assert ("E1.V1.LT1:H", False, 7.0) in named(RULES, engine.tick(at(7)))  # off-delay 3 s
+
+
 def test_restore_into_an_edited_rule_set_keeps_matching_rules(tmp_path: object) -> None:
     text = (DATA / "plant.yaml").read_text(encoding="utf-8")
     edited = text.replace("limits: {h: 80, on_delay_s: 0}", "limits: {h: 70, hh: 95, on_delay_s: 0}")
