@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ import typer
 if TYPE_CHECKING:
     from hazardwatch.compile_all import Compiled
 
+from alarms.rationale import defaults_for
 from core.clock import Clock, from_datetime
 from core.config import collector_paused, load_plant, load_plant_located
 from core.errors import ConfigError
@@ -57,7 +59,8 @@ def load_compiled_or_exit(
     """The validated plant (with ``data_dir``, when given) and what it compiles into with
     ``clock`` and the PKI directory ``pki_dir`` (relative to the data directory; None: the
     compile's default), or exit 2 listing every error. ``run`` starts its Runtime with this
-    compile, the config check, instead of compiling again."""
+    compile, the config check, instead of compiling again; the compile carries the plant's
+    alarm rationalization defaults, so a broken reference file fails the check too."""
     from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
 
     try:
@@ -69,6 +72,7 @@ def load_compiled_or_exit(
                 compiled = compile_checked(plant, source, clock)
             else:
                 compiled = compile_checked(plant, source, clock, str(plant.settings.local_path(pki_dir)))
+            compiled = dataclasses.replace(compiled, rationale=defaults_for(config, plant))
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant, compiled

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from alarms.rationale import RationaleDefaults
 from collector.base import Source
 from collector.factory import build_sources
 from core.clock import Clock, SystemClock
@@ -46,6 +47,9 @@ class Compiled:
     registry: TagRegistry
     engine: RuleEngine
     sources: tuple[Source, ...]
+    # the plant's alarm rationalization defaults (its reference folder's rationalization.yaml),
+    # read by load_compiled_or_exit, which knows where the plant file is
+    rationale: RationaleDefaults = field(default_factory=RationaleDefaults)
 
 
 class CompileError(HazardWatchError):

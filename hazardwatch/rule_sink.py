@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +42,8 @@ EVALUATION_BUCKETS_S = (
 
 
 class RuleSink:
-    """Until the alarm lifecycle consumes them, edges are summarised in the log and counted;
-    the live view shows the engine's active conditions."""
+    """Edges are summarised in the log, counted, and handed to ``on_edges`` (the alarm
+    service) in the order the engine emitted them; the live view shows the active conditions."""
 
     def __init__(
         self,
@@ -59,6 +59,7 @@ class RuleSink:
         self.tick_s = tick_s
         self.edges_total = 0
         self.activations_total = 0
+        self.on_edges: Callable[[ConditionEdges], None] | None = None
         # Wall time (perf_counter), not the injected clock: this measures the CPU the engine
         # costs the event loop, which a FakeClock would report as zero.
         self.evaluation_seconds = Histogram(
@@ -77,7 +78,7 @@ class RuleSink:
         started = time.perf_counter()
         edges = self.engine.evaluate(batch, self.clock.now_us())
         self._batch_seconds.observe(time.perf_counter() - started)
-        self._log(edges)
+        self._emit(edges)
 
     async def run_timer(self) -> None:
         while True:
@@ -86,7 +87,7 @@ class RuleSink:
                 started = time.perf_counter()
                 edges = self.engine.tick(self.clock.now_us())
                 self._tick_seconds.observe(time.perf_counter() - started)
-                self._log(edges)
+                self._emit(edges)
             except Exception:  # a failing tick must not stop delays and stale checks for good
                 log.exception("rule engine tick failed")
 
@@ -103,6 +104,11 @@ class RuleSink:
             log.error("rule state %s unreadable (%s); starting with fresh rule state", path, exc)
             return False
         return True
+
+    def _emit(self, edges: ConditionEdges) -> None:
+        self._log(edges)
+        if self.on_edges is not None and len(edges):
+            self.on_edges(edges)
 
     def _log(self, edges: ConditionEdges) -> None:
         n = len(edges)

@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 from prometheus_client.registry import CollectorRegistry
 
+from alarms.model import Catalog
+from alarms.rationale import RationaleDefaults
+from alarms.service import AlarmService
 from collector.base import CollectorRunner, comm_failure_batch
 from collector.hub import Hub
 from collector.metrics import HubMetrics, SourceMetrics
@@ -37,6 +40,7 @@ from hazardwatch.compile_all import Compiled, compile_plant
 from hazardwatch.metrics_server import LogMetrics, MetricsServer
 from hazardwatch.rule_sink import RuleSink
 from hazardwatch.run_summary import RunSummary
+from rules import RuleEngine
 from storage.db import connect
 from storage.dirlock import DirectoryLock
 from storage.heartbeat import Beat, Heartbeat
@@ -101,13 +105,15 @@ class Runtime:
         options: RuntimeOptions | None = None,
         metrics_registry: CollectorRegistry | None = None,
         compiled: Compiled | None = None,
+        rationale: RationaleDefaults | None = None,
     ) -> None:
         """``metrics_registry``: where the components register their metrics, served on
         /metrics (and by the API's ASGI app, ``metrics_server.metrics_app``); one per Runtime
         unless given, never the library's global one, so several runtimes in one process
         (tests) do not clash. ``compiled``: ``plant`` compiled already, with ``clock`` and this
         runtime's PKI directory (``hazardwatch run`` checks the config by compiling it: a
-        province's compile is seconds), else ``start`` compiles it."""
+        province's compile is seconds), else ``start`` compiles it. ``rationale``: the plant's
+        rationalization defaults (alarms.rationale.defaults_for), shown with every alarm."""
         self.plant = plant
         self.dsn = dsn
         self.clock = clock or SystemClock()
@@ -117,6 +123,9 @@ class Runtime:
         self.registry = TagRegistry.from_plant(plant)
         self.live = LiveSnapshot(len(self.registry))
         self.rules: RuleSink | None = None
+        self.alarms: AlarmService | None = None
+        self.rationale = rationale
+        self._synced = asyncio.Event()  # migrations and registry sync done (alarm tables exist)
         self.runners: list[CollectorRunner] = []
         self.opcua_pool: OpcUaWorkerPool | None = None  # settings.collect.opcua_workers >= 1
         self.writer: SpoolingWriter | None = None
@@ -179,6 +188,8 @@ class Runtime:
             )
             self._tasks.append(asyncio.create_task(self._sync_later(), name="registry-sync"))
             ids = cached
+        else:
+            self._synced.set()
         return self.registry.with_db_ids(ids)
 
     async def _sync_later(self) -> None:
@@ -191,6 +202,7 @@ class Runtime:
                 attempt += 1
                 continue
             log.warning("database reachable again: migrations and registry sync done")
+            self._synced.set()
             return
 
     async def start(self) -> None:
@@ -212,6 +224,8 @@ class Runtime:
         compiled, self._compiled = self._compiled, None  # single use: sources keep state
         if compiled is None:
             compiled = compile_plant(self.plant, self.clock, str(self.pki_dir))
+        elif self.rationale is None:
+            self.rationale = compiled.rationale
         self.registry = await self.prepare_database()
         s = self.plant.settings.storage
         spool = Spool(
@@ -236,6 +250,7 @@ class Runtime:
         self.rules = RuleSink(compiled.engine, self.clock, registry=self.metrics_registry)
         if self.rule_state_file and self.rules.load(self.rule_state_file):
             log.info("rule state restored from %s", self.rule_state_file)
+        await self._start_alarms(compiled.engine)
         self.hub.add_sink("rules", self.rules.write)
         self._tasks.append(asyncio.create_task(self.rules.run_timer(), name="rules-timer"))
         for name, write in self._extra_sinks:
@@ -266,6 +281,36 @@ class Runtime:
             )
             await self.metrics_server.start()
         log.info("collecting %d tags from %d sources", len(self.registry), len(self.runners))
+
+    async def _start_alarms(self, engine: RuleEngine) -> None:
+        """The alarm service, its state loaded and the rule engine's active conditions made to
+        agree with it (a crash since the rule state file was saved); with the database down,
+        loaded once it returns (the engine then keeps the file's conditions)."""
+        settings = self.plant.settings
+        self.alarms = AlarmService(
+            Catalog(self.plant, engine.rules, self.rationale),
+            settings.alarms,
+            settings.local_path(settings.alarms.log_dir),
+            self.dsn,
+            self.clock,
+            registry=self.metrics_registry,
+        )
+        assert self.rules is not None
+        self.rules.on_edges = self.alarms.edges
+        if not self._synced.is_set():
+            task = asyncio.create_task(
+                self.alarms.recover_when_reachable(self._synced), name="alarms-recover"
+            )
+            self._tasks.append(task)
+            return
+        stored = await self.alarms.recover()
+        changed = engine.align_conditions({k: (r.active, r.since_us) for k, r in stored.items()})
+        if changed:
+            log.warning(
+                "rule engine: %d conditions set as the alarm store has them (a crash since the last clean stop)",
+                changed,
+            )
+        self.alarms.start()
 
     async def stop(self) -> None:
         try:
@@ -301,6 +346,8 @@ class Runtime:
                 self.rules.save(self.rule_state_file)
             except OSError as exc:  # a full disk must not keep the historian from closing
                 log.error("rule state %s not saved: %s", self.rule_state_file, exc)
+        if self.alarms is not None:
+            clean = await self.alarms.close(self.options.shutdown_flush_s) and clean
         if self.writer is not None:
             # Let the writer finish in the database while it is up; whatever it cannot write
             # in time goes to the spool on close (drained at the next start).
