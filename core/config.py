@@ -43,7 +43,7 @@ def load_plant_located(
             ]
         )
     with collector_paused():
-        early = Prevalidated()
+        early = Prevalidated(p)
         loaded = load_document(p, env, on_part=early.take)
         return build_plant(loaded, p, early), loaded.source
 

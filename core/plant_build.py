@@ -33,16 +33,25 @@ class Prevalidated:
     anywhere, enterprises written inline) it validates the whole document as before, so every
     error is still reported at its place."""
 
-    def __init__(self) -> None:
-        self.parts: dict[int, tuple[Any, Enterprise, dict[str, Any]]] = {}
+    def __init__(self, plant_file: Path) -> None:
+        self.plant_file = plant_file
+        self.parts: dict[int, tuple[Any, Enterprise, dict[str, Any], Enterprise | None]] = {}
+        self._ref: GasReference | None = None
+        self._gas_limits: dict[tuple[GasSpec, str | None], Limits] = {}
 
-    def take(self, at: PathKey, data: Any) -> None:
+    def take(self, at: PathKey, data: Any, top: Any) -> None:
         if len(at) == 2 and at[0] == "enterprises" and isinstance(at[1], int) and isinstance(data, dict):
             try:
                 ent = Enterprise.model_validate(data)
             except ValidationError:
                 return  # build_plant reports it, at its place in the whole document
-            self.parts[at[1]] = (data, ent, ent.model_dump(exclude_unset=True))
+            if self._ref is None:  # build_plant loads it again, reporting its problems
+                self._ref = load_reference(self.plant_file, top, SourceMap(str(self.plant_file)), [])
+            try:  # resolved ahead too: used once the whole plant passed its checks
+                resolved: Enterprise | None = _resolve_enterprise(ent, self._ref, self._gas_limits)
+            except _Unresolvable:
+                resolved = None  # a gas detector the checks will report
+            self.parts[at[1]] = (data, ent, ent.model_dump(exclude_unset=True), resolved)
 
     def plant(self, raw: dict[str, Any]) -> tuple[Plant, dict[str, Any]] | None:
         """The validated plant and its dump, or None: validate the whole document instead."""
@@ -60,6 +69,10 @@ class Prevalidated:
         data = plant.model_dump(exclude_unset=True, exclude={"enterprises"})
         data["enterprises"] = [part[2] for part in done]
         return plant, data
+
+    def resolved(self) -> dict[int, Enterprise]:
+        """The enterprises resolved ahead, by index (those whose resolution had to wait)."""
+        return {i: part[3] for i, part in self.parts.items() if part[3] is not None}
 
 
 def build_plant(loaded: Loaded, plant_file: Path, early: Prevalidated | None = None) -> Plant:
@@ -88,7 +101,7 @@ def build_plant(loaded: Loaded, plant_file: Path, early: Prevalidated | None = N
     issues += check_plant(data, loaded.source, ref)
     if issues or plant is None:
         raise ConfigError(issues)
-    return _resolve(plant, ref)
+    return _resolve(plant, ref, early.resolved() if validated is not None and early is not None else {})
 
 
 def _structural(
@@ -128,17 +141,28 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
     return tuple(out)
 
 
-def _resolve(plant: Plant, ref: GasReference) -> Plant:
-    """The plant with every tag's key and effective limits filled in (copies: models are frozen)."""
+class _Unresolvable(Exception):
+    """A gas detector whose levels cannot be worked out (the checks report why)."""
+
+
+def _resolve(plant: Plant, ref: GasReference, done: dict[int, Enterprise]) -> Plant:
+    """The plant with every tag's key and effective limits filled in (copies: models are frozen);
+    ``done``: enterprises resolved already, by index."""
     gas_limits: dict[tuple[GasSpec, str | None], Limits] = {}  # a province has few distinct detector specs
-    enterprises = []
-    for ent in plant.enterprises:
-        sources = [
-            updated(hs, {"tags": [_resolve_tag(ent.code, tag, ref, gas_limits) for tag in hs.tags]})
-            for hs in ent.hazard_sources
-        ]
-        enterprises.append(updated(ent, {"hazard_sources": sources}))
+    enterprises = [
+        done.get(i) or _resolve_enterprise(ent, ref, gas_limits) for i, ent in enumerate(plant.enterprises)
+    ]
     return updated(plant, {"enterprises": enterprises})
+
+
+def _resolve_enterprise(
+    ent: Enterprise, ref: GasReference, gas_limits: dict[tuple[GasSpec, str | None], Limits]
+) -> Enterprise:
+    sources = [
+        updated(hs, {"tags": [_resolve_tag(ent.code, tag, ref, gas_limits) for tag in hs.tags]})
+        for hs in ent.hazard_sources
+    ]
+    return updated(ent, {"hazard_sources": sources})
 
 
 def _resolve_tag(
@@ -150,7 +174,8 @@ def _resolve_tag(
         limits = gas_limits.get((tag.gas, tag.unit))
         if limits is None:
             levels = resolve_gas(tag.gas.model_dump(exclude_unset=True), tag.unit, ref, lambda p, m: None)
-            assert levels is not None  # check_plant reported every detector it could not resolve
+            if levels is None:  # after check_plant passed: never (it reports every such detector)
+                raise _Unresolvable(tag.key)
             detector, l1, l2 = levels
             given = {"l": l1, "h": l2} if detector == Detector.OXYGEN else {"h": l1, "hh": l2}
             limits = Limits(**given, deadband=0.0, on_delay_s=0.0, off_delay_s=0.0, latched=True)

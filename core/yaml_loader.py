@@ -33,7 +33,7 @@ from core.errors import ConfigIssue
 __all__ = ["Loaded", "PartHook", "PathKey", "SourceMap", "format_path", "load_document"]
 
 PathKey = tuple[str | int, ...]
-PartHook = Callable[[PathKey, Any], None]
+PartHook = Callable[[PathKey, Any, Any], None]  # (place, part's data, the top-level document)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_INCLUDE_DEPTH = 16
 # Included files are read by worker processes when the top-level file includes at least two
@@ -237,7 +237,7 @@ class _Builder:
         for i, part in _read_parts(jobs):
             done[i] = part
             if on_part is not None and not part.issues and not part.failed_includes:
-                on_part(pending[i].at, part.data)  # while the workers read the others
+                on_part(pending[i].at, part.data, data)  # while the workers read the others
         parts = [done[i] for i in range(len(jobs))]
         for p, part in reversed(list(zip(pending, parts, strict=True))):  # later places first
             self.issues[p.issues_at : p.issues_at] = part.issues
@@ -561,8 +561,8 @@ def load_document(
 ) -> Loaded:
     """Load a YAML file (following !include) into data, its source map and its issues.
 
-    ``on_part(at, data)`` is called with each file the top-level file includes, at its document
-    path, once it has loaded without an issue and before it is put in its place (parts come in
+    ``on_part(at, data, top)`` is called with each file the top-level file includes, at its
+    document path (``top``: the top-level file's document), once it has loaded without an issue and before it is put in its place (parts come in
     the order they are read): a caller can start on a part (validate an enterprise) while worker
     processes still read the others."""
     p = Path(path)
