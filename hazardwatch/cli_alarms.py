@@ -25,7 +25,7 @@ import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,13 +47,14 @@ from alarms.commands import (
     outcome,
     submit,
 )
+from alarms.kpi import AlarmKpis, alarm_kpis, render
 from alarms.model import AlarmDef, Catalog, Priority
 from alarms.rationale import defaults_for
-from core.clock import US_PER_S
+from core.clock import US_PER_S, to_datetime
 from core.conditions import LIMIT_KINDS, RuleKind
 from core.errors import ConfigError, DatabaseUnavailable, StorageError
 from core.redact import redact
-from hazardwatch.cli_common import config_error_exit, load_compiled_or_exit
+from hazardwatch.cli_common import config_error_exit, load_compiled_or_exit, parse_time
 from rules.ruleset import RuleSet
 from storage.db import Conn, connect
 from storage.migrate import require_current_schema
@@ -445,3 +446,32 @@ def restore_cmd(
 ) -> None:
     """Return an out-of-service alarm to service (annunciated again if its condition is active)."""
     _command(CommandKind.RESTORE, key, {}, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("kpi")
+def kpi_cmd(
+    start: str | None = typer.Option(
+        None, "--start", help="Period start, ISO 8601 with offset (default: 24 h ago)."
+    ),
+    end: str | None = typer.Option(None, "--end", help="Period end, ISO 8601 with offset (default: now)."),
+    enterprise: str | None = typer.Option(None, "--enterprise", help="Only this enterprise (its code)."),
+    hazard_source: str | None = typer.Option(
+        None, "--hazard-source", help="Only this hazard source (its code)."
+    ),
+    unit: str | None = typer.Option(None, "--unit", help="Only this unit (operating position)."),
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """EEMUA 191 / ISA-18.2 alarm KPIs over the journal: rates, floods, chattering and stale
+    alarms, top contributors, priority mix, time to acknowledge, each against its target."""
+    hi = datetime.now(UTC) if end is None else to_datetime(parse_time(end, "--end"))
+    lo = hi - timedelta(days=1) if start is None else to_datetime(parse_time(start, "--start"))
+    if lo > hi:
+        _say(err, "--start is after --end")
+        raise typer.Exit(2)
+
+    async def job(conn: Conn) -> AlarmKpis:
+        return await alarm_kpis(
+            conn, start=lo, end=hi, enterprise=enterprise, hazard_source=hazard_source, unit=unit
+        )
+
+    _say(out, render(_run(_dsn(dsn), job)))

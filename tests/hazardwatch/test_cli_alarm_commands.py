@@ -263,3 +263,24 @@ def test_a_database_without_the_schema_says_to_upgrade(dsn: str) -> None:
         drop_scratch_db(Backend.POSTGRES, bare)
     assert result.exit_code == 1, result.output
     assert "hazardwatch db upgrade" in result.stderr
+
+
+def test_kpi_prints_the_journals_figures_for_the_period(dsn: str) -> None:
+    craft(dsn)  # alarm_state rows give the journal's labels
+    key = ALARMS[0][0]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("TRUNCATE alarm_journal")
+        for i in range(3):  # three raises in 50 s: a chattering alarm
+            conn.execute(
+                """INSERT INTO alarm_journal (seq, n, alarm_key, action, old_status, new_status, at, arrival, actor)
+                   VALUES (%s, 0, %s, 'RAISED', 'normal', 'unacknowledged', %s, %s, 'engine')""",
+                (i, key, T + timedelta(seconds=25 * i), T + timedelta(seconds=25 * i)),
+            )
+    start, end = T.isoformat(), (T + timedelta(hours=1)).isoformat()
+    result = invoke(dsn, "kpi", "--start", start, "--end", end)
+    assert result.exit_code == 0, result.output
+    assert "3 annunciations" in result.output and key in result.output
+    other = invoke(dsn, "kpi", "--start", start, "--end", end, "--enterprise", "NOBODY")
+    assert other.exit_code == 0 and "0 annunciations" in other.output
+    assert invoke(dsn, "kpi", "--start", end, "--end", start).exit_code == 2
+    assert invoke(dsn, "kpi", "--start", "yesterday").exit_code == 2
