@@ -237,7 +237,8 @@ def main() -> str:
             "cross-check, resolution); **compile** = what `check` adds (rule set, sources and read "
             "plans). The included enterprise files are read by "
             f"{min(len(os.sched_getaffinity(0)), 8)} worker processes (one per CPU, core/yaml_loader.py); "
-            "everything else runs in the main process. Baseline in the same run: libyaml's bare parse "
+            "everything else runs in the main process, each enterprise validated and resolved as soon as "
+            "its file is read (while the workers read the others). Baseline in the same run: libyaml's bare parse "
             "events of the same files in one process, the floor any YAML config pays; load/parse is the "
             "ratio to it. Median (min–max, runs).",
             "",
