@@ -1,25 +1,55 @@
-"""The terminal live view (rich): hazard sources with key values, collectors, historian.
+"""The terminal live view (rich): hazard sources with key values, collectors, alarms, historian.
 
 A pure function of the runtime's state, so it renders the same in the demo and in tests.
 Values that are not GOOD are shown with their quality name, never as if they were fine.
+Alarms are listed as an operator's alarm list orders them (ISA-18.2): those awaiting
+acknowledgement first and flashing, then by priority and GB/T 50493 rank, newest first;
+one line each, so the list stays short enough to read at a glance.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from core.clock import to_datetime
+from alarms.journal import AlarmRow
+from alarms.model import Catalog, Priority
+from alarms.state import ANNUNCIATED, Status
+from core.clock import US_PER_S, to_datetime
 from core.plant import Tag, TagKind
 from core.quality import Quality, name_of
 from hazardwatch.runtime import Runtime
 
-__all__ = ["render_view"]
+__all__ = ["alarm_lines", "render_view"]
 
 KEY_KINDS = (TagKind.GAS, TagKind.PRESSURE, TagKind.LEVEL, TagKind.TEMPERATURE, TagKind.FLOW)
 KEY_VALUES_PER_SOURCE = 5
 MAX_CONDITIONS = 20
+MAX_ALARMS = 15
+
+# (zh, short en, style) of the priority column and the count line
+_PRIORITY_TEXT = {
+    Priority.CRITICAL: ("紧急", "crit", "bold red"),
+    Priority.HIGH: ("高", "high", "red"),
+    Priority.MEDIUM: ("中", "med", "yellow"),
+    Priority.LOW: ("低", "low", "cyan"),
+}
+_STATUS_TEXT = {
+    Status.UNACK: ("未确认", "unack"),
+    Status.ACKED: ("已确认", "ack"),
+    Status.RTN_UNACK: ("未确认恢复", "RTN unack"),
+    Status.LATCHED: ("保持", "latched"),
+}
+# not on the list, but an operator must know they are there (ISA-18.2 keeps them visible as counts)
+_HIDDEN_TEXT = {
+    Status.SHELVED: "搁置 shelved",
+    Status.SUPPRESSED: "抑制 suppressed",
+    Status.OUT_OF_SERVICE: "停用 OOS",  # out of service
+}
+AWAITING_ACK = "blink bold"  # flashing, as an annunciator panel flashes until acknowledged
 
 
 def _value(value: float, quality: int, unit: str) -> Text:
@@ -72,22 +102,11 @@ def render_view(runtime: Runtime) -> RenderableType:
             s.last_error if s.state != "ok" else "",
         )
     parts: list[RenderableType] = [sources, collectors]
-    if runtime.rules is not None:
-        active = Table(title="active conditions (rule engine)", expand=True)
-        for col in ("tag / interlock", "name", "condition", "value", "limit", "since (UTC)"):
-            active.add_column(col, overflow="fold")
-        for c in runtime.rules.engine.active()[:MAX_CONDITIONS]:
-            subject: Tag | None = reg.tags[reg.index_of(c.subject)] if c.subject in reg else None
-            unit = subject.unit if subject is not None else ""
-            active.add_row(
-                c.subject,
-                subject.name if subject is not None else c.description,
-                Text(f"{c.kind.name} {c.severity.name}", style="bold red" if c.severity >= 3 else "yellow"),
-                f"{c.value:.4g}{unit}",
-                f"{c.limit:.4g}{unit}",
-                to_datetime(c.since_us).strftime("%H:%M:%S"),
-            )
-        parts.append(active)
+    if runtime.alarms is not None:
+        alarms = runtime.alarms
+        parts.append(alarm_lines(alarms.manager.alarms.values(), alarms.catalog, runtime.clock.now_us()))
+    elif runtime.rules is not None:
+        parts.append(_conditions(runtime))
     if runtime.writer is not None:
         m = runtime.writer.metrics()
         parts.append(
@@ -99,3 +118,97 @@ def render_view(runtime: Runtime) -> RenderableType:
             )
         )
     return Group(*parts)
+
+
+def _conditions(runtime: Runtime) -> Table:
+    """The rule engine's active conditions: what the view shows before the alarm service runs."""
+    assert runtime.rules is not None
+    reg = runtime.registry
+    active = Table(title="active conditions (rule engine)", expand=True)
+    for col in ("tag / interlock", "name", "condition", "value", "limit", "since (UTC)"):
+        active.add_column(col, overflow="fold")
+    for c in runtime.rules.engine.active()[:MAX_CONDITIONS]:
+        subject: Tag | None = reg.tags[reg.index_of(c.subject)] if c.subject in reg else None
+        unit = subject.unit if subject is not None else ""
+        active.add_row(
+            c.subject,
+            subject.name if subject is not None else c.description,
+            Text(f"{c.kind.name} {c.severity.name}", style="bold red" if c.severity >= 3 else "yellow"),
+            f"{c.value:.4g}{unit}",
+            f"{c.limit:.4g}{unit}",
+            to_datetime(c.since_us).strftime("%H:%M:%S"),
+        )
+    return active
+
+
+def alarm_lines(
+    rows: Iterable[AlarmRow], catalog: Catalog, now_us: int, max_lines: int = MAX_ALARMS
+) -> RenderableType:
+    """The alarm list: annunciated alarms one line each, awaiting acknowledgement first (flashing),
+    then by priority and rank (``AlarmDef.order``), newest first; at most ``max_lines`` of them and
+    "+K more"; then the count per priority and of the hidden statuses (shelved, suppressed, out of
+    service). An alarm no longer in ``catalog`` (config edited) is listed from its row alone."""
+    listed: list[tuple[tuple[bool, int, int, int], AlarmRow]] = []
+    hidden = dict.fromkeys(_HIDDEN_TEXT, 0)
+    for row in rows:
+        status = Status(row.status)
+        if status in hidden:
+            hidden[status] += 1
+        elif status in ANNUNCIATED:
+            alarm = catalog.by_key(row.key)
+            severity, rank = alarm.order if alarm else (int(Priority(row.priority).severity), 0)
+            listed.append(((not row.acked, severity, rank, _raised(row)), row))
+    listed.sort(key=lambda e: e[0], reverse=True)
+    counts = dict.fromkeys(Priority, 0)
+    for _, row in listed:
+        counts[Priority(row.priority)] += 1
+    summary = Text(" · ".join(f"{zh} {en} {counts[p]}" for p, (zh, en, _) in _PRIORITY_TEXT.items()))
+    summary.append(" │ " + " · ".join(f"{text} {hidden[s]}" for s, text in _HIDDEN_TEXT.items()), style="dim")
+    if not listed:
+        return Group(Text("报警 alarms: 无报警 none", style="green"), summary)
+    table = Table(title="报警 alarms", expand=True, box=None, padding=(0, 1), pad_edge=False)
+    # status and tag give way when the terminal is narrow (cut with "…", never wrapped: one line
+    # per alarm); the other columns are short and keep their width
+    for col in ("priority", "status", "tag", "condition", "value / limit", "age"):
+        table.add_column(col, no_wrap=col not in ("status", "tag"))
+    for _, row in listed[:max_lines]:
+        table.add_row(*_alarm_cells(row, catalog, now_us), style=AWAITING_ACK if not row.acked else None)
+    parts: list[RenderableType] = [table]
+    if len(listed) > max_lines:
+        parts.append(Text(f"+{len(listed) - max_lines} more 另有 {len(listed) - max_lines} 条", style="bold"))
+    parts.append(summary)
+    return Group(*parts)
+
+
+def _raised(row: AlarmRow) -> int:
+    """When the alarm was raised: its age, and "newest" in the list's order."""
+    return row.raised_at_us if row.raised_at_us is not None else row.since_us
+
+
+def _alarm_cells(row: AlarmRow, catalog: Catalog, now_us: int) -> tuple[Text, Text, Text, str, str, str]:
+    alarm = catalog.by_key(row.key)
+    zh, en, style = _PRIORITY_TEXT[Priority(row.priority)]
+    status_zh, status_en = _STATUS_TEXT[Status(row.status)]
+    if row.status == Status.LATCHED and not row.acked:
+        status_zh, status_en = f"{status_zh}未确认", "latch unack"
+    name, label, unit = (alarm.name, alarm.label, alarm.unit) if alarm else ("", row.kind, "")
+    tag = Text(f"{name} " if name else "", no_wrap=True, overflow="ellipsis")
+    tag.append(row.subject, style="dim")
+    value = f"{_number(row.value)} / {_number(row.limit)}" + (f" {unit}" if unit else "")
+    status = Text(f"{status_zh} {status_en}", no_wrap=True, overflow="ellipsis")
+    return Text(f"{zh} {en}", style=style), status, tag, label, value, _age(now_us - _raised(row))
+
+
+def _number(v: float) -> str:
+    return "—" if v != v else f"{v:.4g}"
+
+
+def _age(us: int) -> str:
+    s = max(0, us) // US_PER_S
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
