@@ -12,12 +12,18 @@ Commands are checked here, in the one writer, against the alarm as it stands: an
 a shelve past the priority's maximum (settings.alarms), and what ``transition`` rejects. The
 comment-like commands (comment, feedback, supervise, respond) change no state: they are
 journaled (action COMMENT, FEEDBACK, SUPERVISE, RESPOND) and audited like the others.
+
+An interlock whose safety function can no longer act (``SifChange``, from the composition root
+comparing the engine's ``sif_state`` with what it reported before) raises or returns its "SIF
+disabled" alarm (``Catalog.sif_disabled``); the journal rows and the raise's messages say why.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from alarms.journal import AlarmRow, CommandOutcome, Commit, JournalRow, OutboxRow, RuleRow
 from alarms.model import AlarmDef, Catalog, Priority, messages
@@ -43,7 +49,7 @@ from alarms.store import PendingCommand
 from core.conditions import ConditionEdges
 from core.settings import AlarmSettings
 
-__all__ = ["ENGINE", "AlarmManager"]
+__all__ = ["ENGINE", "AlarmManager", "SifChange"]
 
 ENGINE = "engine"  # the actor of what the engine did by itself (conditions, timers)
 _US_PER_MIN = 60_000_000
@@ -63,6 +69,43 @@ _ALLOWED: dict[str, frozenset[str]] = {
 }
 _NOTES = {"comment": "COMMENT", "feedback": "FEEDBACK", "supervise": "SUPERVISE", "respond": "RESPOND"}
 _OUTBOX_EVENTS = {Action.RAISED: "raised", Action.RERAISED: "reraised"}
+
+
+@dataclass(frozen=True, slots=True)
+class SifChange:
+    """An interlock's safety function that could no longer act (``disabled``), or can again."""
+
+    interlock: str  # HAZARD_SOURCE.CODE
+    disabled: bool
+    can_vote: int  # inputs neither bypassed nor failed now
+    m: int  # votes needed as configured
+    bypassed: tuple[str, ...] = ()  # input tag keys
+    failed: tuple[str, ...] = ()
+    in_service: bool = True
+
+    def reason(self) -> tuple[str, str]:
+        """Why it cannot act, or what still holds it back when it can: (zh, en)."""
+        zh, en = [], []
+        if not self.in_service:
+            zh.append("联锁停用")
+            en.append("out of service")
+        if self.bypassed:
+            zh.append(f"旁路：{'、'.join(self.bypassed)}")
+            en.append(f"bypassed: {', '.join(self.bypassed)}")
+        if self.failed:
+            zh.append(f"故障：{'、'.join(self.failed)}")
+            en.append(f"failed: {', '.join(self.failed)}")
+        return "；".join(zh), "; ".join(en)
+
+    def detail(self) -> dict[str, Any]:
+        zh, en = self.reason()
+        return {
+            "bypassed": list(self.bypassed),
+            "failed": list(self.failed),
+            "in_service": self.in_service,
+            "reason": en,
+            "reason_zh": zh,
+        }
 
 
 class AlarmManager:
@@ -103,6 +146,22 @@ class AlarmManager:
             b.apply(alarm, signal, ts, ENGINE)
             rules.append(RuleRow(alarm.key, active, ts))
         return b.commit(rules=tuple(rules))
+
+    def sif(self, changes: Sequence[SifChange], now_us: int) -> Commit | None:
+        """The commit of safety functions that could no longer act or can again, at ``now_us``
+        (None: nothing to record). A return for an alarm whose condition is off is skipped here
+        without a transition: the composition root reports every interlock's first known state,
+        nearly all of them able."""
+        b = _Batch(self, now_us)
+        for c in changes:
+            alarm = self.catalog.sif_disabled(c.interlock)
+            if not c.disabled:
+                row = b.rows.get(alarm.key) or self.alarms.get(alarm.key)
+                if row is None or not row.condition:
+                    continue
+            signal: Signal = ConditionOn(c.can_vote, c.m) if c.disabled else ConditionOff(c.can_vote)
+            b.apply(alarm, signal, now_us, ENGINE, detail=c.detail())
+        return b.commit() if b.journal else None
 
     def command(self, cmd: PendingCommand, now_us: int) -> Commit:
         """The commit of one operator command: applied, or rejected with its reason."""
@@ -196,8 +255,15 @@ class _Batch:
         self.audit: list[tuple[str, str, str, dict[str, object]]] = []
 
     def apply(
-        self, alarm: AlarmDef, signal: Signal, at_us: int, actor: str, command_id: str | None = None
+        self,
+        alarm: AlarmDef,
+        signal: Signal,
+        at_us: int,
+        actor: str,
+        command_id: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
+        """``detail``: the journal rows' (a "reason" and "reason_zh" in it go into the messages)."""
         row = self.rows.get(alarm.key) or self.m.alarms.get(alarm.key)
         state = _state(row, alarm)
         new, events = transition(state, signal, at_us)  # Rejected goes to the caller
@@ -205,7 +271,7 @@ class _Batch:
             return
         value, limit = _value_limit(signal, row)
         for ev in events:
-            self._journal(alarm, ev, value, limit, actor, command_id)
+            self._journal(alarm, ev, value, limit, actor, command_id, detail)
         self.rows[alarm.key] = _row(alarm, new, row, events, value, limit, actor)
 
     def note(self, alarm: AlarmDef, action: str, status: str, cmd: PendingCommand) -> None:
@@ -227,7 +293,14 @@ class _Batch:
         )
 
     def _journal(
-        self, alarm: AlarmDef, ev: Event, value: float, limit: float, actor: str, command_id: str | None
+        self,
+        alarm: AlarmDef,
+        ev: Event,
+        value: float,
+        limit: float,
+        actor: str,
+        command_id: str | None,
+        detail: dict[str, Any] | None,
     ) -> None:
         n = len(self.journal)
         self.journal.append(
@@ -241,11 +314,14 @@ class _Batch:
                 limit,
                 actor,
                 command_id,
+                detail,
             )
         )
         event = _OUTBOX_EVENTS.get(ev.action, "resolved" if ev.resolved else None)
         if event is not None:
             zh, en = messages(alarm, ev.action, value, limit)
+            if detail is not None and detail.get("reason"):
+                zh, en = f"{zh}（{detail['reason_zh']}）", f"{en} ({detail['reason']})"
             self.outbox.append(
                 OutboxRow(n, alarm.key, event, alarm.priority.value, dict(alarm.labels), zh, en)
             )

@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -31,7 +32,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from alarms import store
 from alarms.journal import Commit, LocalLog, RuleRow
-from alarms.manager import AlarmManager
+from alarms.manager import AlarmManager, SifChange
 from alarms.model import Catalog
 from core.backoff import Backoff
 from core.clock import Clock
@@ -76,15 +77,15 @@ class AlarmService:
         self._handled: dict[str, int] = {}  # command id -> seq of the commit that settled it
         self._tasks: list[asyncio.Task[None]] = []
         self._conn: Conn | None = None
-        # Edges that arrive before ``recover`` could run (the database was down at start):
-        # applied in order once it has; beyond ``max_early_edges`` the oldest are dropped.
+        # Edges (and SIF changes) that arrive before ``recover`` could run (the database was down
+        # at start): applied in order once it has; beyond ``max_early_edges`` the oldest are dropped.
         self.recovered = False
         self.max_early_edges = max_early_edges
-        self._early: deque[tuple[ConditionEdges, int]] = deque()
+        self._early: deque[tuple[ConditionEdges | tuple[SifChange, ...], int]] = deque()
         self._early_edges = 0
         self.early_dropped = Counter(
             "hazardwatch_alarm_early_edges_dropped_total",
-            "Condition edges dropped while the alarm state could not be loaded (database down at start).",
+            "Condition edges and SIF changes dropped while the alarm state could not be loaded (database down at start).",
             registry=registry,
         )
         self.commits = Counter(
@@ -129,8 +130,8 @@ class AlarmService:
         )
         self.recovered = True
         while self._early:
-            edges, now_us = self._early.popleft()
-            self._commit_edges(edges, now_us)
+            held, now_us = self._early.popleft()
+            self._commit_input(held, now_us)
         return state.rules
 
     async def recover_when_reachable(self, ready: asyncio.Event) -> None:
@@ -190,19 +191,29 @@ class AlarmService:
     def edges(self, edges: ConditionEdges) -> None:
         """Condition edges from the rule engine (batch or tick), committed at once (held until
         the alarm state is loaded)."""
-        now_us = self.clock.now_us()
+        self._take(edges, self.clock.now_us())
+
+    def sif(self, changes: Sequence[SifChange]) -> None:
+        """Safety functions that could no longer act or can again (after a batch or tick),
+        committed at once like edges (held with them until the alarm state is loaded)."""
+        self._take(tuple(changes), self.clock.now_us())
+
+    def _take(self, given: ConditionEdges | tuple[SifChange, ...], now_us: int) -> None:
         if self.recovered:
-            self._commit_edges(edges, now_us)
+            self._commit_input(given, now_us)
             return
-        self._early.append((edges, now_us))
-        self._early_edges += len(edges)
+        self._early.append((given, now_us))
+        self._early_edges += len(given)
         while self._early_edges > self.max_early_edges and len(self._early) > 1:
             dropped, _ = self._early.popleft()
             self._early_edges -= len(dropped)
             self.early_dropped.inc(len(dropped))
 
-    def _commit_edges(self, edges: ConditionEdges, now_us: int) -> None:
-        commit = self.manager.edges(edges, now_us)
+    def _commit_input(self, given: ConditionEdges | tuple[SifChange, ...], now_us: int) -> None:
+        if isinstance(given, ConditionEdges):
+            commit = self.manager.edges(given, now_us)
+        else:
+            commit = self.manager.sif(given, now_us)
         if commit is not None:
             self._keep(commit)
 

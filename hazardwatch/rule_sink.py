@@ -5,6 +5,12 @@ device failure can turn thousands of tags BAD in one batch; a log line per edge 
 loop stalled every other source (issue 9). Each batch with edges gives one summary record
 (counts per kind, the first ``SHOWN_EDGES`` edges in full); the other edges go out only at DEBUG.
 
+Safety functions that can no longer act: after each evaluation the engine's ``sif_state`` of the
+interlocks whose inputs' ability to vote changed (none: O(1)) is compared with what was reported, and
+``on_sif`` gets the interlocks whose state changed, with their reasons. Nothing is reported
+before the start: each interlock's first known state is (an able one only returns an alarm that a
+previous run left raised), and an interlock not known yet (inputs never reported) waits.
+
 Metrics: evaluation time per batch and per tick (a histogram, measured here around the
 engine's calls), and edges, active conditions and refused samples (``RuleMetrics``).
 """
@@ -23,11 +29,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from alarms.manager import SifChange
 from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
 from core.clock import Clock
 from core.conditions import ConditionEdges, RuleKind
 from rules import EngineSnapshot, RuleEngine
+from rules.interlock import SIF_DISABLED, SIF_UNKNOWN
 
 __all__ = ["RuleMetrics", "RuleSink"]
 
@@ -43,7 +51,8 @@ EVALUATION_BUCKETS_S = (
 
 class RuleSink:
     """Edges are summarised in the log, counted, and handed to ``on_edges`` (the alarm
-    service) in the order the engine emitted them; the live view shows the active conditions."""
+    service) in the order the engine emitted them, then the SIF changes to ``on_sif``; the live
+    view shows the active conditions."""
 
     def __init__(
         self,
@@ -60,6 +69,8 @@ class RuleSink:
         self.edges_total = 0
         self.activations_total = 0
         self.on_edges: Callable[[ConditionEdges], None] | None = None
+        self.on_sif: Callable[[tuple[SifChange, ...]], None] | None = None
+        self._sif = np.full(len(engine.interlocks), SIF_UNKNOWN, np.int8)  # as reported
         # Wall time (perf_counter), not the injected clock: this measures the CPU the engine
         # costs the event loop, which a FakeClock would report as zero.
         self.evaluation_seconds = Histogram(
@@ -109,6 +120,30 @@ class RuleSink:
         self._log(edges)
         if self.on_edges is not None and len(edges):
             self.on_edges(edges)
+        if self.on_sif is not None:
+            self._report_sif(self.on_sif)
+
+    def _report_sif(self, on_sif: Callable[[tuple[SifChange, ...]], None]) -> None:
+        which, state = self.engine.sif_state()
+        if not which.size:
+            return
+        moved = (state != SIF_UNKNOWN) & (state != self._sif[which])
+        if not moved.any():
+            return
+        changed, state = which[moved], state[moved]
+        self._sif[changed] = state
+        disabled = state == SIF_DISABLED
+        statuses = self.engine.interlock_status(changed)
+        on_sif(
+            tuple(
+                SifChange(s.key, bool(d), s.can_vote, s.m, s.bypassed, s.failed, s.in_service)
+                for s, d in zip(statuses, disabled.tolist(), strict=True)
+            )
+        )
+        keys = [s.key for s, d in zip(statuses, disabled.tolist(), strict=True) if d]
+        if keys:
+            more = f" and {len(keys) - SHOWN_EDGES} more" if len(keys) > SHOWN_EDGES else ""
+            log.warning("SIF disabled (can no longer act): %s%s", ", ".join(keys[:SHOWN_EDGES]), more)
 
     def _log(self, edges: ConditionEdges) -> None:
         n = len(edges)

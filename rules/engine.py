@@ -144,7 +144,7 @@ class RuleEngine:
                 self._stale.arrive(tags, now_us, out)
             dirty = self._all_dirty
             if dirty:  # codes consistent with the tag state before the batch
-                self.interlocks.recount(self.value, self.valid, self.held)
+                self.interlocks.recount(self.value, self.valid, self.held, self.ts)
             rows = self._accepted(tags, batch)
             self._newest = max(self._newest, ts_max)
             late = None  # cross-tag rows whose rules run after the samples (one ts)
@@ -392,8 +392,20 @@ class RuleEngine:
             for r, on, ts, v, lim, sev in edges.rows()
         ]
 
-    def interlock_status(self) -> list[InterlockStatus]:
-        return self.interlocks.status(self.value, self.valid, self.held)
+    def interlock_status(self, which: np.ndarray | None = None) -> list[InterlockStatus]:
+        """Every interlock's status, or those of the interlock indices ``which``."""
+        return self.interlocks.status(self.value, self.valid, self.held, self.ts, which)
+
+    def sif_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The interlocks whose inputs' ability to vote changed since the last call (every one
+        on the first call and after a restore) and whether each can act (rules.interlock,
+        ``sif_state``)."""
+        if self._all_dirty:  # before the first batch, or restored: counts of the tag state now
+            self.interlocks.recount(self.value, self.valid, self.held, self.ts)
+        which = self.interlocks.take_recoded()
+        if not which.size:  # the usual batch: nothing to compute
+            return which, np.empty(0, np.int8)
+        return which, self.interlocks.sif_state(which)
 
     # --- persistence -------------------------------------------------------------------------
 

@@ -14,10 +14,14 @@ on-delay, started by the demand. An expired deadline waits for valid feedback (`
 while the feedback is invalid, that tag's BAD_QUALITY reports it.
 
 Work per batch follows what changed: each input keeps a status code (healthy, voting to
-trip, failed, bypassed) and each interlock its counts of them. A batch recodes only the
+trip, failed, bypassed, never reported) and each interlock its counts of them. A batch recodes only the
 inputs whose tag or bypass switch reported, adjusts the counts by the differences, and steps
 only interlocks whose counts or final-element state changed or that have a deadline running.
 Skipping the others is exact: with unchanged conditions and no deadline a step changes nothing.
+
+``sif_state`` says which safety functions can no longer act (effective voting 0ooN: every input
+bypassed or failed, or the interlock out of service) from the same counts; an input whose tag
+never reported is not judged yet, so a start before the first poll raises nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ import numpy as np
 from rules.machine import EdgeParts, Slots, unique_sorted
 from rules.ruleset import NEVER, UNSEEN, RuleSet
 
-__all__ = ["InterlockFamily", "InterlockStatus"]
+__all__ = ["SIF_ABLE", "SIF_DISABLED", "SIF_UNKNOWN", "InterlockFamily", "InterlockStatus"]
 
 N_OUT = 5  # TRIP_DEMAND, NO_ACTION, INPUT_BYPASSED, BYPASS_OVERDUE, OUT_OF_SERVICE
-HEALTHY, VOTES, FAILED, BYPASSED = 1, 2, 4, 8  # input status bits; counts in this order
+# input status bits, counts in this order; UNREPORTED: failed because its tag never reported
+HEALTHY, VOTES, FAILED, BYPASSED, UNREPORTED = 1, 2, 4, 8, 16
+BITS = (HEALTHY, VOTES, FAILED, BYPASSED, UNREPORTED)
+SIF_UNKNOWN, SIF_ABLE, SIF_DISABLED = -1, 0, 1  # sif_state values
 FE_VALID, FE_SAFE = 1, 2  # final element feedback state bits
 
 
@@ -44,6 +51,8 @@ class InterlockStatus:
     name: str
     voting: str  # as configured, e.g. 2oo3
     effective: str  # e.g. 2oo2 with one input bypassed; 0oo0 when every input is out
+    m: int  # votes needed as configured
+    can_vote: int  # inputs neither bypassed nor failed: the N of ``effective``
     votes: int
     demand: bool
     no_action: bool
@@ -89,7 +98,10 @@ class InterlockFamily:
             refs, np.concatenate([inputs, inputs, m + np.arange(n)]), rules.n_tags
         )
         self.code = np.zeros(m, np.uint8)
-        self.count = np.zeros((4, n), np.int64)  # healthy, votes, failed, bypassed
+        self.count = np.zeros((len(BITS), n), np.int64)  # healthy, votes, failed, bypassed, unreported
+        # interlocks with an input that became or stopped being able to vote, or reported for the
+        # first time, since take_recoded (all: after a recount): what sif_state depends on
+        self.recoded, self.any_recoded = np.ones(n, bool), True
         self.fe = np.zeros(n, np.uint8)  # final element: FE_VALID | FE_SAFE
         self.mark_ref = np.zeros(m + n, bool)
         self.mark_il, self.mark_sel = np.zeros(n, bool), np.zeros(n, bool)
@@ -99,7 +111,7 @@ class InterlockFamily:
         return len(self.il)
 
     def codes(
-        self, j: np.ndarray | slice, value: np.ndarray, valid: np.ndarray, held: np.ndarray
+        self, j: np.ndarray | slice, value: np.ndarray, valid: np.ndarray, held: np.ndarray, ts: np.ndarray
     ) -> np.ndarray:
         il = self.il
         tag, bp = il.in_tag[j], self.bp[j]
@@ -108,7 +120,11 @@ class InterlockFamily:
         ok = valid[tag]
         byp = self.has_bp[j] & (held[bp] >= 0.5)
         healthy = ok & ~byp
-        code = healthy * HEALTHY + (healthy & trips) * VOTES + (~ok & ~byp) * FAILED + byp * BYPASSED
+        failed = ~ok & ~byp
+        code = (
+            healthy * HEALTHY + (healthy & trips) * VOTES + failed * FAILED + byp * BYPASSED
+            + (failed & (ts[tag] == UNSEEN)) * UNREPORTED
+        )  # fmt: skip
         return code.astype(np.uint8)
 
     def _fe(self, i: np.ndarray | slice, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -118,14 +134,34 @@ class InterlockFamily:
         safe = ok & (np.abs(value[fe] - il.fe_safe[i]) <= il.fe_tol[i])
         return (ok * FE_VALID + safe * FE_SAFE).astype(np.uint8)
 
-    def recount(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray) -> None:
+    def recount(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray, ts: np.ndarray) -> None:
         """Recode every input and final element from the tag state (after start or restore)."""
         if not len(self):
             return
-        self.code = self.codes(slice(None), value, valid, held)
-        for k, bit in enumerate((HEALTHY, VOTES, FAILED, BYPASSED)):
+        self.code = self.codes(slice(None), value, valid, held, ts)
+        for k, bit in enumerate(BITS):
             self.count[k] = np.add.reduceat(((self.code & bit) != 0).astype(np.int64), self.il.ptr[:-1])
         self.fe = self._fe(slice(None), value, valid)
+        self.recoded[:], self.any_recoded = True, True
+
+    def take_recoded(self) -> np.ndarray:
+        """The interlocks (ascending) whose sif_state may have changed since the last call: an
+        input became or stopped being able to vote, or reported for the first time; O(1) when
+        none did."""
+        if not self.any_recoded:
+            return np.empty(0, np.int64)
+        out = np.flatnonzero(self.recoded)
+        self.recoded[out], self.any_recoded = False, False
+        return out
+
+    def sif_state(self, which: np.ndarray) -> np.ndarray:
+        """Of the interlocks ``which``, from the current counts: SIF_DISABLED when one cannot act
+        (out of service, or no input left to vote: each bypassed or failed), SIF_ABLE when it
+        can, SIF_UNKNOWN while it could act only through inputs that never reported."""
+        healthy, unreported = self.count[0, which], self.count[4, which]
+        state = np.where(healthy > 0, SIF_ABLE, np.where(unreported > 0, SIF_UNKNOWN, SIF_DISABLED))
+        state[~self.il.in_service[which]] = SIF_DISABLED
+        return state.astype(np.int8)
 
     def start(self, born: int) -> None:
         """Out of service is a standing condition: due at the engine's start, cleared if restored."""
@@ -149,20 +185,23 @@ class InterlockFamily:
         if not len(self):
             return
         if tags is None:
-            self.recount(value, valid, held)
+            self.recount(value, valid, held, ts)
             self._step(np.arange(len(self)), value, ts, now, out)
             return
         ids = _readers(self.ref_ids, self.ref_ptr, tags, self.mark_ref)
         split = int(np.searchsorted(ids, len(self.code)))
         j, f = ids[:split], ids[split:] - len(self.code)
-        new = self.codes(j, value, valid, held)
+        new = self.codes(j, value, valid, held, ts)
         changed = np.flatnonzero(new != self.code[j])
         if changed.size:
             jc, old, now_ = j[changed], self.code[j[changed]], new[changed]
-            for k, bit in enumerate((HEALTHY, VOTES, FAILED, BYPASSED)):
+            for k, bit in enumerate(BITS):
                 delta = ((now_ & bit) != 0).astype(np.int64) - ((old & bit) != 0)
                 np.add.at(self.count[k], self.owner[jc], delta)
             self.code[jc] = now_
+            moved = jc[((old ^ now_) & (HEALTHY | UNREPORTED)) != 0]
+            if moved.size:
+                self.recoded[self.owner[moved]], self.any_recoded = True, True
         fe = self._fe(f, value, valid)
         fe_changed = f[fe != self.fe[f]]
         self.fe[f] = fe
@@ -199,7 +238,7 @@ class InterlockFamily:
         t_bp = np.where(self.has_bp[j], ts[self.bp[j]], UNSEEN)
         t_in = np.maximum.reduceat(np.maximum(ts[il.in_tag[j]], t_bp), first)
         t_bp = np.maximum.reduceat(t_bp, first)
-        n_eff, votes, n_failed, n_byp = self.count[:, sel]
+        n_eff, votes, n_failed, n_byp = self.count[:4, sel]
         base = sel * N_OUT
         demand = (n_eff > 0) & (votes >= np.minimum(il.m[sel], n_eff))
         known = (n_eff > 0) | (n_failed == 0)
@@ -236,13 +275,27 @@ class InterlockFamily:
         no_action = self.no_action
         s.aux_v[no_action[s.active[no_action]]] = np.nan  # raised: the response check is over
 
-    def status(self, value: np.ndarray, valid: np.ndarray, held: np.ndarray) -> list[InterlockStatus]:
+    def status(
+        self,
+        value: np.ndarray,
+        valid: np.ndarray,
+        held: np.ndarray,
+        ts: np.ndarray,
+        which: np.ndarray | None = None,
+    ) -> list[InterlockStatus]:
+        """Every interlock's status, or those of the indices ``which`` (only their inputs coded)."""
         il, s = self.il, self.slots
-        code = self.codes(slice(None), value, valid, held)
+        sel = np.arange(len(self)) if which is None else which
+        start = il.ptr[sel]
+        n_in = il.ptr[sel + 1] - start
+        first = np.cumsum(n_in) - n_in
+        j = np.repeat(start - first, n_in) + np.arange(int(n_in.sum()))
+        code = self.codes(j, value, valid, held, ts)
         out = []
-        for i, key in enumerate(il.keys):
+        for i, a, n in zip(sel.tolist(), first.tolist(), n_in.tolist(), strict=True):
+            key = il.keys[i]
             lo, hi = int(il.ptr[i]), int(il.ptr[i + 1])
-            c = code[lo:hi]
+            c = code[a : a + n]
             n_eff = int(((c & HEALTHY) != 0).sum())
             tags = [self.tag_keys[t] for t in il.in_tag[lo:hi].tolist()]
             out.append(
@@ -251,6 +304,8 @@ class InterlockFamily:
                     name=il.names[i],
                     voting=f"{int(il.m[i])}oo{hi - lo}",
                     effective=f"{min(int(il.m[i]), n_eff)}oo{n_eff}",
+                    m=int(il.m[i]),
+                    can_vote=n_eff,
                     votes=int(((c & VOTES) != 0).sum()),
                     demand=bool(s.active[i * N_OUT]),
                     no_action=bool(s.active[i * N_OUT + 1]),

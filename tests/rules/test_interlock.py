@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.conditions import RuleKind, Severity
 from rules.engine import RuleEngine
+from rules.interlock import SIF_ABLE, SIF_DISABLED, SIF_UNKNOWN
 from rules.reference import ReferenceEngine
 from tests.rules.streams import BAD, GOOD, at, batch, play, rules_for_tests
 
@@ -184,3 +186,67 @@ def test_demand_without_action_is_critical() -> None:
     edges = engine.tick(at(11))
     (row,) = [r for r in edges.rows() if r[0] == RULES.index_of("H1.IL1:NO_ACTION")]
     assert row[5] == Severity.CRITICAL and row[3] == 1.0 and row[4] == 0.0  # feedback 1, safe 0
+
+
+# IL1's inputs (LT1, LT2, LT3, HS1 bypassing LT1) as (value, quality), None for never reported
+# -> IL1's sif_state: a 2oo3 can act while one input votes; IL3 (out of service) never can
+OK, OUT = (NORMAL, GOOD), (0, BAD)
+SIF: dict[str, tuple[tuple[tuple[float, int] | None, ...], int]] = {
+    "nothing reported: not known yet": ((None, None, None, None), SIF_UNKNOWN),
+    "all healthy": ((OK, OK, OK, (0, GOOD)), SIF_ABLE),
+    "one bypassed (2oo2)": ((OK, OK, OK, (1, GOOD)), SIF_ABLE),
+    "one failed (2oo2)": ((OUT, OK, OK, (0, GOOD)), SIF_ABLE),
+    "one bypassed, one failed (1oo1)": ((OK, OUT, OK, (1, GOOD)), SIF_ABLE),
+    "two failed (1oo1)": ((OUT, OUT, OK, None), SIF_ABLE),
+    "one bypassed, two failed (0oo0)": ((OK, OUT, OUT, (1, GOOD)), SIF_DISABLED),
+    "a bypassed input that never reported counts as bypassed": ((None, OUT, OUT, (1, GOOD)), SIF_DISABLED),
+    "three failed (0oo0)": ((OUT, OUT, OUT, (0, GOOD)), SIF_DISABLED),
+    "NaN counts as failed": (((float("nan"), GOOD), OUT, OUT, None), SIF_DISABLED),
+    "two failed, one never reported: not known yet": ((OUT, OUT, None, None), SIF_UNKNOWN),
+    "one healthy is enough whatever the others": ((OUT, None, OK, None), SIF_ABLE),
+}
+IL1, IL3 = RULES.interlocks.keys.index("H1.IL1"), RULES.interlocks.keys.index("H1.IL3")
+
+
+@pytest.mark.parametrize("name", SIF)
+def test_sif_state(name: str) -> None:
+    inputs, want = SIF[name]
+    engine = RuleEngine(RULES)
+    rows = [
+        (ref, 1, *given)
+        for ref, given in zip(("V1.LT1", "V1.LT2", "V1.LT3", "V1.HS1"), inputs, strict=True)
+        if given is not None
+    ]
+    if rows:
+        engine.evaluate(batch(RULES, *rows), at(1))
+    which, state = engine.sif_state()
+    assert which.tolist() == [0, 1, 2]  # the first call: every interlock
+    assert (int(state[IL1]), int(state[IL3])) == (want, SIF_DISABLED)
+    (status,) = engine.interlock_status(np.array([IL1]))
+    assert status.key == "H1.IL1" and status.m == 2
+    assert (status.can_vote == 0) == (want != SIF_ABLE)
+
+
+def test_sif_state_is_of_the_interlocks_whose_inputs_changed_status() -> None:
+    engine = RuleEngine(RULES)
+    engine.evaluate(batch(RULES, ("V1.LT1", 1, 0, BAD), ("V1.LT2", 1, 0, BAD), ("V1.LT3", 1, 0, BAD)), at(1))
+    which, state = engine.sif_state()
+    assert state[which.tolist().index(IL1)] == SIF_DISABLED
+    assert engine.sif_state()[0].size == 0
+    engine.evaluate(batch(RULES, ("V1.LT1", 2, 0, BAD)), at(2))  # still failed: no change
+    engine.tick(at(3))
+    assert engine.sif_state()[0].size == 0
+    engine.evaluate(batch(RULES, ("V1.LT3", 4, NORMAL), ("V1.AT1", 4, 10)), at(4))
+    which, state = engine.sif_state()
+    assert which.tolist() == [IL1, IL1 + 1] and state.tolist() == [SIF_ABLE, SIF_ABLE]
+    (status,) = engine.interlock_status(np.array([IL1]))
+    assert (status.can_vote, status.failed) == (1, ("E1.V1.LT1", "E1.V1.LT2"))
+
+
+def test_sif_state_after_restore_is_the_restored_tag_state() -> None:
+    engine = RuleEngine(RULES)
+    engine.evaluate(batch(RULES, ("V1.LT1", 1, 0, BAD), ("V1.LT2", 1, 0, BAD), ("V1.LT3", 1, 0, BAD)), at(1))
+    again = RuleEngine(RULES)
+    again.restore(engine.snapshot())
+    which, state = again.sif_state()  # before any batch or tick
+    assert which.tolist() == [0, 1, 2] and state[IL1] == SIF_DISABLED
