@@ -14,8 +14,8 @@ on-delay, started by the demand. An expired deadline waits for valid feedback (`
 while the feedback is invalid, that tag's BAD_QUALITY reports it.
 
 Work per batch follows what changed: each input keeps a status code (healthy, voting to
-trip, failed, bypassed, never reported) and each interlock its counts of them. A batch recodes only the
-inputs whose tag or bypass switch reported, adjusts the counts by the differences, and steps
+trip, failed, bypassed, never reported) and each interlock its counts of them. A batch recodes
+only the inputs whose tag or bypass switch reported, adjusts the counts by the differences, and steps
 only interlocks whose counts or final-element state changed or that have a deadline running.
 Skipping the others is exact: with unchanged conditions and no deadline a step changes nothing.
 
