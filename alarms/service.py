@@ -13,8 +13,9 @@ so the rule state and the alarm state agree and a condition still active is not 
 
 Commands: pending ``alarm_command`` rows are read on NOTIFY ``alarm_command`` and every
 ``command_poll_s`` (a missed notification costs at most that), applied in submitted order,
-each in its own commit; a command is applied once: the ids handled are remembered until the
-database has their outcome (a row read as pending again meanwhile is skipped).
+each in its own commit; a command is applied once: the last ``_HANDLED_KEPT`` ids handled are
+remembered, so a row read as pending again (its outcome not yet stored, or stored after the
+read began) is skipped.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 _RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
 _WRITE_MAX_COMMITS = 500  # commits per database transaction while catching up
+# Command ids remembered as handled. Not dropped as soon as the database has their outcome: a
+# read of pending commands that began before that commit can still return the row as pending.
+_HANDLED_KEPT = 100_000
 
 
 class AlarmService:
@@ -265,8 +269,6 @@ class AlarmService:
             while self._queue and self._queue[0].seq <= self.stored_seq:
                 self._queue.popleft()
             self.log.forget(self.stored_seq)
-            for cid in [c for c, seq in self._handled.items() if seq <= self.stored_seq]:
-                del self._handled[cid]
             self._stored.set()
 
     def _next_batch(self) -> list[Commit]:
@@ -332,6 +334,8 @@ class AlarmService:
                 continue  # settled in a commit the database does not have yet
             commit = self.manager.command(cmd, self.clock.now_us())
             self._handled[cmd.id] = commit.seq
+            if len(self._handled) > _HANDLED_KEPT:  # the oldest: settled in the database long ago
+                del self._handled[next(iter(self._handled))]
             self._keep(commit)
 
     async def _timer_loop(self) -> None:

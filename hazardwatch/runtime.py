@@ -297,6 +297,7 @@ class Runtime:
         )
         assert self.rules is not None
         self.rules.on_edges = self.alarms.edges
+        self.rules.on_sif = self.alarms.sif  # an interlock that can no longer act (0ooN)
         if not self._synced.is_set():
             task = asyncio.create_task(
                 self.alarms.recover_when_reachable(self._synced), name="alarms-recover"
