@@ -34,7 +34,7 @@ from alarms.commands import (
 from alarms.model import Priority
 from alarms.state import Status
 from storage.db import Backend, Conn
-from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.databases import migrated_db
 
 KEY = "LHJH.G101.LT-101A:LL"
 
@@ -43,13 +43,8 @@ KEY = "LHJH.G101.LT-101A:LL"
     scope="module", params=[Backend.POSTGRES, Backend.TIMESCALEDB], ids=["postgres", "timescaledb"]
 )
 def db(request: pytest.FixtureRequest) -> Iterator[str]:
-    kind: Backend = request.param
-    dsn = create_scratch_db(kind)
-    try:
-        asyncio.run(migrate(dsn))
+    with migrated_db(request.param) as dsn:
         yield dsn
-    finally:
-        drop_scratch_db(kind, dsn)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from alarms.kpi import (
     render,
 )
 from storage.db import Backend, Conn
-from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.databases import migrated_db
 
 T = datetime(2026, 1, 5, tzinfo=UTC)  # a ten-minute boundary
 END = T + timedelta(hours=1)  # the main period [T, END): six windows
@@ -150,14 +150,9 @@ async def load(dsn: str) -> None:
 )
 def journal(request: pytest.FixtureRequest) -> Iterator[str]:
     """DSN of a migrated database holding STATES and JOURNAL; the tests only read it."""
-    kind: Backend = request.param
-    dsn = create_scratch_db(kind)
-    try:
-        asyncio.run(migrate(dsn))
+    with migrated_db(request.param) as dsn:
         asyncio.run(load(dsn))
         yield dsn
-    finally:
-        drop_scratch_db(kind, dsn)
 
 
 @pytest.fixture

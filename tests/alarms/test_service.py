@@ -5,7 +5,7 @@ local log kept, and a database outage (a cut link, not a flag) loses and reorder
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from core.config import load_plant
 from core.settings import AlarmSettings
 from rules.compile import compile_rules
 from storage.db import Backend
-from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.databases import fetch_all, migrated_db
 from tests.support.proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -39,12 +39,9 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(params=[Backend.POSTGRES, Backend.TIMESCALEDB], ids=str)
-async def dsn(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    backend = request.param
-    url = await asyncio.to_thread(create_scratch_db, backend)
-    await migrate(url)
-    yield url
-    await asyncio.to_thread(drop_scratch_db, backend, url)
+def dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    with migrated_db(request.param) as url:
+        yield url
 
 
 def service(catalog: Catalog, dsn: str, log_dir: Path, **kw: Any) -> AlarmService:
@@ -62,8 +59,7 @@ def edges(catalog: Catalog, *rows: tuple[str, bool, float]) -> ConditionEdges:
 
 
 async def rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        return await (await conn.execute(sql)).fetchall()
+    return await fetch_all(dsn, sql)
 
 
 async def test_edges_and_commands_are_stored_one_commit_per_transaction(

@@ -6,12 +6,10 @@ against real PostgreSQL and TimescaleDB."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from alarms.journal import Commit
@@ -24,7 +22,7 @@ from hazardwatch.rule_sink import RuleSink
 from rules.engine import RuleEngine
 from storage.db import Backend
 from tests.rules.streams import BAD, at, batch, plant_for_tests, rules_for_tests
-from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.databases import fetch_all, migrated_db
 from tests.support.waiting import eventually
 
 IL1, IL3 = "H1.IL1", "H1.IL3"
@@ -140,17 +138,13 @@ async def test_sink_of_a_new_run_returns_an_alarm_cleared_while_it_was_down(mana
 
 
 @pytest.fixture(params=[Backend.POSTGRES, Backend.TIMESCALEDB], ids=str)
-async def dsn(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    backend = request.param
-    url = await asyncio.to_thread(create_scratch_db, backend)
-    await migrate(url)
-    yield url
-    await asyncio.to_thread(drop_scratch_db, backend, url)
+def dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    with migrated_db(request.param) as url:
+        yield url
 
 
 async def rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        return await (await conn.execute(sql)).fetchall()
+    return await fetch_all(dsn, sql)
 
 
 async def test_service_holds_changes_until_recovered_then_stores_them(

@@ -8,7 +8,6 @@ stores an outcome on the command it is told about.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import json
@@ -24,7 +23,7 @@ from typer.testing import CliRunner, Result
 from hazardwatch import cli_alarms
 from hazardwatch.cli import app
 from storage.db import Backend
-from tests.support.databases import create_scratch_db, drop_scratch_db, migrate
+from tests.support.databases import create_scratch_db, drop_scratch_db, migrated_db
 
 KEY = "LHJH.G101.LT-101A:LL"
 GAS = "LHJH.G101.AT-101:GAS_L2"
@@ -33,12 +32,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def db() -> Iterator[str]:
-    dsn = create_scratch_db(Backend.POSTGRES)
-    try:
-        asyncio.run(migrate(dsn))
+    with migrated_db(Backend.POSTGRES) as dsn:
         yield dsn
-    finally:
-        drop_scratch_db(Backend.POSTGRES, dsn)
 
 
 @pytest.fixture

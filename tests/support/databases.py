@@ -6,8 +6,13 @@ anyway, and a silent skip locally would hide that half the matrix never ran.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 import pytest
@@ -45,3 +50,22 @@ def drop_scratch_db(backend: Backend, dsn: str) -> None:
 async def migrate(dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await upgrade(conn)
+
+
+@contextlib.contextmanager
+def migrated_db(backend: Backend) -> Iterator[str]:
+    """A scratch database on ``backend`` with every migration applied, dropped afterwards; for
+    sync and async fixtures alike (the migration runs on its own event loop in a thread)."""
+    dsn = create_scratch_db(backend)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, migrate(dsn)).result()
+        yield dsn
+    finally:
+        drop_scratch_db(backend, dsn)
+
+
+async def fetch_all(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Every row of one query, on a connection of its own (autocommit)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return await (await conn.execute(sql, params)).fetchall()
