@@ -18,6 +18,7 @@ roll over at ``segment_bytes`` and are deleted once every commit in them is stor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -148,10 +149,15 @@ class Commit:
 
 
 def _row(r: Any) -> list[Any]:
-    # NaN (no value, no limit) as null: JSON has no NaN
-    return [
-        None if isinstance(v, float) and math.isnan(v) else v for v in (getattr(r, f) for f in r.__slots__)
-    ]
+    # JSON has no NaN or infinity: NaN (no value, no limit) as null, ±inf (a BAD sample can
+    # carry one) as "inf" / "-inf"
+    return [_json_float(v) if isinstance(v, float) else v for v in (getattr(r, f) for f in r.__slots__)]
+
+
+def _json_float(v: float) -> float | str | None:
+    if math.isfinite(v):
+        return v
+    return None if math.isnan(v) else repr(v)
 
 
 _FLOATS = {"value", "limit"}
@@ -159,7 +165,10 @@ _FLOATS = {"value", "limit"}
 
 def _unrow(cls: Any, values: list[Any]) -> Any:
     return cls(
-        *(math.nan if v is None and f in _FLOATS else v for f, v in zip(cls.__slots__, values, strict=True))
+        *(
+            (math.nan if v is None else float(v)) if f in _FLOATS else v
+            for f, v in zip(cls.__slots__, values, strict=True)
+        )
     )
 
 
@@ -203,18 +212,28 @@ class LocalLog:
         return sum(s.size for s in self._segments)
 
     def append(self, commit: Commit) -> None:
-        payload = commit.encode()
+        """Raises StorageError when the commit could not be kept (the log stays readable)."""
+        try:
+            payload = commit.encode()
+        except (TypeError, ValueError) as exc:
+            raise StorageError(f"alarm commit {commit.seq} cannot be encoded: {exc}") from exc
         record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         seg = self._segments[-1] if self._segments and self._fd is not None else None
-        if seg is None or seg.size + len(record) > self.segment_bytes:
-            seg = self._open(commit.seq)
-        assert self._fd is not None
         try:
-            os.write(self._fd, record)
+            if seg is None or seg.size + len(record) > self.segment_bytes:
+                seg = self._open(commit.seq)
+            assert self._fd is not None
+            written = 0
+            while written < len(record):
+                written += os.write(self._fd, record[written:])
             os.fsync(self._fd)
         except OSError as exc:
-            os.ftruncate(self._fd, seg.size)  # a partial record would end the segment for good
-            raise StorageError(f"alarm log {seg.path}: {exc}") from exc
+            where = seg.path if seg is not None else self.directory
+            if seg is not None and self._fd is not None:
+                with contextlib.suppress(OSError):  # a partial record would end the segment
+                    os.ftruncate(self._fd, seg.size)
+            self.close()  # the next append starts a fresh segment
+            raise StorageError(f"alarm log {where}: {exc}") from exc
         seg.size += len(record)
         seg.last = commit.seq
 
@@ -244,9 +263,9 @@ class LocalLog:
         self.close()
         path = self.directory / f"{seq:020d}{_SUFFIX}"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fsync_directory(self.directory)
         seg = _Segment(seq, path, 0)
         self._segments.append(seg)
+        fsync_directory(self.directory)
         return seg
 
     def _scan(self, seg: _Segment, cut: bool = True) -> list[Commit]:
@@ -262,8 +281,11 @@ class LocalLog:
                 break
             try:
                 out.append(Commit.decode(payload))
-            except (ValueError, KeyError, TypeError):
-                break
+            except (ValueError, KeyError, TypeError) as exc:
+                # whole and checksummed, yet unreadable (a newer format?): never cut, never skip
+                raise StorageError(
+                    f"alarm log {seg.path}: record at byte {at} cannot be read: {exc}"
+                ) from exc
             at += _HEADER.size + length
         if at < len(data) and cut:
             log.warning(

@@ -20,6 +20,7 @@ disabled" alarm (``Catalog.sif_disabled``); the journal rows and the raise's mes
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from core.conditions import ConditionEdges
 from core.settings import AlarmSettings
 
 __all__ = ["ENGINE", "AlarmManager", "SifChange"]
+
+log = logging.getLogger(__name__)
 
 ENGINE = "engine"  # the actor of what the engine did by itself (conditions, timers)
 _US_PER_MIN = 60_000_000
@@ -136,7 +139,7 @@ class AlarmManager:
         if len(edges) == 0:
             return None
         b = _Batch(self, now_us)
-        rules = []
+        rules: dict[str, RuleRow] = {}  # a rule's last edge in the batch is its state
         for r, active, ts, value, limit in zip(
             edges.rule.tolist(), edges.active.tolist(), edges.ts.tolist(), edges.value.tolist(),
             edges.limit.tolist(), strict=True,
@@ -144,8 +147,8 @@ class AlarmManager:
             alarm = self.catalog[r]
             signal: Signal = ConditionOn(value, limit) if active else ConditionOff(value)
             b.apply(alarm, signal, ts, ENGINE)
-            rules.append(RuleRow(alarm.key, active, ts))
-        return b.commit(rules=tuple(rules))
+            rules[alarm.key] = RuleRow(alarm.key, active, ts)
+        return b.commit(rules=tuple(rules.values()))
 
     def sif(self, changes: Sequence[SifChange], now_us: int) -> Commit | None:
         """The commit of safety functions that could no longer act or can again, at ``now_us``
@@ -174,8 +177,12 @@ class AlarmManager:
             "args": cmd.args,
         }
         try:
+            if cmd.role.startswith("enterprise_") and cmd.enterprise is None:
+                raise Rejected(f"role {cmd.role} needs the actor's enterprise")
             if alarm is None or (cmd.enterprise is not None and alarm.labels["enterprise"] != cmd.enterprise):
                 raise Rejected(f"unknown alarm {cmd.alarm_key!r}")
+            if not isinstance(cmd.args, dict):
+                raise Rejected(f"command arguments must be a mapping, got {type(cmd.args).__name__}")
             if cmd.role not in _ALLOWED.get(cmd.command, frozenset()):
                 if cmd.command not in _ALLOWED:
                     raise Rejected(f"unknown command {cmd.command!r}")
@@ -186,10 +193,18 @@ class AlarmManager:
                 b.note(alarm, _NOTES[cmd.command], status, cmd)
             else:
                 b.apply(alarm, self._signal(alarm, cmd, now_us), now_us, cmd.actor, cmd.id)
-        except Rejected as exc:
-            b.outcomes.append(CommandOutcome(cmd.id, "rejected", None, exc.reason))
+        except Exception as exc:  # Rejected, or a bug: never one command blocking all behind it
+            reason = (
+                exc.reason
+                if isinstance(exc, Rejected)
+                else f"could not be applied: {type(exc).__name__}: {exc}"
+            )
+            if not isinstance(exc, Rejected):
+                log.exception("alarm command %s on %s failed", cmd.id, cmd.alarm_key)
+            b = _Batch(self, now_us)  # nothing of a failed command is kept
+            b.outcomes.append(CommandOutcome(cmd.id, "rejected", None, reason))
             b.audit.append(
-                (cmd.actor, f"{cmd.command} rejected", cmd.alarm_key, {**audit_detail, "reason": exc.reason})
+                (cmd.actor, f"{cmd.command} rejected", cmd.alarm_key, {**audit_detail, "reason": reason})
             )
         else:
             assert alarm is not None
@@ -223,7 +238,12 @@ class AlarmManager:
                 return Reset(cmd.actor, args.get("comment"))
             case "shelve":
                 minutes = args.get("minutes")
-                if not isinstance(minutes, int | float) or not math.isfinite(minutes) or minutes <= 0:
+                if (
+                    isinstance(minutes, bool)
+                    or not isinstance(minutes, int | float)
+                    or not math.isfinite(minutes)
+                    or minutes <= 0
+                ):
                     raise Rejected(f"shelve needs minutes > 0, got {minutes!r}")
                 most = self._max_shelve_us[alarm.priority]
                 if minutes * _US_PER_MIN > most:

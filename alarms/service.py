@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -76,6 +76,7 @@ class AlarmService:
         self.max_queued = max_queued
         self._queue: deque[Commit] = deque()
         self._spilled = False  # commits beyond the queue: read back from the log
+        self._unlogged: set[int] = set()  # seqs the log failed to keep: only in the queue
         self._wake = asyncio.Event()
         self._stored = asyncio.Event()
         self._handled: dict[str, int] = {}  # command id -> seq of the commit that settled it
@@ -133,19 +134,24 @@ class AlarmService:
             self.catalog, self.settings, seq=max(state.seq, self.log.last_seq), alarms=state.alarms
         )
         self.recovered = True
+        rules = dict(state.rules)
         while self._early:
             held, now_us = self._early.popleft()
-            self._commit_input(held, now_us)
-        return state.rules
+            commit = self._commit_input(held, now_us)
+            rules.update((r.key, r) for r in (commit.rules if commit else ()))
+        return rules
 
-    async def recover_when_reachable(self, ready: asyncio.Event) -> None:
+    async def recover_when_reachable(
+        self, ready: asyncio.Event, recovered: Callable[[dict[str, RuleRow]], object]
+    ) -> None:
         """``recover`` once ``ready`` is set (the schema is migrated), retrying while the
-        database is down, then ``start``: for a process that started during an outage."""
+        database is down, then ``recovered(rules)`` (the engine is aligned with them) and
+        ``start``: for a process that started during an outage."""
         await ready.wait()
         attempt = 0
         while True:
             try:
-                await self.recover()
+                rules = await self.recover()
             except (DatabaseUnavailable, StorageError) as exc:
                 await asyncio.sleep(_RECONNECT.delay(attempt))
                 attempt += 1
@@ -154,6 +160,7 @@ class AlarmService:
             log.warning(
                 "alarms: state loaded after the database returned; %d early edges applied", self._early_edges
             )
+            recovered(rules)
             self.start()
             return
 
@@ -183,12 +190,20 @@ class AlarmService:
             with contextlib.suppress(Exception):
                 await self._conn.close()
         self.log.close()
-        done = self.stored_seq >= self.manager.seq
-        if not done:
-            log.warning(
-                "alarms: %d commits not stored yet stay in the local log", self.manager.seq - self.stored_seq
+        unlogged = sum(1 for seq in self._unlogged if seq > self.stored_seq)
+        if self._early:
+            log.error(
+                "alarms: %d condition edges arrived before the alarm state could be loaded: lost",
+                self._early_edges,
             )
-        return done
+        if unlogged:
+            log.error("alarms: %d commits the local log could not keep were not stored: lost", unlogged)
+        if self.stored_seq < self.manager.seq:
+            log.warning(
+                "alarms: %d commits not stored yet stay in the local log",
+                self.manager.seq - self.stored_seq - unlogged,
+            )
+        return self.stored_seq >= self.manager.seq and not self._early
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -213,13 +228,14 @@ class AlarmService:
             self._early_edges -= len(dropped)
             self.early_dropped.inc(len(dropped))
 
-    def _commit_input(self, given: ConditionEdges | tuple[SifChange, ...], now_us: int) -> None:
+    def _commit_input(self, given: ConditionEdges | tuple[SifChange, ...], now_us: int) -> Commit | None:
         if isinstance(given, ConditionEdges):
             commit = self.manager.edges(given, now_us)
         else:
             commit = self.manager.sif(given, now_us)
         if commit is not None:
             self._keep(commit)
+        return commit
 
     def _keep(self, commit: Commit) -> None:
         """Log the commit and queue it for the writer. Past ``max_queued`` the queue lets go of
@@ -231,11 +247,12 @@ class AlarmService:
         except StorageError as exc:
             self.log_failures.inc()
             log.error("alarm commit %d kept in memory only until stored: %s", commit.seq, exc)
+            self._unlogged.add(commit.seq)
             self._queue.append(commit)
         else:
             if not self._spilled and len(self._queue) >= self.max_queued:
-                self._spilled = True
-                self._queue.clear()  # every one of them is in the log
+                self._spilled = True  # the log has them all but those it could not keep
+                self._queue = deque(c for c in self._queue if c.seq in self._unlogged)
             if not self._spilled:
                 self._queue.append(commit)
         self._wake.set()
@@ -248,10 +265,11 @@ class AlarmService:
             if self.stored_seq >= self.manager.seq:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = self._next_batch()
-            if not batch:
-                continue
             try:
+                batch = self._next_batch()
+                if not batch:  # nothing storable yet (a gap was logged): never spin
+                    await asyncio.sleep(1.0)
+                    continue
                 if self._conn is None or self._conn.closed:
                     self._conn = await connect(self.dsn, application_name="hazardwatch-alarms")
                 await store.write(self._conn, batch)
@@ -259,13 +277,18 @@ class AlarmService:
                 await self._drop_conn()
                 delay = _RECONNECT.delay(attempt)
                 attempt += 1
-                log.warning(
-                    "alarms: %d commits wait for the database (%s); retry in %.1f s", len(batch), exc, delay
-                )
+                log.warning("alarms: commits wait for the database (%s); retry in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
+                continue
+            except Exception:  # a bug must not end storing for good: the commits stay held
+                log.exception("alarms: storing commits failed; retrying")
+                await self._drop_conn()
+                await asyncio.sleep(_RECONNECT.delay(attempt))
+                attempt += 1
                 continue
             attempt = 0
             self.stored_seq = batch[-1].seq
+            self._unlogged = {seq for seq in self._unlogged if seq > self.stored_seq}
             while self._queue and self._queue[0].seq <= self.stored_seq:
                 self._queue.popleft()
             self.log.forget(self.stored_seq)

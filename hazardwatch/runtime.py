@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.registry import CollectorRegistry
 
+from alarms.journal import RuleRow
 from alarms.model import Catalog
 from alarms.rationale import RationaleDefaults
 from alarms.service import AlarmService
@@ -298,20 +299,27 @@ class Runtime:
         assert self.rules is not None
         self.rules.on_edges = self.alarms.edges
         self.rules.on_sif = self.alarms.sif  # an interlock that can no longer act (0ooN)
-        if not self._synced.is_set():
-            task = asyncio.create_task(
-                self.alarms.recover_when_reachable(self._synced), name="alarms-recover"
-            )
-            self._tasks.append(task)
-            return
-        stored = await self.alarms.recover()
-        changed = engine.align_conditions({k: (r.active, r.since_us) for k, r in stored.items()})
-        if changed:
-            log.warning(
-                "rule engine: %d conditions set as the alarm store has them (a crash since the last clean stop)",
-                changed,
-            )
-        self.alarms.start()
+
+        def align(rules: dict[str, RuleRow]) -> None:
+            changed = engine.align_conditions({k: (r.active, r.since_us) for k, r in rules.items()})
+            if changed:
+                log.warning(
+                    "rule engine: %d conditions set as the alarm store has them (a crash since the last clean stop)",
+                    changed,
+                )
+
+        if self._synced.is_set():
+            try:
+                align(await self.alarms.recover())
+            except DatabaseUnavailable as exc:  # it went away again since the sync
+                log.warning("alarm state not loaded (%s): loaded once the database returns", exc)
+            else:
+                self.alarms.start()
+                return
+        task = asyncio.create_task(
+            self.alarms.recover_when_reachable(self._synced, align), name="alarms-recover"
+        )
+        self._tasks.append(task)
 
     async def stop(self) -> None:
         try:

@@ -47,7 +47,7 @@ CREATE INDEX alarm_state_enterprise ON alarm_state (enterprise, status);
 -- condition, the engine's clock for commands and timers); `arrival` when the engine saw it.
 CREATE TABLE alarm_journal (
     seq         bigint NOT NULL,
-    n           smallint NOT NULL,      -- position within the commit
+    n           integer NOT NULL,       -- position within the commit (one batch may hold 100k edges)
     alarm_key   text NOT NULL,
     action      text NOT NULL,          -- alarms.state.Action value
     old_status  text NOT NULL,
@@ -96,7 +96,7 @@ CREATE TRIGGER alarm_command_notify AFTER INSERT ON alarm_command
 -- (routing, rosters, channels, evidence) reads from here (issue 12).
 CREATE TABLE notification (
     seq         bigint NOT NULL,
-    n           smallint NOT NULL,      -- the journal row it announces
+    n           integer NOT NULL,       -- the journal row it announces
     alarm_key   text NOT NULL,
     event       text NOT NULL,          -- raised | reraised | resolved
     priority    text NOT NULL,

@@ -121,3 +121,20 @@ def test_what_the_database_has_is_forgotten_segment_by_segment(tmp_path: Path) -
     log.close()
     log.forget(11)
     assert list(tmp_path.glob("*.log")) == [] and LocalLog(tmp_path).last_seq == -1
+
+
+def test_infinite_values_round_trip_and_nothing_else_stops_a_commit(tmp_path: Path) -> None:
+    """A BAD sample can carry ±inf (a float32 register): JSON has no infinity, the log keeps it."""
+    c = commit(0)
+    row = c.journal[0]
+    inf = Commit(
+        0,
+        1,
+        journal=(
+            JournalRow(row.alarm_key, "RAISED", "normal", "unacknowledged", 5, math.inf, -math.inf, "engine"),
+        ),
+    )
+    log = LocalLog(tmp_path)
+    log.append(inf)
+    (got,) = LocalLog(tmp_path).pending(-1)
+    assert (got.journal[0].value, got.journal[0].limit) == (math.inf, -math.inf)

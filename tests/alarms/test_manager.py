@@ -107,6 +107,12 @@ def test_commands_are_checked_and_a_rejection_is_stored_with_its_reason(
         (cmd(HH, "shelve", minutes=61, reason="噪声"), "high alarms may be shelved for at most 60 min"),
         (cmd(HH, "shelve", minutes=float("nan"), reason="x"), "shelve needs minutes > 0, got nan"),
         (cmd(GAS, "shelve", minutes=5, reason="x"), "critical alarms cannot be shelved"),
+        (cmd(HH, "shelve", minutes=True, reason="x"), "shelve needs minutes > 0, got True"),
+        (cmd(HH, "ack", enterprise=None), "role enterprise_operator needs the actor's enterprise"),
+        (
+            PendingCommand("id-list", HH, "ack", "张三", "engineer", None, [1], 0),
+            "command arguments must be a mapping",
+        ),  # type: ignore[arg-type]
     ]
     for command, reason in cases:
         c = manager.command(command, 5)
@@ -147,3 +153,15 @@ def test_seq_counts_every_commit_and_continues_from_the_stored_one(catalog: Cata
     again = AlarmManager(catalog, AlarmSettings(), seq=43, alarms=m.alarms)
     c = again.edges(edges(catalog, (BB_GAS, False, 3, 1.0)), 3)
     assert c is not None and c.seq == 44 and actions(c) == [(BB_GAS, "RETURNED", "acknowledged", "latched")]
+
+
+def test_a_rule_with_several_edges_in_one_batch_is_stored_as_its_last(
+    manager: AlarmManager, catalog: Catalog
+) -> None:
+    c = manager.edges(edges(catalog, (HH, True, 1, 9.0), (HH, False, 2, 5.0)), 3)
+    assert c is not None and actions(c) == [
+        (HH, "RAISED", "normal", "unacknowledged"),
+        (HH, "RETURNED", "unacknowledged", "returned_unacknowledged"),
+    ]
+    assert [(r.key, r.active, r.since_us) for r in c.rules] == [(HH, False, 2)]
+    assert [(a.key, a.condition) for a in c.alarms] == [(HH, False)]
