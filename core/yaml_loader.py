@@ -247,10 +247,7 @@ class _Builder:
             if not p.at:
                 data = part.data
                 continue
-            container = data
-            for key in p.at[:-1]:
-                container = container[key]
-            container[p.at[-1]] = part.data
+            _place(data, p.at, part.data)
         return data
 
     def substitute(self, text: str, at: PathKey, shown: str, line: int) -> str:
@@ -266,6 +263,27 @@ class _Builder:
             return ""
 
         return _ENV.sub(repl, text) if "${" in text else text
+
+
+def _place(data: Any, at: PathKey, value: Any) -> None:
+    """``value`` at ``at`` in ``data``, where the walk left None for it; nowhere when that place
+    is gone (a duplicate key replaced what held it: that is reported, the include is not)."""
+    container = data
+    for key in at[:-1]:
+        try:
+            container = container[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    last = at[-1]
+    if isinstance(container, dict) and last in container and container[last] is None:
+        container[last] = value
+    elif (
+        isinstance(container, list)
+        and isinstance(last, int)
+        and last < len(container)
+        and container[last] is None
+    ):
+        container[last] = value
 
 
 def _read_part(target: Path, at: PathKey, stack: tuple[Path, ...], env: dict[str, str], base: Path) -> _Part:

@@ -109,3 +109,10 @@ def test_enterprises_written_inline_are_validated_with_the_document(tmp_path: Pa
     assert early.plant(loaded.data) is None  # one enterprise was not an included part
     plant = build_plant(loaded, plant_file, early)
     assert [e.code for e in plant.enterprises] == ["E000", "E001"]
+
+
+def test_an_include_whose_place_a_duplicate_key_replaced_is_reported_not_a_crash(tmp_path: Path) -> None:
+    plant_file = write_plant(tmp_path, 1000)
+    plant_file.write_text(plant_file.read_text(encoding="utf-8") + "enterprises: []\n", encoding="utf-8")
+    issues = _issues(plant_file, Prevalidated(plant_file))
+    assert any(i.endswith("enterprises: duplicate key") for i in issues), issues
