@@ -12,7 +12,14 @@ import sys
 
 from bench.report import machine_description, write_machine, write_section
 
-BENCHMARKS = ["bench.ingest", "bench.rules", "bench.simulators", "bench.collectors", "bench.config"]
+BENCHMARKS = [
+    "bench.ingest",
+    "bench.rules",
+    "bench.simulators",
+    "bench.collectors",
+    "bench.config",
+    "bench.alarms",
+]
 
 
 def main(argv: list[str]) -> int:
