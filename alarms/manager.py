@@ -125,6 +125,8 @@ class AlarmManager:
         self.settings = settings
         self.seq = seq
         self.alarms: dict[str, AlarmRow] = dict(alarms or {})
+        # the shelved ones, which the timer looks at every second (not every alarm ever raised)
+        self.shelved: set[str] = {k for k, a in self.alarms.items() if a.status == Status.SHELVED}
         self._max_shelve_us = {
             Priority.CRITICAL: settings.max_shelve_min_critical * _US_PER_MIN,
             Priority.HIGH: settings.max_shelve_min_high * _US_PER_MIN,
@@ -217,8 +219,8 @@ class AlarmManager:
     def tick(self, now_us: int) -> Commit | None:
         """The commit of the timers due at ``now_us`` (shelving that ran out), None if none."""
         due = [
-            a for a in self.alarms.values()
-            if a.status == Status.SHELVED and a.shelved_until_us is not None and a.shelved_until_us <= now_us
+            a for a in (self.alarms[k] for k in self.shelved)
+            if a.shelved_until_us is not None and a.shelved_until_us <= now_us
         ]  # fmt: skip
         if not due:
             return None
@@ -350,6 +352,11 @@ class _Batch:
         m = self.m
         m.seq += 1
         m.alarms.update(self.rows)
+        for key, row in self.rows.items():
+            if row.status == Status.SHELVED:
+                m.shelved.add(key)
+            else:
+                m.shelved.discard(key)
         return Commit(
             m.seq, self.now_us, tuple(self.journal), tuple(self.rows.values()), tuple(self.outbox),
             tuple(self.outcomes), rules, tuple(self.audit),

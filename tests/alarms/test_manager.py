@@ -165,3 +165,18 @@ def test_a_rule_with_several_edges_in_one_batch_is_stored_as_its_last(
     ]
     assert [(r.key, r.active, r.since_us) for r in c.rules] == [(HH, False, 2)]
     assert [(a.key, a.condition) for a in c.alarms] == [(HH, False)]
+
+
+def test_the_timer_looks_only_at_shelved_alarms_and_they_survive_a_restart(
+    manager: AlarmManager, catalog: Catalog
+) -> None:
+    manager.edges(edges(catalog, (HH, True, 1, 9.0), (BB_GAS, True, 1, 30.0)), 1)
+    manager.command(cmd(HH, "shelve", minutes=10, reason="检修"), 2)
+    assert manager.shelved == {HH}
+    again = AlarmManager(catalog, AlarmSettings(), seq=manager.seq, alarms=manager.alarms)
+    assert again.shelved == {HH}  # rebuilt from the stored rows
+    expired = again.tick(2 + 10 * MIN)
+    assert expired is not None and {j.alarm_key for j in expired.journal} == {HH}
+    assert again.shelved == set() and again.alarms[HH].status == "unacknowledged"
+    manager.command(cmd(HH, "unshelve"), 3)
+    assert manager.shelved == set()
