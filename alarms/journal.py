@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import math
+import operator
 import os
 import struct
 import zlib
@@ -150,8 +151,14 @@ class Commit:
 
 def _row(r: Any) -> list[Any]:
     # JSON has no NaN or infinity: NaN (no value, no limit) as null, ±inf (a BAD sample can
-    # carry one) as "inf" / "-inf"
-    return [_json_float(v) if isinstance(v, float) else v for v in (getattr(r, f) for f in r.__slots__)]
+    # carry one) as "inf" / "-inf"; only the float fields are looked at (a flood commit holds
+    # thousands of rows)
+    values = list(_FIELDS[type(r)](r))
+    for i in _FLOAT_AT.get(type(r), ()):
+        v = values[i]
+        if isinstance(v, float) and not math.isfinite(v):
+            values[i] = _json_float(v)
+    return values
 
 
 def _json_float(v: float) -> float | str | None:
@@ -161,6 +168,9 @@ def _json_float(v: float) -> float | str | None:
 
 
 _FLOATS = {"value", "limit"}
+_ROWS = (JournalRow, AlarmRow, OutboxRow, CommandOutcome, RuleRow)
+_FIELDS = {cls: operator.attrgetter(*cls.__slots__) for cls in _ROWS}
+_FLOAT_AT = {cls: tuple(i for i, f in enumerate(cls.__slots__) if f in _FLOATS) for cls in _ROWS}
 
 
 def _unrow(cls: Any, values: list[Any]) -> Any:

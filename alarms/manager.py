@@ -72,6 +72,10 @@ _ALLOWED: dict[str, frozenset[str]] = {
 }
 _NOTES = {"comment": "COMMENT", "feedback": "FEEDBACK", "supervise": "SUPERVISE", "respond": "RESPOND"}
 _OUTBOX_EVENTS = {Action.RAISED: "raised", Action.RERAISED: "reraised"}
+# an alarm row's fields from its definition: key, enterprise, county, hazard source, unit,
+# subject, kind, priority
+RowLabels = tuple[str, str, str, str, str | None, str, str, str]
+_VALUE: dict[Action | Status, str] = {m: m.value for m in (*Action, *Status)}  # faster than .value
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +131,33 @@ class AlarmManager:
         self.alarms: dict[str, AlarmRow] = dict(alarms or {})
         # the shelved ones, which the timer looks at every second (not every alarm ever raised)
         self.shelved: set[str] = {k for k, a in self.alarms.items() if a.status == Status.SHELVED}
+        self._labels: dict[str, tuple[AlarmDef, RowLabels]] = {}
         self._max_shelve_us = {
             Priority.CRITICAL: settings.max_shelve_min_critical * _US_PER_MIN,
             Priority.HIGH: settings.max_shelve_min_high * _US_PER_MIN,
             Priority.MEDIUM: settings.max_shelve_min_medium * _US_PER_MIN,
             Priority.LOW: settings.max_shelve_min_low * _US_PER_MIN,
         }
+
+    def row_labels(self, alarm: AlarmDef) -> RowLabels:
+        """The fields of the alarm's row that come from its definition: key, enterprise, county,
+        hazard source, unit, subject, kind, priority (made once per alarm: a flood makes rows
+        for thousands of alarms per batch)."""
+        made = self._labels.get(alarm.key)
+        if made is None or made[0] is not alarm:
+            labels = alarm.labels
+            fields: RowLabels = (
+                alarm.key,
+                labels["enterprise"] or "",
+                labels["county"] or "",
+                labels["hazard_source"] or "",
+                labels.get("unit"),
+                alarm.subject,
+                alarm.kind.name if alarm.kind is not None else "SIF_DISABLED",
+                alarm.priority.value,
+            )
+            made = self._labels[alarm.key] = (alarm, fields)
+        return made[1]
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -294,7 +319,7 @@ class _Batch:
         value, limit = _value_limit(signal, row)
         for ev in events:
             self._journal(alarm, ev, value, limit, actor, command_id, detail)
-        self.rows[alarm.key] = _row(alarm, new, row, events, value, limit, actor)
+        self.rows[alarm.key] = _row(alarm, self.m.row_labels(alarm), new, row, events, value, limit, actor)
 
     def note(self, alarm: AlarmDef, action: str, status: str, cmd: PendingCommand) -> None:
         row = self.rows.get(alarm.key) or self.m.alarms.get(alarm.key)
@@ -328,9 +353,9 @@ class _Batch:
         self.journal.append(
             JournalRow(
                 alarm.key,
-                ev.action.value,
-                ev.old.value,
-                ev.new.value,
+                _VALUE[ev.action],
+                _VALUE[ev.old],
+                _VALUE[ev.new],
                 ev.at_us,
                 value,
                 limit,
@@ -388,6 +413,7 @@ def _value_limit(signal: Signal, row: AlarmRow | None) -> tuple[float, float]:
 
 def _row(
     alarm: AlarmDef,
+    labels: RowLabels,
     s: AlarmState,
     old: AlarmRow | None,
     events: tuple[Event, ...],
@@ -403,27 +429,19 @@ def _row(
         acked_at, acked_by = at, actor
     elif actions & {Action.RAISED, Action.RERAISED}:
         acked_at, acked_by = None, None
-    labels = alarm.labels
     return AlarmRow(
-        key=alarm.key,
-        enterprise=labels["enterprise"] or "",
-        county=labels["county"] or "",
-        hazard_source=labels["hazard_source"] or "",
-        unit=labels.get("unit"),
-        subject=alarm.subject,
-        kind=alarm.kind.name if alarm.kind is not None else "SIF_DISABLED",
-        priority=alarm.priority.value,
-        status=s.status.value,
-        condition=s.condition,
-        acked=s.acked,
-        latching=s.latching,
-        since_us=s.since_us,
-        shelved_until_us=s.shelved_until_us,
-        by_whom=s.by,
-        reason=s.reason,
-        value=value,
-        limit=limit,
-        raised_at_us=raised,
-        acked_at_us=acked_at,
-        acked_by=acked_by,
+        *labels,  # key, enterprise, county, hazard_source, unit, subject, kind, priority
+        _VALUE[s.status],
+        s.condition,
+        s.acked,
+        s.latching,
+        s.since_us,
+        s.shelved_until_us,
+        s.by,
+        s.reason,
+        value,
+        limit,
+        raised,
+        acked_at,
+        acked_by,
     )

@@ -4,7 +4,10 @@ Order of a commit: the manager makes it (in memory, on the event loop), the loca
 (fsync), then the database writer stores it in one transaction. The writer runs on its own
 task, so a slow or absent database never delays the rule engine: while the database is down
 commits wait on disk in order (and in memory up to ``max_queued`` commits; beyond that they are
-read back from the log), and the writer reconnects with backoff and jitter.
+read back from the log), and the writer reconnects with backoff and jitter. The transaction
+itself runs on one writer thread with a blocking connection: a write makes a dozen round trips,
+and on the event loop each would wait behind whatever the loop is doing (in a flood, the
+manager's work on the next batch), which tripled the flood's p99 latency (bench/alarms.py).
 
 ``recover`` runs before the engine evaluates anything: it stores what the log holds beyond the
 database (a crash or an outage in the previous run), then loads every alarm's state and the
@@ -26,6 +29,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -40,7 +44,7 @@ from core.clock import Clock
 from core.conditions import ConditionEdges
 from core.errors import DatabaseUnavailable, StorageError
 from core.settings import AlarmSettings
-from storage.db import Conn, connect
+from storage.db import BlockingConn, Conn, connect, connect_blocking
 
 __all__ = ["AlarmService"]
 
@@ -81,7 +85,9 @@ class AlarmService:
         self._stored = asyncio.Event()
         self._handled: dict[str, int] = {}  # command id -> seq of the commit that settled it
         self._tasks: list[asyncio.Task[None]] = []
-        self._conn: Conn | None = None
+        # the writer thread and its connection (used on that thread only)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-writer")
+        self._wconn: BlockingConn | None = None
         # Edges (and SIF changes) that arrive before ``recover`` could run (the database was down
         # at start): applied in order once it has; beyond ``max_early_edges`` the oldest are dropped.
         self.recovered = False
@@ -124,7 +130,7 @@ class AlarmService:
                     len(pending), pending[0].seq, pending[-1].seq,
                 )  # fmt: skip
                 for i in range(0, len(pending), _WRITE_MAX_COMMITS):
-                    await store.write(conn, pending[i : i + _WRITE_MAX_COMMITS])
+                    await self._store(pending[i : i + _WRITE_MAX_COMMITS])
                 state = await store.load(conn)
         finally:
             await conn.close()
@@ -186,9 +192,11 @@ class AlarmService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
+        # after a write still running on the writer thread (a cancelled task does not stop it)
+        closing = asyncio.get_running_loop().run_in_executor(self._writer, self._drop_wconn)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closing), timeout_s)
+        self._writer.shutdown(wait=False)
         self.log.close()
         unlogged = sum(1 for seq in self._unlogged if seq > self.stored_seq)
         if self._early:
@@ -270,11 +278,8 @@ class AlarmService:
                 if not batch:  # nothing storable yet (a gap was logged): never spin
                     await asyncio.sleep(1.0)
                     continue
-                if self._conn is None or self._conn.closed:
-                    self._conn = await connect(self.dsn, application_name="hazardwatch-alarms")
-                await store.write(self._conn, batch)
+                await self._store(batch)
             except (DatabaseUnavailable, StorageError) as exc:
-                await self._drop_conn()
                 delay = _RECONNECT.delay(attempt)
                 attempt += 1
                 log.warning("alarms: commits wait for the database (%s); retry in %.1f s", exc, delay)
@@ -282,7 +287,6 @@ class AlarmService:
                 continue
             except Exception:  # a bug must not end storing for good: the commits stay held
                 log.exception("alarms: storing commits failed; retrying")
-                await self._drop_conn()
                 await asyncio.sleep(_RECONNECT.delay(attempt))
                 attempt += 1
                 continue
@@ -313,11 +317,24 @@ class AlarmService:
             log.error("alarms: commit %d is missing (next held: %d)", self.stored_seq + 1, merged[0].seq)
         return batch
 
-    async def _drop_conn(self) -> None:
-        if self._conn is not None:
+    async def _store(self, batch: Sequence[Commit]) -> None:
+        """Store ``batch`` in one transaction on the writer thread."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._store_blocking, batch)
+
+    def _store_blocking(self, batch: Sequence[Commit]) -> None:  # on the writer thread
+        try:
+            if self._wconn is None or self._wconn.closed:
+                self._wconn = connect_blocking(self.dsn, application_name="hazardwatch-alarms")
+            store.write(self._wconn, batch)
+        except BaseException:
+            self._drop_wconn()  # a fresh connection for the retry: this one may be broken
+            raise
+
+    def _drop_wconn(self) -> None:  # on the writer thread
+        if self._wconn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-        self._conn = None
+                self._wconn.close()
+        self._wconn = None
 
     # --- commands and timers -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 
 from core.clock import Clock
+from core.config import tune_collector_for_service
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
 from hazardwatch.compile_all import Compiled
@@ -50,6 +51,7 @@ async def serve(
     compiled: Compiled | None = None,
 ) -> Runtime:
     """Run ``plant`` until a signal or ``duration_s``; ``clock`` and ``compiled`` as for Runtime."""
+    tune_collector_for_service()
     runtime = Runtime(plant, dsn, options=options, clock=clock, compiled=compiled)
     stop = _stop_event()
     await runtime.start()

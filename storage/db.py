@@ -21,11 +21,12 @@ from psycopg.pq import TransactionStatus
 from core.errors import DatabaseUnavailable, StorageError
 from core.redact import redact
 
-__all__ = ["Backend", "Conn", "autocommit", "connect", "translate_errors"]
+__all__ = ["Backend", "BlockingConn", "Conn", "autocommit", "connect", "connect_blocking", "translate_errors"]
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.AsyncConnection[Any]
+BlockingConn = psycopg.Connection[Any]  # for a writer on its own thread (alarms.service)
 
 
 class Backend(StrEnum):
@@ -74,6 +75,26 @@ async def connect(
             application_name=application_name,
             # Notice that a half-open TCP connection died without waiting for the kernel's
             # two-hour default.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+
+
+def connect_blocking(
+    dsn: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    application_name: str = "hazardwatch",
+) -> BlockingConn:
+    """``connect`` for a thread that is not the event loop's: blocks while it waits on the
+    server (releasing the GIL), so its round trips never wait for the loop."""
+    with translate_errors("connect"):
+        return psycopg.Connection.connect(
+            dsn,
+            connect_timeout=max(1, round(connect_timeout_s)),
+            application_name=application_name,
             keepalives=1,
             keepalives_idle=10,
             keepalives_interval=5,

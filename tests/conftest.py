@@ -33,6 +33,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(autouse=True)
 def _collector_unfrozen() -> Iterator[None]:
     """Commands run in-process (check, run, demo) freeze what they load out of the cycle
-    collector, as they should in their own process; here the next test gets it back."""
+    collector and tune its thresholds, as they should in their own process; here the next
+    test gets it back as it was."""
+    threshold = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*threshold)

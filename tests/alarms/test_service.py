@@ -124,19 +124,44 @@ async def test_a_commit_stored_twice_changes_nothing(catalog: Catalog, dsn: str,
     first = svc.manager.edges(edges(catalog, (HH, True, 9.0)), 1)
     second = svc.manager.edges(edges(catalog, (HH, False, 1.0)), 2)
     assert first is not None and second is not None
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        await store.write(conn, [first, second])
+    with psycopg.connect(dsn) as conn:  # store.write runs on the service's writer thread
+        store.write(conn, [first, second])
         before = [
             await rows(dsn, f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("alarm_journal", "notification")
         ]
-        await store.write(conn, [first])  # a replay of an older commit: no row changes
-        await store.write(conn, [first, second])
+        store.write(conn, [first])  # a replay of an older commit: no row changes
+        store.write(conn, [first, second])
         after = [
             await rows(dsn, f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("alarm_journal", "notification")
         ]
     assert before == after and len(before[0]) == 2
     assert await rows(dsn, "SELECT status, seq FROM alarm_state") == [("returned_unacknowledged", 1)]
     assert await rows(dsn, "SELECT seq FROM alarm_writer") == [(1,)]
+    svc.log.close()
+
+
+async def test_values_keep_their_meaning_in_the_database(catalog: Catalog, dsn: str, tmp_path: Path) -> None:
+    """NaN (no value) is NULL, ±inf (a BAD float32 sample) stays infinite, times are exact to the
+    microsecond, Chinese text and labels arrive whole: the rows travel by binary COPY."""
+    svc = service(catalog, dsn, tmp_path)
+    await svc.recover()
+    at_us = 1_700_000_000_123_457
+    raised = svc.manager.edges(edges(catalog, (HH, True, float("inf"))), at_us)
+    cleared = svc.manager.edges(edges(catalog, (HH, False, float("nan"))), at_us + 1)
+    assert raised is not None and cleared is not None
+    with psycopg.connect(dsn) as conn:
+        store.write(conn, [raised, cleared])
+    journal = await rows(
+        dsn,
+        """SELECT value, "limit", arrival = timestamptz '2023-11-14 22:13:20.123457+00'
+           FROM alarm_journal ORDER BY seq""",
+    )
+    assert journal[0] == (float("inf"), 8.6, True)
+    assert journal[1][0] is None and journal[1][2] is False  # NaN value; arrived 1 µs later
+    [(labels, zh)] = await rows(dsn, "SELECT labels, message_zh FROM notification")
+    assert labels["county"] == "孝义市" and labels["priority"] == "high"
+    assert zh == "【报警】甲化工 液氨储罐区 液位（AA.V1.LT1）高高报：当前值 inf m，限值 8.6 m"
+    assert await rows(dsn, "SELECT value FROM alarm_state") == [(None,)]
     svc.log.close()
 
 
