@@ -4,9 +4,9 @@
 rationalized alarm database plants keep for audits): every alarm of the compiled config with its
 settings and its cause, consequence, corrective action and allowed response time.
 
-``alarms list`` reads alarm_state; ``alarms ack|reset|shelve|unshelve|comment|remove|restore``
-submit through alarm_command exactly as the API does (alarms.commands) and wait for the engine
-(``hazardwatch run``) to apply them. The database is ``--dsn``, else ``$DATABASE_URL``.
+``alarms list`` reads alarm_state; ``alarms ack|reset|shelve|unshelve|comment|feedback|supervise|
+respond|remove|restore`` submit through alarm_command exactly as the API does (alarms.commands)
+and wait for the engine (``hazardwatch run``) to apply them. The database is ``--dsn``, else ``$DATABASE_URL``.
 
 Exit codes follow hazardwatch.cli: 0 success (a command applied), 2 invalid configuration or
 usage, 1 any other failure (a command rejected, the database unreachable); 3 a command still
@@ -36,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alarms.commands import (
+    CauseCategory,
     Command,
     CommandKind,
     CommandOutcome,
@@ -419,6 +420,68 @@ def comment_cmd(
 ) -> None:
     """Add a comment to an alarm's journal (its state does not change)."""
     _command(CommandKind.COMMENT, key, {"text": text}, actor, role, enterprise, wait_s, dsn)
+
+
+_CAUSES = ", ".join(f"{c.value} ({c.zh})" for c in CauseCategory)
+
+
+@alarms_app.command("feedback")
+def feedback_cmd(
+    key: str = KEY_ARGUMENT,
+    cause: CauseCategory = typer.Option(
+        ...,
+        "--cause",
+        help=f"What caused it: {_CAUSES}.",
+    ),
+    action: str = typer.Option(..., "--action", help="What was done about it (处置措施)."),
+    handler: str = typer.Option(..., "--handler", help="Who handled it on site."),
+    handled_at: str | None = typer.Option(
+        None, "--handled-at", help="When it was handled, ISO 8601 with offset (default: not given)."
+    ),
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Record how an alarm was handled (处置反馈): cause, action, handler and time; journaled,
+    the alarm's state does not change."""
+    args: dict[str, Any] = {"cause_category": cause.value, "action": action, "handler": handler}
+    if handled_at is not None:
+        args["handled_at"] = handled_at
+    _command(CommandKind.FEEDBACK, key, args, actor, role, enterprise, wait_s, dsn)
+
+
+@alarms_app.command("supervise")
+def supervise_cmd(
+    key: str = KEY_ARGUMENT,
+    text: str = typer.Argument(..., metavar="TEXT", help="What the enterprise is asked to do."),
+    due_at: str = typer.Option(
+        ..., "--due", help="By when, ISO 8601 with offset (e.g. 2026-12-01T10:00+08:00)."
+    ),
+    actor: str | None = AS_OPTION,
+    role: Role = typer.Option(
+        Role.BUREAU_DUTY, "--role", help="The actor's role (supervision: bureau duty)."
+    ),
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Supervise an alarm (督办): the bureau asks the enterprise to act by a time; journaled."""
+    _command(CommandKind.SUPERVISE, key, {"text": text, "due_at": due_at}, actor, role, None, wait_s, dsn)
+
+
+@alarms_app.command("respond")
+def respond_cmd(
+    key: str = KEY_ARGUMENT,
+    text: str = typer.Argument(..., metavar="TEXT", help="The enterprise's answer to the supervision."),
+    actor: str | None = AS_OPTION,
+    role: Role = ROLE_OPTION,
+    enterprise: str | None = ENTERPRISE_OPTION,
+    wait_s: float = WAIT_OPTION,
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """Answer a supervision (督办回复); journaled."""
+    _command(CommandKind.RESPOND, key, {"text": text}, actor, role, enterprise, wait_s, dsn)
 
 
 @alarms_app.command("remove")

@@ -178,8 +178,21 @@ def test_list_json_with_filters(dsn: str, args: list[str], keys: list[str]) -> N
         (["comment", KEY, "已通知班长 "], "comment", {"text": "已通知班长"}),
         (["remove", KEY, "--reason", "变送器拆除送检"], "remove", {"reason": "变送器拆除送检"}),
         (["restore", KEY], "restore", {}),
+        (
+            ["feedback", KEY, "--cause", "instrument_fault", "--action", "更换变送器", "--handler", "张三"],
+            "feedback",
+            {"cause_category": "instrument_fault", "action": "更换变送器", "handler": "张三"},
+        ),
+        (
+            ["feedback", KEY, "--cause", "leak", "--action", "关阀堵漏", "--handler", "张三",
+             "--handled-at", "2026-11-30T09:30+08:00"],
+            "feedback",
+            {"cause_category": "leak", "action": "关阀堵漏", "handler": "张三",
+             "handled_at": "2026-11-30T01:30:00+00:00"},
+        ),
+        (["respond", KEY, "已安排检修，今日16时前完成"], "respond", {"text": "已安排检修，今日16时前完成"}),
     ],
-)
+)  # fmt: skip
 def test_a_command_not_waited_for_is_submitted_and_pending(
     dsn: str, args: list[str], command: str, submitted: dict[str, Any]
 ) -> None:
@@ -187,6 +200,27 @@ def test_a_command_not_waited_for_is_submitted_and_pending(
     assert result.exit_code == 3, result.output
     assert "not waiting for the engine" in result.stdout
     assert commands(dsn) == [(KEY, command, getpass.getuser(), "engineer", None, submitted, "pending")]
+
+
+def test_supervise_is_submitted_by_bureau_duty(dsn: str) -> None:
+    """督办 is the bureau's: the role defaults to bureau_duty and no enterprise is sent."""
+    result = invoke(
+        dsn,
+        "supervise",
+        KEY,
+        "请立即核查液位",
+        "--due",
+        "2026-12-01T10:00+08:00",
+        "--as",
+        "市局值班员",
+        "--wait",
+        "0",
+    )
+    assert result.exit_code == 3, result.output
+    assert commands(dsn) == [
+        (KEY, "supervise", "市局值班员", "bureau_duty", None,
+         {"text": "请立即核查液位", "due_at": "2026-12-01T02:00:00+00:00"}, "pending"),
+    ]  # fmt: skip
 
 
 def test_ack_applied_by_the_engine(dsn: str) -> None:
@@ -226,6 +260,16 @@ def test_still_pending_after_the_wait_says_the_engine_may_not_run(dsn: str) -> N
         (["ack", KEY, "--wait", "-1"], "--wait"),
         (["ack"], "Missing argument 'KEY'"),
         (["list", "--priority", "urgent"], "--priority"),
+        (["feedback", KEY, "--cause", "bad", "--action", "x", "--handler", "y"], "--cause"),
+        (["feedback", KEY, "--cause", "leak", "--action", " ", "--handler", "y"], "args.action"),
+        (["feedback", KEY, "--cause", "leak", "--action", "x"], "--handler"),
+        (
+            ["feedback", KEY, "--cause", "leak", "--action", "x", "--handler", "y", "--handled-at", "09:30"],
+            "args.handled_at",
+        ),
+        (["supervise", KEY, "核查", "--due", "2026-12-01T10:00"], "args.due_at"),
+        (["supervise", KEY, "核查"], "--due"),
+        (["respond", KEY, ""], "args.text"),
     ],
 )
 def test_bad_usage_exits_2_and_submits_nothing(dsn: str, args: list[str], message: str) -> None:
