@@ -39,10 +39,12 @@ __all__ = [
     "CommandKind",
     "CommandOutcome",
     "CommandStatus",
+    "HistoryEntry",
     "InvalidCommand",
     "ListedAlarm",
     "Role",
     "UnknownCommand",
+    "alarm_history",
     "list_alarms",
     "outcome",
     "submit",
@@ -355,4 +357,45 @@ async def list_alarms(
             rows = await cur.fetchall()
     return [
         ListedAlarm(**{**r, "priority": Priority(r["priority"]), "status": Status(r["status"])}) for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """A row of alarm_journal: a transition, or a note (comment, feedback, supervision, response)."""
+
+    seq: int
+    n: int
+    at: datetime  # when it happened (a condition edge: its source time)
+    action: str  # alarms.state.Action value, or COMMENT / FEEDBACK / SUPERVISE / RESPOND
+    old_status: Status
+    new_status: Status
+    value: float | None
+    limit: float | None
+    actor: str
+    command_id: UUID | None
+    detail: dict[str, Any] | None  # a note's arguments; why a SIF-disabled alarm was raised
+
+
+async def alarm_history(
+    conn: Conn, key: str, *, enterprise: str | None = None, limit: int = 100
+) -> list[HistoryEntry]:
+    """The newest ``limit`` journal rows of alarm ``key``, oldest first. ``enterprise``: only
+    if the alarm is that enterprise's (another enterprise's alarm reads as having no history,
+    as an unknown one does)."""
+    query = """
+        SELECT j.seq, j.n, j.at, j.action, j.old_status, j.new_status, j.value, j."limit", j.actor,
+               j.command_id, j.detail
+        FROM alarm_journal j
+        WHERE j.alarm_key = %s
+          AND (%s::text IS NULL OR EXISTS (
+                SELECT 1 FROM alarm_state s WHERE s.key = j.alarm_key AND s.enterprise = %s))
+        ORDER BY j.seq DESC, j.n DESC LIMIT %s"""
+    with translate_errors("read alarm history"):
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (key, enterprise, enterprise, limit))
+            rows = await cur.fetchall()
+    return [
+        HistoryEntry(**{**r, "old_status": Status(r["old_status"]), "new_status": Status(r["new_status"])})
+        for r in reversed(rows)
     ]

@@ -4,7 +4,7 @@
 rationalized alarm database plants keep for audits): every alarm of the compiled config with its
 settings and its cause, consequence, corrective action and allowed response time.
 
-``alarms list`` reads alarm_state; ``alarms ack|reset|shelve|unshelve|comment|feedback|supervise|
+``alarms list`` reads alarm_state, ``alarms history KEY`` an alarm's journal; ``alarms ack|reset|shelve|unshelve|comment|feedback|supervise|
 respond|remove|restore`` submit through alarm_command exactly as the API does (alarms.commands)
 and wait for the engine (``hazardwatch run``) to apply them. The database is ``--dsn``, else ``$DATABASE_URL``.
 
@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -41,9 +42,11 @@ from alarms.commands import (
     CommandKind,
     CommandOutcome,
     CommandStatus,
+    HistoryEntry,
     InvalidCommand,
     ListedAlarm,
     Role,
+    alarm_history,
     list_alarms,
     outcome,
     submit,
@@ -286,18 +289,52 @@ def list_cmd(
     out.print(f"{len(alarms)} alarm(s)" + (f" (the first {limit})" if len(alarms) == limit else ""))
 
 
+@alarms_app.command("history")
+def history_cmd(
+    key: str = KEY_ARGUMENT,
+    limit: int = typer.Option(100, "--limit", min=1, help="The newest this many entries."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table."),
+    dsn: str | None = DSN_OPTION,
+) -> None:
+    """An alarm's journal, oldest first: every transition (who or what caused it, value and
+    limit) and every note (comment, handling feedback, supervision and the response)."""
+
+    async def job(conn: Conn) -> list[HistoryEntry]:
+        return await alarm_history(conn, key, limit=limit)
+
+    entries = _run(_dsn(dsn), job)
+    if as_json:
+        typer.echo(json.dumps([_json(e) for e in entries], ensure_ascii=False, indent=2))
+        return
+    table = Table(show_edge=False)
+    for col in ("at (UTC)", "action", "status", "value / limit", "by", "detail"):
+        table.add_column(col)
+    for e in entries:
+        status = e.new_status.value if e.old_status == e.new_status else f"{e.old_status} → {e.new_status}"
+        detail = "; ".join(f"{k}: {v}" for k, v in (e.detail or {}).items())
+        table.add_row(*map(Text, (_utc(e.at), e.action, status, _reading(e), e.actor, detail)))
+    out.print(table)
+    out.print(
+        f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        + (" (the newest)" if len(entries) == limit else "")
+    )
+
+
 def _status(a: ListedAlarm) -> str:
     text = a.status.value if a.shelved_until is None else f"{a.status} until {_utc(a.shelved_until)}"
     note = ": ".join(s for s in (a.by_whom, a.reason) if s)
     return f"{text} ({note})" if note else text
 
 
-def _reading(a: ListedAlarm) -> str:
+def _reading(a: ListedAlarm | HistoryEntry) -> str:
     return " / ".join("-" if v is None else f"{v:g}" for v in (a.value, a.limit))
 
 
-def _json(a: ListedAlarm) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in dataclasses.asdict(a).items()}
+def _json(a: ListedAlarm | HistoryEntry) -> dict[str, Any]:
+    return {
+        k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, UUID) else v
+        for k, v in dataclasses.asdict(a).items()
+    }
 
 
 def _command(

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
+from alarms.commands import alarm_history
 from hazardwatch import cli_alarms
 from hazardwatch.cli import app
 from storage.db import Backend
@@ -40,7 +41,7 @@ def db() -> Iterator[str]:
 def dsn(db: str) -> str:
     """The module's database with no commands and no alarms."""
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("TRUNCATE alarm_command, alarm_state")
+        conn.execute("TRUNCATE alarm_command, alarm_state, alarm_journal")
     return db
 
 
@@ -159,6 +160,72 @@ def test_list_json_with_filters(dsn: str, args: list[str], keys: list[str]) -> N
             "limit": 4.0,
             "county": "141102",
         }
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+def journal(dsn: str) -> None:
+    """KEY raised, acknowledged with feedback, supervised and answered; GAS once."""
+    rows = [
+        (1, 0, KEY, "RAISED", "normal", "unacknowledged", 0, 3.25, 4.0, "engine", None),
+        (2, 0, KEY, "ACKED", "unacknowledged", "acknowledged", 2, 3.25, 4.0, "王工", None),
+        (3, 0, KEY, "FEEDBACK", "acknowledged", "acknowledged", 3, 3.25, 4.0, "王工",
+         {"cause_category": "process_upset", "action": "减少用气", "handler": "王工"}),
+        (4, 0, KEY, "SUPERVISE", "acknowledged", "acknowledged", 4, 3.25, 4.0, "市局值班员",
+         {"text": "请核查", "due_at": "2026-12-01T02:00:00+00:00"}),
+        (5, 0, GAS, "RAISED", "normal", "unacknowledged", 5, 30.0, 25.0, "engine", None),
+        (6, 0, KEY, "RESPOND", "acknowledged", "acknowledged", 6, 3.25, 4.0, "王工", {"text": "已处理"}),
+    ]  # fmt: skip
+    with psycopg.connect(dsn) as conn:
+        for seq, n, key, action, old, new, minutes, value, limit, actor, detail in rows:
+            conn.execute(
+                """INSERT INTO alarm_journal (seq, n, alarm_key, action, old_status, new_status, at, arrival,
+                       value, "limit", actor, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (seq, n, key, action, old, new, T + timedelta(minutes=minutes), T, value, limit, actor,
+                 None if detail is None else json.dumps(detail, ensure_ascii=False)),
+            )  # fmt: skip
+
+
+def test_history_shows_an_alarms_transitions_and_notes_oldest_first(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_alarms.out, "width", 220)
+    journal(dsn)
+    result = invoke(dsn, "history", KEY)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "2026-11-30" in line]
+    assert [line.split("│")[1].strip() for line in lines] == [
+        "RAISED",
+        "ACKED",
+        "FEEDBACK",
+        "SUPERVISE",
+        "RESPOND",
+    ]
+    assert "normal → unacknowledged" in lines[0] and "3.25 / 4" in lines[0]
+    assert all(
+        part in lines[2] for part in ("cause_category: process_upset", "action: 减少用气", "handler: 王工")
+    )
+    assert "5 entries" in result.stdout
+    result = invoke(dsn, "history", KEY, "--limit", "2", "--json")
+    assert result.exit_code == 0, result.output
+    newest = json.loads(result.stdout)
+    assert [(e["seq"], e["action"], e["actor"]) for e in newest] == [
+        (4, "SUPERVISE", "市局值班员"),
+        (6, "RESPOND", "王工"),
+    ]
+    assert newest[0]["detail"] == {"text": "请核查", "due_at": "2026-12-01T02:00:00+00:00"}
+    assert newest[0]["at"] == "2026-11-30T00:04:00+00:00"
+    assert invoke(dsn, "history", "NO.SUCH.TAG:H").stdout.strip().endswith("0 entries")
+
+
+async def test_history_keeps_to_the_actors_enterprise(dsn: str) -> None:
+    craft(dsn)  # KEY is LHJH's
+    journal(dsn)
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        assert len(await alarm_history(conn, KEY, enterprise="LHJH")) == 5
+        assert await alarm_history(conn, KEY, enterprise="JXHG") == []
+        assert len(await alarm_history(conn, KEY)) == 5
 
 
 # --- commands ---------------------------------------------------------------------------------
