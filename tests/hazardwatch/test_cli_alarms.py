@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from core.config import load_plant
 from hazardwatch.cli import app
-from hazardwatch.cli_alarms import COLUMNS
+from hazardwatch.cli_alarm_table import COLUMNS
 from rules.compile import compile_rules
 
 ROOT = Path(__file__).resolve().parents[2]
