@@ -179,7 +179,8 @@ def demo(
 ) -> None:
     """The whole chain on one machine: simulated plant -> collectors -> rules -> historian, with a live view."""
     _logging(log_level, log_format)
-    plant = with_data_dir(load_plant_or_exit(config, compile_check=True), data_dir)
+    plant, compiled = load_compiled_or_exit(config)
+    plant = with_data_dir(plant, data_dir)
     from hazardwatch.demo import demo as run_demo
 
     base = config if config.is_dir() else config.parent
@@ -195,7 +196,14 @@ def demo(
     try:
         asyncio.run(
             run_demo(
-                plant, out, scenario=chosen, speed=speed, view=view, duration_s=duration_s, options=options
+                plant,
+                out,
+                scenario=chosen,
+                speed=speed,
+                view=view,
+                duration_s=duration_s,
+                options=options,
+                rationale=compiled.rationale,
             )
         )
     except StorageError as exc:  # a configured database that cannot be used: say so, no traceback

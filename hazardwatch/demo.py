@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from alarms.rationale import RationaleDefaults
 from core.plant import Plant
 from hazardwatch.run import serve
 from hazardwatch.runtime import RuntimeOptions
@@ -52,12 +53,21 @@ async def demo(
     view: bool,
     duration_s: float | None,
     options: RuntimeOptions,
+    rationale: RationaleDefaults | None = None,
 ) -> None:
+    """``rationale``: the plant's rationalization defaults (the compile of its check has them);
+    the run compiles the plant again, for the simulator's ports."""
     async with _database(plant, console) as dsn:
         console.print("simulated plant: starting OPC UA and Modbus servers on free loopback ports…")
         if scenario is not None:
             console.print(f"scenario: {scenario} at {speed:g}x")
         async with start_simulator(plant, scenario, seed=None, autostep=True, speed=speed) as sim:
             await serve(
-                sim.plant_for_clients(), dsn, console, view=view, duration_s=duration_s, options=options
+                sim.plant_for_clients(),
+                dsn,
+                console,
+                view=view,
+                duration_s=duration_s,
+                options=options,
+                rationale=rationale,
             )

@@ -176,8 +176,26 @@ def alarm_lines(
     parts: list[RenderableType] = [table]
     if len(listed) > max_lines:
         parts.append(Text(f"+{len(listed) - max_lines} more 另有 {len(listed) - max_lines} 条", style="bold"))
+    action = _action(listed[0][1], catalog)
+    if action is not None:
+        parts.append(action)
     parts.append(summary)
     return Group(*parts)
+
+
+def _action(row: AlarmRow, catalog: Catalog) -> Text | None:
+    """The corrective action (处置措施) of the alarm at the top of the list, with its allowed
+    response time, from the rationalization (alarms.rationale): what the operator does now."""
+    alarm = catalog.by_key(row.key)
+    if alarm is None or not alarm.rationale.action:
+        return None
+    r = alarm.rationale
+    text = Text("处置 action ", style="bold")
+    text.append(f"{alarm.name or alarm.subject} {alarm.label}: ", style="bold")
+    text.append(r.action)
+    if r.response_s is not None:
+        text.append(f"（{_age(round(r.response_s * 1_000_000))} 内响应 respond within）", style="dim")
+    return text
 
 
 def _raised(row: AlarmRow) -> int:

@@ -18,6 +18,7 @@ import signal
 from rich.console import Console
 from rich.live import Live
 
+from alarms.rationale import RationaleDefaults
 from core.clock import Clock
 from core.config import tune_collector_for_service
 from core.errors import DatabaseUnavailable
@@ -49,10 +50,12 @@ async def serve(
     options: RuntimeOptions,
     clock: Clock | None = None,
     compiled: Compiled | None = None,
+    rationale: RationaleDefaults | None = None,
 ) -> Runtime:
-    """Run ``plant`` until a signal or ``duration_s``; ``clock`` and ``compiled`` as for Runtime."""
+    """Run ``plant`` until a signal or ``duration_s``; ``clock``, ``compiled`` and ``rationale``
+    as for Runtime."""
     tune_collector_for_service()
-    runtime = Runtime(plant, dsn, options=options, clock=clock, compiled=compiled)
+    runtime = Runtime(plant, dsn, options=options, clock=clock, compiled=compiled, rationale=rationale)
     stop = _stop_event()
     await runtime.start()
     loop = asyncio.get_running_loop()

@@ -132,3 +132,21 @@ def test_the_checked_plant_and_its_compile_are_frozen_out_of_the_collectors_scan
         assert id(plant) not in young and id(compiled) not in young
     finally:
         gc.unfreeze()
+
+
+def test_demo_runs_with_the_plants_rationalization(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The demo compiles the config for its check and hands the rationalization defaults on to
+    the run (which compiles again for the simulator's ports), so alarms show their actions."""
+    import hazardwatch.demo
+
+    given: dict[str, Any] = {}
+
+    async def fake_demo(plant: Any, console: Any, **kw: Any) -> None:
+        given.update(kw)
+
+    monkeypatch.setattr(hazardwatch.demo, "demo", fake_demo)
+    root = Path(__file__).resolve().parents[2]
+    result = runner.invoke(app, ["demo", str(root / "config/demo"), "--no-view", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    gas = given["rationale"].of("GAS_L2")
+    assert gas.action and gas.source == "default for GAS_L2"

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from alarms.journal import AlarmRow
 from alarms.model import Catalog
+from alarms.rationale import load_defaults
 from core.clock import FakeClock
 from core.config import load_plant
 from core.live import LiveSnapshot
@@ -194,3 +195,18 @@ def test_the_live_view_lists_the_alarm_service_s_alarms_once_it_runs(catalog: Ca
         r"紧急 crit +未确认 unack +罐区氨气浓度 E1.V1.AT1 +二级报警 +85.2 / 50 ppm +1m15s",
         console.export_text(),
     )
+
+
+def test_the_top_alarm_shows_its_corrective_action_and_response_time() -> None:
+    """The rationalization is shown with the alarm: what to do now for the alarm at the top."""
+    plant = load_plant(PLANT)
+    reference = Path(__file__).resolve().parents[2] / "config" / "reference" / "rationalization.yaml"
+    catalog = Catalog(plant, compile_rules(plant), load_defaults(reference))
+    text = render([row(catalog, HH, "acknowledged"), row(catalog, TOXIC_L2, "unacknowledged")], catalog)
+    action = catalog.by_key(TOXIC_L2).rationale.action  # type: ignore[union-attr]
+    assert action.startswith("立即疏散现场及下风向人员")
+    line = " ".join(text.split())  # the action wraps at the console's width
+    assert f"处置 action 罐区氨气浓度 二级报警: {action}（1m00s 内响应 respond within）" in line
+    # without a rationalization there is nothing to show, and no empty line for it
+    bare = render([row(catalog, TOXIC_L2, "unacknowledged")], Catalog(plant, compile_rules(plant)))
+    assert "处置" not in bare
