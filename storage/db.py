@@ -59,6 +59,19 @@ def _cause(exc: BaseException) -> BaseException | None:
     return exc if redact(text) == text else None
 
 
+def _options(connect_timeout_s: float, application_name: str) -> dict[str, Any]:
+    return {
+        "connect_timeout": max(1, round(connect_timeout_s)),
+        "application_name": application_name,
+        # Notice that a half-open TCP connection died without waiting for the kernel's
+        # two-hour default.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+
+
 async def connect(
     dsn: str,
     *,
@@ -69,16 +82,7 @@ async def connect(
     """Open one connection; DatabaseUnavailable when the server cannot be reached."""
     with translate_errors("connect"):
         return await psycopg.AsyncConnection.connect(
-            dsn,
-            autocommit=autocommit,
-            connect_timeout=max(1, round(connect_timeout_s)),
-            application_name=application_name,
-            # Notice that a half-open TCP connection died without waiting for the kernel's
-            # two-hour default.
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
+            dsn, autocommit=autocommit, **_options(connect_timeout_s, application_name)
         )
 
 
@@ -91,15 +95,7 @@ def connect_blocking(
     """``connect`` for a thread that is not the event loop's: blocks while it waits on the
     server (releasing the GIL), so its round trips never wait for the loop."""
     with translate_errors("connect"):
-        return psycopg.Connection.connect(
-            dsn,
-            connect_timeout=max(1, round(connect_timeout_s)),
-            application_name=application_name,
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-        )
+        return psycopg.Connection.connect(dsn, **_options(connect_timeout_s, application_name))
 
 
 @contextlib.asynccontextmanager
