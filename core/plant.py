@@ -76,6 +76,7 @@ __all__ = [
     "Scale",
     "StateAlarm",
     "Substance",
+    "SuppressWhen",
     "Tag",
     "TagKind",
     "TagRationalization",
@@ -273,10 +274,23 @@ class Equipment(_Model):
     kind: str | None = None
 
 
+class SuppressWhen(_Model):
+    """ISA-18.2 suppression by design: while the unit's ``tag`` is ``below``, ``above`` or
+    ``equals`` (exactly one; plant_checks) its process alarms are suppressed (alarms.model
+    ``SUPPRESSIBLE_KINDS``; gas, data-quality, interlock and SIF-disabled alarms never are)."""
+
+    tag: str = Field(min_length=1)  # CODE within the hazard source, EQUIPMENT.CODE or the full key
+    below: Value | None = None
+    above: Value | None = None
+    equals: Value | None = None
+    reason: str = Field(default="装置停车/unit shut down", min_length=1)
+
+
 class Unit(_Model):
     code: Code
     name: str
     equipment: list[Equipment] = []
+    suppress_when: SuppressWhen | None = None
 
 
 # --- devices --------------------------------------------------------------------

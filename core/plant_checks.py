@@ -2,8 +2,9 @@
 
 Unique codes and keys, known equipment and devices, units that fit the kind, limits inside
 the instrument range and in order, deadbands that let an alarm clear, GB/T 50493 gas levels,
-rate, deviation and state alarms, interlock voting and references; devices and tag sources
-by ``core.source_checks``. ``check_plant`` runs them all and returns every finding at its
+rate, deviation and state alarms, interlock voting and references, a unit's suppression by
+design (its tag in the unit's hazard source, one comparison); devices and tag sources by
+``core.source_checks``. ``check_plant`` runs them all and returns every finding at its
 file:line.
 
 The rules read the document as validation reads it: the validated model's own dump when
@@ -30,6 +31,7 @@ from core.yaml_loader import PathKey, SourceMap
 __all__ = ["PlantChecker", "check_plant"]
 
 _NO_RANGE_KINDS = ("DISCRETE", "COUNTER")  # a switch or a counter has no instrument range
+_SUPPRESS_OPS = ("below", "above", "equals")  # core.plant.SuppressWhen: exactly one
 
 
 class PlantChecker(SourceChecks):
@@ -52,6 +54,7 @@ class PlantChecker(SourceChecks):
         device_ids: dict[str, PathKey] = {}
         equipment_codes: dict[tuple[str, str], PathKey] = {}
         interlocks: list[tuple[str, PathKey, dict[str, Any]]] = []
+        suppressing: list[tuple[str, dict[str, Any], dict[str, Any], PathKey]] = []  # checked last
         for i, ent in _items(self.data.get("enterprises")):
             at: PathKey = ("enterprises", i)
             code = ent.get("code")
@@ -66,7 +69,9 @@ class PlantChecker(SourceChecks):
                 hat: PathKey = (*at, "hazard_sources", h)
                 self._unique(hs_codes, hs.get("code"), (*hat, "code"), "hazard source code")
                 equipment = set()
+                unit_codes: dict[str, PathKey] = {}  # suppression by design targets HS.UNIT
                 for u, unit in _items(hs.get("units")):
+                    self._unique(unit_codes, unit.get("code"), (*hat, "units", u, "code"), "unit code")
                     for k, e in _items(unit.get("equipment")):
                         if isinstance(e.get("code"), Hashable):  # a list or mapping: validation reports it
                             equipment.add(e.get("code"))
@@ -80,6 +85,11 @@ class PlantChecker(SourceChecks):
                                 )
                 for t, tag in _items(hs.get("tags")):
                     self._tag(str(code), tag, (*hat, "tags", t), equipment, devices)
+                suppressing += [
+                    (str(code), hs, unit, (*hat, "units", u, "suppress_when"))
+                    for u, unit in _items(hs.get("units"))
+                    if isinstance(unit.get("suppress_when"), dict)
+                ]
                 interlocks += [
                     (str(code), (*hat, "interlocks", k), il) for k, il in _items(hs.get("interlocks"))
                 ]
@@ -88,6 +98,8 @@ class PlantChecker(SourceChecks):
             self._interlock(ent_code, il, at)
         for ent_code, key, ref, at in self.rule_refs:
             self._rule_ref(ent_code, key, ref, at)
+        for ent_code, hs, unit, at in suppressing:
+            self._suppress_when(ent_code, hs, unit, at)
 
     def _unique(self, seen: dict[str, PathKey], value: Any, at: PathKey, what: str) -> None:
         if not isinstance(value, str):
@@ -275,6 +287,50 @@ class PlantChecker(SourceChecks):
             elif unit != other_unit:
                 self.err(
                     at, f"redundant transmitter {ref!r} measures in {other_unit!r}, this one in {unit!r}"
+                )
+
+    def _suppress_when(self, ent: str, hs: dict[str, Any], unit: dict[str, Any], at: PathKey) -> None:
+        """A unit's suppression by design: one comparison, on a tag of its own hazard source."""
+        sw: dict[str, Any] = unit["suppress_when"]
+        name = f"unit {unit.get('code')!r}"
+        given = [n for n in _SUPPRESS_OPS if sw.get(n) is not None]
+        if len(given) != 1:
+            self.err(
+                at,
+                f"{name}: suppress_when needs exactly one of {', '.join(_SUPPRESS_OPS)}"
+                + (f", has {' and '.join(given)}" if given else ""),
+            )
+        ref = sw.get("tag")
+        if not isinstance(ref, str):
+            return
+        own = {
+            f"{ent}.{t['equipment']}.{t['code']}": t["code"]
+            for _, t in _items(hs.get("tags"))
+            if isinstance(t.get("equipment"), str) and isinstance(t.get("code"), str)
+        }
+        if "." in ref:
+            key = resolve_key(ent, ref)
+        else:  # a bare tag code: the hazard source's one tag of that code
+            keys = [k for k, c in own.items() if c == ref]
+            if len(keys) > 1:
+                self.err(
+                    (*at, "tag"),
+                    f"{name}: tag code {ref!r} is ambiguous in this hazard source ({', '.join(keys)}): "
+                    "write EQUIPMENT.CODE",
+                )
+                return
+            key = keys[0] if keys else ref
+        if key not in own:
+            other = " (it belongs to another hazard source)" if key in self.keys else ""
+            self.err((*at, "tag"), f"{name}: unknown tag {ref!r} in this hazard source{other}")
+            return
+        if len(given) == 1:
+            v, rng = finite(sw.get(given[0])), self.tag_range.get(key)
+            if v is not None and rng is not None and not rng[0] <= v <= rng[1]:
+                self.err(
+                    (*at, given[0]),
+                    f"{name}: {v:g} is outside the range [{rng[0]:g}, {rng[1]:g}] of tag {ref!r}: "
+                    "the unit would count as always or never shut down",
                 )
 
     # --- gas detectors (GB/T 50493-2019) ----------------------------------------------
