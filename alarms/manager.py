@@ -16,6 +16,14 @@ journaled (action COMMENT, FEEDBACK, SUPERVISE, RESPOND) and audited like the ot
 An interlock whose safety function can no longer act (``SifChange``, from the composition root
 comparing the engine's ``sif_state`` with what it reported before) raises or returns its "SIF
 disabled" alarm (``Catalog.sif_disabled``); the journal rows and the raise's messages say why.
+
+A unit whose suppression-by-design condition began or ended (``SuppressionChange``, from the
+composition root evaluating each unit's ``suppress_when``) suppresses or unsuppresses every alarm
+``Catalog.suppressible`` gives for it, never-raised ones included, in one commit with one audit
+row per unit; an alarm already so is skipped, so a restart's first report journals nothing
+again. Unsuppressing re-annunciates (RERAISED) the alarms whose condition came on meanwhile. A
+restored alarm of a unit still suppressed is suppressed again in the restore's commit, unannounced;
+an alarm stored suppressed that no unit hides any more (the config changed) is released at start.
 """
 
 from __future__ import annotations
@@ -43,14 +51,16 @@ from alarms.state import (
     Shelve,
     Signal,
     Status,
+    Suppress,
     Unshelve,
+    Unsuppress,
     transition,
 )
 from alarms.store import PendingCommand
 from core.conditions import ConditionEdges
 from core.settings import AlarmSettings
 
-__all__ = ["ENGINE", "AlarmManager", "SifChange"]
+__all__ = ["ENGINE", "AlarmManager", "SifChange", "SuppressionChange"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +125,27 @@ class SifChange:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SuppressionChange:
+    """A unit whose suppression-by-design condition (core.plant.SuppressWhen) began or ended."""
+
+    unit: str  # HAZARD_SOURCE.UNIT
+    suppressed: bool
+    reason: str  # the unit's suppress_when.reason
+    tag: str  # key of the tag the condition reads
+    value: float  # its value that decided
+
+    def detail(self) -> dict[str, Any]:
+        """The journal rows' and the audit row's detail; its reason goes into the messages."""
+        now = f"{self.tag} = {self.value:g}"
+        zh, en = (
+            (f"{self.reason}：{now}", f"{self.reason}: {now}")
+            if self.suppressed
+            else (f"解除设计抑制：{now}", f"suppression by design ended: {now}")
+        )
+        return {"unit": self.unit, "tag": self.tag, "value": self.value, "reason": en, "reason_zh": zh}
+
+
 class AlarmManager:
     def __init__(
         self,
@@ -131,6 +162,8 @@ class AlarmManager:
         self.alarms: dict[str, AlarmRow] = dict(alarms or {})
         # the shelved ones, which the timer looks at every second (not every alarm ever raised)
         self.shelved: set[str] = {k for k, a in self.alarms.items() if a.status == Status.SHELVED}
+        # units suppressed by design as last reported (unit -> the change): a restore re-suppresses
+        self.suppressed_units: dict[str, SuppressionChange] = {}
         self._labels: dict[str, tuple[AlarmDef, RowLabels]] = {}
         self._max_shelve_us = {
             Priority.CRITICAL: settings.max_shelve_min_critical * _US_PER_MIN,
@@ -193,6 +226,45 @@ class AlarmManager:
             b.apply(alarm, signal, now_us, ENGINE, detail=c.detail())
         return b.commit() if b.journal else None
 
+    def suppress(self, changes: Sequence[SuppressionChange], now_us: int) -> Commit | None:
+        """The commit of units whose suppression by design began or ended, at ``now_us`` (None:
+        nothing to record: every alarm already so, as after a restart)."""
+        b = _Batch(self, now_us)
+        for c in changes:
+            if c.suppressed:
+                self.suppressed_units[c.unit] = c
+            else:
+                self.suppressed_units.pop(c.unit, None)
+            signal: Signal = Suppress(c.reason) if c.suppressed else Unsuppress()
+            detail, before = c.detail(), len(b.journal)
+            for alarm in self.catalog.suppressible(c.unit):
+                row = b.rows.get(alarm.key) or self.alarms.get(alarm.key)
+                if (row is not None and row.status == Status.SUPPRESSED) is c.suppressed:
+                    continue  # already so (an unsuppress of an alarm without a row: never suppressed)
+                b.apply(alarm, signal, now_us, ENGINE, detail=detail)
+            hidden = {j.alarm_key for j in b.journal[before:]}
+            if hidden:
+                action = "suppress" if c.suppressed else "unsuppress"
+                b.audit.append((ENGINE, action, c.unit, {**detail, "alarms": len(hidden)}))
+        return b.commit() if b.journal else None
+
+    def release_suppressions(self, now_us: int) -> Commit | None:
+        """The commit unsuppressing the stored alarms no unit's suppression hides any more (its
+        ``suppress_when`` removed from the config, or its kind no longer suppressible): run once
+        the state is loaded. An alarm gone from the config keeps its last state."""
+        b = _Batch(self, now_us)
+        detail = {"reason": "suppression by design no longer configured", "reason_zh": "设计抑制已不再配置"}
+        units: dict[str, int] = {}
+        for key in [k for k, a in self.alarms.items() if a.status == Status.SUPPRESSED]:
+            alarm = self.catalog.by_key(key)
+            if alarm is not None and self.catalog.suppressing_unit(alarm) is None:
+                b.apply(alarm, Unsuppress(), now_us, ENGINE, detail=detail)
+                unit = f"{alarm.labels['hazard_source']}.{alarm.labels['unit']}"
+                units[unit] = units.get(unit, 0) + 1
+        for unit, n in units.items():
+            b.audit.append((ENGINE, "unsuppress", unit, {**detail, "alarms": n}))
+        return b.commit() if b.journal else None
+
     def command(self, cmd: PendingCommand, now_us: int) -> Commit:
         """The commit of one operator command: applied, or rejected with its reason."""
         b = _Batch(self, now_us)
@@ -220,6 +292,8 @@ class AlarmManager:
                 b.note(alarm, _NOTES[cmd.command], status, cmd)
             else:
                 b.apply(alarm, self._signal(alarm, cmd, now_us), now_us, cmd.actor, cmd.id)
+                if cmd.command == "restore":
+                    self._resuppress(b, alarm, now_us)
         except Exception as exc:  # Rejected, or a bug: never one command blocking all behind it
             reason = (
                 exc.reason
@@ -240,6 +314,16 @@ class AlarmManager:
             b.outcomes.append(CommandOutcome(cmd.id, "applied", result, None))
             b.audit.append((cmd.actor, cmd.command, cmd.alarm_key, audit_detail))
         return b.commit()
+
+    def _resuppress(self, b: _Batch, alarm: AlarmDef, now_us: int) -> None:
+        """A restored alarm of a unit suppressed by design goes back to suppressed at once (the
+        state machine ends a suppression on removal); its re-raise is not announced."""
+        unit = self.catalog.suppressing_unit(alarm)
+        change = self.suppressed_units.get(unit) if unit is not None else None
+        if change is None:
+            return
+        b.apply(alarm, Suppress(change.reason), now_us, ENGINE, detail=change.detail())
+        b.outbox = [o for o in b.outbox if o.alarm_key != alarm.key]
 
     def tick(self, now_us: int) -> Commit | None:
         """The commit of the timers due at ``now_us`` (shelving that ran out), None if none."""

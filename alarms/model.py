@@ -37,7 +37,7 @@ from core.plant import (
     TagRationalization,
 )
 
-__all__ = ["AlarmDef", "Catalog", "Priority", "RuleColumns", "messages"]
+__all__ = ["SUPPRESSIBLE_KINDS", "AlarmDef", "Catalog", "Priority", "RuleColumns", "messages"]
 
 
 class Priority(StrEnum):
@@ -141,6 +141,17 @@ _SECONDS = frozenset({RuleKind.STALE, RuleKind.CLOCK_AHEAD})
 _NO_UNIT = frozenset({RuleKind.BAD_QUALITY, RuleKind.STATE, *INTERLOCK_KINDS})
 
 
+# What a unit's suppression by design (core.plant.SuppressWhen) hides: the process alarms, which
+# a shut-down unit raises by being shut down (low flow, low level, pump stopped). Never hidden:
+# gas detection (GAS_L1/GAS_L2, O2_LOW/O2_HIGH: a leak during a shutdown still matters, GB/T
+# 50493), data quality and device faults (BAD_QUALITY, STALE, OUT_OF_RANGE, FROZEN, CLOCK_AHEAD,
+# and MISMATCH: a valve or pump not following its command matters most while shutting down),
+# interlock alarms (INTERLOCK_KINDS) and SIF disabled (no rule kind).
+SUPPRESSIBLE_KINDS = frozenset(
+    {RuleKind.LL, RuleKind.L, RuleKind.H, RuleKind.HH, RuleKind.ROC, RuleKind.DEVIATION, RuleKind.STATE}
+)
+
+
 class Catalog:
     """The alarms of one compile: ``catalog[rule]``, ``by_key``, ``sif_disabled``; ``len`` and
     iteration are over the rules' alarms in rule order (``sif_alarms`` are the others).
@@ -152,6 +163,7 @@ class Catalog:
         self.defaults = defaults or RationaleDefaults()
         self._built: dict[int, AlarmDef] = {}
         self._sif: dict[str, AlarmDef] = {}
+        self._suppressible: dict[str, tuple[AlarmDef, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -208,6 +220,19 @@ class Catalog:
             )
         return alarm
 
+    def suppressible(self, unit: str) -> tuple[AlarmDef, ...]:
+        """The alarms a suppression by design of ``unit`` (HAZARD_SOURCE.UNIT) hides, in rule
+        order: those of ``SUPPRESSIBLE_KINDS`` on tags of the unit's equipment. Empty for a unit
+        that declares no ``suppress_when`` (only those are indexed: one pass over the rules)."""
+        alarms = self._suppressible.get(unit)
+        if alarms is None:
+            alarms = self._suppressible[unit] = tuple(self[i] for i in self._suppressible_rules.get(unit, ()))
+        return alarms
+
+    def suppressing_unit(self, alarm: AlarmDef) -> str | None:
+        """The unit (HAZARD_SOURCE.UNIT) whose suppression by design hides ``alarm``, if any."""
+        return self._suppressing_tags.get(alarm.subject) if alarm.kind in SUPPRESSIBLE_KINDS else None
+
     # --- lookup tables, made on first use -------------------------------------------------
 
     @cached_property
@@ -222,6 +247,33 @@ class Catalog:
                 unit_of = {e.code: u.code for u in hs.units for e in u.equipment}
                 for t in hs.tags:
                     out[t.key] = _Subject(ent, hs, unit_of.get(t.equipment), t.name, t, t.rationalization)
+        return out
+
+    @cached_property
+    def _suppressing_tags(self) -> dict[str, str]:
+        """Tag key -> HAZARD_SOURCE.UNIT, for the tags of units declaring ``suppress_when``."""
+        out: dict[str, str] = {}
+        for ent in self.plant.enterprises:
+            for hs in ent.hazard_sources:
+                unit_of = {
+                    e.code: f"{hs.code}.{u.code}" for u in hs.units if u.suppress_when for e in u.equipment
+                }
+                if unit_of:
+                    out.update((t.key, unit_of[t.equipment]) for t in hs.tags if t.equipment in unit_of)
+        return out
+
+    @cached_property
+    def _suppressible_rules(self) -> dict[str, list[int]]:
+        tags = self._suppressing_tags
+        out: dict[str, list[int]] = {}
+        if not tags:
+            return out
+        kinds = np.asarray(self.rules.kind)
+        subjects = self.rules.subjects
+        for i in np.flatnonzero(np.isin(kinds, [int(k) for k in SUPPRESSIBLE_KINDS])).tolist():
+            unit = tags.get(subjects[i])
+            if unit is not None:
+                out.setdefault(unit, []).append(i)
         return out
 
     @cached_property

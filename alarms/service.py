@@ -12,7 +12,8 @@ manager's work on the next batch), which tripled the flood's p99 latency (bench/
 ``recover`` runs before the engine evaluates anything: it stores what the log holds beyond the
 database (a crash or an outage in the previous run), then loads every alarm's state and the
 rules' active conditions, which the caller restores into the rule engine (``rule_overlay``),
-so the rule state and the alarm state agree and a condition still active is not re-announced.
+so the rule state and the alarm state agree and a condition still active is not re-announced;
+alarms stored as suppressed by a ``suppress_when`` no longer configured are released then.
 
 Commands: pending ``alarm_command`` rows are read on NOTIFY ``alarm_command`` and every
 ``command_poll_s`` (a missed notification costs at most that), applied in submitted order,
@@ -31,13 +32,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeAlias, cast
 
 from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
 from alarms import store
 from alarms.journal import Commit, LocalLog, RuleRow
-from alarms.manager import AlarmManager, SifChange
+from alarms.manager import AlarmManager, SifChange, SuppressionChange
 from alarms.model import Catalog
 from core.backoff import Backoff
 from core.clock import Clock
@@ -55,6 +57,8 @@ _WRITE_MAX_COMMITS = 500  # commits per database transaction while catching up
 # Command ids remembered as handled. Not dropped as soon as the database has their outcome: a
 # read of pending commands that began before that commit can still return the row as pending.
 _HANDLED_KEPT = 100_000
+# what the rule engine's side hands over: edges, SIF changes, suppression changes
+_Input: TypeAlias = ConditionEdges | tuple[SifChange, ...] | tuple[SuppressionChange, ...]
 
 
 class AlarmService:
@@ -88,15 +92,16 @@ class AlarmService:
         # the writer thread and its connection (used on that thread only)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-writer")
         self._wconn: BlockingConn | None = None
-        # Edges (and SIF changes) that arrive before ``recover`` could run (the database was down
-        # at start): applied in order once it has; beyond ``max_early_edges`` the oldest are dropped.
+        # Edges (and SIF and suppression changes) that arrive before ``recover`` could run (the
+        # database was down at start): applied in order once it has; beyond ``max_early_edges``
+        # the oldest are dropped.
         self.recovered = False
         self.max_early_edges = max_early_edges
-        self._early: deque[tuple[ConditionEdges | tuple[SifChange, ...], int]] = deque()
+        self._early: deque[tuple[_Input, int]] = deque()
         self._early_edges = 0
         self.early_dropped = Counter(
             "hazardwatch_alarm_early_edges_dropped_total",
-            "Condition edges and SIF changes dropped while the alarm state could not be loaded (database down at start).",
+            "Condition edges, SIF and suppression changes dropped while the alarm state could not be loaded (database down at start).",
             registry=registry,
         )
         self.commits = Counter(
@@ -140,6 +145,9 @@ class AlarmService:
             self.catalog, self.settings, seq=max(state.seq, self.log.last_seq), alarms=state.alarms
         )
         self.recovered = True
+        released = self.manager.release_suppressions(self.clock.now_us())  # a suppress_when removed
+        if released is not None:
+            self._keep(released)
         rules = dict(state.rules)
         while self._early:
             held, now_us = self._early.popleft()
@@ -225,7 +233,12 @@ class AlarmService:
         committed at once like edges (held with them until the alarm state is loaded)."""
         self._take(tuple(changes), self.clock.now_us())
 
-    def _take(self, given: ConditionEdges | tuple[SifChange, ...], now_us: int) -> None:
+    def suppression(self, changes: Sequence[SuppressionChange]) -> None:
+        """Units whose suppression by design began or ended (after a batch or tick), committed
+        at once like edges (held with them until the alarm state is loaded)."""
+        self._take(tuple(changes), self.clock.now_us())
+
+    def _take(self, given: _Input, now_us: int) -> None:
         if self.recovered:
             self._commit_input(given, now_us)
             return
@@ -236,11 +249,13 @@ class AlarmService:
             self._early_edges -= len(dropped)
             self.early_dropped.inc(len(dropped))
 
-    def _commit_input(self, given: ConditionEdges | tuple[SifChange, ...], now_us: int) -> Commit | None:
+    def _commit_input(self, given: _Input, now_us: int) -> Commit | None:
         if isinstance(given, ConditionEdges):
             commit = self.manager.edges(given, now_us)
+        elif given and isinstance(given[0], SuppressionChange):
+            commit = self.manager.suppress(given, now_us)
         else:
-            commit = self.manager.sif(given, now_us)
+            commit = self.manager.sif(cast(tuple[SifChange, ...], given), now_us)
         if commit is not None:
             self._keep(commit)
         return commit

@@ -11,6 +11,14 @@ interlocks whose inputs' ability to vote changed (none: O(1)) is compared with w
 before the start: each interlock's first known state is (an able one only returns an alarm that a
 previous run left raised), and an interlock not known yet (inputs never reported) waits.
 
+Suppression by design: after the edges and SIF changes, each unit declaring ``suppress_when``
+(``UnitConditions``) has its condition worked out on its tag's current value in the engine, and
+``on_suppression`` gets the units whose condition changed since reported (each unit's first known
+state included, once). A tag whose value is BAD, NaN or never received changes nothing: the unit
+keeps the state last reported (a transmitter failing during a shutdown must not re-annunciate
+the whole unit, nor one failing in operation hide it). Its timeliness is not judged here: a
+stale tag keeps its last value (its STALE alarm says so, and is never suppressed).
+
 Metrics: evaluation time per batch and per tick (a histogram, measured here around the
 engine's calls), and edges, active conditions and refused samples (``RuleMetrics``).
 """
@@ -29,15 +37,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from alarms.manager import SifChange
+from alarms.manager import SifChange, SuppressionChange
 from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
 from core.clock import Clock
 from core.conditions import ConditionEdges, RuleKind
+from core.plant import Plant, resolve_key
 from rules import EngineSnapshot, RuleEngine
 from rules.interlock import SIF_DISABLED, SIF_UNKNOWN
 
-__all__ = ["RuleMetrics", "RuleSink"]
+__all__ = ["RuleMetrics", "RuleSink", "UnitConditions"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,8 @@ class RuleSink:
         self.on_edges: Callable[[ConditionEdges], None] | None = None
         self.on_sif: Callable[[tuple[SifChange, ...]], None] | None = None
         self._sif = np.full(len(engine.interlocks), SIF_UNKNOWN, np.int8)  # as reported
+        self.suppression: UnitConditions | None = None
+        self.on_suppression: Callable[[tuple[SuppressionChange, ...]], None] | None = None
         # Wall time (perf_counter), not the injected clock: this measures the CPU the engine
         # costs the event loop, which a FakeClock would report as zero.
         self.evaluation_seconds = Histogram(
@@ -122,6 +133,13 @@ class RuleSink:
             self.on_edges(edges)
         if self.on_sif is not None:
             self._report_sif(self.on_sif)
+        if self.on_suppression is not None and self.suppression is not None:
+            changes = self.suppression.changes(self.engine.value, self.engine.valid)
+            if changes:
+                self.on_suppression(changes)
+                shown = [f"{c.unit} {'suppressed' if c.suppressed else 'unsuppressed'}" for c in changes]
+                more = f" and {len(shown) - SHOWN_EDGES} more" if len(shown) > SHOWN_EDGES else ""
+                log.warning("suppression by design: %s%s", ", ".join(shown[:SHOWN_EDGES]), more)
 
     def _report_sif(self, on_sif: Callable[[tuple[SifChange, ...]], None]) -> None:
         which, state = self.engine.sif_state()
@@ -176,6 +194,72 @@ class RuleSink:
         )
         return (
             ", ".join(f"{RuleKind(int(k)).name} {int(c)}" for k, c in zip(kinds, counts, strict=True)) or "-"
+        )
+
+
+class UnitConditions:
+    """Each unit's suppression-by-design condition (core.plant.SuppressWhen), as columns over the
+    units declaring one, evaluated on the engine's tag values (indexed like ``tag_keys``)."""
+
+    _BELOW, _ABOVE, _EQUALS = 0, 1, 2
+
+    def __init__(self, plant: Plant, tag_keys: tuple[str, ...]) -> None:
+        index = {k: i for i, k in enumerate(tag_keys)}
+        self.units: list[str] = []  # HAZARD_SOURCE.UNIT
+        self.reasons: list[str] = []
+        self.tag_keys: list[str] = []
+        tags, ops, limits = [], [], []
+        for ent in plant.enterprises:
+            for hs in ent.hazard_sources:
+                for unit in hs.units:
+                    sw = unit.suppress_when
+                    if sw is None:
+                        continue
+                    if "." in sw.tag:
+                        key = resolve_key(ent.code, sw.tag)
+                    else:  # a bare code: the hazard source's tag of that code (plant_checks: one)
+                        key = next((t.key for t in hs.tags if t.code == sw.tag), sw.tag)
+                    tag = index.get(key)
+                    if tag is None:  # plant_checks refuses it; a tag left out of the registry
+                        log.error(
+                            "unit %s.%s: suppress_when tag %s is not collected", hs.code, unit.code, key
+                        )
+                        continue
+                    op, limit = next(
+                        (o, v) for o, v in enumerate((sw.below, sw.above, sw.equals)) if v is not None
+                    )
+                    self.units.append(f"{hs.code}.{unit.code}")
+                    self.reasons.append(sw.reason)
+                    self.tag_keys.append(key)
+                    tags.append(tag)
+                    ops.append(op)
+                    limits.append(limit)
+        self.tag = np.array(tags, np.int64)
+        self.op = np.array(ops, np.int8)
+        self.limit = np.array(limits, np.float64)
+        self.reported = np.full(len(tags), -1, np.int8)  # -1: not reported yet, else 0/1
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def changes(self, value: np.ndarray, valid: np.ndarray) -> tuple[SuppressionChange, ...]:
+        """The units whose condition differs from the one last reported (marked reported); a
+        unit whose tag is not valid keeps its state."""
+        if not len(self.units):
+            return ()
+        v, ok = value[self.tag], valid[self.tag]
+        on = np.where(
+            self.op == self._BELOW,
+            v < self.limit,
+            np.where(self.op == self._ABOVE, v > self.limit, v == self.limit),
+        )
+        moved = np.flatnonzero(ok & (on.astype(np.int8) != self.reported))
+        if not moved.size:
+            return ()
+        self.reported[moved] = on[moved]
+        return tuple(
+            SuppressionChange(self.units[i], bool(on[i]), self.reasons[i], self.tag_keys[i], float(v[i]))
+            for i in moved.tolist()
         )
 
 

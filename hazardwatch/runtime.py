@@ -39,7 +39,7 @@ from core.plant import Plant
 from core.registry import TagRegistry
 from hazardwatch.compile_all import Compiled, compile_plant
 from hazardwatch.metrics_server import LogMetrics, MetricsServer
-from hazardwatch.rule_sink import RuleSink
+from hazardwatch.rule_sink import RuleSink, UnitConditions
 from hazardwatch.run_summary import RunSummary
 from rules import RuleEngine
 from storage.db import connect
@@ -299,6 +299,8 @@ class Runtime:
         assert self.rules is not None
         self.rules.on_edges = self.alarms.edges
         self.rules.on_sif = self.alarms.sif  # an interlock that can no longer act (0ooN)
+        self.rules.suppression = UnitConditions(self.plant, engine.rules.tag_keys)  # suppress_when
+        self.rules.on_suppression = self.alarms.suppression
 
         def align(rules: dict[str, RuleRow]) -> None:
             changed = engine.align_conditions({k: (r.active, r.since_us) for k, r in rules.items()})
