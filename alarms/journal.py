@@ -14,10 +14,16 @@ Log format: segment files ``<first seq>.log`` in one directory, each a sequence 
 ``u32 length | u32 crc32 | JSON payload`` (UTF-8). A record torn by a crash (short, or its
 checksum wrong) ends its segment: it is cut off when the log opens, with a warning. Segments
 roll over at ``segment_bytes`` and are deleted once every commit in them is stored.
+
+Reading back costs what is read: each segment keeps an index (seq and byte offset of every
+record, built when the log opens and extended by ``append``), so ``pending(after, limit)`` seeks
+to the first commit after ``after`` and decodes at most ``limit`` records. The index is ints
+only: 16 bytes a commit, 16 MB per million commits (decoded commits are never kept).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -26,6 +32,8 @@ import operator
 import os
 import struct
 import zlib
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,13 +196,17 @@ class _Segment:
     path: Path
     size: int
     last: int = -1  # seq of its last commit
+    # the index: seqs[i] is the seq of the record at byte offsets[i] (increasing; seqs may have
+    # gaps where an append failed)
+    seqs: array[int] = field(default_factory=lambda: array("q"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
 
 
 @dataclass
 class LocalLog:
     """Commits not yet in the database, on local disk. ``append`` returns once the commit is
-    on disk (fsync); ``pending()`` gives the commits after ``stored`` in order; ``forget(seq)``
-    drops what the database now has."""
+    on disk (fsync); ``pending()`` gives the commits after ``stored`` in order (``chunks()`` the
+    same a bounded list at a time); ``forget(seq)`` drops what the database now has."""
 
     directory: Path
     segment_bytes: int = 16 << 20
@@ -205,8 +217,7 @@ class LocalLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.directory.glob(f"*{_SUFFIX}"), key=_first_seq):
             seg = _Segment(_first_seq(path), path, 0)
-            for commit in self._scan(seg):
-                seg.last = commit.seq
+            self._index(seg)
             if seg.last < 0:
                 path.unlink()
                 continue
@@ -244,18 +255,35 @@ class LocalLog:
                     os.ftruncate(self._fd, seg.size)
             self.close()  # the next append starts a fresh segment
             raise StorageError(f"alarm log {where}: {exc}") from exc
+        seg.seqs.append(commit.seq)
+        seg.offsets.append(seg.size)
         seg.size += len(record)
         seg.last = commit.seq
 
     def pending(self, after: int, limit: int | None = None) -> list[Commit]:
-        """The commits in the log with seq > ``after``, in order (at most ``limit``)."""
+        """The commits in the log with seq > ``after``, in order (at most ``limit``). Raises
+        StorageError when a segment cannot be read or holds a checksummed record that cannot be
+        decoded; a record whose checksum no longer matches ends what is read of its segment."""
         out: list[Commit] = []
         for seg in self._segments:
+            if limit is not None and len(out) >= limit:
+                break
             if seg.last > after:
-                out += [c for c in self._scan(seg, cut=False) if c.seq > after]
-                if limit is not None and len(out) >= limit:
-                    return out[:limit]
+                start = bisect.bisect_right(seg.seqs, after)
+                count = len(seg.seqs) - start
+                if limit is not None:
+                    count = min(count, limit - len(out))
+                out += self._read(seg, start, count)
         return out
+
+    def chunks(self, after: int, size: int) -> Iterator[list[Commit]]:
+        """``pending(after)`` as lists of at most ``size`` commits, in order, read one at a time:
+        a backlog of hours is never in memory at once."""
+        if size < 1:
+            raise ValueError(f"alarm log chunks: size {size} must be at least 1")
+        while chunk := self.pending(after, size):
+            yield chunk
+            after = chunk[-1].seq
 
     def forget(self, stored: int) -> None:
         """Drop the segments whose every commit has seq <= ``stored`` (not the open one)."""
@@ -278,26 +306,16 @@ class LocalLog:
         fsync_directory(self.directory)
         return seg
 
-    def _scan(self, seg: _Segment, cut: bool = True) -> list[Commit]:
-        """The segment's commits; a torn or corrupt record ends it (``cut``: truncated there)."""
+    def _index(self, seg: _Segment) -> None:
+        """Index the segment's records, each decoded once to check it; a torn or corrupt
+        record ends the segment: it is cut off there."""
         data = seg.path.read_bytes()
-        out, at = [], 0
-        while at < len(data):
-            if at + _HEADER.size > len(data):
-                break
-            length, crc = _HEADER.unpack_from(data, at)
-            payload = data[at + _HEADER.size : at + _HEADER.size + length]
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                break
-            try:
-                out.append(Commit.decode(payload))
-            except (ValueError, KeyError, TypeError) as exc:
-                # whole and checksummed, yet unreadable (a newer format?): never cut, never skip
-                raise StorageError(
-                    f"alarm log {seg.path}: record at byte {at} cannot be read: {exc}"
-                ) from exc
-            at += _HEADER.size + length
-        if at < len(data) and cut:
+        at = 0
+        while (payload := _payload(data, at)) is not None:
+            seg.seqs.append(_decode(seg, at, payload).seq)
+            seg.offsets.append(at)
+            at += _HEADER.size + len(payload)
+        if at < len(data):
             log.warning(
                 "alarm log %s: a torn record at byte %d (a crash while writing) cut off", seg.path, at
             )
@@ -305,7 +323,47 @@ class LocalLog:
                 f.truncate(at)
                 os.fsync(f.fileno())
         seg.size = at
+        seg.last = seg.seqs[-1] if seg.seqs else -1
+
+    def _read(self, seg: _Segment, start: int, count: int) -> list[Commit]:
+        """The segment's ``count`` indexed records from the ``start``-th, in one read; one whose
+        checksum no longer matches (the disk changed under the log) ends the segment."""
+        if count <= 0:
+            return []
+        first = seg.offsets[start]
+        end = seg.offsets[start + count] if start + count < len(seg.offsets) else seg.size
+        try:
+            with open(seg.path, "rb") as f:
+                f.seek(first)
+                data = f.read(end - first)
+        except OSError as exc:
+            raise StorageError(f"alarm log {seg.path}: {exc}") from exc
+        out = []
+        for offset in seg.offsets[start : start + count]:
+            payload = _payload(data, offset - first)
+            if payload is None:
+                break
+            out.append(_decode(seg, offset, payload))
         return out
+
+
+def _payload(data: bytes, at: int) -> bytes | None:
+    """The payload of the record at byte ``at`` of ``data``; None: none there, or torn or corrupt."""
+    if at + _HEADER.size > len(data):
+        return None
+    length, crc = _HEADER.unpack_from(data, at)
+    payload = data[at + _HEADER.size : at + _HEADER.size + length]
+    if len(payload) < length or zlib.crc32(payload) != crc:
+        return None
+    return payload
+
+
+def _decode(seg: _Segment, at: int, payload: bytes) -> Commit:
+    try:
+        return Commit.decode(payload)
+    except (ValueError, KeyError, TypeError) as exc:
+        # whole and checksummed, yet unreadable (a newer format?): never cut, never skip
+        raise StorageError(f"alarm log {seg.path}: record at byte {at} cannot be read: {exc}") from exc
 
 
 def _first_seq(path: Path) -> int:

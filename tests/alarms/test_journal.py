@@ -4,9 +4,14 @@ what the database has is forgotten, and nothing else is lost."""
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from pathlib import Path
 
+import pytest
+
 from alarms.journal import AlarmRow, CommandOutcome, Commit, JournalRow, LocalLog, OutboxRow, RuleRow
+from core.errors import StorageError
 
 
 def commit(seq: int) -> Commit:
@@ -138,3 +143,143 @@ def test_infinite_values_round_trip_and_nothing_else_stops_a_commit(tmp_path: Pa
     log.append(inf)
     (got,) = LocalLog(tmp_path).pending(-1)
     assert (got.journal[0].value, got.journal[0].limit) == (math.inf, -math.inf)
+
+
+# --- reading back costs what is read (the seq -> offset index) ---------------------------------
+
+HEADER = struct.Struct("<II")
+
+
+def records(path: Path) -> list[tuple[int, Commit]]:
+    """Every whole, checksummed record of a segment file with its byte offset: the brute force."""
+    data, at, out = path.read_bytes(), 0, []
+    while at + HEADER.size <= len(data):
+        length, crc = HEADER.unpack_from(data, at)
+        payload = data[at + HEADER.size : at + HEADER.size + length]
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            break
+        out.append((at, Commit.decode(payload)))
+        at += HEADER.size + length
+    return out
+
+
+def everything(directory: Path) -> list[Commit]:
+    return [c for p in sorted(directory.glob("*.log")) for _, c in records(p)]
+
+
+def write_segment(directory: Path, commits: list[Commit]) -> Path:
+    """A segment written from the documented format alone (as an older version left it)."""
+    path = directory / f"{commits[0].seq:020d}.log"
+    with path.open("wb") as f:
+        for c in commits:
+            payload = c.encode()
+            f.write(HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+    return path
+
+
+def assert_reads_like_a_full_decode(log: LocalLog, directory: Path, afters: range) -> None:
+    whole = everything(directory)
+    for after in afters:
+        newer = [c for c in whole if c.seq > after]
+        for limit in (None, 0, 1, 2, 3, 5, 11, 1000):
+            got = log.pending(after, limit)
+            want = newer if limit is None else newer[:limit]
+            assert [c.seq for c in got] == [c.seq for c in want], (after, limit)
+            assert all(same(a, b) for a, b in zip(got, want, strict=True)), (after, limit)
+        for size in (1, 4, 50):
+            chunks = list(log.chunks(after, size))
+            assert all(0 < len(c) <= size for c in chunks) and all(len(c) == size for c in chunks[:-1])
+            assert [c.seq for chunk in chunks for c in chunk] == [c.seq for c in newer], (after, size)
+
+
+SEQS = [s for s in range(0, 150) if s % 7 != 3]  # gaps: where an append failed
+
+
+def test_pending_gives_what_a_full_decode_gives_for_any_after_and_limit(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, segment_bytes=2500)  # ~3 commits per segment
+    for seq in SEQS[:100]:
+        log.append(commit(seq))
+    assert len(list(tmp_path.glob("*.log"))) >= 20
+    assert_reads_like_a_full_decode(log, tmp_path, range(-2, 152, 3))
+    log.close()
+    again = LocalLog(tmp_path, segment_bytes=2500)
+    assert_reads_like_a_full_decode(again, tmp_path, range(-2, 152, 3))
+    for seq in SEQS[100:]:  # the index grows with what is appended after opening
+        again.append(commit(seq))
+    assert_reads_like_a_full_decode(again, tmp_path, range(-2, 152, 3))
+    again.forget(60)
+    assert_reads_like_a_full_decode(again, tmp_path, range(55, 152))
+    assert [c.seq for c in LocalLog(tmp_path).pending(-1)] == [c.seq for c in everything(tmp_path)]
+
+
+def test_a_torn_tail_is_cut_and_what_is_read_after_it_is_exact(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, segment_bytes=2500)
+    for seq in range(30):
+        log.append(commit(seq))
+    log.close()
+    last = max(tmp_path.glob("*.log"))
+    whole = last.stat().st_size
+    with last.open("ab") as f:
+        f.write(HEADER.pack(900, 0) + commit(30).encode()[:100])  # a crash while writing 30
+    again = LocalLog(tmp_path, segment_bytes=2500)
+    assert last.stat().st_size == whole and again.last_seq == 29
+    again.append(commit(30))
+    again.append(commit(31))
+    assert [c.seq for c in everything(tmp_path)] == list(range(32))
+    assert_reads_like_a_full_decode(again, tmp_path, range(-1, 33, 3))
+
+
+def test_a_record_corrupted_after_opening_ends_its_segment_when_read(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, segment_bytes=2500)
+    for seq in range(30):
+        log.append(commit(seq))
+    segment = sorted(tmp_path.glob("*.log"))[2]
+    (_, first), (at, hit), *rest = records(segment)
+    assert rest  # the corrupt record is not the segment's last
+    data = bytearray(segment.read_bytes())
+    digit = data.index(b'"arrival":', at) + len('"arrival":') + 3
+    data[digit] = ord("9") if data[digit] != ord("9") else ord("8")  # still JSON, checksum wrong
+    segment.write_bytes(bytes(data))
+    after_segment = rest[-1][1].seq
+    want = [s for s in range(30) if s <= first.seq or s > after_segment]
+    assert [c.seq for c in log.pending(-1)] == want
+    assert [c.seq for c in log.pending(first.seq, 2)] == [after_segment + 1, after_segment + 2]
+    assert [c.seq for c in log.pending(hit.seq - 1, 1)] == [after_segment + 1]
+    # a read that starts past the corrupt record gets the whole, checksummed records after it
+    assert [c.seq for c in log.pending(hit.seq, 1)] == [rest[0][1].seq]
+
+
+def test_a_checksummed_record_that_cannot_be_decoded_stops_reading(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, segment_bytes=2500)
+    for seq in range(12):
+        log.append(commit(seq))
+    segment = sorted(tmp_path.glob("*.log"))[1]
+    at, bad = records(segment)[1]
+    data = bytearray(segment.read_bytes())
+    length, _ = HEADER.unpack_from(data, at)
+    payload = bytes(data[at + HEADER.size : at + HEADER.size + length]).replace(b'"seq"', b'"sex"')
+    data[at : at + HEADER.size + length] = HEADER.pack(length, zlib.crc32(payload)) + payload
+    segment.write_bytes(bytes(data))
+    assert [c.seq for c in log.pending(bad.seq)] == list(range(bad.seq + 1, 12))
+    with pytest.raises(StorageError, match=f"{segment.name}: record at byte {at} cannot be read"):
+        log.pending(bad.seq - 1)
+    with pytest.raises(StorageError, match=f"{segment.name}: record at byte {at}"):
+        LocalLog(tmp_path)
+
+
+def test_reading_decodes_only_the_commits_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_segment(tmp_path, [commit(seq) for seq in range(5000)])
+    log = LocalLog(tmp_path)
+    decoded: list[int] = []
+    decode = Commit.decode
+
+    def counted(payload: bytes) -> Commit:
+        decoded.append(1)
+        return decode(payload)
+
+    monkeypatch.setattr(Commit, "decode", staticmethod(counted))
+    assert [c.seq for c in log.pending(4989, 10)] == list(range(4990, 5000)) and len(decoded) == 10
+    decoded.clear()
+    assert [c.seq for c in log.pending(4989)] == list(range(4990, 5000)) and len(decoded) == 10
+    decoded.clear()
+    assert sum(len(c) for c in log.chunks(1999, 500)) == 3000 and len(decoded) == 3000
