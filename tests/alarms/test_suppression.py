@@ -22,7 +22,7 @@ from alarms.store import PendingCommand
 from core.clock import FakeClock
 from core.conditions import ConditionEdges, RuleKind
 from core.config import load_plant
-from core.plant import Plant
+from core.plant import Plant, updated
 from core.settings import AlarmSettings
 from hazardwatch.rule_sink import RuleSink, UnitConditions
 from rules.compile import compile_rules
@@ -306,3 +306,33 @@ async def test_service_stores_suppression_and_a_restart_keeps_it_without_new_row
         await svc.close()
     assert await fetch_all(dsn, "SELECT count(*) FROM alarm_journal") == [(8,)]
     assert await fetch_all(dsn, "SELECT DISTINCT status FROM alarm_state") == [("normal",)]
+
+
+async def test_service_releases_at_start_what_a_removed_suppress_when_held(
+    catalog: Catalog, dsn: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(at(1))
+    svc = AlarmService(catalog, AlarmSettings(command_poll_s=5.0), tmp_path, dsn, clock)
+    await svc.recover()
+    svc.start()
+    try:
+        svc.suppression([DOWN])
+        await eventually(lambda: svc.stored_seq == 0, timeout=10)
+    finally:
+        await svc.close()
+    # the config edited: U1 declares no suppress_when any more
+    hs = plant().enterprises[0].hazard_sources[0]
+    hs = updated(hs, {"units": [updated(u, {"suppress_when": None}) for u in hs.units]})
+    edited = updated(plant(), {"enterprises": [updated(plant().enterprises[0], {"hazard_sources": [hs]})]})
+    svc = AlarmService(Catalog(edited, rules()), AlarmSettings(command_poll_s=5.0), tmp_path, dsn, clock)
+    await svc.recover()
+    svc.start()
+    try:
+        await eventually(lambda: svc.stored_seq == 1, timeout=10)
+    finally:
+        await svc.close()
+    assert await fetch_all(dsn, "SELECT DISTINCT status FROM alarm_state") == [("normal",)]
+    assert await fetch_all(dsn, "SELECT action, target FROM audit_log ORDER BY seq") == [
+        ("suppress", "H1.U1"),
+        ("unsuppress", "H1.U1"),
+    ]
