@@ -283,6 +283,8 @@ class SuppressWhen(_Model):
     below: Value | None = None
     above: Value | None = None
     equals: Value | None = None
+    on_delay_s: Delay = 0.0  # the condition held this long before the unit counts as shut down
+    off_delay_s: Delay = 0.0  # and not held this long before it counts as running again
     reason: str = Field(default="装置停车/unit shut down", min_length=1)
 
 

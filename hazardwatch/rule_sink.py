@@ -13,10 +13,12 @@ previous run left raised), and an interlock not known yet (inputs never reported
 
 Suppression by design: after the edges and SIF changes, each unit declaring ``suppress_when``
 (``UnitConditions``) has its condition worked out on its tag's current value in the engine, and
-``on_suppression`` gets the units whose condition changed since reported (each unit's first known
-state included, once). A tag whose value is BAD, NaN or never received changes nothing: the unit
-keeps the state last reported (a transmitter failing during a shutdown must not re-annunciate
-the whole unit, nor one failing in operation hide it). Its timeliness is not judged here: a
+``on_suppression`` gets the units whose condition changed since reported and stayed so for the
+unit's ``on_delay_s`` (to suppressed) or ``off_delay_s`` (back), on the engine's clock; each
+unit's first known state is reported at once, once. A tag whose value is BAD, NaN or never
+received changes nothing and restarts a running delay: the unit keeps the state last reported
+(a transmitter failing during a shutdown must not re-annunciate the whole unit, nor one failing
+in operation hide it). Its timeliness is not judged here: a
 stale tag keeps its last value (its STALE alarm says so, and is never suppressed).
 
 Metrics: evaluation time per batch and per tick (a histogram, measured here around the
@@ -40,7 +42,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from alarms.manager import SifChange, SuppressionChange
 from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
-from core.clock import Clock
+from core.clock import US_PER_S, Clock
 from core.conditions import ConditionEdges, RuleKind
 from core.plant import Plant, resolve_key
 from rules import EngineSnapshot, RuleEngine
@@ -134,7 +136,7 @@ class RuleSink:
         if self.on_sif is not None:
             self._report_sif(self.on_sif)
         if self.on_suppression is not None and self.suppression is not None:
-            changes = self.suppression.changes(self.engine.value, self.engine.valid)
+            changes = self.suppression.changes(self.engine.value, self.engine.valid, self.clock.now_us())
             if changes:
                 self.on_suppression(changes)
                 shown = [f"{c.unit} {'suppressed' if c.suppressed else 'unsuppressed'}" for c in changes]
@@ -197,6 +199,9 @@ class RuleSink:
         )
 
 
+_NOT_PENDING = np.iinfo(np.int64).min  # UnitConditions.since: no change waiting on its delay
+
+
 class UnitConditions:
     """Each unit's suppression-by-design condition (core.plant.SuppressWhen), as columns over the
     units declaring one, evaluated on the engine's tag values (indexed like ``tag_keys``)."""
@@ -208,7 +213,7 @@ class UnitConditions:
         self.units: list[str] = []  # HAZARD_SOURCE.UNIT
         self.reasons: list[str] = []
         self.tag_keys: list[str] = []
-        tags, ops, limits = [], [], []
+        tags, ops, limits, on_s, off_s = [], [], [], [], []
         for ent in plant.enterprises:
             for hs in ent.hazard_sources:
                 for unit in hs.units:
@@ -234,17 +239,23 @@ class UnitConditions:
                     tags.append(tag)
                     ops.append(op)
                     limits.append(limit)
+                    on_s.append(sw.on_delay_s)
+                    off_s.append(sw.off_delay_s)
         self.tag = np.array(tags, np.int64)
         self.op = np.array(ops, np.int8)
         self.limit = np.array(limits, np.float64)
+        self.on_us = np.round(np.array(on_s, np.float64) * US_PER_S).astype(np.int64)
+        self.off_us = np.round(np.array(off_s, np.float64) * US_PER_S).astype(np.int64)
         self.reported = np.full(len(tags), -1, np.int8)  # -1: not reported yet, else 0/1
+        self.since = np.full(len(tags), _NOT_PENDING, np.int64)  # when the pending change began
 
     def __len__(self) -> int:
         return len(self.units)
 
-    def changes(self, value: np.ndarray, valid: np.ndarray) -> tuple[SuppressionChange, ...]:
-        """The units whose condition differs from the one last reported (marked reported); a
-        unit whose tag is not valid keeps its state."""
+    def changes(self, value: np.ndarray, valid: np.ndarray, now_us: int) -> tuple[SuppressionChange, ...]:
+        """The units whose condition differs from the one last reported, for their delay by
+        ``now_us`` (first known states at once); marked reported. A unit whose tag is not valid
+        keeps its state, and its delay starts again."""
         if not len(self.units):
             return ()
         v, ok = value[self.tag], valid[self.tag]
@@ -253,9 +264,14 @@ class UnitConditions:
             v < self.limit,
             np.where(self.op == self._ABOVE, v > self.limit, v == self.limit),
         )
-        moved = np.flatnonzero(ok & (on.astype(np.int8) != self.reported))
+        differs = ok & (on.astype(np.int8) != self.reported)
+        self.since[~differs] = _NOT_PENDING
+        self.since[differs & (self.since == _NOT_PENDING)] = now_us
+        delay = np.where(on, self.on_us, self.off_us)
+        moved = np.flatnonzero(differs & ((self.reported < 0) | (now_us - self.since >= delay)))
         if not moved.size:
             return ()
+        self.since[moved] = _NOT_PENDING
         self.reported[moved] = on[moved]
         return tuple(
             SuppressionChange(self.units[i], bool(on[i]), self.reasons[i], self.tag_keys[i], float(v[i]))

@@ -29,7 +29,7 @@ from rules.compile import compile_rules
 from rules.engine import RuleEngine
 from rules.ruleset import RuleSet
 from storage.db import Backend
-from tests.rules.streams import BAD, at, batch
+from tests.rules.streams import BAD, GOOD, at, batch
 from tests.support.databases import fetch_all, migrated_db
 from tests.support.waiting import eventually
 
@@ -251,6 +251,31 @@ async def test_sink_reports_the_first_state_once_then_changes_and_holds_on_bad(m
     assert reported[-1] == (SuppressionChange("H1.U1", False, "装置停车", "E1.R1.FI-101", 50.0),)
     assert [o.alarm_key for o in commits[-1].outbox] == [LH]
     assert statuses(manager)[LH] == "unacknowledged" and statuses(manager)[XS] == "normal"
+
+
+async def test_sink_waits_for_the_units_on_and_off_delays_and_a_bad_reading_restarts_them(
+    manager: AlarmManager,
+) -> None:
+    clock = FakeClock(at(1))
+    sink, commits, reported = sink_into(manager, clock)
+
+    async def status(s: float, value: float, quality: int = GOOD) -> list[tuple[str, bool]]:
+        clock.advance(s - (clock.now_us() - at(0)) / 1e6)
+        n = len(reported)
+        await sink.write(batch(rules(), ("K1.XS-301", s, value, quality)))
+        return [(c.unit, c.suppressed) for changes in reported[n:] for c in changes]
+
+    assert await status(1, 1) == [("H1.U3", False)]  # the first known state: at once
+    assert await status(2, 0) == []  # stopped: on_delay_s 10 runs
+    assert await status(11, 0) == []
+    assert await status(12, 0) == [("H1.U3", True)]
+    assert [a[:2] for a in actions(commits[-1])] == [("E1.K1.PT-301:L", "SUPPRESSED")]
+    assert await status(13, 1) == []  # started: off_delay_s 5 runs
+    assert await status(15, 1, BAD) == []  # a BAD reading: the state held, the delay restarts
+    assert await status(16, 1) == []
+    assert await status(20, 1) == []
+    assert await status(21, 1) == [("H1.U3", False)]
+    assert await status(22, 0) == [] and await status(23, 1) == [] and await status(40, 1) == []  # a blip
 
 
 async def test_sink_of_a_new_run_reports_the_stored_shutdown_without_a_second_journal(

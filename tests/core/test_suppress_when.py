@@ -1,6 +1,6 @@
 """A unit's ``suppress_when`` (ISA-18.2 suppression by design) in a good config: its tag named by
 code within the hazard source, EQUIPMENT.CODE or full key; one of below/above/equals; the default
-reason. The refused forms are golden cases (testcases/suppress_when_*)."""
+reason and no delays. The refused forms are golden cases (testcases/suppress_when_*)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ enterprises:
           - code: U2
             name: 循环单元
             equipment: [{code: P1, name: 循环泵}]
-            suppress_when: {tag: P1.XS-101, equals: 0}
+            suppress_when: {tag: P1.XS-101, equals: 0, on_delay_s: 30, off_delay_s: 300}
           - code: U3
             name: 冷却单元
             equipment: [{code: E1, name: 冷却器}]
@@ -58,8 +58,9 @@ def test_suppress_when_forms_load_with_their_defaults(tmp_path: Path) -> None:
     units = load_plant(tmp_path, env={}).enterprises[0].hazard_sources[0].units
     assert [u.suppress_when for u in units] == [
         SuppressWhen(tag="FI-101", below=0.5, reason="装置停车检修"),
-        SuppressWhen(tag="P1.XS-101", equals=0.0),
+        SuppressWhen(tag="P1.XS-101", equals=0.0, on_delay_s=30.0, off_delay_s=300.0),
         SuppressWhen(tag="E1.R1.FI-101", above=99.5),
         None,
     ]
-    assert units[1].suppress_when is not None and units[1].suppress_when.reason == "装置停车/unit shut down"
+    third = units[2].suppress_when
+    assert third is not None and (third.reason, third.on_delay_s) == ("装置停车/unit shut down", 0.0)
