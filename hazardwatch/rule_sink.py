@@ -130,18 +130,31 @@ class RuleSink:
         return True
 
     def _emit(self, edges: ConditionEdges) -> None:
+        """Edges, SIF changes and units' suppression, in the order that announces least: a unit
+        shut down in this batch is suppressed before its edges (the shutdown's own alarms are
+        tracked, not announced), one back in operation is unsuppressed after them (alarms that
+        cleared with the start-up are not announced again first)."""
         self._log(edges)
+        hide: tuple[SuppressionChange, ...] = ()
+        show: tuple[SuppressionChange, ...] = ()
+        if self.on_suppression is not None and self.suppression is not None:
+            changes = self.suppression.changes(self.engine.value, self.engine.valid, self.clock.now_us())
+            hide = tuple(c for c in changes if c.suppressed)
+            show = tuple(c for c in changes if not c.suppressed)
+        self._report_suppression(hide)
         if self.on_edges is not None and len(edges):
             self.on_edges(edges)
         if self.on_sif is not None:
             self._report_sif(self.on_sif)
-        if self.on_suppression is not None and self.suppression is not None:
-            changes = self.suppression.changes(self.engine.value, self.engine.valid, self.clock.now_us())
-            if changes:
-                self.on_suppression(changes)
-                shown = [f"{c.unit} {'suppressed' if c.suppressed else 'unsuppressed'}" for c in changes]
-                more = f" and {len(shown) - SHOWN_EDGES} more" if len(shown) > SHOWN_EDGES else ""
-                log.warning("suppression by design: %s%s", ", ".join(shown[:SHOWN_EDGES]), more)
+        self._report_suppression(show)
+
+    def _report_suppression(self, changes: tuple[SuppressionChange, ...]) -> None:
+        if not changes or self.on_suppression is None:
+            return
+        self.on_suppression(changes)
+        shown = [f"{c.unit} {'suppressed' if c.suppressed else 'unsuppressed'}" for c in changes]
+        more = f" and {len(shown) - SHOWN_EDGES} more" if len(shown) > SHOWN_EDGES else ""
+        log.warning("suppression by design: %s%s", ", ".join(shown[:SHOWN_EDGES]), more)
 
     def _report_sif(self, on_sif: Callable[[tuple[SifChange, ...]], None]) -> None:
         which, state = self.engine.sif_state()

@@ -234,11 +234,13 @@ async def test_sink_reports_the_first_state_once_then_changes_and_holds_on_bad(m
     assert reported == [(UP,)] and commits == []  # running: nothing to unsuppress
     await sink.write(batch(rules(), ("R1.FI-101", 2, 40)))
     assert len(reported) == 1  # no change, no report
-    # shutdown: the flow falls (its L raises first: edges go before suppression), the pump stops
+    # shutdown: the flow falls below its L and the unit's suppression point in one batch, the
+    # pump stops: the unit is suppressed first, so the shutdown's own alarms are only tracked
     clock.advance(2)
     await sink.write(batch(rules(), ("R1.FI-101", 3, 0.2), ("P1.XS-101", 3, 0)))
     assert reported[-1] == (SuppressionChange("H1.U1", True, "装置停车", "E1.R1.FI-101", 0.2),)
-    assert [a[:2] for a in actions(commits[-1])] == [(k, "SUPPRESSED") for k in U1_PROCESS]
+    assert [a[:2] for a in actions(commits[-2])] == [(k, "SUPPRESSED") for k in U1_PROCESS]
+    assert {a[1] for a in actions(commits[-1])} == {"CONDITION"} and commits[-1].outbox == ()
     # a leak during the shutdown is announced; the level running away is not
     await sink.write(batch(rules(), ("P1.AT-101", 4, 30), ("R1.LT-101", 4, 95)))
     assert [(k, a) for k, a, *_ in actions(commits[-1])] == [(LH, "CONDITION"), (GAS1, "RAISED")]
