@@ -262,7 +262,28 @@ class _Builder:
             )
             return ""
 
-        return _ENV.sub(repl, text) if "${" in text else text
+        if "${" not in text:
+            return text
+        out = _ENV.sub(repl, text)
+        self.check_text(out, at, shown, line, "after substituting environment variables")
+        return out
+
+    def check_text(self, text: str, at: PathKey, shown: str, line: int, how: str = "") -> None:
+        """A control character in a string (a double-quoted escape such as "\\0", or an
+        environment variable's value) is refused: PostgreSQL cannot store NUL, and the others
+        garble alarm messages, SMS and CSV. Tab, line feed and carriage return are text."""
+        m = _CONTROL.search(text)
+        if m is not None:
+            where = f" {how}" if how else ""
+            self.issues.append(
+                ConfigIssue(
+                    shown,
+                    line,
+                    format_path(at),
+                    f"control character U+{ord(m.group()):04X} in the text{where}: remove it "
+                    "(names and messages are stored in PostgreSQL and sent by SMS)",
+                )
+            )
 
 
 def _place(data: Any, at: PathKey, value: Any) -> None:
@@ -393,8 +414,13 @@ class _Walk:
                 self.builder.issues.append(ConfigIssue(self.shown, line, format_path(at), f"YAML: {problem}"))
                 self.builder.failed_includes.add(at)  # holds None: no second, misleading type error
                 return None
-            if type(value) is str and "${" in value:
-                return self.builder.substitute(value, at, self.shown, line if key_line is None else key_line)
+            if type(value) is str:
+                if e.style == '"':  # only escapes make control characters: libyaml refuses raw ones
+                    self.builder.check_text(value, at, self.shown, line if key_line is None else key_line)
+                if "${" in value:
+                    return self.builder.substitute(
+                        value, at, self.shown, line if key_line is None else key_line
+                    )
             return value
         if kind is yaml.SequenceStartEvent:
             out: list[Any] = []
@@ -442,8 +468,11 @@ class _Walk:
                 except ValueError:
                     self.pos -= 1  # node() reports it
                 else:
-                    if type(v) is str and "${" in v:
-                        out[key] = self.builder.substitute(v, (*at, key), shown, key_line)
+                    if type(v) is str:
+                        if value.style == '"':  # only escapes make control characters
+                            self.builder.check_text(v, (*at, key), shown, key_line)
+                        if "${" in v:
+                            out[key] = self.builder.substitute(v, (*at, key), shown, key_line)
                     continue
             out[key] = self.node((*at, key), key_line)
         self.pos += 1
@@ -522,6 +551,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _PATTERN_FIRST = (
     frozenset() if None in _RESOLVER.yaml_implicit_resolvers else frozenset(_RESOLVER.yaml_implicit_resolvers)
 )
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _scalar_value(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:

@@ -271,3 +271,34 @@ def test_included_files_read_in_parallel_or_not_give_the_same_data_issues_and_li
     assert loaded.source.where(("parts", 0, "nested", "deep", "w", 1)) == ("sub/p3.yaml", 3)
     assert loaded.source.where(("parts", 3, "list", 0, "k")) == ("p2.yaml", 2)
     assert loaded.source.lines == _eager_lines(tmp_path)
+
+
+def test_control_characters_in_text_are_refused_where_they_are(tmp_path: Path) -> None:
+    """A double-quoted escape or an environment variable can put a control character in a name;
+    PostgreSQL cannot store NUL and the rest garble messages, so each is an issue at its line.
+    Tab, line feed and carriage return are text; plain and single-quoted scalars cannot hold
+    control characters at all (libyaml refuses them in the stream)."""
+    doc = tmp_path / "plant.yaml"
+    doc.write_text(
+        "\n".join(
+            [
+                'a: "液位\\0"',
+                "b:",
+                '  - "bell\\a"',
+                '  - "tab\\tnewline\\ncr\\r ok"',
+                'c: {d: "del\\x7f"}',
+                "e: ${HW_NAME}",
+                "f: 'quoted \\0 is text'",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    loaded = load_document(doc, env={"HW_NAME": "x\x1by"})
+    assert [str(i) for i in loaded.issues] == [
+        f"{doc}:1 a: control character U+0000 in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+        f"{doc}:3 b[0]: control character U+0007 in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+        f"{doc}:5 c.d: control character U+007F in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+        f"{doc}:6 e: control character U+001B in the text after substituting environment variables: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+    ]
+    assert loaded.data["b"][1] == "tab\tnewline\ncr\r ok" and loaded.data["f"] == "quoted \\0 is text"
