@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,10 +126,16 @@ class UnknownCommand(HazardWatchError, LookupError):
     """No command with this id was submitted."""
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidCommand(name, f"must be non-empty text, got {value!r}")
     text = value.strip()
+    bad = _CONTROL.search(text)
+    if bad is not None:  # NUL cannot be stored; the others garble the journal, SMS and CSV
+        raise InvalidCommand(name, f"must not contain control character U+{ord(bad.group()):04X}")
     if len(text) > MAX_TEXT:
         raise InvalidCommand(name, f"must be at most {MAX_TEXT} characters, got {len(text)}")
     return text

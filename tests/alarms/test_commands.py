@@ -109,6 +109,9 @@ BAD_SHAPES = [
     ("comment", "engineer", {"text": "长" * 2001}, "args.text"),
     ("comment", "engineer", {"text": 42}, "args.text"),
     ("comment", "engineer", {}, "args.text"),
+    ("comment", "engineer", {"text": "已处理\x00"}, "args.text"),
+    ("comment", "engineer", {"text": "铃\x07声"}, "args.text"),
+    ("shelve", "engineer", {"minutes": 30, "reason": "检修\x1b[31m"}, "args.reason"),
     ("respond", "enterprise_operator", {"text": ""}, "args.text"),
     ("feedback", "enterprise_operator", {**FEEDBACK, "cause_category": "雷击"}, "args.cause_category"),
     ("feedback", "enterprise_operator", {**FEEDBACK, "cause_category": None}, "args.cause_category"),
@@ -136,7 +139,9 @@ def test_a_bad_shape_is_refused_naming_the_field(
     assert str(caught.value).startswith(f"{field}: ")
 
 
-@pytest.mark.parametrize(("field", "value"), [("alarm_key", ""), ("actor", " "), ("enterprise", "")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("alarm_key", ""), ("actor", " "), ("enterprise", ""), ("actor", "王\x00工")]
+)
 def test_who_and_what_must_be_named(field: str, value: str) -> None:
     with pytest.raises(InvalidCommand) as caught:
         ack(**{field: value})
