@@ -8,6 +8,11 @@ before it returns), then k into the marker (atomic, fsynced). Before the first s
 engine is aligned with the rule state ``recover`` returns, as hazardwatch/runtime.py does, so a
 step re-run after a kill gives what an uninterrupted run gave: no edge if its commit was
 logged, the same edges if it was not. Operator commands are not part of it (engine edges only).
+
+``--lose-ack-every K``: the first and every K-th transaction of the writer commit, then fail
+as if the connection dropped before the COMMIT reply came back (the only way a commit is
+stored twice: a kill never does it, ``recover`` stores only what ``alarm_writer.seq`` lacks);
+the writer stores the same commits again, which must change nothing.
 """
 
 from __future__ import annotations
@@ -18,19 +23,24 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from alarms import store
+from alarms.journal import Commit
 from alarms.model import Catalog
 from alarms.service import AlarmService
 from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
 from core.clock import US_PER_S
 from core.config import load_plant
+from core.errors import DatabaseUnavailable
 from core.settings import AlarmSettings
 from rules.compile import compile_rules
 from rules.engine import RuleEngine
+from storage.db import BlockingConn
 
 T0_US = 1_767_225_600 * US_PER_S  # 2026-01-01 00:00 UTC, step 0
 GOOD = 0xC0
@@ -83,6 +93,25 @@ class StepClock:
         await asyncio.sleep(seconds)
 
 
+def lose_acks(every: int) -> None:
+    """Make the first and every ``every``-th ``store.write`` raise after its transaction
+    committed (the first: a run stores something twice even if it writes only a few times)."""
+    write, calls, lost = store.write, 0, -1
+
+    def committed_then_lost(conn: BlockingConn, commits: Sequence[Commit]) -> None:
+        nonlocal calls, lost
+        if commits[0].seq <= lost:
+            print(f"stored again {commits[0].seq}..{lost}", flush=True)
+        write(conn, commits)
+        calls += 1
+        if calls == 1 or calls % every == 0:
+            lost = commits[-1].seq
+            print(f"ack lost {commits[0].seq}..{lost}", flush=True)
+            raise DatabaseUnavailable("alarm_driver: connection lost before the COMMIT reply (injected)")
+
+    store.write = committed_then_lost
+
+
 def last_step(marker: Path) -> int:
     try:
         return int(json.loads(marker.read_text(encoding="utf-8")))
@@ -90,7 +119,9 @@ def last_step(marker: Path) -> int:
         return -1
 
 
-async def run(config: Path, dsn: str, log_dir: Path, marker: Path, steps: int, pause_s: float) -> int:
+async def run(
+    config: Path, dsn: str, log_dir: Path, marker: Path, steps: int, pause_s: float, lose_ack_every: int
+) -> int:
     plant = load_plant(config)
     engine = RuleEngine(compile_rules(plant))
     clock = StepClock()
@@ -99,6 +130,8 @@ async def run(config: Path, dsn: str, log_dir: Path, marker: Path, steps: int, p
     clock.now = at(first)  # what recover stamps (a release of suppressed alarms) is of this step
     rules = await svc.recover()
     engine.align_conditions({k: (r.active, r.since_us) for k, r in rules.items()})
+    if lose_ack_every:  # after recover: its own stores would end the run instead of retrying
+        lose_acks(lose_ack_every)
     svc.start()
     print(f"resume {first} seq {svc.manager.seq}", flush=True)  # the last commit made before
     for step in range(first, steps):
@@ -118,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--marker", type=Path, required=True)
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--pause-s", type=float, default=0.0)
+    p.add_argument("--lose-ack-every", type=int, default=0)
     a = p.parse_args(argv)
-    return asyncio.run(run(a.config, a.dsn, a.log_dir, a.marker, a.steps, a.pause_s))
+    return asyncio.run(run(a.config, a.dsn, a.log_dir, a.marker, a.steps, a.pause_s, a.lose_ack_every))
 
 
 if __name__ == "__main__":
