@@ -328,7 +328,7 @@ class AlarmManager:
     def tick(self, now_us: int) -> Commit | None:
         """The commit of the timers due at ``now_us`` (shelving that ran out), None if none."""
         due = [
-            a for a in (self.alarms[k] for k in self.shelved)
+            a for a in (self.alarms[k] for k in sorted(self.shelved))  # the same order in every process
             if a.shelved_until_us is not None and a.shelved_until_us <= now_us
         ]  # fmt: skip
         if not due:
@@ -408,6 +408,11 @@ class _Batch:
     def note(self, alarm: AlarmDef, action: str, status: str, cmd: PendingCommand) -> None:
         row = self.rows.get(alarm.key) or self.m.alarms.get(alarm.key)
         value, limit = (row.value, row.limit) if row else (math.nan, math.nan)
+        if row is None:  # its first row, normal: whose alarm it is (tenancy) is read from alarm_state
+            self.rows[alarm.key] = AlarmRow(
+                *self.m.row_labels(alarm), Status.NORMAL.value, False, True, alarm.latching, self.now_us,
+                None, None, None, math.nan, math.nan, None, None, None,
+            )  # fmt: skip
         self.journal.append(
             JournalRow(
                 alarm.key,

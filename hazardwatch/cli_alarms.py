@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import getpass
 import json
+import math
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -157,7 +158,7 @@ def list_cmd(
 
     alarms = _run(_dsn(dsn), job)
     if as_json:
-        typer.echo(json.dumps([_json(a) for a in alarms], ensure_ascii=False, indent=2))
+        typer.echo(json.dumps([_json(a) for a in alarms], ensure_ascii=False, indent=2, allow_nan=False))
         return
     table = Table(show_edge=False)
     table.add_column("key", no_wrap=True)  # whole, to be copied into a command
@@ -186,7 +187,7 @@ def history_cmd(
 
     entries = _run(_dsn(dsn), job)
     if as_json:
-        typer.echo(json.dumps([_json(e) for e in entries], ensure_ascii=False, indent=2))
+        typer.echo(json.dumps([_json(e) for e in entries], ensure_ascii=False, indent=2, allow_nan=False))
         return
     table = Table(show_edge=False)
     for col in ("at (UTC)", "action", "status", "value / limit", "by", "detail"):
@@ -213,10 +214,19 @@ def _reading(a: ListedAlarm | HistoryEntry) -> str:
 
 
 def _json(a: ListedAlarm | HistoryEntry) -> dict[str, Any]:
-    return {
-        k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, UUID) else v
-        for k, v in dataclasses.asdict(a).items()
-    }
+    """JSON-safe: times ISO 8601, ids as text, ±inf (a BAD sample's value) as "inf" / "-inf"
+    (JSON has no infinity; ``json.dumps`` would write ``Infinity``, which parsers refuse)."""
+    return {k: _json_value(v) for k, v in dataclasses.asdict(a).items()}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, UUID):
+        return str(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else repr(v)
+    return v
 
 
 def _command(

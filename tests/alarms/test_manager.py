@@ -180,3 +180,29 @@ def test_the_timer_looks_only_at_shelved_alarms_and_they_survive_a_restart(
     assert again.shelved == set() and again.alarms[HH].status == "unacknowledged"
     manager.command(cmd(HH, "unshelve"), 3)
     assert manager.shelved == set()
+
+
+def test_a_note_on_an_alarm_never_raised_gives_it_a_normal_row(manager: AlarmManager) -> None:
+    """A comment or feedback on an alarm that never left normal stores its first row, so whose
+    alarm it is (tenancy: alarms.commands.alarm_history) and its labels are known."""
+    c = manager.command(cmd(HH, "comment", text="巡检发现液位计卡涩"), 5)
+    assert actions(c) == [(HH, "COMMENT", "normal", "normal")]
+    [row] = c.alarms
+    assert (row.key, row.enterprise, row.status, row.condition, row.acked, row.since_us) == (
+        HH, "AA", "normal", False, True, 5,
+    )  # fmt: skip
+    again = manager.command(cmd(HH, "comment", text="已更换"), 6)
+    assert again.alarms == ()  # it has its row now; a note changes nothing in it
+
+
+def test_shelvings_that_run_out_together_are_handled_in_key_order(
+    manager: AlarmManager, catalog: Catalog
+) -> None:
+    """The same order in every process (a set's order depends on PYTHONHASHSEED)."""
+    keys = sorted(k for k in catalog.rules.keys if k.endswith((":H", ":HH", ":L", ":LL")))[:6]
+    for k in reversed(keys):
+        manager.edges(edges(catalog, (k, True, 1, 9.0)), 1)
+        manager.command(cmd(k, "shelve", minutes=10, reason="检修"), 2)
+    expired = manager.tick(2 + 10 * MIN)
+    assert expired is not None
+    assert list(dict.fromkeys(j.alarm_key for j in expired.journal)) == keys

@@ -174,7 +174,7 @@ def journal(dsn: str) -> None:
          {"cause_category": "process_upset", "action": "减少用气", "handler": "王工"}),
         (4, 0, KEY, "SUPERVISE", "acknowledged", "acknowledged", 4, 3.25, 4.0, "市局值班员",
          {"text": "请核查", "due_at": "2026-12-01T02:00:00+00:00"}),
-        (5, 0, GAS, "RAISED", "normal", "unacknowledged", 5, 30.0, 25.0, "engine", None),
+        (5, 0, GAS, "RAISED", "normal", "unacknowledged", 5, float("inf"), 25.0, "engine", None),  # BAD sample
         (6, 0, KEY, "RESPOND", "acknowledged", "acknowledged", 6, 3.25, 4.0, "王工", {"text": "已处理"}),
     ]  # fmt: skip
     with psycopg.connect(dsn) as conn:
@@ -217,6 +217,8 @@ def test_history_shows_an_alarms_transitions_and_notes_oldest_first(
     assert newest[0]["detail"] == {"text": "请核查", "due_at": "2026-12-01T02:00:00+00:00"}
     assert newest[0]["at"] == "2026-11-30T00:04:00+00:00"
     assert invoke(dsn, "history", "NO.SUCH.TAG:H").stdout.strip().endswith("0 entries")
+    gas = json.loads(invoke(dsn, "history", GAS, "--json").stdout)  # strict JSON: no Infinity
+    assert [(e["value"], e["limit"]) for e in gas] == [("inf", 25.0)]
 
 
 async def test_history_keeps_to_the_actors_enterprise(dsn: str) -> None:
