@@ -351,8 +351,13 @@ def _unhide(state: AlarmState, action: Action, now_us: int) -> Outcome:
     )
 
 
+# what a transition may change (latching comes from the config, since_us with the status)
+_MOVABLE = frozenset({"status", "condition", "acked", "shelved_until_us", "by", "reason"})
+
+
 def _move(state: AlarmState, now_us: int, actions: tuple[Action, ...], **changes: Any) -> Outcome:
     # built field by field: dataclasses.replace costs several µs, and a flood makes thousands
+    assert changes.keys() <= _MOVABLE, f"not a field _move sets: {set(changes) - _MOVABLE}"
     status = changes.get("status", state.status)
     new = AlarmState(
         status,
