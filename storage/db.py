@@ -64,7 +64,9 @@ def _options(connect_timeout_s: float, application_name: str) -> dict[str, Any]:
         "connect_timeout": max(1, round(connect_timeout_s)),
         "application_name": application_name,
         # Notice that a half-open TCP connection died without waiting for the kernel's
-        # two-hour default.
+        # two-hour default (idle), or its ~15-minute retransmission limit (data sent on a link
+        # that went silent: tcp_user_timeout, ms).
+        "tcp_user_timeout": 30_000,
         "keepalives": 1,
         "keepalives_idle": 10,
         "keepalives_interval": 5,
