@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from core.clock import US_PER_S, from_datetime
 from storage.db import Backend
@@ -123,8 +124,12 @@ class Driver:
         assert rc == 0, f"driver exited {rc}:\n{self.output()}"
 
 
-def dump(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
-    with psycopg.connect(dsn) as conn:
+Row = dict[str, Any]
+
+
+def dump(dsn: str) -> dict[str, list[Row]]:
+    """Every table of TABLES, its rows as column -> value."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
         return {table: conn.execute(sql).fetchall() for table, sql in TABLES.items()}
 
 
@@ -175,7 +180,11 @@ def test_a_killed_run_stores_exactly_what_an_uninterrupted_run_stores(
         want = dump(dsn_a)
         journal = want["alarm_journal"]
         step_of = {seq: (from_datetime(arrival) - at(0)) // US_PER_S for seq, arrival in _arrivals(journal)}
-        assert len(step_of) >= STEPS // 8 and {r[3] for r in journal} >= {"RAISED", "RERAISED", "RETURNED"}
+        assert len(step_of) >= STEPS // 8 and {r["action"] for r in journal} >= {
+            "RAISED",
+            "RERAISED",
+            "RETURNED",
+        }
         assert sorted(step_of) == list(range(len(step_of))), "every commit of A journals"
         b = Driver(config, dsn_b, tmp_path / "b", "--lose-ack-every", str(LOSE_ACK_EVERY))
         lives = run_killed(b, sorted(step_of.values()), random.Random(20261130))
@@ -207,16 +216,16 @@ def test_a_killed_run_stores_exactly_what_an_uninterrupted_run_stores(
     )
 
 
-def _arrivals(journal: list[tuple[Any, ...]]) -> list[tuple[int, Any]]:
+def _arrivals(journal: list[Row]) -> list[tuple[int, Any]]:
     """(seq, arrival) of each commit in the journal."""
-    return sorted({(r[0], r[7]) for r in journal})
+    return sorted({(r["seq"], r["arrival"]) for r in journal})
 
 
-def diff(want: list[tuple[Any, ...]], got: list[tuple[Any, ...]]) -> str:
-    """The first rows that differ and the counts, for a readable failure."""
+def diff(want: list[Row], got: list[Row]) -> str:
+    """The first row that differs (the columns that do) and the counts, for a readable failure."""
+    counts = f"{len(want)} rows wanted, {len(got)} got"
     for i, (w, g) in enumerate(zip(want, got, strict=False)):
         if w != g:
-            return f"row {i}: want {w}, got {g} ({len(want)} rows wanted, {len(got)} got)"
-    return (
-        f"{len(want)} rows wanted, {len(got)} got; first extra: {(got[len(want) :] or want[len(got) :])[:1]}"
-    )
+            cols = {c: (w[c], g[c]) for c in w if w[c] != g[c]}
+            return f"row {i} ({counts}): (wanted, got) {cols}; wanted row {w}"
+    return f"{counts}; first extra: {(got[len(want) :] or want[len(got) :])[:1]}"
