@@ -6,7 +6,9 @@ tests/e2e/alarm_driver.py feeds the rule engine readings that are a pure functio
 number, in virtual time, so two runs see identical inputs and stamp identical times. Run A goes
 through uninterrupted; run B is killed at random (seeded) steps, at a random moment within the
 step (between the evaluation, the fsynced commit and the marker write), and restarted until it
-completes. Every alarm table of B must then equal A's row for row, every column included.
+completes; B's writer also loses the COMMIT reply of some transactions (injected after the
+commit), so it stores those commits twice. Every alarm table of B must then equal A's row for
+row, every column included.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def run_killed(driver: Driver, commit_steps: list[int], rng: random.Random) -> l
         own = next(s for s in commit_steps if s >= max(target, resumed))
         proc = driver.start()
         wait_until(lambda s=own, p=proc: driver.step() >= s or p.poll() is not None, 60, f"step {own}")
-        time.sleep(rng.uniform(0.0, 0.012))  # a step takes ~7 ms
+        time.sleep(rng.uniform(0.0, 0.01))  # a step takes 2-7 ms (fsyncs)
         alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL, driver.output()
@@ -180,11 +182,8 @@ def test_a_killed_run_stores_exactly_what_an_uninterrupted_run_stores(
         want = dump(dsn_a)
         journal = want["alarm_journal"]
         step_of = {seq: (from_datetime(arrival) - at(0)) // US_PER_S for seq, arrival in _arrivals(journal)}
-        assert len(step_of) >= STEPS // 8 and {r["action"] for r in journal} >= {
-            "RAISED",
-            "RERAISED",
-            "RETURNED",
-        }
+        actions = {r["action"] for r in journal}
+        assert len(step_of) >= STEPS // 8 and actions >= {"RAISED", "RERAISED", "RETURNED"}, actions
         assert sorted(step_of) == list(range(len(step_of))), "every commit of A journals"
         b = Driver(config, dsn_b, tmp_path / "b", "--lose-ack-every", str(LOSE_ACK_EVERY))
         lives = run_killed(b, sorted(step_of.values()), random.Random(20261130))
@@ -206,7 +205,7 @@ def test_a_killed_run_stores_exactly_what_an_uninterrupted_run_stores(
     # commit of A before the step it resumed at, or (killed between a step's commit and its
     # marker) the step's own
     replayed = 0
-    for life in lives[1:]:
+    for life in lives:
         before = max((q for q, s in step_of.items() if s < life.resumed), default=-1)
         own = max((q for q, s in step_of.items() if s == life.resumed), default=before)
         assert life.seq_at_start in (before, own), (life, before, own, lives)
