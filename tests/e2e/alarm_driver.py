@@ -13,6 +13,8 @@ logged, the same edges if it was not. Operator commands are not part of it (engi
 as if the connection dropped before the COMMIT reply came back (the only way a commit is
 stored twice: a kill never does it, ``recover`` stores only what ``alarm_writer.seq`` lacks);
 the writer stores the same commits again, which must change nothing.
+``--die-after-commit-at K``: SIGKILL itself after step K's edges were handed over (their commit
+logged), before its marker: a kill at the one moment that re-runs a step whose commit is kept.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -120,7 +124,15 @@ def last_step(marker: Path) -> int:
 
 
 async def run(
-    config: Path, dsn: str, log_dir: Path, marker: Path, steps: int, pause_s: float, lose_ack_every: int
+    config: Path,
+    dsn: str,
+    log_dir: Path,
+    marker: Path,
+    steps: int,
+    *,
+    pause_s: float = 0.0,
+    lose_ack_every: int = 0,
+    die_at: int = -1,
 ) -> int:
     plant = load_plant(config)
     engine = RuleEngine(compile_rules(plant))
@@ -138,6 +150,8 @@ async def run(
         clock.now = at(step)
         edges = engine.evaluate(readings(engine.rules.tag_keys, step), clock.now)
         svc.edges(edges)
+        if step == die_at:  # the commit is logged, the marker not written: the step runs again
+            os.kill(os.getpid(), signal.SIGKILL)
         write_json_atomic(marker, step)
         await asyncio.sleep(pause_s)  # the writer stores commits while the run goes on
     return 0 if await svc.close() else 1
@@ -152,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--pause-s", type=float, default=0.0)
     p.add_argument("--lose-ack-every", type=int, default=0)
+    p.add_argument("--die-after-commit-at", type=int, default=-1)
     a = p.parse_args(argv)
-    return asyncio.run(run(a.config, a.dsn, a.log_dir, a.marker, a.steps, a.pause_s, a.lose_ack_every))
+    return asyncio.run(
+        run(
+            a.config, a.dsn, a.log_dir, a.marker, a.steps,
+            pause_s=a.pause_s, lose_ack_every=a.lose_ack_every, die_at=a.die_after_commit_at,
+        )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

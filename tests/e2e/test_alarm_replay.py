@@ -98,10 +98,11 @@ class Driver:
         self.marker = work / "marker.json"
         self.out = work / "driver.out"
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *once: str) -> subprocess.Popen[bytes]:
         cmd = [
             sys.executable, "-m", "tests.e2e.alarm_driver", "--config", str(self.config), "--dsn", self.dsn,
-            "--log-dir", str(self.work / "alarm_log"), "--marker", str(self.marker), "--steps", str(STEPS), *self.options,
+            "--log-dir", str(self.work / "alarm_log"), "--marker", str(self.marker), "--steps", str(STEPS),
+            *self.options, *once,
         ]  # fmt: skip
         with self.out.open("ab") as out:
             return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -144,11 +145,16 @@ def wait_until(what: Any, timeout_s: float, why: str) -> None:
 
 
 def run_killed(driver: Driver, commit_steps: list[int], rng: random.Random) -> list[Life]:
-    """Kill the driver KILLS times, each once it has finished a random step (``commit_steps``:
-    one that commits, and one of its own), at a random moment within the next step or two;
-    restart it each time, then let it complete."""
-    lives: list[Life] = []
-    for target in sorted(rng.sample([s for s in commit_steps if s < STEPS // 2], KILLS)):
+    """Let the driver kill itself once between a step's commit and its marker; then kill it
+    KILLS times, each once it has finished a random step (``commit_steps``: one that commits,
+    and one of its own), at a random moment within the next step or two; restart it each time,
+    then let it complete."""
+    die_at = commit_steps[4]
+    proc = driver.start("--die-after-commit-at", str(die_at))
+    assert proc.wait(timeout=60) == -signal.SIGKILL, driver.output()
+    assert driver.step() == die_at - 1
+    lives = [Life(0, die_at - 1, True, driver.seq_at_start())]
+    for target in sorted(rng.sample([s for s in commit_steps if die_at < s < STEPS // 2], KILLS)):
         resumed = driver.step() + 1
         own = next(s for s in commit_steps if s >= max(target, resumed))
         proc = driver.start()
@@ -191,7 +197,7 @@ def test_a_killed_run_stores_exactly_what_an_uninterrupted_run_stores(
 
     # not vacuous: every kill landed in a live driver, before the run completed, after it had
     # finished a step of its own that commits (in A)
-    kills = lives[:-1]
+    kills = lives[1:-1]  # the first start killed itself
     assert len(kills) >= 20 and all(life.killed for life in kills), lives
     for life in kills:
         assert life.resumed <= life.reached < STEPS - 1, life
@@ -210,6 +216,7 @@ def test_a_killed_run_stores_exactly_what_an_uninterrupted_run_stores(
         own = max((q for q, s in step_of.items() if s == life.resumed), default=before)
         assert life.seq_at_start in (before, own), (life, before, own, lives)
         replayed += life.seq_at_start == own != before
+    assert replayed >= 1, lives  # the start after the driver killed itself at least
     print(
         f"{len(kills)} kills, {replayed} between a step's commit and its marker, {stored_again} stored twice"
     )
