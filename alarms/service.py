@@ -28,12 +28,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeAlias, cast
 
+import psycopg
 from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
@@ -92,6 +95,7 @@ class AlarmService:
         # the writer thread and its connection (used on that thread only)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-writer")
         self._wconn: BlockingConn | None = None
+        self._closed: bool | None = None  # close()'s answer, once closed
         # Edges (and SIF and suppression changes) that arrive before ``recover`` could run (the
         # database was down at start): applied in order once it has; beyond ``max_early_edges``
         # the oldest are dropped.
@@ -114,6 +118,12 @@ class AlarmService:
             "Alarm commits the local log could not keep (disk full, I/O error): in memory only until stored.",
             registry=registry,
         )
+        self.store_errors = Counter(
+            "hazardwatch_alarm_store_errors_total",
+            "Attempts to store alarm commits that the database refused (not an outage): every later "
+            "commit waits behind them until the cause is fixed.",
+            registry=registry,
+        )
         self.backlog = Gauge(
             "hazardwatch_alarm_backlog_commits", "Alarm commits not yet in the database.", registry=registry
         )
@@ -128,14 +138,15 @@ class AlarmService:
         conn = await connect(self.dsn, application_name="hazardwatch-alarms")
         try:
             state = await store.load(conn)
-            pending = self.log.pending(state.seq)
-            if pending:
+            if self.log.last_seq > state.seq:
                 log.warning(
-                    "alarm log: storing %d commits (seq %d..%d) the database did not have yet",
-                    len(pending), pending[0].seq, pending[-1].seq,
+                    "alarm log: storing the commits after seq %d (to %d) the database did not have yet",
+                    state.seq, self.log.last_seq,
                 )  # fmt: skip
-                for i in range(0, len(pending), _WRITE_MAX_COMMITS):
-                    await self._store(pending[i : i + _WRITE_MAX_COMMITS])
+                # a chunk at a time (a day-long outage can leave gigabytes), freeing disk as it goes
+                for chunk in self.log.chunks(state.seq, _WRITE_MAX_COMMITS):
+                    await self._store(chunk)
+                    self.log.forget(chunk[-1].seq)
                 state = await store.load(conn)
         finally:
             await conn.close()
@@ -187,7 +198,10 @@ class AlarmService:
 
     async def close(self, timeout_s: float = 10.0) -> bool:
         """Stop reading commands and timers, give the writer ``timeout_s`` to store what is
-        queued (what it cannot stays in the log for the next start); True when all was stored."""
+        queued (what it cannot stays in the log for the next start); True when all was stored.
+        A second call returns the first's answer."""
+        if self._closed is not None:
+            return self._closed
         for task in self._tasks[1:]:
             task.cancel()
         writer = self._tasks[0] if self._tasks else None
@@ -202,10 +216,17 @@ class AlarmService:
         self._tasks.clear()
         # after a write still running on the writer thread (a cancelled task does not stop it)
         closing = asyncio.get_running_loop().run_in_executor(self._writer, self._drop_wconn)
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(asyncio.shield(closing), timeout_s)
+        except TimeoutError:
+            # the write hangs on a link that went silent: wake its thread (else the process
+            # could not exit: the executor's threads are joined at exit)
+            self._abort_wconn()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(closing), 5.0)
         self._writer.shutdown(wait=False)
         self.log.close()
+        self.log.forget(self.stored_seq)  # a clean stop leaves no stored segment behind
         unlogged = sum(1 for seq in self._unlogged if seq > self.stored_seq)
         if self._early:
             log.error(
@@ -219,7 +240,8 @@ class AlarmService:
                 "alarms: %d commits not stored yet stay in the local log",
                 self.manager.seq - self.stored_seq - unlogged,
             )
-        return self.stored_seq >= self.manager.seq and not self._early
+        self._closed = self.stored_seq >= self.manager.seq and not self._early
+        return self._closed
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -288,16 +310,29 @@ class AlarmService:
             if self.stored_seq >= self.manager.seq:
                 self._wake.clear()
                 await self._wake.wait()
+            batch: list[Commit] = []
             try:
                 batch = self._next_batch()
                 if not batch:  # nothing storable yet (a gap was logged): never spin
                     await asyncio.sleep(1.0)
                     continue
                 await self._store(batch)
-            except (DatabaseUnavailable, StorageError) as exc:
+            except DatabaseUnavailable as exc:
                 delay = _RECONNECT.delay(attempt)
                 attempt += 1
                 log.warning("alarms: commits wait for the database (%s); retry in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except StorageError as exc:  # reachable, and refused them (or the log is unreadable)
+                self.store_errors.inc()
+                delay = _RECONNECT.delay(attempt)
+                attempt += 1
+                which = f"commits {batch[0].seq}..{batch[-1].seq}" if batch else "the next commits"
+                log.error(
+                    "alarms: %s could not be stored (%s); they and every later commit wait, in order, "
+                    "until the cause is fixed; retry in %.1f s",
+                    which, exc, delay,
+                )  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
             except Exception:  # a bug must not end storing for good: the commits stay held
@@ -344,6 +379,19 @@ class AlarmService:
         except BaseException:
             self._drop_wconn()  # a fresh connection for the retry: this one may be broken
             raise
+
+    def _abort_wconn(self) -> None:
+        """Shut the writer connection's socket down from the loop's thread: a write blocked on a
+        silent link fails at once (its thread then drops the connection)."""
+        conn = self._wconn
+        if conn is None or conn.closed:
+            return
+        with contextlib.suppress(OSError, ValueError, psycopg.Error):
+            sock = socket.socket(fileno=os.dup(conn.fileno()))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
 
     def _drop_wconn(self) -> None:  # on the writer thread
         if self._wconn is not None:

@@ -56,7 +56,7 @@ def _cols(spec: str) -> tuple[tuple[str, str], ...]:
 
 
 _JOURNAL = _Table(
-    "hw_journal_in",
+    "pg_temp.hw_journal_in",
     _cols(
         "seq int8, n int4, alarm_key text, action text, old_status text, new_status text, at int8, "
         "arrival int8, value float8, lim float8, actor text, command_id text, detail text"
@@ -65,11 +65,11 @@ _JOURNAL = _Table(
                                    "limit", actor, command_id, detail)
         SELECT seq, n, alarm_key, action, old_status, new_status, {_AT.format("at")}, {_AT.format("arrival")},
                nullif(value, 'NaN'), nullif(lim, 'NaN'), actor, command_id::uuid, detail::jsonb
-        FROM hw_journal_in
+        FROM pg_temp.hw_journal_in
         ON CONFLICT (seq, n) DO NOTHING""",
 )
 _STATE = _Table(
-    "hw_state_in",
+    "pg_temp.hw_state_in",
     _cols(
         "key text, enterprise text, county text, hazard_source text, unit text, subject text, kind text, "
         "priority text, status text, condition bool, acked bool, latching bool, since int8, "
@@ -83,7 +83,7 @@ _STATE = _Table(
                latching, {_AT.format("since")}, {_AT.format("shelved_until")}, by_whom, reason,
                nullif(value, 'NaN'), nullif(lim, 'NaN'), {_AT.format("raised_at")}, {_AT.format("acked_at")},
                acked_by, seq
-        FROM hw_state_in
+        FROM pg_temp.hw_state_in
         ON CONFLICT (key) DO UPDATE SET
             enterprise = excluded.enterprise, county = excluded.county, hazard_source = excluded.hazard_source,
             unit = excluded.unit, subject = excluded.subject, kind = excluded.kind, priority = excluded.priority,
@@ -95,7 +95,7 @@ _STATE = _Table(
         WHERE alarm_state.seq < excluded.seq""",
 )
 _OUTBOX = _Table(
-    "hw_outbox_in",
+    "pg_temp.hw_outbox_in",
     _cols(
         "seq int8, n int4, alarm_key text, event text, priority text, labels text, message_zh text, "
         "message_en text, created_at int8"
@@ -103,30 +103,30 @@ _OUTBOX = _Table(
     f"""INSERT INTO notification (seq, n, alarm_key, event, priority, labels, message_zh, message_en, created_at)
         SELECT seq, n, alarm_key, event, priority, labels::jsonb, message_zh, message_en,
                {_AT.format("created_at")}
-        FROM hw_outbox_in
+        FROM pg_temp.hw_outbox_in
         ON CONFLICT (seq, n) DO NOTHING""",
 )
 _COMMAND = _Table(
-    "hw_command_in",
+    "pg_temp.hw_command_in",
     _cols("status text, result text, reason text, applied_at int8, seq int8, id text"),
     f"""UPDATE alarm_command c SET status = u.status, result = u.result, reason = u.reason,
                                    applied_at = {_AT.format("u.applied_at")}, seq = u.seq
-        FROM hw_command_in u
+        FROM pg_temp.hw_command_in u
         WHERE c.id = u.id::uuid AND c.status = 'pending'""",
 )
 _RULE = _Table(
-    "hw_rule_in",
+    "pg_temp.hw_rule_in",
     _cols("key text, active bool, since int8, seq int8"),
     """INSERT INTO rule_state (key, active, since, seq)
-       SELECT key, active, since, seq FROM hw_rule_in
+       SELECT key, active, since, seq FROM pg_temp.hw_rule_in
        ON CONFLICT (key) DO UPDATE SET active = excluded.active, since = excluded.since, seq = excluded.seq
        WHERE rule_state.seq < excluded.seq""",
 )
 _AUDIT = _Table(
-    "hw_audit_in",
+    "pg_temp.hw_audit_in",
     _cols("at int8, actor text, action text, target text, detail text, seq int8"),
     f"""INSERT INTO audit_log (at, actor, action, target, detail, seq)
-        SELECT {_AT.format("at")}, actor, action, target, detail::jsonb, seq FROM hw_audit_in
+        SELECT {_AT.format("at")}, actor, action, target, detail::jsonb, seq FROM pg_temp.hw_audit_in
         ON CONFLICT (seq, target, action) WHERE seq IS NOT NULL DO NOTHING""",
 )
 _TABLES = (_JOURNAL, _STATE, _OUTBOX, _COMMAND, _RULE, _AUDIT)
@@ -148,7 +148,8 @@ def write(conn: BlockingConn, commits: Sequence[Commit]) -> None:
     keeps the loop busy, and a write makes a dozen round trips)."""
     if not commits:
         return
-    journal, outbox, commands, audit = [], [], [], []
+    journal, outbox, audit = [], [], []
+    commands: dict[str, tuple[Any, ...]] = {}
     # an alarm or rule touched by several of the commits: its row of the last one (one
     # statement cannot update a row twice, and state rows only move forward anyway)
     state: dict[str, tuple[Any, ...]] = {}
@@ -170,7 +171,8 @@ def write(conn: BlockingConn, commits: Sequence[Commit]) -> None:
             (c.seq, o.n, o.alarm_key, o.event, o.priority, _json(o.labels), o.message_zh, o.message_en, arrival)
             for o in c.outbox
         ]  # fmt: skip
-        commands += [(o.status, o.result, o.reason, arrival, c.seq, o.id) for o in c.commands]
+        for o in c.commands:  # settled once: the first outcome stands (as the UPDATE's WHERE does)
+            commands.setdefault(o.id, (o.status, o.result, o.reason, arrival, c.seq, o.id))
         for r in c.rules:
             rules[r.key] = (r.key, r.active, r.since_us, c.seq)
         audit += [
@@ -178,23 +180,25 @@ def write(conn: BlockingConn, commits: Sequence[Commit]) -> None:
             for actor, action, target, detail in c.audit
         ]
     last = commits[-1]
-    with translate_errors("store alarm commits"), conn.transaction(), conn.cursor() as cur:
-        if conn not in _STAGED:
-            for table in _TABLES:
-                cur.execute(table.create())
+    with translate_errors("store alarm commits"):
+        if conn not in _STAGED:  # in a transaction of their own: a failed write keeps them
+            with conn.transaction(), conn.cursor() as cur:
+                for table in _TABLES:
+                    cur.execute(table.create())
             _STAGED.add(conn)
-        for table, rows in (
-            (_JOURNAL, journal), (_STATE, state.values()), (_OUTBOX, outbox), (_COMMAND, commands),
-            (_RULE, rules.values()), (_AUDIT, audit),
-        ):  # fmt: skip
-            if rows:
-                names = ", ".join(name for name, _ in table.columns)
-                with cur.copy(f"COPY {table.staging} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types([kind for _, kind in table.columns])
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(table.sql)
-        cur.execute(_WRITER, (last.seq, _ts(last.arrival_us)))
+        with conn.transaction(), conn.cursor() as cur:
+            for table, rows in (
+                (_JOURNAL, journal), (_STATE, state.values()), (_OUTBOX, outbox), (_COMMAND, commands.values()),
+                (_RULE, rules.values()), (_AUDIT, audit),
+            ):  # fmt: skip
+                if rows:
+                    names = ", ".join(name for name, _ in table.columns)
+                    with cur.copy(f"COPY {table.staging} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types([kind for _, kind in table.columns])
+                        for row in rows:
+                            copy.write_row(row)
+                    cur.execute(table.sql)
+            cur.execute(_WRITER, (last.seq, _ts(last.arrival_us)))
 
 
 @dataclass(frozen=True, slots=True)

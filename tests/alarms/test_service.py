@@ -5,6 +5,8 @@ local log kept, and a database outage (a cut link, not a flag) loses and reorder
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,13 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from alarms import store
+from alarms.journal import LocalLog
 from alarms.model import Catalog
 from alarms.service import AlarmService
 from core.clock import SystemClock
 from core.conditions import ConditionEdges
 from core.config import load_plant
+from core.errors import StorageError
 from core.settings import AlarmSettings
 from rules.compile import compile_rules
 from storage.db import Backend
@@ -225,3 +229,69 @@ async def test_a_database_outage_keeps_every_commit_in_order_until_it_returns(
     finally:
         assert await svc.close()
         await proxy.stop()
+
+
+async def test_close_wakes_a_write_hung_on_a_silent_link(catalog: Catalog, dsn: str, tmp_path: Path) -> None:
+    """A link that forwards nothing but stays open (a frozen middlebox): keepalives never fire.
+    close() returns in bounded time, its writer thread ends (the process can exit), the commit
+    stays in the log for the next start, and a second close() says the same."""
+    proxy = TcpProxy(int(conninfo_to_dict(dsn).get("port") or 5432))
+    port = await proxy.start()
+    svc = service(catalog, make_conninfo(dsn, host="127.0.0.1", port=port), tmp_path)
+    await svc.recover()
+    svc.start()
+    try:
+        svc.edges(edges(catalog, (HH, True, 9.0)))
+        await eventually(lambda: svc.stored_seq == 0, timeout=10)  # the writer's connection is up
+        proxy.frozen = True
+        svc.edges(edges(catalog, (HH, False, 8.0)))
+        await asyncio.sleep(0.5)  # the write is on the wire, unanswered
+        started = asyncio.get_running_loop().time()
+        assert await svc.close(timeout_s=1.0) is False
+        assert asyncio.get_running_loop().time() - started < 10
+        await eventually(lambda: not any(t.name.startswith("alarms-writer") for t in threading.enumerate()))
+        assert await svc.close() is False  # idempotent
+    finally:
+        await proxy.stop()
+    assert [c.seq for c in LocalLog(tmp_path).pending(0)] == [1]  # kept for the next start
+
+
+async def test_a_commit_the_database_refuses_is_counted_and_holds_the_later_ones(
+    catalog: Catalog, dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage: the database is there and refuses the commit (here a time beyond what it
+    can hold). It is retried, counted and logged as an error naming the commits; nothing after
+    it is stored out of order."""
+    svc = service(catalog, dsn, tmp_path)
+    await svc.recover()
+    bad = svc.manager.edges(edges(catalog, (HH, True, 9.0)), 1)
+    assert bad is not None
+    svc._keep(dataclasses.replace(bad, arrival_us=2**63 - 1))
+    svc.edges(edges(catalog, (HH, False, 8.0)))
+    svc.start()
+    try:
+        await eventually(lambda: svc.store_errors._value.get() >= 1, timeout=10)
+        assert svc.stored_seq == -1
+        assert any(
+            r.levelname == "ERROR" and "commits 0..1 could not be stored" in r.getMessage()
+            for r in caplog.records
+        )
+        assert await rows(dsn, "SELECT count(*) FROM alarm_journal") == [(0,)]
+    finally:
+        assert await svc.close(timeout_s=0.5) is False
+
+
+def test_a_failed_first_write_leaves_the_connection_usable(
+    catalog: Catalog, dsn: str, tmp_path: Path
+) -> None:
+    """The staging tables are made in a transaction of their own: a first write that fails does
+    not take them with it."""
+    svc = service(catalog, dsn, tmp_path)
+    first = svc.manager.edges(edges(catalog, (HH, True, 9.0)), 1)
+    assert first is not None
+    bad = dataclasses.replace(first, arrival_us=2**63 - 1)  # beyond what the database can hold
+    with psycopg.connect(dsn) as conn:
+        with pytest.raises(StorageError):
+            store.write(conn, [bad])
+        store.write(conn, [first])
+    svc.log.close()

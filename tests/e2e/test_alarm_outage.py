@@ -114,3 +114,4 @@ async def test_alarms_keep_working_through_an_outage_and_reach_the_database_in_o
     assert await fetch_all(tsdb, "SELECT status, condition FROM alarm_state WHERE key = %s", (HIGH,)) == [
         ("unacknowledged", True)
     ]
+    assert not any(log_dir.glob("*.log"))  # all stored: a clean stop leaves no log behind
