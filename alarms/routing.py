@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alarms.model import Priority
+from alarms.roster import BaoBaoRole, DeskLevel
 from alarms.routing_model import (
     EscalationPlan,
     GroupOptions,
@@ -56,7 +57,6 @@ __all__ = [
 
 FILE_NAME = "routes.yaml"
 _ALL = frozenset(Priority)
-_ROLES = ("principal", "technical", "operational")
 
 
 def routes_file(config: str | os.PathLike[str]) -> Path:
@@ -127,7 +127,7 @@ def _target(c: Checker, t: Any, at: PathKey) -> Target:
         if ch not in allowed:
             c.issue((*at, "channels", k), f"a {kind.value} target is reached by {', '.join(allowed)} only")
     if t.level is not None and kind != TargetKind.BUREAU_DESK:
-        c.issue((*at, "level"), "level (county or city) is for bureau_desk targets only")
+        c.issue((*at, "level"), "level (COUNTY or CITY) is for bureau_desk targets only")
     if t.roles is not None and kind != TargetKind.BAOBAO:
         c.issue((*at, "roles"), "roles are for baobao targets only")
     if kind == TargetKind.WEBHOOK and not str(t.address or "").startswith(("http://", "https://")):
@@ -136,9 +136,12 @@ def _target(c: Checker, t: Any, at: PathKey) -> Target:
         c.issue((*at, "address"), "an email target needs address: an e-mail address")
     elif t.address is not None and kind not in (TargetKind.WEBHOOK, TargetKind.EMAIL, TargetKind.MQTT):
         c.issue((*at, "address"), f"a {kind.value} target's people come from its roster: no address")
-    level = t.level or ("county" if kind == TargetKind.BUREAU_DESK else None)
-    roles = tuple(t.roles or (_ROLES if kind == TargetKind.BAOBAO else ()))
-    return Target(kind, channels, level, roles, t.address)
+    level = {
+        TargetKind.DUTY_ROOM: DeskLevel.ENTERPRISE,
+        TargetKind.BUREAU_DESK: DeskLevel(t.level or "COUNTY"),
+    }
+    roles = tuple(t.roles or (BaoBaoRole if kind == TargetKind.BAOBAO else ()))
+    return Target(kind, channels, level.get(kind), roles, t.address)
 
 
 # --- escalation policies -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from alarms.model import Priority
+from alarms.roster import BaoBaoRole, DeskLevel
 from core.plant import Detector, Plant
 
 __all__ = [
@@ -80,8 +81,8 @@ class Matcher:
 class Target:
     kind: TargetKind
     channels: tuple[Channel, ...]
-    level: str | None = None  # bureau_desk: county | city
-    roles: tuple[str, ...] = ()  # baobao: principal, technical, operational
+    level: DeskLevel | None = None  # the desk: ENTERPRISE for duty_room, COUNTY or CITY for bureau_desk
+    roles: tuple[BaoBaoRole, ...] = ()  # baobao: which of the trio
     address: str | None = None  # webhook URL, e-mail address or MQTT topic prefix, as written
 
 

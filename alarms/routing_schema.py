@@ -21,8 +21,10 @@ from pydantic import (
 )
 
 from alarms.model import Priority
+from alarms.roster import BaoBaoRole, DeskLevel
 from alarms.routing_model import LABELS, Channel, EscalationPlan, Matcher, Receiver, Step, Target, TargetKind
 from core.errors import ConfigIssue
+from core.plant import enum_name
 from core.yaml_loader import PathKey, SourceMap
 
 __all__ = [
@@ -139,8 +141,8 @@ class Node(_Model):
 class _Target(_Model):
     kind: TargetKind
     channels: list[Channel] | None = Field(None, min_length=1)
-    level: Literal["county", "city"] | None = None
-    roles: list[Literal["principal", "technical", "operational"]] | None = Field(None, min_length=1)
+    level: Annotated[Literal["COUNTY", "CITY"], BeforeValidator(enum_name)] | None = None
+    roles: list[Annotated[BaoBaoRole, BeforeValidator(enum_name)]] | None = Field(None, min_length=1)
     address: str | None = Field(None, min_length=1)
 
 
@@ -198,12 +200,10 @@ CHANNELS_OF: dict[TargetKind, tuple[Channel, ...]] = {
 _SMS = (Channel.SMS,)
 BUILTIN_RECEIVERS = MappingProxyType(
     {
-        "duty_room": Receiver("duty_room", (Target(TargetKind.DUTY_ROOM, _SMS),)),
-        "baobao": Receiver(
-            "baobao", (Target(TargetKind.BAOBAO, _SMS, roles=("principal", "technical", "operational")),)
-        ),
-        "county_desk": Receiver("county_desk", (Target(TargetKind.BUREAU_DESK, _SMS, level="county"),)),
-        "city_desk": Receiver("city_desk", (Target(TargetKind.BUREAU_DESK, _SMS, level="city"),)),
+        "duty_room": Receiver("duty_room", (Target(TargetKind.DUTY_ROOM, _SMS, DeskLevel.ENTERPRISE),)),
+        "baobao": Receiver("baobao", (Target(TargetKind.BAOBAO, _SMS, roles=tuple(BaoBaoRole)),)),
+        "county_desk": Receiver("county_desk", (Target(TargetKind.BUREAU_DESK, _SMS, DeskLevel.COUNTY),)),
+        "city_desk": Receiver("city_desk", (Target(TargetKind.BUREAU_DESK, _SMS, DeskLevel.CITY),)),
     }
 )
 # "default" (DOMAIN.md): the route's receiver (the enterprise duty room) is told at once, and

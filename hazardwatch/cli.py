@@ -15,10 +15,10 @@ from rich.table import Table
 
 import hazardwatch
 from core.clock import SystemClock
-from core.errors import SchemaError, StorageError
+from core.errors import ConfigError, SchemaError, StorageError
 from core.plant import ModbusDevice, OpcUaDevice
 from core.redact import redact
-from hazardwatch.cli_common import load_compiled_or_exit, load_plant_or_exit, with_data_dir
+from hazardwatch.cli_common import config_error_exit, load_compiled_or_exit, load_plant_or_exit, with_data_dir
 from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, start_logging, stop_logging
 from hazardwatch.logs import LogFormat
 from hazardwatch.runtime import RuntimeOptions
@@ -57,6 +57,7 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
     """Validate a plant config and compile it as ``run`` would (rules, read plans, sources; nothing
     connects), then summarise it, or list every error (exit code 2)."""
     plant = load_plant_or_exit(config, compile_check=True)
+    routes = _check_routes(config)
     tags = plant.tags()
     protocol_of = {d.id: ("OPC UA" if isinstance(d, OpcUaDevice) else "Modbus") for d in plant.devices()}
     hazard_sources = [h for e in plant.enterprises for h in e.hazard_sources]
@@ -85,7 +86,23 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
     )
     out.print("tags per kind:   " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
     out.print("tags per source: " + ", ".join(f"{k} {n}" for k, n in sorted(by_source.items())))
+    if routes:
+        out.print(routes)
     out.print("config OK", style="bold green")
+
+
+def _check_routes(config: Path) -> str:
+    """The routes.yaml beside the plant, when there is one, compiled (exit 2 on any problem)."""
+    from alarms.routing import compile_routes, routes_file
+
+    path = routes_file(config)
+    if not path.is_file():
+        return ""
+    try:
+        tree = compile_routes(path)
+    except ConfigError as exc:
+        raise config_error_exit(exc, path) from None
+    return f"routes: {len(tree.routes())} routes, {len(tree.receivers)} receivers, {len(tree.escalations)} escalation policies"
 
 
 def _logging(level: str, fmt: LogFormat) -> None:
@@ -213,11 +230,12 @@ def demo(
 
 def _mount() -> None:
     """Subcommands from the modules that own them (explicit, no import-time discovery)."""
-    from hazardwatch import cli_rules, cli_sim
+    from hazardwatch import cli_routes, cli_rules, cli_sim
     from hazardwatch.cli_alarms import alarms_app
 
     cli_sim.register(app)
     cli_rules.register(app)
+    cli_routes.register(app)
     app.add_typer(alarms_app, name="alarms")
     try:
         from hazardwatch.cli_db import db_app
