@@ -156,7 +156,7 @@ class Desk:
         on_duty = dict(plan.on_duty)
         for s in plan.shifts:
             for absent, cover in self.swaps.get((day, s.name), ()):
-                on_duty[s.name] = tuple(cover if p == absent else p for p in on_duty[s.name])
+                on_duty[s.name] = tuple(dict.fromkeys(cover if p == absent else p for p in on_duty[s.name]))
         return DayPlan(plan.shifts, on_duty, plan.reason)
 
     def on_duty(self, at_us: int) -> list[OnDuty]:

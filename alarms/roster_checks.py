@@ -15,7 +15,7 @@ from core.plant import Plant
 from core.yaml_loader import PathKey, SourceMap
 
 if TYPE_CHECKING:
-    from alarms.roster_load import DeskIn, OverrideIn, ShiftIn, SwapIn
+    from alarms.roster_schema import DeskIn, OverrideIn, ShiftIn, SwapIn
 
 __all__ = ["Checker", "hhmm"]
 

@@ -6,121 +6,21 @@ not exist; bad phone numbers (core.plant's check; the error masks the number); n
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import TypeAdapter, ValidationError
 
 from alarms.roster import Contact, DayPlan, Desk, DeskLevel, Rosters, mask_phone
 from alarms.roster_checks import Checker
+from alarms.roster_schema import DEFAULT_TIMEZONE, FILE_NAME, DeskIn, OverrideIn, PersonIn, SwapIn
 from core.errors import ConfigError, ConfigIssue
-from core.plant import Code, Phone, Plant
+from core.plant import Code, Plant
 from core.yaml_loader import PathKey, SourceMap, load_document
 
-__all__ = ["DEFAULT_SHIFTS", "DEFAULT_TIMEZONE", "FILE_NAME", "load_rosters"]
-
-FILE_NAME = "rosters.yaml"
-DEFAULT_TIMEZONE = "Asia/Shanghai"
-DEFAULT_SHIFTS = (
-    {"name": "DAY", "start": "08:00", "end": "20:00"},
-    {"name": "NIGHT", "start": "20:00", "end": "08:00"},
-)
-
-
-def _hhmm(v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):  # YAML 1.1 reads an unquoted 20:00 as 1200
-        raise ValueError(
-            f'not a time HH:MM: quote it ("{v // 60:02d}:{v % 60:02d}"), unquoted YAML reads it as {v}'
-        )
-    if not isinstance(v, str) or len(v) != 5 or v[2] != ":" or not (v[:2] + v[3:]).isdigit():
-        raise ValueError(f"{v!r} is not a time HH:MM (00:00 to 23:59)")
-    if int(v[:2]) > 23 or int(v[3:]) > 59:
-        raise ValueError(f"{v!r} is not a time HH:MM (00:00 to 23:59)")
-    return int(v[:2]) * 60 + int(v[3:])
-
-
-def _date(v: Any) -> Any:
-    if isinstance(v, date) and not isinstance(v, datetime):
-        return v
-    if isinstance(v, str) and len(v) == 10:
-        try:
-            return date.fromisoformat(v)
-        except ValueError:
-            pass
-    raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)")
-
-
-Minute = Annotated[int, BeforeValidator(_hhmm)]
-Day = Annotated[date, BeforeValidator(_date)]
-Names = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
-
-
-def _email(v: str) -> str:
-    local, at, domain = v.partition("@")
-    if not (local and at and "." in domain) or any(c.isspace() for c in v):
-        raise ValueError("not an e-mail address")
-    return v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Person(_Strict):
-    name: str = Field(min_length=1)
-    phone: Phone
-    email: Annotated[str, AfterValidator(_email)] | None = None
-
-
-class ShiftIn(_Strict):
-    name: Code
-    start: Minute
-    end: Minute
-
-
-class RotationIn(_Strict):
-    start: Day
-    cycle: list[dict[str, Names]]  # day i of the cycle: shift name -> people or teams
-
-
-class OverrideIn(_Strict):
-    date: Day
-    until: Day | None = None  # the last day it applies (inclusive); default: date
-    reason: str = ""
-    shifts: list[ShiftIn] | None = None  # default: the desk's shifts
-    on_duty: dict[str, Names]
-
-
-class SwapIn(_Strict):
-    date: Day  # the duty day (a night shift's: the date it starts on)
-    shift: str
-    absent: str
-    cover: str
-
-
-class DeskIn(_Strict):
-    name: str = ""
-    enterprise: str | None = None
-    county: str | None = None
-    city: str | None = None
-    timezone: str = DEFAULT_TIMEZONE
-    people: dict[str, _Person] = Field(min_length=1)
-    teams: dict[str, Names] = {}
-    shifts: list[ShiftIn] = Field(default=[ShiftIn.model_validate(s) for s in DEFAULT_SHIFTS], min_length=1)
-    rotation: RotationIn
-    overrides: list[OverrideIn] = []
-    swaps: list[SwapIn] = []
-
+__all__ = ["FILE_NAME", "load_rosters"]
 
 _DESK = TypeAdapter(DeskIn)
 _CODE = TypeAdapter(Code)
@@ -149,6 +49,7 @@ def load_rosters(path: Path, plant: Plant) -> Rosters:
             _CODE.validate_python(code)
         except ValidationError:
             issues.append(src.issue(at, "a desk code is letters, digits, _ and - (e.g. LHJH, XIAOYI_COUNTY)"))
+        raw = _sifted(raw, at, src, issues)
         try:
             desk_in = _DESK.validate_python(raw)
         except ValidationError as exc:
@@ -165,6 +66,40 @@ def load_rosters(path: Path, plant: Plant) -> Rosters:
     if issues:
         raise ConfigError(issues)
     return Rosters(desks, plant)
+
+
+_STANDIN = {"name": "?", "phone": "13000000000"}  # for a person refused, so references to them resolve
+_ITEMS: dict[str, TypeAdapter[Any]] = {
+    "people": TypeAdapter(PersonIn),
+    "overrides": TypeAdapter(OverrideIn),
+    "swaps": TypeAdapter(SwapIn),
+}
+
+
+def _sifted(raw: Any, at: PathKey, src: SourceMap, issues: list[ConfigIssue]) -> Any:
+    """``raw`` with each malformed person (reported) replaced by a stand-in and each malformed
+    override and swap (reported) left out, so one bad phone number or date does not hide the
+    desk's other problems. The file is refused either way: these only add issues."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for key, adapter in _ITEMS.items():
+        items = raw.get(key)
+        pairs = (
+            items.items() if isinstance(items, dict) else enumerate(items) if isinstance(items, list) else ()
+        )
+        kept: dict[Any, Any] = {}
+        for k, item in pairs:
+            try:
+                adapter.validate_python(item)
+                kept[k] = item
+            except ValidationError as exc:
+                issues.extend(_pydantic_issues(exc, src, (*at, key, k)))
+                if key == "people":
+                    kept[k] = _STANDIN
+        if pairs:
+            out[key] = kept if isinstance(items, dict) else list(kept.values())
+    return out
 
 
 def _pydantic_issues(exc: ValidationError, src: SourceMap, at: PathKey) -> list[ConfigIssue]:
@@ -194,11 +129,11 @@ def _build(
             src.issue((*at, "timezone"), f"unknown time zone {d.timezone!r} (e.g. {DEFAULT_TIMEZONE})")
         )
         tz = ZoneInfo(DEFAULT_TIMEZONE)
-    shifts = check.shifts(d.shifts, (*at, "shifts"), None)
+    shifts = check.shifts(d.shifts, ("shifts",), None)
     cycle = check.rotation()
     overrides: dict[date, DayPlan] = {}
     for i, o in enumerate(d.overrides):
-        plan = check.override(o, (*at, "overrides", i), shifts)
+        plan = check.override(o, ("overrides", i), shifts)
         last = o.until or o.date
         if last < o.date:
             issues.append(src.issue((*at, "overrides", i, "until"), f"until {last} is before date {o.date}"))
@@ -209,15 +144,17 @@ def _build(
                 break
             overrides[day] = plan
             day += timedelta(days=1)
-    if subject is None or shifts is None or cycle is None:
+    if shifts is None or cycle is None:
         return None
     people = {k: Contact(k, p.name, p.phone, p.email) for k, p in d.people.items()}
-    level, name = subject
+    level, name = subject or (DeskLevel.ENTERPRISE, "?")  # the swaps are still checked
     desk = Desk(code, d.name or code, level, name, tz, people, shifts, d.rotation.start, cycle, overrides)
     swaps: dict[tuple[date, str], list[tuple[str, str]]] = {}
     for i, s in enumerate(d.swaps):
-        if check.swap(s, (*at, "swaps", i), desk):
+        if check.swap(s, ("swaps", i), desk):
             swaps.setdefault((s.date, s.shift), []).append((s.absent, s.cover))
+    if subject is None:
+        return None
     return Desk(
         code, desk.name, level, name, tz, people, shifts, d.rotation.start, cycle, overrides,
         {k: tuple(v) for k, v in swaps.items()},
