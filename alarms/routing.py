@@ -13,17 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import time
 from pathlib import Path
 from typing import Any
 
 from alarms.model import Priority
 from alarms.roster import BaoBaoRole, DeskLevel
+from alarms.routing_defaults import BUILTIN_POLICIES, BUILTIN_RECEIVERS, CHANNELS_OF
 from alarms.routing_model import (
     EscalationPlan,
     GroupOptions,
     MatchedRoute,
-    QuietHours,
     Receiver,
     Route,
     RouteTree,
@@ -32,9 +31,6 @@ from alarms.routing_model import (
     TargetKind,
 )
 from alarms.routing_schema import (
-    BUILTIN_POLICIES,
-    BUILTIN_RECEIVERS,
-    CHANNELS_OF,
     Checker,
     Node,
     PolicyModel,
@@ -194,7 +190,14 @@ def _route(
     and its children still checked against its parent's options)."""
     m: Node | None = c.valid(Node, raw, at)
     if m is None:
-        kids = raw.get("routes") if isinstance(raw, dict) else None
+        given = raw if isinstance(raw, dict) else {}
+        for key, what, known in (
+            ("receiver", "receiver", receivers),
+            ("escalation", "escalation policy", policies),
+        ):
+            if isinstance(given.get(key), str) and given[key] not in known:
+                c.issue((*at, key), _unknown(what, given[key], known))
+        kids = given.get("routes")
         for k, child in enumerate(kids if isinstance(kids, list) else []):
             _route(c, child, (*at, "routes", k), parent, admitted, receivers, policies)
         return None
@@ -214,7 +217,7 @@ def _route(
     if m.escalation is not None and m.escalation not in policies:
         c.issue((*at, "escalation"), _unknown("escalation policy", m.escalation, policies))
         ok = False
-    options = _options(m, parent.options if parent else GroupOptions())
+    options = m.options_over(parent.options if parent else GroupOptions())
     for matcher in m.matchers:
         if matcher.label == "priority":
             admitted = admitted & {p for p in Priority if matcher.matches({"priority": p.value})}
@@ -234,26 +237,3 @@ def _route(
     if not ok or any(r is None for r in children):
         return None
     return replace(route, routes=tuple(r for r in children if r is not None))
-
-
-def _options(m: Node, inherited: GroupOptions) -> GroupOptions:
-    """The route's options: each key it sets, else its parent's (``quiet_hours: null`` ends
-    inherited quiet hours)."""
-    given = m.model_fields_set
-    update: dict[str, Any] = {
-        f"{k}_s": getattr(m, k)
-        for k in ("group_wait", "group_interval", "repeat_interval")
-        if getattr(m, k) is not None  # null: inherited
-    }
-    if "send_resolved" in given and m.send_resolved is not None:
-        update["send_resolved"] = m.send_resolved
-    if "escalation" in given and m.escalation is not None:
-        update["escalation"] = m.escalation
-    if "quiet_hours" in given:
-        q = m.quiet_hours
-        update["quiet_hours"] = (
-            None
-            if q is None
-            else QuietHours(time.fromisoformat(q.start), time.fromisoformat(q.end), q.timezone)
-        )
-    return replace(inherited, **update)

@@ -1,13 +1,14 @@
 """routes.yaml's grammar: durations, matchers, the keys of each part (pydantic, extra keys
-refused) and the built-in receivers and escalation policy. ``alarms.routing`` validates each
-part with these and cross-checks them; every problem becomes a ConfigIssue at its file:line.
+refused). ``alarms.routing`` validates each part with these and cross-checks them; every
+problem becomes a ConfigIssue at its file:line.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from types import MappingProxyType
+from dataclasses import replace
+from datetime import time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,16 +22,20 @@ from pydantic import (
 )
 
 from alarms.model import Priority
-from alarms.roster import BaoBaoRole, DeskLevel
-from alarms.routing_model import LABELS, Channel, EscalationPlan, Matcher, Receiver, Step, Target, TargetKind
+from alarms.roster import BaoBaoRole
+from alarms.routing_model import (
+    LABELS,
+    Channel,
+    GroupOptions,
+    Matcher,
+    QuietHours,
+    TargetKind,
+)
 from core.errors import ConfigIssue
 from core.plant import enum_name
 from core.yaml_loader import PathKey, SourceMap
 
 __all__ = [
-    "BUILTIN_POLICIES",
-    "BUILTIN_RECEIVERS",
-    "CHANNELS_OF",
     "MAX_DURATION_S",
     "Checker",
     "Node",
@@ -137,6 +142,27 @@ class Node(_Model):
     escalation: Name | None = None
     routes: list[Any] = []
 
+    def options_over(self, inherited: GroupOptions) -> GroupOptions:
+        """The route's options: each key it sets, else its parent's (``null``: the parent's,
+        but ``quiet_hours: null`` ends inherited quiet hours)."""
+        update: dict[str, Any] = {
+            f"{k}_s": getattr(self, k)
+            for k in ("group_wait", "group_interval", "repeat_interval")
+            if getattr(self, k) is not None
+        }
+        if self.send_resolved is not None:
+            update["send_resolved"] = self.send_resolved
+        if self.escalation is not None:
+            update["escalation"] = self.escalation
+        if "quiet_hours" in self.model_fields_set:
+            q = self.quiet_hours
+            update["quiet_hours"] = (
+                None
+                if q is None
+                else QuietHours(time.fromisoformat(q.start), time.fromisoformat(q.end), q.timezone)
+            )
+        return replace(inherited, **update)
+
 
 class _Target(_Model):
     kind: TargetKind
@@ -183,49 +209,3 @@ class Checker:
                     msg = "required key is missing"
                 self.issue((*at, *(p for p in e["loc"] if p != "[key]")), msg)
             return None
-
-
-# --- built-ins: what a routes.yaml that declares none of them gets (DOMAIN.md, escalation) ----
-
-_PEOPLE = (Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.CONSOLE)
-# the channels each kind of target can be reached on; the first is its default
-CHANNELS_OF: dict[TargetKind, tuple[Channel, ...]] = {
-    TargetKind.DUTY_ROOM: _PEOPLE,
-    TargetKind.BAOBAO: _PEOPLE,
-    TargetKind.BUREAU_DESK: _PEOPLE,
-    TargetKind.MQTT: (Channel.MQTT,),
-    TargetKind.WEBHOOK: (Channel.WEBHOOK,),
-    TargetKind.EMAIL: (Channel.EMAIL,),
-}
-_SMS = (Channel.SMS,)
-BUILTIN_RECEIVERS = MappingProxyType(
-    {
-        "duty_room": Receiver("duty_room", (Target(TargetKind.DUTY_ROOM, _SMS, DeskLevel.ENTERPRISE),)),
-        "baobao": Receiver("baobao", (Target(TargetKind.BAOBAO, _SMS, roles=tuple(BaoBaoRole)),)),
-        "county_desk": Receiver("county_desk", (Target(TargetKind.BUREAU_DESK, _SMS, DeskLevel.COUNTY),)),
-        "city_desk": Receiver("city_desk", (Target(TargetKind.BUREAU_DESK, _SMS, DeskLevel.CITY),)),
-    }
-)
-# "default" (DOMAIN.md): the route's receiver (the enterprise duty room) is told at once, and
-# for critical alarms the 包保 trio with it; unacknowledged, critical goes to the county desk
-# after 2 min and the city desk after 10 min (DOMAIN.md gives no city timing: a site setting),
-# high to the county desk after 5 min; medium and low stay with the enterprise.
-# "none": the route's receiver only (machine receivers: MQTT, webhooks).
-BUILTIN_POLICIES = MappingProxyType(
-    {
-        "default": EscalationPlan(
-            "default",
-            MappingProxyType(
-                {
-                    Priority.CRITICAL: (
-                        Step(0, ("baobao",)),
-                        Step(120, ("county_desk",)),
-                        Step(600, ("city_desk",)),
-                    ),
-                    Priority.HIGH: (Step(300, ("county_desk",)),),
-                }
-            ),
-        ),
-        "none": EscalationPlan("none", MappingProxyType({})),
-    }
-)
