@@ -70,7 +70,7 @@ receivers:
   - {name: lggt, targets: [{kind: duty_room, channels: [sms, voice]}]}
   - {name: lggt-urgent, targets: [{kind: duty_room, channels: [voice]}]}
   - {name: lggt-other, targets: [{kind: duty_room}]}
-  - {name: wenshui, targets: [{kind: bureau_desk, level: county}]}
+  - {name: wenshui, targets: [{kind: bureau_desk, level: county}, {kind: bureau_desk, level: CITY}]}
   - {name: no-unit, targets: [{kind: webhook, address: "https://example.invalid/hook"}]}
 """
 
@@ -136,7 +136,7 @@ def test_receivers_compile_with_their_targets_and_default_channels(tmp_path: Pat
     assert t.receivers["lggt"].targets[0].channels == (Channel.SMS, Channel.VOICE)
     assert t.receivers["default"].targets[0].channels == (Channel.SMS,)
     assert t.receivers["default"].targets[0].level == DeskLevel.ENTERPRISE
-    assert t.receivers["wenshui"].targets[0].level == DeskLevel.COUNTY
+    assert [x.level for x in t.receivers["wenshui"].targets] == [DeskLevel.COUNTY, DeskLevel.CITY]
     assert t.receivers["toxic"].targets[0].channels == (Channel.MQTT,)
     assert t.receivers["baobao"].targets[0].roles == tuple(BaoBaoRole)  # built-in
     assert t.routes()[2].path == "route.routes[1]"
