@@ -127,6 +127,16 @@ def test_signer_reproduces_the_published_example() -> None:
     )
     assert query == "ImageId=win2019_1809_x64_dtc_zh-cn_40G_alibase_20230811.vhd&RegionId=cn-shanghai"
     assert authorization == DOC_AUTHORIZATION
+    # Parameters and headers are sorted by the signer, whatever order they come in.
+    reordered = acs3_authorization(
+        "YourAccessKeyId",
+        "YourAccessKeySecret",
+        "POST",
+        dict(reversed(DOC_QUERY.items())),
+        {k.upper(): v for k, v in reversed(DOC_HEADERS.items())},
+        b"",
+    )
+    assert reordered == (query, authorization)
 
 
 def test_verifier_accepts_the_published_example_and_nothing_else() -> None:

@@ -206,6 +206,7 @@ async def test_the_credential_date_is_the_utc_date(gateway: Gateway) -> None:
         (error("FailedOperation.SignatureIncorrectOrUnapproved"), PermanentError, "FailedOperation.SignatureIncorrectOrUnapproved"),
         (per_number("LimitExceeded.PhoneNumberDailyLimit"), PermanentError, "LimitExceeded.PhoneNumberDailyLimit"),
         (lambda r: Reply(200, {"Response": {"SendStatusSet": [], "RequestId": "r"}}), PermanentError, "HTTP_200"),
+        (lambda r: Reply(200, {"Response": {"SendStatusSet": [{**status_entry(r, "Ok", ""), "PhoneNumber": "+8613900000000"}]}}), PermanentError, "HTTP_200"),
         (lambda r: Reply(502, None, raw=b"bad gateway"), RetryableError, "HTTP_502"),
         (lambda r: CLOSE, RetryableError, "CONNECTION"),
     ],
