@@ -48,6 +48,7 @@ desks:
       - {date: 2026-10-01, reason: 国庆, on_duty: {DAY: [boss, c]}}
     swaps:
       - {date: 2026-01-04, shift: NIGHT, absent: b, cover: c}
+      - {shift: ALL_DAY, date: 2027-02-06, absent: boss, cover: a}
   XIAOYI:
     county: 孝义市
     people:
@@ -204,6 +205,12 @@ def test_a_swap_puts_the_cover_on_that_shift_only(rosters: Rosters) -> None:
     assert [(o.person.key, o.note) for o in night] == [("c", "covers 乙 (swap)")]
     assert _who(rosters, "LHJH", _at(2026, 1, 4, 12)) == ("DAY", ["a"])  # the day shift is as rostered
     assert _who(rosters, "LHJH", _at(2026, 1, 7, 22)) == ("NIGHT", ["b"])  # next cycle: b again
+
+
+def test_a_swap_onto_someone_already_on_duty_leaves_them_alone_on_it(rosters: Rosters) -> None:
+    duty = rosters.on_duty("LHJH", _at(2027, 2, 6, 12))  # 春节: boss and a; boss swapped out for a
+    assert [(o.person.key, o.shift, o.note) for o in duty] == [("a", "ALL_DAY", "春节; covers 郭 (swap)")]
+    assert _who(rosters, "LHJH", _at(2027, 2, 7, 12)) == ("ALL_DAY", ["boss", "a"])
 
 
 def test_desks_lookup_and_unknown_desk(rosters: Rosters) -> None:
