@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 PROVIDER = "tencent_sms"
 ALGORITHM = "TC3-HMAC-SHA256"
 CONTENT_TYPE = "application/json; charset=utf-8"
-# Not confirmed in a Tencent source this session (Aliyun's is 35): set it from the approved template.
-DEFAULT_MAX_PARAM_CHARS = 35
+# "单个变量取值最多支持12个字" for accounts with personal real-name authentication; enterprise accounts have no
+# per-variable limit, only the 500-character message (tencentcloud.com/zh/document/product/382/40653; an older
+# FAQ, cloud.tencent.com/document/product/382/13301, still says 6 for non-verification templates). The
+# strictest current rule by default: an enterprise account raises it.
+DEFAULT_MAX_PARAM_CHARS = 12
 
 # LimitExceeded.* is throttling (per-number 30 s / 1 h / day frequency, app frequency);
 # RequestLimitExceeded.* the API's own rate limit; InternalError.Timeout and friends the platform's.

@@ -256,3 +256,14 @@ async def test_credentials_never_leak(gateway: Gateway, caplog: pytest.LogCaptur
     for text in texts:
         assert SECRET_KEY not in text and SECRET_ID not in text, text
         assert PHONE not in text, text
+
+
+def test_template_parameters_default_to_twelve_characters_each() -> None:
+    config = TencentSmsConfig("1400006666", "危化监测", "1110", NAMES)
+    sms = TencentSms(config, env=ENV)
+    with pytest.raises(ValueError, match="'source' has 13 characters, at most 12"):
+        sms.template.message(PHONE, "k", **{**PARAMS, "source": "罐" * 13})
+    assert sms.template.message(PHONE, "k", **{**PARAMS, "source": "罐" * 12}).params[1] == (
+        "source",
+        "罐" * 12,
+    )
