@@ -175,7 +175,7 @@ class AliyunSms:
         try:
             return await self._send(message)
         except (RetryableError, PermanentError) as exc:
-            log.warning("%s", exc)
+            log.debug("%s", exc)  # logged once, by the dispatcher stage that decides what to do
             raise
 
     async def _send(self, message: Message) -> Receipt:

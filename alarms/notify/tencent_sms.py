@@ -145,7 +145,7 @@ class TencentSms:
         try:
             return await self._send(message)
         except (RetryableError, PermanentError) as exc:
-            log.warning("%s", exc)
+            log.debug("%s", exc)  # logged once, by the dispatcher stage that decides what to do
             raise
 
     async def _send(self, message: Message) -> Receipt:
