@@ -14,6 +14,7 @@ import pytest
 
 from alarms.roster import BaoBaoRole, DeskLevel, OnDuty, Rosters, mask_email, mask_phone
 from alarms.roster_load import load_rosters
+from alarms.roster_show import describe
 from core.clock import from_datetime
 from core.config import load_plant
 from core.errors import ConfigError
@@ -405,3 +406,18 @@ def test_the_base_config_is_valid(tmp_path: Path, plant: Plant) -> None:
 
 def test_on_duty_gives_on_duty_records(rosters: Rosters) -> None:
     assert all(isinstance(o, OnDuty) and o.desk == "LHJH" for o in rosters.on_duty("LHJH", _at(2026, 1, 1)))
+
+
+def test_describe_lists_each_desk_in_local_time_with_masked_phones(rosters: Rosters) -> None:
+    lines = describe(rosters, _at(2026, 1, 5, 2))
+    assert (
+        lines[0]
+        == "LHJH\t宏家焦化值班室\tENTERPRISE LHJH\tNIGHT 2026-01-04 20:00–2026-01-05 08:00 CST\t丙 137****0003 (covers 乙 (swap))"
+    )
+    assert lines[1].startswith(
+        "XIAOYI\tXIAOYI\tCOUNTY 孝义市\tALL_DAY 2026-01-04 09:00–2026-01-05 09:00 CST\t值班室 0358-*****10"
+    )
+    assert len(lines) == 3 and _leaks("\n".join(lines)) == []
+    assert describe(rosters, _at(2026, 1, 5, 2), "XIAOYI") == [lines[1]]
+    with pytest.raises(KeyError, match="unknown desk"):
+        describe(rosters, 0, "NOPE")
