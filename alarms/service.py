@@ -30,13 +30,13 @@ import itertools
 import logging
 import os
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeAlias, cast
 
-import psycopg
 from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
@@ -95,6 +95,10 @@ class AlarmService:
         # the writer thread and its connection (used on that thread only)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-writer")
         self._wconn: BlockingConn | None = None
+        # a duplicate of its socket, kept from connect to close under the lock, so close() can
+        # wake a write hung on it from the loop's thread without touching a reused fd number
+        self._wsock: socket.socket | None = None
+        self._wsock_lock = threading.Lock()
         self._closed: bool | None = None  # close()'s answer, once closed
         # Edges (and SIF and suppression changes) that arrive before ``recover`` could run (the
         # database was down at start): applied in order once it has; beyond ``max_early_edges``
@@ -199,9 +203,10 @@ class AlarmService:
     async def close(self, timeout_s: float = 10.0) -> bool:
         """Stop reading commands and timers, give the writer ``timeout_s`` to store what is
         queued (what it cannot stays in the log for the next start); True when all was stored.
-        A second call returns the first's answer."""
+        A second call returns the first's answer (False while the first is still at work)."""
         if self._closed is not None:
             return self._closed
+        self._closed = False
         for task in self._tasks[1:]:
             task.cancel()
         writer = self._tasks[0] if self._tasks else None
@@ -265,9 +270,21 @@ class AlarmService:
             self._commit_input(given, now_us)
             return
         self._early.append((given, now_us))
+        if not isinstance(given, ConditionEdges):
+            # SIF and suppression changes are few and never dropped: their senders report a
+            # change once, so a dropped one would never come again (a unit suppressed for good);
+            # a dropped edge heals: the engine is aligned with the stored state at recovery and
+            # reports the condition again if it still holds
+            return
         self._early_edges += len(given)
-        while self._early_edges > self.max_early_edges and len(self._early) > 1:
-            dropped, _ = self._early.popleft()
+        while self._early_edges > self.max_early_edges:
+            oldest = next(
+                (i for i, (held, _) in enumerate(self._early) if isinstance(held, ConditionEdges)), None
+            )
+            if oldest is None or oldest == len(self._early) - 1:
+                break  # never the batch just taken
+            dropped, _ = self._early[oldest]
+            del self._early[oldest]
             self._early_edges -= len(dropped)
             self.early_dropped.inc(len(dropped))
 
@@ -374,7 +391,11 @@ class AlarmService:
     def _store_blocking(self, batch: Sequence[Commit]) -> None:  # on the writer thread
         try:
             if self._wconn is None or self._wconn.closed:
-                self._wconn = connect_blocking(self.dsn, application_name="hazardwatch-alarms")
+                self._drop_wconn()
+                conn = connect_blocking(self.dsn, application_name="hazardwatch-alarms")
+                with self._wsock_lock:
+                    self._wconn = conn
+                    self._wsock = socket.socket(fileno=os.dup(conn.fileno()))
             store.write(self._wconn, batch)
         except BaseException:
             self._drop_wconn()  # a fresh connection for the retry: this one may be broken
@@ -383,17 +404,15 @@ class AlarmService:
     def _abort_wconn(self) -> None:
         """Shut the writer connection's socket down from the loop's thread: a write blocked on a
         silent link fails at once (its thread then drops the connection)."""
-        conn = self._wconn
-        if conn is None or conn.closed:
-            return
-        with contextlib.suppress(OSError, ValueError, psycopg.Error):
-            sock = socket.socket(fileno=os.dup(conn.fileno()))
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.close()
+        with self._wsock_lock, contextlib.suppress(OSError):
+            if self._wsock is not None:
+                self._wsock.shutdown(socket.SHUT_RDWR)
 
     def _drop_wconn(self) -> None:  # on the writer thread
+        with self._wsock_lock:
+            if self._wsock is not None:
+                self._wsock.close()
+            self._wsock = None
         if self._wconn is not None:
             with contextlib.suppress(Exception):
                 self._wconn.close()
