@@ -178,6 +178,14 @@ class _Builder:
                 f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {column} (save the file as UTF-8)"
             )
             return self._failed(ConfigIssue(shown, line, format_path(at), message), at)
+        raw_suspect = _RAW_SUSPECT.search(text)  # characters libyaml passes through unquoted
+        if raw_suspect is not None:
+            line = text.count("\n", 0, raw_suspect.start()) + 1
+            message = (
+                f"character U+{ord(raw_suspect.group()):04X} (a line separator or bidirectional "
+                "override: the text would read differently from what it is): remove it"
+            )
+            return self._failed(ConfigIssue(shown, line, format_path(at), message), at)
         stack = (*stack, path.resolve())
         issues, failed = len(self.issues), set(self.failed_includes)
         pending = len(self.pending) if self.pending is not None else 0
@@ -553,7 +561,11 @@ _PATTERN_FIRST = (
 )
 
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 and C1 controls (but tab, LF, CR), line/paragraph separators and bidirectional overrides
+# (which make a name read differently from what it is)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BINARY_TAG = "tag:yaml.org,2002:binary"
+_RAW_SUSPECT = re.compile("[\x85\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _scalar_value(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any:
@@ -573,6 +585,8 @@ def _constructed(tag: str | None, text: str, implicit: tuple[bool, bool]) -> Any
         tag = _RESOLVER.resolve(yaml.ScalarNode, text, implicit)
     if tag == _STR_TAG:
         return text
+    if tag == _BINARY_TAG:  # bytes become text unchecked (a NUL in a name): never in a config
+        raise ValueError("binary values (!!binary) are not accepted: write the text")
     node = yaml.ScalarNode(tag, text)
     return yaml.constructor.SafeConstructor().construct_object(node)
 

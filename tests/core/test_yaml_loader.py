@@ -289,6 +289,9 @@ def test_control_characters_in_text_are_refused_where_they_are(tmp_path: Path) -
                 'c: {d: "del\\x7f"}',
                 "e: ${HW_NAME}",
                 "f: 'quoted \\0 is text'",
+                'g: "csi\\x9b2J"',
+                'h: "右\\u202e左"',
+                "i: !!binary AEE=",
             ]
         )
         + "\n",
@@ -300,5 +303,20 @@ def test_control_characters_in_text_are_refused_where_they_are(tmp_path: Path) -
         f"{doc}:3 b[0]: control character U+0007 in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
         f"{doc}:5 c.d: control character U+007F in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
         f"{doc}:6 e: control character U+001B in the text after substituting environment variables: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+        f"{doc}:8 g: control character U+009B in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+        f"{doc}:9 h: control character U+202E in the text: remove it (names and messages are stored in PostgreSQL and sent by SMS)",
+        f"{doc}:10 i: YAML: binary values (!!binary) are not accepted: write the text",
     ]
     assert loaded.data["b"][1] == "tab\tnewline\ncr\r ok" and loaded.data["f"] == "quoted \\0 is text"
+
+
+def test_a_raw_bidirectional_override_or_line_separator_is_refused(tmp_path: Path) -> None:
+    """Unquoted, libyaml passes them through: a tag name that reads differently from what it is."""
+    for char in ("\u202e", "\u2066", "\u2028"):
+        doc = tmp_path / "plant.yaml"
+        doc.write_text(f"a: 1\nname: 液位{char}计\n", encoding="utf-8")
+        loaded = load_document(doc, env={})
+        assert [str(i) for i in loaded.issues] == [
+            f"{doc}:2: character U+{ord(char):04X} (a line separator or bidirectional override: the text "
+            "would read differently from what it is): remove it"
+        ]
