@@ -21,7 +21,8 @@ A unit whose suppression-by-design condition began or ended (``SuppressionChange
 composition root evaluating each unit's ``suppress_when``) suppresses or unsuppresses every alarm
 ``Catalog.suppressible`` gives for it, never-raised ones included, in one commit with one audit
 row per unit; an alarm already so is skipped, so a restart's first report journals nothing
-again. Unsuppressing re-annunciates (RERAISED) the alarms whose condition came on meanwhile. A
+again, and so is one announced and not yet acknowledged (UNACK, RTN_UNACK: the operator must
+still see it). Unsuppressing re-annunciates (RERAISED) the alarms whose condition came on meanwhile. A
 restored alarm of a unit still suppressed is suppressed again in the restore's commit, unannounced;
 an alarm stored suppressed that no unit hides any more (the config changed) is released at start.
 """
@@ -61,6 +62,11 @@ from core.conditions import ConditionEdges
 from core.settings import AlarmSettings
 
 __all__ = ["ENGINE", "AlarmManager", "SifChange", "SuppressionChange"]
+
+# a shutdown never hides an alarm already announced and awaiting an operator's acknowledgement:
+# hiding it would take it off the alarm list unacknowledged (it stays as it is, not suppressed,
+# until acknowledged; the unit's next suppression then hides it)
+_AWAITING_OPERATOR = frozenset({Status.UNACK.value, Status.RTN_UNACK.value})
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +247,8 @@ class AlarmManager:
                 row = b.rows.get(alarm.key) or self.alarms.get(alarm.key)
                 if (row is not None and row.status == Status.SUPPRESSED) is c.suppressed:
                     continue  # already so (an unsuppress of an alarm without a row: never suppressed)
+                if c.suppressed and row is not None and row.status in _AWAITING_OPERATOR:
+                    continue  # announced, not yet acknowledged: it stays before the operator
                 b.apply(alarm, signal, now_us, ENGINE, detail=detail)
             hidden = {j.alarm_key for j in b.journal[before:]}
             if hidden:

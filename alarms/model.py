@@ -35,6 +35,7 @@ from core.plant import (
     Tag,
     TagKind,
     TagRationalization,
+    resolve_key,
 )
 
 __all__ = ["SUPPRESSIBLE_KINDS", "AlarmDef", "Catalog", "Priority", "RuleColumns", "messages"]
@@ -146,7 +147,11 @@ _NO_UNIT = frozenset({RuleKind.BAD_QUALITY, RuleKind.STATE, *INTERLOCK_KINDS})
 # gas detection (GAS_L1/GAS_L2, O2_LOW/O2_HIGH: a leak during a shutdown still matters, GB/T
 # 50493), data quality and device faults (BAD_QUALITY, STALE, OUT_OF_RANGE, FROZEN, CLOCK_AHEAD,
 # and MISMATCH: a valve or pump not following its command matters most while shutting down),
-# interlock alarms (INTERLOCK_KINDS) and SIF disabled (no rule kind).
+# interlock alarms (INTERLOCK_KINDS) and SIF disabled (no rule kind). Nor, whatever the kind
+# (Catalog.suppressible): a latching alarm (a suppression would clear its latch: only an operator
+# resets it, ISA-18.2), any alarm of a GAS tag (its rate or deviation is the leak's first
+# sign), and any alarm of a safety function's input, bypass switch or final element (an ESD
+# status or a valve failing to its safe position is what a shutdown must show).
 SUPPRESSIBLE_KINDS = frozenset(
     {RuleKind.LL, RuleKind.L, RuleKind.H, RuleKind.HH, RuleKind.ROC, RuleKind.DEVIATION, RuleKind.STATE}
 )
@@ -222,8 +227,9 @@ class Catalog:
 
     def suppressible(self, unit: str) -> tuple[AlarmDef, ...]:
         """The alarms a suppression by design of ``unit`` (HAZARD_SOURCE.UNIT) hides, in rule
-        order: those of ``SUPPRESSIBLE_KINDS`` on tags of the unit's equipment. Empty for a unit
-        that declares no ``suppress_when`` (only those are indexed: one pass over the rules)."""
+        order: those of ``SUPPRESSIBLE_KINDS`` on tags of the unit's equipment, not latching, not
+        of a GAS tag nor of an interlock's input, bypass or final element. Empty for a unit that
+        declares no ``suppress_when`` (only those are indexed: one pass over the rules)."""
         alarms = self._suppressible.get(unit)
         if alarms is None:
             alarms = self._suppressible[unit] = tuple(self[i] for i in self._suppressible_rules.get(unit, ()))
@@ -231,7 +237,9 @@ class Catalog:
 
     def suppressing_unit(self, alarm: AlarmDef) -> str | None:
         """The unit (HAZARD_SOURCE.UNIT) whose suppression by design hides ``alarm``, if any."""
-        return self._suppressing_tags.get(alarm.subject) if alarm.kind in SUPPRESSIBLE_KINDS else None
+        if alarm.kind not in SUPPRESSIBLE_KINDS or alarm.latching:
+            return None
+        return self._suppressing_tags.get(alarm.subject)
 
     # --- lookup tables, made on first use -------------------------------------------------
 
@@ -251,7 +259,8 @@ class Catalog:
 
     @cached_property
     def _suppressing_tags(self) -> dict[str, str]:
-        """Tag key -> HAZARD_SOURCE.UNIT, for the tags of units declaring ``suppress_when``."""
+        """Tag key -> HAZARD_SOURCE.UNIT, for the tags of units declaring ``suppress_when``
+        whose alarms may be hidden: not GAS tags, not interlock inputs, bypasses, final elements."""
         out: dict[str, str] = {}
         for ent in self.plant.enterprises:
             for hs in ent.hazard_sources:
@@ -259,7 +268,25 @@ class Catalog:
                     e.code: f"{hs.code}.{u.code}" for u in hs.units if u.suppress_when for e in u.equipment
                 }
                 if unit_of:
-                    out.update((t.key, unit_of[t.equipment]) for t in hs.tags if t.equipment in unit_of)
+                    out.update(
+                        (t.key, unit_of[t.equipment])
+                        for t in hs.tags
+                        if t.equipment in unit_of and t.kind != TagKind.GAS
+                    )
+        for key in self._safety_tags:
+            out.pop(key, None)
+        return out
+
+    @cached_property
+    def _safety_tags(self) -> set[str]:
+        """The keys of every interlock's input, bypass switch and final element tags."""
+        out: set[str] = set()
+        for ent in self.plant.enterprises:
+            for hs in ent.hazard_sources:
+                for il in hs.interlocks:
+                    refs = [il.final_element.tag]
+                    refs += [r for i in il.inputs for r in (i.tag, i.bypass) if r is not None]
+                    out.update(resolve_key(ent.code, r) for r in refs)
         return out
 
     @cached_property
@@ -270,7 +297,10 @@ class Catalog:
             return out
         kinds = np.asarray(self.rules.kind)
         subjects = self.rules.subjects
-        for i in np.flatnonzero(np.isin(kinds, [int(k) for k in SUPPRESSIBLE_KINDS])).tolist():
+        hideable = np.isin(kinds, [int(k) for k in SUPPRESSIBLE_KINDS]) & ~np.asarray(
+            self.rules.latched, bool
+        )
+        for i in np.flatnonzero(hideable).tolist():
             unit = tags.get(subjects[i])
             if unit is not None:
                 out.setdefault(unit, []).append(i)

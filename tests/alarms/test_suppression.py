@@ -89,10 +89,11 @@ def test_shutdown_suppresses_raised_and_never_raised_process_alarms_in_one_commi
     manager: AlarmManager,
 ) -> None:
     manager.edges(edges_of(manager, (LL_, True, 5.0, 20.0)), at(1))
+    manager.command(command(LL_, "ack"), at(1.5))
     c = manager.suppress([DOWN], at(2))
     assert actions(c) == [
         (FL, "SUPPRESSED", "normal", "suppressed"),
-        (LL_, "SUPPRESSED", "unacknowledged", "suppressed"),
+        (LL_, "SUPPRESSED", "acknowledged", "suppressed"),
         (LH, "SUPPRESSED", "normal", "suppressed"),
         (XS, "SUPPRESSED", "normal", "suppressed"),
     ]
@@ -109,6 +110,94 @@ def test_shutdown_suppresses_raised_and_never_raised_process_alarms_in_one_commi
     assert (actor, action, target, detail["alarms"]) == ("engine", "suppress", "H1.U1", 4)
     assert {r.key: (r.status, r.reason) for r in c.alarms}[LL_] == ("suppressed", "装置停车")
     assert GAS1 not in statuses(manager)
+
+
+def test_an_announced_alarm_not_yet_acknowledged_is_never_suppressed(manager: AlarmManager) -> None:
+    manager.edges(edges_of(manager, (LL_, True, 5.0, 20.0), (LH, True, 95.0, 80.0)), at(1))
+    manager.edges(edges_of(manager, (LH, False, 50.0, 80.0)), at(1.5))
+    assert statuses(manager) == {LL_: "unacknowledged", LH: "returned_unacknowledged"}
+    c = manager.suppress([DOWN], at(2))
+    assert [k for k, *_ in actions(c)] == [FL, XS]
+    assert statuses(manager)[LL_] == "unacknowledged" and statuses(manager)[LH] == "returned_unacknowledged"
+    assert c is not None and c.audit[0][3]["alarms"] == 2
+    c = manager.suppress([UP], at(3))  # only what was hidden comes back
+    assert [k for k, *_ in actions(c)] == [FL, XS]
+    assert statuses(manager)[LL_] == "unacknowledged"
+
+
+def variant(tmp_path: Path, *edits: tuple[str, str], extra: str = "") -> Catalog:
+    """The test plant with its text edited (each edit must apply) and YAML appended."""
+    text = PLANT.read_text(encoding="utf-8")
+    text = text.replace(
+        "reference: ../../../config/reference", f"reference: {PLANT.parents[3]}/config/reference"
+    )
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    (tmp_path / "plant.yaml").write_text(text + extra, encoding="utf-8")
+    p = load_plant(tmp_path, env={})
+    return Catalog(p, compile_rules(p))
+
+
+def test_a_latching_alarm_is_never_suppressed_so_its_latch_stays(tmp_path: Path) -> None:
+    catalog = variant(tmp_path, ("limits: {l: 20, h: 80,", "limits: {latched: true, l: 20, h: 80,"))
+    assert catalog.by_key(LH).latching  # type: ignore[union-attr]
+    assert [a.key for a in catalog.suppressible("H1.U1")] == [FL, XS]
+    m = AlarmManager(catalog, AlarmSettings())
+    m.edges(edges_of(m, (LH, True, 95.0, 80.0)), at(1))
+    m.command(command(LH, "ack"), at(1.5))
+    m.edges(edges_of(m, (LH, False, 50.0, 80.0)), at(2))
+    assert m.alarms[LH].status == "latched"
+    m.suppress([DOWN], at(3))
+    m.suppress([UP], at(4))
+    assert m.alarms[LH].status == "latched"  # only an operator's reset ends it
+    assert catalog.suppressing_unit(catalog.by_key(LH)) is None  # type: ignore[arg-type]
+
+
+GAS_RATE = (
+    "gas: {gas: CH4, detector: COMBUSTIBLE}",
+    "gas: {gas: CH4, detector: COMBUSTIBLE}\n            rate: {max_per_min: 10}",
+)
+SAFETY_TAGS = """        interlocks:
+          - code: SIS-1
+            name: 合成塔液位低低联锁
+            voting: 1oo1
+            inputs:
+              - {tag: R1.LT-101, op: "<", value: 10, bypass: R1.HS-101}
+            final_element: {tag: P1.XV-101, safe_value: 0}
+"""
+SAFETY_EXTRA = """          - code: HS-101
+            name: 液位联锁旁路开关
+            equipment: R1
+            kind: DISCRETE
+            source: {device: OPC1, node: s=HS-101}
+            state: {alarm_value: 1}
+          - code: XV-101
+            name: 进料切断阀阀位
+            equipment: P1
+            kind: DISCRETE
+            source: {device: OPC1, node: s=XV-101}
+            state: {alarm_value: 1}
+"""
+
+
+def test_no_alarm_of_a_gas_tag_nor_of_a_safety_functions_tags_is_suppressed(tmp_path: Path) -> None:
+    catalog = variant(tmp_path, GAS_RATE)
+    gas_roc = "E1.P1.AT-101:ROC"
+    assert catalog.by_key(gas_roc) is not None and gas_roc not in [
+        a.key for a in catalog.suppressible("H1.U1")
+    ]
+    assert catalog.suppressing_unit(catalog.by_key(gas_roc)) is None  # type: ignore[arg-type]
+    # an interlock's input (LT-101), bypass switch (HS-101) and final element (XV-101)
+    (tmp_path / "b").mkdir()
+    catalog = variant(
+        tmp_path / "b", ("        tags:\n", SAFETY_TAGS + "        tags:\n"), extra=SAFETY_EXTRA
+    )
+    assert (
+        catalog.by_key("E1.R1.HS-101:STATE") is not None and catalog.by_key("E1.P1.XV-101:STATE") is not None
+    )
+    assert [a.key for a in catalog.suppressible("H1.U1")] == [FL, XS]
+    assert catalog.suppressing_unit(catalog.by_key(LH)) is None  # type: ignore[arg-type]
 
 
 def test_while_suppressed_edges_are_tracked_not_announced_and_gas_still_raises(
