@@ -10,7 +10,6 @@ masked (138****1234), so logging one cannot leak them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from core.clock import from_datetime, to_datetime
 from core.plant import HazardSource, Plant
+from core.redact import mask_email, mask_phone
 
 __all__ = [
     "DAY_MIN",
@@ -35,27 +35,6 @@ __all__ = [
 ]
 
 DAY_MIN = 24 * 60
-_MOBILE = re.compile(r"^(\+?86)?(1\d{2})(\d{4})(\d{4})$")
-_LANDLINE = re.compile(r"^(0\d{2,3})(-?)(\d{7,8})$")
-
-
-def mask_phone(phone: str) -> str:
-    """A phone number fit for logs and screens: a mobile keeps its first 3 and last 4 digits
-    (138****1234, +86 kept), a landline its area code and last 2 (0358-*****00); anything else
-    keeps only its last 2 characters."""
-    p = phone.replace(" ", "")
-    if m := _MOBILE.match(p):
-        return f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}"
-    if m := _LANDLINE.match(p):
-        local = m.group(3)
-        return f"{m.group(1)}{m.group(2)}{'*' * (len(local) - 2)}{local[-2:]}"
-    return "*" * max(len(p) - 2, 2) + p[-2:] if len(p) > 2 else "**"
-
-
-def mask_email(email: str) -> str:
-    """``w***@example.com``: the first character of the local part and the domain."""
-    local, at, domain = email.partition("@")
-    return f"{local[:1]}***{at}{domain}" if at else "***"
 
 
 class DeskLevel(StrEnum):

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from core.redact import mask_phone
+
 __all__ = [
     "Message",
     "Notifier",
@@ -122,14 +124,6 @@ def read_secret(setting: str, env_var: str, env: Mapping[str, str] | None = None
     if any(ord(c) < 0x20 or c == "\x7f" for c in value):
         raise NotifierConfigError(f"{setting}: the value of ${env_var} holds a control character")
     return Secret(value)
-
-
-def mask_phone(phone: str) -> str:
-    """138****1234: the first three and last four digits of the national number."""
-    digits = phone.removeprefix("+86") if phone.startswith("+86") else phone
-    if len(digits) < 8:
-        return "*" * len(digits)
-    return f"{digits[:3]}****{digits[-4:]}"
 
 
 @dataclass
