@@ -54,7 +54,7 @@ class PlantChecker(SourceChecks):
         device_ids: dict[str, PathKey] = {}
         equipment_codes: dict[tuple[str, str], PathKey] = {}
         interlocks: list[tuple[str, PathKey, dict[str, Any]]] = []
-        suppressing: list[tuple[str, dict[str, Any], dict[str, Any], PathKey]] = []  # checked last
+        suppressing: list[tuple[str, dict[str, list[str]], dict[str, Any], PathKey]] = []  # checked last
         for i, ent in _items(self.data.get("enterprises")):
             at: PathKey = ("enterprises", i)
             code = ent.get("code")
@@ -85,11 +85,16 @@ class PlantChecker(SourceChecks):
                                 )
                 for t, tag in _items(hs.get("tags")):
                     self._tag(str(code), tag, (*hat, "tags", t), equipment, devices)
-                suppressing += [
-                    (str(code), hs, unit, (*hat, "units", u, "suppress_when"))
+                units = [
+                    (u, unit)
                     for u, unit in _items(hs.get("units"))
                     if isinstance(unit.get("suppress_when"), dict)
                 ]
+                if units:  # one tag map per hazard source, not per unit (1,000 units of 100 tags)
+                    own = _tag_keys_by_code(str(code), hs)
+                    suppressing += [
+                        (str(code), own, unit, (*hat, "units", u, "suppress_when")) for u, unit in units
+                    ]
                 interlocks += [
                     (str(code), (*hat, "interlocks", k), il) for k, il in _items(hs.get("interlocks"))
                 ]
@@ -98,8 +103,8 @@ class PlantChecker(SourceChecks):
             self._interlock(ent_code, il, at)
         for ent_code, key, ref, at in self.rule_refs:
             self._rule_ref(ent_code, key, ref, at)
-        for ent_code, hs, unit, at in suppressing:
-            self._suppress_when(ent_code, hs, unit, at)
+        for ent_code, own, unit, at in suppressing:
+            self._suppress_when(ent_code, own, unit, at)
 
     def _unique(self, seen: dict[str, PathKey], value: Any, at: PathKey, what: str) -> None:
         if not isinstance(value, str):
@@ -289,8 +294,10 @@ class PlantChecker(SourceChecks):
                     at, f"redundant transmitter {ref!r} measures in {other_unit!r}, this one in {unit!r}"
                 )
 
-    def _suppress_when(self, ent: str, hs: dict[str, Any], unit: dict[str, Any], at: PathKey) -> None:
-        """A unit's suppression by design: one comparison, on a tag of its own hazard source."""
+    def _suppress_when(self, ent: str, own: dict[str, list[str]], unit: dict[str, Any], at: PathKey) -> None:
+        """A unit's suppression by design: one comparison, on a tag of its own hazard source
+        (``own``: tag code -> its keys there, made once per hazard source), that can be both
+        true and false: inside the tag's range, of the tag's kind."""
         sw: dict[str, Any] = unit["suppress_when"]
         name = f"unit {unit.get('code')!r}"
         given = [n for n in _SUPPRESS_OPS if sw.get(n) is not None]
@@ -303,15 +310,10 @@ class PlantChecker(SourceChecks):
         ref = sw.get("tag")
         if not isinstance(ref, str):
             return
-        own = {
-            f"{ent}.{t['equipment']}.{t['code']}": t["code"]
-            for _, t in _items(hs.get("tags"))
-            if isinstance(t.get("equipment"), str) and isinstance(t.get("code"), str)
-        }
         if "." in ref:
             key = resolve_key(ent, ref)
         else:  # a bare tag code: the hazard source's one tag of that code
-            keys = [k for k, c in own.items() if c == ref]
+            keys = own.get(ref, [])
             if len(keys) > 1:
                 self.err(
                     (*at, "tag"),
@@ -320,18 +322,58 @@ class PlantChecker(SourceChecks):
                 )
                 return
             key = keys[0] if keys else ref
-        if key not in own:
+        if key not in own.get(key.rpartition(".")[2], ()):
             other = " (it belongs to another hazard source)" if key in self.keys else ""
             self.err((*at, "tag"), f"{name}: unknown tag {ref!r} in this hazard source{other}")
             return
+        kind = self.tag_kind.get(key)
+        if kind == "GAS":
+            self.err(
+                (*at, "tag"),
+                f"{name}: tag {ref!r} is a GAS detector: a leak's reading must never decide that "
+                "the unit is shut down (use a flow, a pressure or a run status)",
+            )
+            return
         if len(given) == 1:
-            v, rng = finite(sw.get(given[0])), self.tag_range.get(key)
-            if v is not None and rng is not None and not rng[0] <= v <= rng[1]:
+            self._suppress_comparison(name, ref, key, kind, given[0], sw.get(given[0]), (*at, given[0]))
+
+    def _suppress_comparison(
+        self, name: str, ref: str, key: str, kind: str | None, op: str, value: Any, at: PathKey
+    ) -> None:
+        """The comparison of a suppress_when on its tag, refused where it is always or never true:
+        a switch is 0 or 1 (equals only), a counter only grows (no below/above), an analog
+        reading never equals a number exactly, and a limit on or past the range's end."""
+        v = finite(value)
+        if v is None:
+            return
+        if kind == "DISCRETE":
+            if op != "equals":
+                self.err(at, f"{name}: tag {ref!r} is DISCRETE: use equals: 0 or equals: 1, not {op}")
+            elif v not in (0, 1):
+                self.err(at, f"{name}: tag {ref!r} is DISCRETE (0 or 1): equals {v:g} is never true")
+            return
+        if kind == "COUNTER":
+            if op != "equals":
                 self.err(
-                    (*at, given[0]),
-                    f"{name}: {v:g} is outside the range [{rng[0]:g}, {rng[1]:g}] of tag {ref!r}: "
-                    "the unit would count as always or never shut down",
+                    at,
+                    f"{name}: tag {ref!r} is a COUNTER (it only accumulates): {op} cannot tell "
+                    "a shut-down unit",
                 )
+            return
+        if op == "equals":
+            self.err(
+                at,
+                f"{name}: tag {ref!r} is {kind}: an analog reading never equals {v:g} exactly "
+                "(use below or above)",
+            )
+            return
+        rng = self.tag_range.get(key)
+        if rng is not None and not rng[0] < v < rng[1]:
+            self.err(
+                at,
+                f"{name}: {op} {v:g} is not strictly inside the range [{rng[0]:g}, {rng[1]:g}] of tag "
+                f"{ref!r}: the unit would count as always or never shut down",
+            )
 
     # --- gas detectors (GB/T 50493-2019) ----------------------------------------------
 
@@ -436,6 +478,16 @@ def _trip(inp: dict[str, Any]) -> Callable[[bool], str]:
 
 def _items(v: Any) -> list[tuple[int, dict[str, Any]]]:
     return [(i, x) for i, x in enumerate(v) if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def _tag_keys_by_code(ent: str, hs: dict[str, Any]) -> dict[str, list[str]]:
+    """The hazard source's tag keys ENTERPRISE.EQUIPMENT.CODE by tag code."""
+    out: dict[str, list[str]] = {}
+    for _, t in _items(hs.get("tags")):
+        eq, code = t.get("equipment"), t.get("code")
+        if isinstance(eq, str) and isinstance(code, str):
+            out.setdefault(code, []).append(f"{ent}.{eq}.{code}")
+    return out
 
 
 def check_plant(data: dict[str, Any], source: SourceMap, ref: GasReference) -> list[ConfigIssue]:
