@@ -16,7 +16,8 @@ Suppression by design: after the edges and SIF changes, each unit declaring ``su
 ``on_suppression`` gets the units whose condition changed since reported and stayed so for the
 unit's ``on_delay_s`` (to suppressed) or ``off_delay_s`` (back), on the engine's clock; each
 unit's first known state is reported at once, once. A tag whose value is BAD, NaN or never
-received changes nothing and restarts a running delay: the unit keeps the state last reported
+received, infinite, or out of its range beyond the OUT_OF_RANGE margin (a failed transmitter
+reads GOOD -5 on [0, 100]) changes nothing and restarts a running delay: the unit keeps the state last reported
 (a transmitter failing during a shutdown must not re-annunciate the whole unit, nor one failing
 in operation hide it). Its timeliness is not judged here: a
 stale tag keeps its last value (its STALE alarm says so, and is never suppressed).
@@ -44,7 +45,7 @@ from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
 from core.clock import US_PER_S, Clock
 from core.conditions import ConditionEdges, RuleKind
-from core.plant import Plant, resolve_key
+from core.plant import DataQuality, Plant, Tag, resolve_key
 from rules import EngineSnapshot, RuleEngine
 from rules.interlock import SIF_DISABLED, SIF_UNKNOWN
 
@@ -226,17 +227,19 @@ class UnitConditions:
         self.units: list[str] = []  # HAZARD_SOURCE.UNIT
         self.reasons: list[str] = []
         self.tag_keys: list[str] = []
-        tags, ops, limits, on_s, off_s = [], [], [], [], []
+        tags, ops, limits, on_s, off_s, lows, highs = [], [], [], [], [], [], []
         for ent in plant.enterprises:
             for hs in ent.hazard_sources:
+                if not any(u.suppress_when for u in hs.units):
+                    continue
+                by_key = {t.key: t for t in hs.tags}
+                by_code = {t.code: t.key for t in reversed(hs.tags)}  # plant_checks: one per code
                 for unit in hs.units:
                     sw = unit.suppress_when
                     if sw is None:
                         continue
-                    if "." in sw.tag:
-                        key = resolve_key(ent.code, sw.tag)
-                    else:  # a bare code: the hazard source's tag of that code (plant_checks: one)
-                        key = next((t.key for t in hs.tags if t.code == sw.tag), sw.tag)
+                    # a bare code: the hazard source's tag of that code (plant_checks: one)
+                    key = resolve_key(ent.code, sw.tag) if "." in sw.tag else by_code.get(sw.tag, sw.tag)
                     tag = index.get(key)
                     if tag is None:  # plant_checks refuses it; a tag left out of the registry
                         log.error(
@@ -254,11 +257,18 @@ class UnitConditions:
                     limits.append(limit)
                     on_s.append(sw.on_delay_s)
                     off_s.append(sw.off_delay_s)
+                    low, high = _believable(by_key.get(key))
+                    lows.append(low)
+                    highs.append(high)
         self.tag = np.array(tags, np.int64)
         self.op = np.array(ops, np.int8)
         self.limit = np.array(limits, np.float64)
         self.on_us = np.round(np.array(on_s, np.float64) * US_PER_S).astype(np.int64)
         self.off_us = np.round(np.array(off_s, np.float64) * US_PER_S).astype(np.int64)
+        # the readings believed: inside the range with the OUT_OF_RANGE margin (a transmitter failed
+        # low reads -5 on [0, 100] with GOOD quality: it must not shut a running unit down)
+        self.low = np.array(lows, np.float64)
+        self.high = np.array(highs, np.float64)
         self.reported = np.full(len(tags), -1, np.int8)  # -1: not reported yet, else 0/1
         self.since = np.full(len(tags), _NOT_PENDING, np.int64)  # when the pending change began
 
@@ -268,10 +278,13 @@ class UnitConditions:
     def changes(self, value: np.ndarray, valid: np.ndarray, now_us: int) -> tuple[SuppressionChange, ...]:
         """The units whose condition differs from the one last reported, for their delay by
         ``now_us`` (first known states at once); marked reported. A unit whose tag is not valid
-        keeps its state, and its delay starts again."""
+        keeps its state, and its delay starts again; so does one whose value is not finite or is
+        out of the tag's range (beyond the OUT_OF_RANGE margin: a failed transmitter)."""
         if not len(self.units):
             return ()
-        v, ok = value[self.tag], valid[self.tag]
+        v = value[self.tag]
+        with np.errstate(invalid="ignore"):
+            ok = valid[self.tag] & np.isfinite(v) & (v >= self.low) & (v <= self.high)
         on = np.where(
             self.op == self._BELOW,
             v < self.limit,
@@ -290,6 +303,17 @@ class UnitConditions:
             SuppressionChange(self.units[i], bool(on[i]), self.reasons[i], self.tag_keys[i], float(v[i]))
             for i in moved.tolist()
         )
+
+
+def _believable(tag: Tag | None) -> tuple[float, float]:
+    """The values of ``tag`` a unit's condition believes: its range widened by the margin its
+    OUT_OF_RANGE alarm allows (rules.compile), any finite value for a tag without a range."""
+    if tag is None or tag.range is None:
+        return -np.inf, np.inf
+    lo, hi = tag.range
+    pct = tag.data_quality.range_margin_pct if tag.data_quality else DataQuality().range_margin_pct
+    margin = pct / 100 * (hi - lo)
+    return lo - margin, hi + margin
 
 
 class RuleMetrics(Collector):

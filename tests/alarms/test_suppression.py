@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from alarms.journal import Commit
@@ -342,6 +343,42 @@ async def test_sink_reports_the_first_state_once_then_changes_and_holds_on_bad(m
     assert reported[-1] == (SuppressionChange("H1.U1", False, "装置停车", "E1.R1.FI-101", 50.0),)
     assert [o.alarm_key for o in commits[-1].outbox] == [LH]
     assert statuses(manager)[LH] == "unacknowledged" and statuses(manager)[XS] == "normal"
+
+
+@pytest.mark.parametrize(
+    ("reading", "suppressed"),
+    [
+        (-5.0, None),  # failed low on [0, 100]: beyond the OUT_OF_RANGE margin (1.25 %)
+        (-1.3, None),
+        (float("-inf"), None),
+        (float("nan"), None),
+        (-1.2, True),  # inside the margin: a reading of a stopped flow
+        (0.2, True),
+    ],
+)
+def test_a_reading_out_of_the_tags_range_or_not_finite_holds_the_unit_like_a_bad_one(
+    reading: float, suppressed: bool | None
+) -> None:
+    units = UnitConditions(plant(), rules().tag_keys)
+    flow = rules().tag_keys.index("E1.R1.FI-101")
+    value = np.full(len(rules().tag_keys), 1.0)
+    valid = np.ones(len(value), bool)
+    value[flow] = 50.0
+    assert [c.suppressed for c in units.changes(value, valid, at(1)) if c.unit == "H1.U1"] == [False]
+    value[flow] = reading  # GOOD quality: the hub calls it valid
+    got = [c.suppressed for c in units.changes(value, valid, at(2)) if c.unit == "H1.U1"]
+    assert got == ([] if suppressed is None else [suppressed])
+
+
+def test_a_reading_not_finite_holds_a_unit_whose_tag_has_no_range() -> None:
+    units = UnitConditions(plant(), rules().tag_keys)
+    status = rules().tag_keys.index("E1.K1.XS-301")  # DISCRETE; U3 is shut down while it is 0
+    value, valid = np.zeros(len(rules().tag_keys)), np.ones(len(rules().tag_keys), bool)
+    assert [c.suppressed for c in units.changes(value, valid, at(1)) if c.unit == "H1.U3"] == [True]
+    for reading in (float("inf"), float("-inf")):
+        value[status] = reading
+        for now in (at(100), at(200)):  # past its off_delay_s too
+            assert [c for c in units.changes(value, valid, now) if c.unit == "H1.U3"] == []
 
 
 async def test_sink_waits_for_the_units_on_and_off_delays_and_a_bad_reading_restarts_them(
