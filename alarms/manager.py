@@ -143,13 +143,15 @@ class SuppressionChange:
 
     def detail(self) -> dict[str, Any]:
         """The journal rows' and the audit row's detail; its reason goes into the messages."""
-        now = f"{self.tag} = {self.value:g}"
+        # a state rebuilt from the stored rows after a restart has no value that decided it
+        now = f"{self.tag} = {self.value:g}" if math.isfinite(self.value) else f"{self.tag} (stored)"
         zh, en = (
             (f"{self.reason}：{now}", f"{self.reason}: {now}")
             if self.suppressed
             else (f"解除设计抑制：{now}", f"suppression by design ended: {now}")
         )
-        return {"unit": self.unit, "tag": self.tag, "value": self.value, "reason": en, "reason_zh": zh}
+        value = self.value if math.isfinite(self.value) else None
+        return {"unit": self.unit, "tag": self.tag, "value": value, "reason": en, "reason_zh": zh}
 
 
 class AlarmManager:
@@ -168,8 +170,9 @@ class AlarmManager:
         self.alarms: dict[str, AlarmRow] = dict(alarms or {})
         # the shelved ones, which the timer looks at every second (not every alarm ever raised)
         self.shelved: set[str] = {k for k, a in self.alarms.items() if a.status == Status.SHELVED}
-        # units suppressed by design as last reported (unit -> the change): a restore re-suppresses
-        self.suppressed_units: dict[str, SuppressionChange] = {}
+        # units suppressed by design as last reported (unit -> the change): a restore re-suppresses;
+        # after a restart, those of the stored rows until the first evaluation reports them again
+        self.suppressed_units: dict[str, SuppressionChange] = self._stored_suppressions()
         self._labels: dict[str, tuple[AlarmDef, RowLabels]] = {}
         self._max_shelve_us = {
             Priority.CRITICAL: settings.max_shelve_min_critical * _US_PER_MIN,
@@ -177,6 +180,20 @@ class AlarmManager:
             Priority.MEDIUM: settings.max_shelve_min_medium * _US_PER_MIN,
             Priority.LOW: settings.max_shelve_min_low * _US_PER_MIN,
         }
+
+    def _stored_suppressions(self) -> dict[str, SuppressionChange]:
+        """The units the stored rows show suppressed by design (an alarm still hidden by its
+        unit's ``suppress_when``), so that a restore before the first evaluation re-suppresses."""
+        out: dict[str, SuppressionChange] = {}
+        for key, row in self.alarms.items():
+            if row.status != Status.SUPPRESSED:
+                continue
+            alarm = self.catalog.by_key(key)
+            unit = self.catalog.suppressing_unit(alarm) if alarm is not None else None
+            if unit is not None and unit not in out:
+                tag, reason = self.catalog.suppress_when_of(unit)
+                out[unit] = SuppressionChange(unit, True, row.reason or reason, tag, math.nan)
+        return out
 
     def row_labels(self, alarm: AlarmDef) -> RowLabels:
         """The fields of the alarm's row that come from its definition: key, enterprise, county,

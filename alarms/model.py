@@ -241,7 +241,23 @@ class Catalog:
             return None
         return self._suppressing_tags.get(alarm.subject)
 
+    def suppress_when_of(self, unit: str) -> tuple[str, str]:
+        """The key of the tag a unit's ``suppress_when`` reads and its reason."""
+        return self._suppress_when[unit]
+
     # --- lookup tables, made on first use -------------------------------------------------
+
+    @cached_property
+    def _suppress_when(self) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        for ent in self.plant.enterprises:
+            for hs in ent.hazard_sources:
+                by_code = {t.code: t.key for t in reversed(hs.tags)}
+                for u in hs.units:
+                    if (sw := u.suppress_when) is not None:
+                        key = resolve_key(ent.code, sw.tag) if "." in sw.tag else by_code.get(sw.tag, sw.tag)
+                        out[f"{hs.code}.{u.code}"] = (key, sw.reason)
+        return out
 
     @cached_property
     def _index(self) -> dict[str, int]:

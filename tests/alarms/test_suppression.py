@@ -264,6 +264,24 @@ def test_a_removed_alarm_stays_removed_and_is_suppressed_again_when_restored(
     assert c.outbox == () and c.commands[0].result == "suppressed"
 
 
+def test_after_a_restart_a_restored_alarm_of_a_unit_stored_suppressed_is_suppressed_again(
+    manager: AlarmManager,
+) -> None:
+    manager.edges(edges_of(manager, (LH, True, 95.0, 80.0)), at(1))
+    manager.command(command(LH, "remove", reason="变送器检修"), at(2))
+    manager.suppress([DOWN], at(3))
+    # the state as loaded; the unit's tag not read yet (or BAD): no report before the restore
+    again = AlarmManager(manager.catalog, AlarmSettings(), seq=manager.seq, alarms=manager.alarms)
+    assert set(again.suppressed_units) == {"H1.U1"}
+    c = again.command(command(LH, "restore"), at(4))
+    assert actions(c)[-1] == (LH, "SUPPRESSED", "unacknowledged", "suppressed")
+    assert c.outbox == () and c.commands[0].result == "suppressed"
+    assert c.journal[-1].detail["value"] is None and c.journal[-1].detail["tag"] == "E1.R1.FI-101"
+    assert again.alarms[LH].reason == "装置停车"
+    # a unit stored running, or whose alarms no suppress_when hides any more, is not rebuilt
+    assert AlarmManager(manager.catalog, AlarmSettings(), alarms={}).suppressed_units == {}
+
+
 def test_an_alarm_no_unit_hides_any_more_is_released_at_start(manager: AlarmManager) -> None:
     manager.suppress([DOWN], at(1))
     stored = dict(manager.alarms)
