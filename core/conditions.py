@@ -196,6 +196,10 @@ class ConditionEdges:
             return parts[0]
         return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in _EDGE_DTYPES))
 
+    def select(self, mask: np.ndarray) -> ConditionEdges:
+        """The edges where ``mask`` (bool, one per edge) is true, in their order."""
+        return ConditionEdges(*(getattr(self, n)[mask] for n in _EDGE_DTYPES))
+
     def by_rule(self) -> ConditionEdges:
         """The same edges, stably ordered by rule."""
         if len(self) < 2:

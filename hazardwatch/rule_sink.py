@@ -131,10 +131,13 @@ class RuleSink:
         return True
 
     def _emit(self, edges: ConditionEdges) -> None:
-        """Edges, SIF changes and units' suppression, in the order that announces least: a unit
-        shut down in this batch is suppressed before its edges (the shutdown's own alarms are
-        tracked, not announced), one back in operation is unsuppressed after them (alarms that
-        cleared with the start-up are not announced again first)."""
+        """Edges, SIF changes and units' suppression, in the order that announces least without
+        hiding what came first: a unit shut down in this batch is suppressed after the batch's
+        edges timestamped before the sample that shut it down (a catch-up batch after a link
+        outage holds alarms of the unit still running: they are announced) and before the others
+        (the shutdown's own alarms are tracked, not announced); one back in operation is
+        unsuppressed after all of them (alarms that cleared with the start-up are not announced
+        again first)."""
         self._log(edges)
         hide: tuple[SuppressionChange, ...] = ()
         show: tuple[SuppressionChange, ...] = ()
@@ -142,12 +145,32 @@ class RuleSink:
             changes = self.suppression.changes(self.engine.value, self.engine.valid, self.clock.now_us())
             hide = tuple(c for c in changes if c.suppressed)
             show = tuple(c for c in changes if not c.suppressed)
-        self._report_suppression(hide)
+        if hide and self.suppression is not None:
+            edges = self._hide_in_time(edges, hide, self.suppression)
+        else:
+            self._report_suppression(hide)
         if self.on_edges is not None and len(edges):
             self.on_edges(edges)
         if self.on_sif is not None:
             self._report_sif(self.on_sif)
         self._report_suppression(show)
+
+    def _hide_in_time(
+        self, edges: ConditionEdges, hide: tuple[SuppressionChange, ...], units: UnitConditions
+    ) -> ConditionEdges:
+        """Reports the edges before each hiding unit's deciding sample, then that unit's hide,
+        in time order; returns the edges left (at or after the last one's sample)."""
+        when: dict[int, list[SuppressionChange]] = {}
+        for c in hide:
+            when.setdefault(units.decided_at(c, self.engine.ts), []).append(c)
+        for ts in sorted(when):
+            if self.on_edges is not None and len(edges):
+                early = edges.ts < ts
+                if early.any():
+                    self.on_edges(edges.select(early))
+                    edges = edges.select(~early)
+            self._report_suppression(tuple(when[ts]))
+        return edges
 
     def _report_suppression(self, changes: tuple[SuppressionChange, ...]) -> None:
         if not changes or self.on_suppression is None:
@@ -269,11 +292,17 @@ class UnitConditions:
         # low reads -5 on [0, 100] with GOOD quality: it must not shut a running unit down)
         self.low = np.array(lows, np.float64)
         self.high = np.array(highs, np.float64)
+        self._index = {u: i for i, u in enumerate(self.units)}
         self.reported = np.full(len(tags), -1, np.int8)  # -1: not reported yet, else 0/1
         self.since = np.full(len(tags), _NOT_PENDING, np.int64)  # when the pending change began
 
     def __len__(self) -> int:
         return len(self.units)
+
+    def decided_at(self, change: SuppressionChange, ts: np.ndarray) -> int:
+        """The time of the condition tag's sample that decided ``change`` (``ts``: the engine's
+        per-tag sample times, indexed like ``tag_keys``)."""
+        return int(ts[self.tag[self._index[change.unit]]])
 
     def changes(self, value: np.ndarray, valid: np.ndarray, now_us: int) -> tuple[SuppressionChange, ...]:
         """The units whose condition differs from the one last reported, for their delay by

@@ -399,6 +399,23 @@ def test_a_reading_not_finite_holds_a_unit_whose_tag_has_no_range() -> None:
             assert [c for c in units.changes(value, valid, now) if c.unit == "H1.U3"] == []
 
 
+async def test_sink_announces_an_alarm_of_a_batch_that_came_on_before_the_samples_shutdown(
+    manager: AlarmManager,
+) -> None:
+    clock = FakeClock(at(10))
+    sink, commits, reported = sink_into(manager, clock)
+    await sink.write(batch(rules(), ("R1.FI-101", 1, 50), ("R1.LT-101", 1, 50), ("P1.XS-101", 1, 1)))
+    # one catch-up batch: the level high at t=2 while running (flow 50), the unit stops at t=5
+    await sink.write(batch(rules(), ("R1.LT-101", 2, 95), ("R1.FI-101", 2, 50), ("R1.FI-101", 5, 0.1)))
+    assert reported[-1] == (SuppressionChange("H1.U1", True, "装置停车", "E1.R1.FI-101", 0.1),)
+    raised, hidden, tracked = commits[-3:]
+    assert actions(raised) == [(LH, "RAISED", "normal", "unacknowledged")]
+    assert [o.alarm_key for o in raised.outbox] == [LH]
+    assert [k for k, *_ in actions(hidden)] == [FL, LL_, XS]  # LH awaits its acknowledgement
+    assert actions(tracked) == [(FL, "CONDITION", "suppressed", "suppressed")] and tracked.outbox == ()
+    assert [j.at_us for c in commits for j in c.journal if j.alarm_key == LH] == [at(2)]
+
+
 async def test_sink_waits_for_the_units_on_and_off_delays_and_a_bad_reading_restarts_them(
     manager: AlarmManager,
 ) -> None:
