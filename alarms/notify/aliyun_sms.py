@@ -38,7 +38,7 @@ from alarms.notify import (
     mask_phone,
     read_secret,
 )
-from alarms.notify.sms import SmsTemplate, exchange, national_number, redact
+from alarms.notify.sms import SmsGateway, SmsTemplate, exchange, national_number, redact
 
 __all__ = ["PERMANENT_CODES", "RETRYABLE_CODES", "AliyunSms", "AliyunSmsConfig", "acs3_authorization"]
 
@@ -131,8 +131,10 @@ def acs3_authorization(
     )
 
 
-class AliyunSms:
+class AliyunSms(SmsGateway):
     """``Notifier`` for Aliyun SMS; ``transport`` (connection pool) may be shared with other notifiers."""
+
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -146,37 +148,17 @@ class AliyunSms:
         for setting in ("sign_name", "template_code"):
             if not getattr(config, setting).strip():
                 raise NotifierConfigError(f"{PROVIDER}: {setting} is empty")
-        url = httpx.URL(config.endpoint)
-        if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/") or url.query:
-            raise NotifierConfigError(
-                f"{PROVIDER}: endpoint must be http(s)://host[:port], got {config.endpoint!r}"
-            )
-        if config.timeout_s <= 0:
-            raise NotifierConfigError(f"{PROVIDER}: timeout_s must be positive")
+        super().__init__(config.endpoint, config.timeout_s, transport)
         self.config = config
         self.template = SmsTemplate(PROVIDER, config.template_params, config.max_param_chars)
         self._key_id = read_secret(f"{PROVIDER}.access_key_id", config.access_key_id_env, env)
         self._key_secret = read_secret(f"{PROVIDER}.access_key_secret", config.access_key_secret_env, env)
-        self._base = f"{url.scheme}://{url.netloc.decode('ascii')}"
-        self._host = url.netloc.decode("ascii")
-        self._transport = transport or httpx.AsyncHTTPTransport()
-        self._own_transport = transport is None
+        self._base = f"{self.url.scheme}://{self._host}"
         self._clock = clock
         self._nonce = nonce
 
     def __repr__(self) -> str:
         return f"AliyunSms(endpoint={self._base!r}, template_code={self.config.template_code!r})"
-
-    async def aclose(self) -> None:
-        if self._own_transport:
-            await self._transport.aclose()
-
-    async def send(self, message: Message) -> Receipt:
-        try:
-            return await self._send(message)
-        except (RetryableError, PermanentError) as exc:
-            log.debug("%s", exc)  # logged once, by the dispatcher stage that decides what to do
-            raise
 
     async def _send(self, message: Message) -> Receipt:
         values = self.template.values(message)

@@ -8,6 +8,7 @@ a provider's own error message is passed through ``redact`` first.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,10 +16,19 @@ from typing import Any
 
 import httpx
 
-from alarms.notify import Message, NotifierConfigError, PermanentError, RetryableError, Secret, mask_phone
+from alarms.notify import (
+    Message,
+    NotifierConfigError,
+    PermanentError,
+    Receipt,
+    RetryableError,
+    Secret,
+    mask_phone,
+)
 
-__all__ = ["SmsTemplate", "exchange", "national_number", "redact"]
+__all__ = ["SmsGateway", "SmsTemplate", "exchange", "national_number", "redact"]
 
+log = logging.getLogger(__name__)
 _MAINLAND_MOBILE = re.compile(r"1[3-9]\d{9}")
 
 
@@ -143,3 +153,43 @@ async def exchange(
     if not isinstance(payload, dict):
         raise PermanentError(provider, f"HTTP_{status}", "the answer is not a JSON object")
     return status, payload
+
+
+class SmsGateway:
+    """What an HTTP SMS channel shares: its transport (its own, closed by ``aclose``, or one shared
+    with other notifiers and left open), the checks of an endpoint and a timeout, and ``send``
+    around the channel's ``_send``, which logs a failure at DEBUG only (the dispatcher stage that
+    decides what to do logs it once)."""
+
+    provider = "sms"
+
+    def __init__(self, endpoint: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> None:
+        self.url = httpx.URL(endpoint)
+        if (
+            self.url.scheme not in ("http", "https")
+            or not self.url.host
+            or self.url.path not in ("", "/")
+            or self.url.query
+        ):
+            raise NotifierConfigError(
+                f"{self.provider}: endpoint must be http(s)://host[:port], got {endpoint!r}"
+            )
+        if not timeout_s > 0:
+            raise NotifierConfigError(f"{self.provider}: timeout_s must be positive")
+        self._host = self.url.netloc.decode("ascii")
+        self._transport = transport or httpx.AsyncHTTPTransport()
+        self._own_transport = transport is None
+
+    async def aclose(self) -> None:
+        if self._own_transport:
+            await self._transport.aclose()
+
+    async def send(self, message: Message) -> Receipt:
+        try:
+            return await self._send(message)
+        except (RetryableError, PermanentError) as exc:
+            log.debug("%s", exc)
+            raise
+
+    async def _send(self, message: Message) -> Receipt:
+        raise NotImplementedError

@@ -33,7 +33,7 @@ from alarms.notify import (
     mask_phone,
     read_secret,
 )
-from alarms.notify.sms import SmsTemplate, exchange, national_number, redact
+from alarms.notify.sms import SmsGateway, SmsTemplate, exchange, national_number, redact
 
 __all__ = ["RETRYABLE_PREFIXES", "TencentSms", "TencentSmsConfig", "tc3_authorization"]
 
@@ -101,8 +101,10 @@ def tc3_authorization(
     )
 
 
-class TencentSms:
+class TencentSms(SmsGateway):
     """``Notifier`` for Tencent Cloud SMS; ``transport`` (connection pool) may be shared with other notifiers."""
+
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -116,37 +118,17 @@ class TencentSms:
         for setting in ("sms_sdk_app_id", "sign_name", "template_id", "region"):
             if not getattr(config, setting).strip():
                 raise NotifierConfigError(f"{PROVIDER}: {setting} is empty")
-        url = httpx.URL(config.endpoint)
-        if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/") or url.query:
-            raise NotifierConfigError(
-                f"{PROVIDER}: endpoint must be http(s)://host[:port], got {config.endpoint!r}"
-            )
-        if config.timeout_s <= 0:
-            raise NotifierConfigError(f"{PROVIDER}: timeout_s must be positive")
+        super().__init__(config.endpoint, config.timeout_s, transport)
         self.config = config
         self.template = SmsTemplate(PROVIDER, config.template_params, config.max_param_chars)
         self._secret_id = read_secret(f"{PROVIDER}.secret_id", config.secret_id_env, env)
         self._secret_key = read_secret(f"{PROVIDER}.secret_key", config.secret_key_env, env)
-        self._host = url.netloc.decode("ascii")
-        self._url = f"{url.scheme}://{self._host}/"
+        self._url = f"{self.url.scheme}://{self._host}/"
         self._service = service
-        self._transport = transport or httpx.AsyncHTTPTransport()
-        self._own_transport = transport is None
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"TencentSms(endpoint={self._url!r}, template_id={self.config.template_id!r})"
-
-    async def aclose(self) -> None:
-        if self._own_transport:
-            await self._transport.aclose()
-
-    async def send(self, message: Message) -> Receipt:
-        try:
-            return await self._send(message)
-        except (RetryableError, PermanentError) as exc:
-            log.debug("%s", exc)  # logged once, by the dispatcher stage that decides what to do
-            raise
 
     async def _send(self, message: Message) -> Receipt:
         values = self.template.values(message)
