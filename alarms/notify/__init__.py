@@ -23,6 +23,7 @@ from typing import Protocol
 from core.redact import mask_phone
 
 __all__ = [
+    "AlarmEvent",
     "Message",
     "Notifier",
     "NotifierConfigError",
@@ -38,13 +39,29 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class AlarmEvent:
+    """The alarm event a message announces, as its outbox row has it (alarms.journal.OutboxRow) plus
+    when it happened: for channels that carry the event itself (webhook, MQTT, file) rather than text."""
+
+    alarm_key: str
+    event: str  # raised | reraised | resolved
+    priority: str
+    labels: tuple[tuple[str, str | None], ...]  # pairs, so that a Message stays hashable
+    message_zh: str
+    message_en: str
+    at_us: int  # when it happened (the journal row's time), microseconds since the Unix epoch
+
+
+@dataclass(frozen=True)
 class Message:
     """One notification to one recipient: template parameters by name (in template order) and the
-    idempotency key the dispatcher derives from (alarm event, recipient, channel)."""
+    idempotency key the dispatcher derives from (alarm event, recipient, channel). ``event`` is the
+    alarm event for channels that send it whole; None for a summary of several (a flood)."""
 
     recipient: str
     params: tuple[tuple[str, str], ...]
     idempotency_key: str
+    event: AlarmEvent | None = None
 
     def __repr__(self) -> str:  # the phone number is personal data (issue 12 item 2)
         return f"Message(recipient={mask_phone(self.recipient)!r}, idempotency_key={self.idempotency_key!r})"
@@ -70,7 +87,12 @@ class NotifyError(Exception):
 
 
 class RetryableError(NotifyError):
-    """The same message may succeed if sent again later."""
+    """The same message may succeed if sent again later; not before ``retry_after_s`` seconds when the
+    provider said so (HTTP Retry-After), None when it did not."""
+
+    def __init__(self, provider: str, code: str, detail: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(provider, code, detail)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentError(NotifyError):
