@@ -1,0 +1,316 @@
+"""Alarm events over MQTT (paho-mqtt, protocol 5): each event as JSON with QoS 1 on
+``<prefix>/<enterprise>/<hazard_source>/alarm/<tag-or-interlock>`` and the alarm's state after it retained on
+``.../state``; ``send`` returns only after the broker's PUBACK for both, so "sent" means the broker has it.
+
+Threading: paho's network loop runs in one daemon thread per notifier that this module drives itself
+(``client.loop``), not paho's ``loop_start``/``loop_forever``: their reconnect delay has no jitter, and many
+plants losing one bureau broker together must not come back in step (core.backoff). PUBACKs reach the
+asyncio side with ``call_soon_threadsafe``, so futures are only touched on the event loop: no lock is held
+across paho's own (paho calls ``on_publish`` holding its message mutex).
+
+Failures: not connected, connection lost before the PUBACK, or no PUBACK within ``puback_timeout_s`` →
+``RetryableError``; a packet over the broker's Maximum Packet Size (CONNACK) or ``max_payload_bytes``, a
+PUBACK with a failure reason code (not authorised, quota) or a bad topic segment → ``PermanentError``.
+Delivery is at least once: paho resends an unacknowledged publish after a reconnect and the dispatcher
+retries a timeout, so a consumer deduplicates on the payload's ``idempotency_key``.
+
+Topic segments (enterprise, hazard source, tag or interlock codes, prefix levels) are refused, never mapped:
+a mapped ``A/B`` and ``A_B`` would share a topic. Refused: empty, ``+``, ``#``, ``/``, NUL or any C0
+control, and a leading ``$`` (reserved for broker topics such as ``$SYS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alarms.notify import (
+    AlarmEvent,
+    Message,
+    NotifierConfigError,
+    PermanentError,
+    Receipt,
+    RetryableError,
+    Secret,
+    read_secret,
+)
+from core.backoff import Backoff
+
+__all__ = ["MqttConfig", "MqttNotifier", "alarm_topic"]
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "mqtt"
+ACTIVE_EVENTS = frozenset({"raised", "reraised"})
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "hazardwatch-notify"
+    topic_prefix: str = "hazardwatch"  # a target's address (Message.recipient) replaces it when given
+    username: str = ""
+    password_env: str = ""  # e.g. HW_MQTT_PASSWORD (or HW_MQTT_PASSWORD_FILE); "" = no password
+    ca_file: str = ""  # TLS when set; cert_file/key_file add a client certificate
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 30
+    connect_timeout_s: float = 5.0
+    puback_timeout_s: float = 10.0
+    max_payload_bytes: int = 256 * 1024  # our own cap; the broker's Maximum Packet Size applies too
+    reconnect: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0, jitter=0.5, spread="below"))
+
+
+def _check_segment(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} is missing or empty")
+    bad = sorted({c for c in value if c in "+#/" or ord(c) < 0x20 or c == "\x7f"})
+    if bad:
+        raise ValueError(f"{what} {value!r} holds {', '.join(repr(c) for c in bad)}, not allowed in a topic")
+    if value.startswith("$"):
+        raise ValueError(f"{what} {value!r} starts with '$' (broker topics)")
+    return value
+
+
+def _check_prefix(prefix: str) -> str:
+    for level in prefix.split("/"):
+        _check_segment(level, f"topic prefix {prefix!r}: level")
+    return prefix
+
+
+def alarm_topic(prefix: str, event: AlarmEvent) -> str:
+    """The event topic of ``event``; ValueError naming the label that cannot be a topic segment."""
+    labels = dict(event.labels)
+    subject = "tag" if labels.get("tag") else "interlock"
+    parts = [
+        _check_segment(labels.get(name), f"alarm {event.alarm_key!r}: label {name!r}")
+        for name in ("enterprise", "hazard_source", subject)
+    ]
+    return f"{_check_prefix(prefix)}/{parts[0]}/{parts[1]}/alarm/{parts[2]}"
+
+
+def _packet_bytes(topic: str, payload: bytes) -> int:
+    # PUBLISH QoS 1: topic (2 + n), packet id 2, property length 1 (none), payload; then the fixed header.
+    remaining = 2 + len(topic.encode()) + 2 + 1 + len(payload)
+    return (
+        1
+        + (1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4)
+        + remaining
+    )
+
+
+class MqttNotifier:
+    """``Notifier`` publishing alarm events to one broker; ``start`` connects, ``aclose`` disconnects."""
+
+    def __init__(self, config: MqttConfig, *, env: Mapping[str, str] | None = None) -> None:
+        if not config.host.strip() or not 0 < config.port < 65536:
+            raise NotifierConfigError(
+                f"{PROVIDER}: host/port: {config.host!r}:{config.port} is not an address"
+            )
+        for setting in ("connect_timeout_s", "puback_timeout_s", "max_payload_bytes", "keepalive_s"):
+            if getattr(config, setting) <= 0:
+                raise NotifierConfigError(f"{PROVIDER}: {setting} must be positive")
+        try:
+            _check_prefix(config.topic_prefix)
+        except ValueError as exc:
+            raise NotifierConfigError(f"{PROVIDER}: topic_prefix: {exc}") from None
+        for setting in ("ca_file", "cert_file", "key_file"):
+            path = getattr(config, setting)
+            if path and not Path(path).is_file():
+                raise NotifierConfigError(f"{PROVIDER}: {setting}: no file {path}")
+        if bool(config.cert_file) != bool(config.key_file) or (config.cert_file and not config.ca_file):
+            raise NotifierConfigError(f"{PROVIDER}: cert_file and key_file go together, with ca_file")
+        self.config = config
+        self._password: Secret | None = None
+        if config.password_env:
+            self._password = read_secret(f"{PROVIDER}.password", config.password_env, env)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5)
+        client.connect_timeout = config.connect_timeout_s
+        if config.username:
+            client.username_pw_set(config.username, self._password.reveal() if self._password else None)
+        if config.ca_file:
+            client.tls_set(config.ca_file, config.cert_file or None, config.key_file or None)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._first_attempt = threading.Event()
+        self._attempt = 0
+        self._down = False
+        self._broker_max_packet: int | None = None
+        self._last_refusal = ""
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._state_at_us: dict[str, int] = {}  # retained state never goes back in time (a late retry)
+
+    def __repr__(self) -> str:
+        return f"MqttNotifier({self.config.host}:{self.config.port}, client_id={self.config.client_id!r})"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Start the network thread; returns after the first connection attempt (connected or not)."""
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.config.host}", daemon=True)
+            self._thread.start()
+        await asyncio.to_thread(self._first_attempt.wait, self.config.connect_timeout_s + 1)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    # ---- the network thread
+
+    def _run(self) -> None:
+        c = self.config
+        self._client.connect_async(c.host, c.port, c.keepalive_s)
+        while not self._stop.is_set():
+            try:
+                self._client.reconnect()
+                while not self._stop.is_set() and self._client.loop(0.1) == mqtt.MQTT_ERR_SUCCESS:
+                    pass
+            except OSError as exc:  # refused, unreachable, TLS handshake (ssl.SSLError is an OSError)
+                self._last_refusal = type(exc).__name__
+            self._first_attempt.set()
+            if self._stop.is_set():
+                break
+            if not self._down:  # logged on the transition, not on every attempt
+                why = self._last_refusal or "connection lost"
+                log.warning("%s %s:%s: not connected (%s); reconnecting", PROVIDER, c.host, c.port, why)
+                self._down = True
+            self._stop.wait(c.reconnect.delay(self._attempt))
+            self._attempt += 1
+        self._client.disconnect()
+        self._connected.clear()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._first_attempt.set()
+        if reason.is_failure:
+            self._last_refusal = f"CONNACK {reason}"  # e.g. "Not authorized": never the credentials
+            return
+        self._broker_max_packet = getattr(props, "MaximumPacketSize", None)
+        self._attempt = 0
+        self._last_refusal = ""
+        self._connected.set()
+        if self._down:
+            log.info("%s %s:%s: connected again", PROVIDER, self.config.host, self.config.port)
+            self._down = False
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected.clear()
+        self._to_loop(self._fail_waiting)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._to_loop(self._acked, mid, reason)
+
+    def _to_loop(self, callback: Any, *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    # ---- the event loop
+
+    def _acked(self, mid: int, reason: Any) -> None:
+        future = self._waiting.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(reason)
+
+    def _fail_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(
+                    RetryableError(PROVIDER, "CONNECTION_LOST", "the connection closed before the PUBACK")
+                )
+
+    async def send(self, message: Message) -> Receipt:
+        event = message.event
+        if event is None:
+            raise PermanentError(PROVIDER, "NO_EVENT", "MQTT carries one alarm event; this message has none")
+        try:
+            topic = alarm_topic(message.recipient or self.config.topic_prefix, event)
+        except ValueError as exc:
+            raise PermanentError(PROVIDER, "BAD_TOPIC", str(exc)) from None
+        labels = dict(event.labels)
+        body = {
+            "idempotency_key": message.idempotency_key,
+            "alarm_key": event.alarm_key,
+            "event": event.event,
+            "priority": event.priority,
+            "at_us": event.at_us,
+            "labels": labels,
+            "message_zh": event.message_zh,
+            "message_en": event.message_en,
+        }
+        state = {
+            "alarm_key": event.alarm_key,
+            "state": "ACTIVE" if event.event in ACTIVE_EVENTS else "NORMAL",
+            "priority": event.priority,
+            "since_us": event.at_us,
+            "labels": labels,
+            "message_zh": event.message_zh,
+        }
+        packets = [(topic, _json(body), False)]
+        state_topic = topic + "/state"
+        if event.at_us >= self._state_at_us.get(state_topic, event.at_us):
+            packets.append((state_topic, _json(state), True))
+        if self._thread is None:
+            await self.start()
+        if not self._connected.is_set():
+            why = f" ({self._last_refusal})" if self._last_refusal else ""
+            raise RetryableError(PROVIDER, "NOT_CONNECTED", f"{self.config.host}:{self.config.port}{why}")
+        limit = min(self.config.max_payload_bytes, self._broker_max_packet or self.config.max_payload_bytes)
+        for t, payload, _ in packets:
+            if _packet_bytes(t, payload) > limit:
+                raise PermanentError(
+                    PROVIDER,
+                    "PAYLOAD_TOO_LARGE",
+                    f"{t}: {_packet_bytes(t, payload)} bytes, the broker takes at most {limit}",
+                )
+        loop = asyncio.get_running_loop()
+        futures = []
+        for t, payload, retain in packets:
+            info = self._client.publish(t, payload, qos=1, retain=retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise RetryableError(PROVIDER, "NOT_CONNECTED", f"{t}: {mqtt.error_string(info.rc)}")
+            futures.append(self._waiting.setdefault(info.mid, loop.create_future()))
+        try:
+            async with asyncio.timeout(self.config.puback_timeout_s):
+                reasons = [await f for f in futures]
+        except TimeoutError:
+            raise RetryableError(
+                PROVIDER, "TIMEOUT", f"{topic}: no PUBACK within {self.config.puback_timeout_s} s"
+            ) from None
+        finally:
+            for f in futures:  # when one failed, the other's outcome is not waited for
+                if not f.cancel() and not f.cancelled():
+                    f.exception()  # retrieved: no "exception was never retrieved" at collection
+        for (t, _, _), reason in zip(packets, reasons, strict=True):
+            if reason.is_failure:
+                raise PermanentError(PROVIDER, "REFUSED", f"{t}: the broker refused the publish: {reason}")
+        if len(packets) == 2:
+            self._state_at_us[state_topic] = event.at_us
+        return Receipt(PROVIDER, topic, message.idempotency_key)
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
