@@ -94,8 +94,5 @@ class ConsoleOutbox:
                 file=stream,
                 flush=True,
             )
-        except (
-            OSError,
-            ValueError,
-        ) as exc:  # a closed or broken stdout must not stop an alarm reaching the file
+        except (OSError, ValueError) as exc:  # a closed or broken stdout must not keep an alarm from the file
             log.debug("console outbox: cannot print: %s", exc)
