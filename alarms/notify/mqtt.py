@@ -1,22 +1,18 @@
-"""Alarm events over MQTT (paho-mqtt, protocol 5): each event as JSON with QoS 1 on
-``<prefix>/<enterprise>/<hazard_source>/alarm/<tag-or-interlock>`` and the alarm's state after it retained on
-``.../state``; ``send`` returns only after the broker's PUBACK for both, so "sent" means the broker has it.
+"""Alarm events over MQTT 5 (paho-mqtt): each event as JSON, QoS 1, on
+``<prefix>/<enterprise>/<hazard_source>/alarm/<tag-or-interlock>``, the alarm's state after it retained on
+``.../state``; ``send`` returns after the broker's PUBACK for both: "sent" means the broker has it.
 
-Threading: paho's network loop runs in one daemon thread per notifier that this module drives itself
-(``client.loop``), not paho's ``loop_start``/``loop_forever``: their reconnect delay has no jitter, and many
-plants losing one bureau broker together must not come back in step (core.backoff). PUBACKs reach the
-asyncio side with ``call_soon_threadsafe``, so futures are only touched on the event loop: no lock is held
-across paho's own (paho calls ``on_publish`` holding its message mutex).
+Threading: one daemon thread per notifier drives paho's ``client.loop`` itself (not ``loop_start``, whose
+reconnect delay has no jitter: plants losing one bureau broker together must not return in step, so the
+delay is core.backoff's). PUBACKs reach asyncio by ``call_soon_threadsafe``; futures are touched on the
+event loop only, and no lock of ours is taken under paho's (it calls ``on_publish`` holding its mutex).
 
-Failures: not connected, connection lost before the PUBACK, or no PUBACK within ``puback_timeout_s`` →
-``RetryableError``; a packet over the broker's Maximum Packet Size (CONNACK) or ``max_payload_bytes``, a
-PUBACK with a failure reason code (not authorised, quota) or a bad topic segment → ``PermanentError``.
-Delivery is at least once: paho resends an unacknowledged publish after a reconnect and the dispatcher
-retries a timeout, so a consumer deduplicates on the payload's ``idempotency_key``.
-
-Topic segments (enterprise, hazard source, tag or interlock codes, prefix levels) are refused, never mapped:
-a mapped ``A/B`` and ``A_B`` would share a topic. Refused: empty, ``+``, ``#``, ``/``, NUL or any C0
-control, and a leading ``$`` (reserved for broker topics such as ``$SYS``).
+Failures: not connected, connection lost before the PUBACK, no PUBACK in ``puback_timeout_s`` → Retryable;
+a packet over the broker's Maximum Packet Size (CONNACK) or ``max_payload_bytes``, a PUBACK with a failure
+reason (not authorised, quota), a bad topic segment → Permanent. At least once: paho resends an unacked
+publish after a reconnect, so consumers deduplicate on the payload's ``idempotency_key``.
+Topic segments are refused, never mapped (a mapped ``A/B`` would share ``A_B``'s topic): empty, ``+``,
+``#``, ``/``, NUL or another C0 control, or a leading ``$`` (broker topics such as ``$SYS``).
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -41,7 +36,6 @@ from alarms.notify import (
     PermanentError,
     Receipt,
     RetryableError,
-    Secret,
     read_secret,
 )
 from core.backoff import Backoff
@@ -84,9 +78,7 @@ def _check_segment(value: object, what: str) -> str:
 
 
 def _check_prefix(prefix: str) -> str:
-    for level in prefix.split("/"):
-        _check_segment(level, f"topic prefix {prefix!r}: level")
-    return prefix
+    return "/".join(_check_segment(level, f"topic prefix {prefix!r}: level") for level in prefix.split("/"))
 
 
 def alarm_topic(prefix: str, event: AlarmEvent) -> str:
@@ -103,11 +95,21 @@ def alarm_topic(prefix: str, event: AlarmEvent) -> str:
 def _packet_bytes(topic: str, payload: bytes) -> int:
     # PUBLISH QoS 1: topic (2 + n), packet id 2, property length 1 (none), payload; then the fixed header.
     remaining = 2 + len(topic.encode()) + 2 + 1 + len(payload)
-    return (
-        1
-        + (1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4)
-        + remaining
-    )
+    return 1 + max(1, -(-remaining.bit_length() // 7)) + remaining
+
+
+def _documents(idempotency_key: str, event: AlarmEvent) -> tuple[bytes, bytes]:
+    """The event as JSON and the alarm's state after it (UTF-8, Chinese as is, not \\u escapes)."""
+    common = {"alarm_key": event.alarm_key, "priority": event.priority, "labels": dict(event.labels)}
+    common["message_zh"] = event.message_zh
+    body = {"idempotency_key": idempotency_key, "event": event.event, "at_us": event.at_us, **common}
+    body["message_en"] = event.message_en
+    state = {"state": "ACTIVE" if event.event in ACTIVE_EVENTS else "NORMAL", "since_us": event.at_us}
+    return _json(body), _json({**common, **state})
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class MqttNotifier:
@@ -115,9 +117,7 @@ class MqttNotifier:
 
     def __init__(self, config: MqttConfig, *, env: Mapping[str, str] | None = None) -> None:
         if not config.host.strip() or not 0 < config.port < 65536:
-            raise NotifierConfigError(
-                f"{PROVIDER}: host/port: {config.host!r}:{config.port} is not an address"
-            )
+            raise NotifierConfigError(f"{PROVIDER}: {config.host!r}:{config.port} is not a broker address")
         for setting in ("connect_timeout_s", "puback_timeout_s", "max_payload_bytes", "keepalive_s"):
             if getattr(config, setting) <= 0:
                 raise NotifierConfigError(f"{PROVIDER}: {setting} must be positive")
@@ -125,26 +125,23 @@ class MqttNotifier:
             _check_prefix(config.topic_prefix)
         except ValueError as exc:
             raise NotifierConfigError(f"{PROVIDER}: topic_prefix: {exc}") from None
-        for setting in ("ca_file", "cert_file", "key_file"):
-            path = getattr(config, setting)
-            if path and not Path(path).is_file():
-                raise NotifierConfigError(f"{PROVIDER}: {setting}: no file {path}")
         if bool(config.cert_file) != bool(config.key_file) or (config.cert_file and not config.ca_file):
             raise NotifierConfigError(f"{PROVIDER}: cert_file and key_file go together, with ca_file")
         self.config = config
-        self._password: Secret | None = None
-        if config.password_env:
-            self._password = read_secret(f"{PROVIDER}.password", config.password_env, env)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5)
         client.connect_timeout = config.connect_timeout_s
-        if config.username:
-            client.username_pw_set(config.username, self._password.reveal() if self._password else None)
-        if config.ca_file:
-            client.tls_set(config.ca_file, config.cert_file or None, config.key_file or None)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        self._client = client
+        if config.password_env:
+            password = read_secret(f"{PROVIDER}.password", config.password_env, env)
+            client.username_pw_set(config.username, password.reveal())
+        elif config.username:
+            client.username_pw_set(config.username)
+        try:
+            if config.ca_file:
+                client.tls_set(config.ca_file, config.cert_file or None, config.key_file or None)
+        except (OSError, ValueError) as exc:  # a file missing or unreadable, a key that does not fit
+            raise NotifierConfigError(f"{PROVIDER}: ca_file/cert_file/key_file: {exc}") from None
+        client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
+        self._client, client.on_publish = client, self._on_publish
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -179,7 +176,6 @@ class MqttNotifier:
             self._thread = None
 
     # ---- the network thread
-
     def _run(self) -> None:
         c = self.config
         self._client.connect_async(c.host, c.port, c.keepalive_s)
@@ -228,7 +224,6 @@ class MqttNotifier:
                 self._loop.call_soon_threadsafe(callback, *args)
 
     # ---- the event loop
-
     def _acked(self, mid: int, reason: Any) -> None:
         future = self._waiting.pop(mid, None)
         if future is not None and not future.done():
@@ -236,11 +231,8 @@ class MqttNotifier:
 
     def _fail_waiting(self) -> None:
         waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            if not future.done():
-                future.set_exception(
-                    RetryableError(PROVIDER, "CONNECTION_LOST", "the connection closed before the PUBACK")
-                )
+        for future in (f for f in waiting.values() if not f.done()):
+            future.set_exception(RetryableError(PROVIDER, "CONNECTION_LOST", "closed before the PUBACK"))
 
     async def send(self, message: Message) -> Receipt:
         event = message.event
@@ -250,29 +242,11 @@ class MqttNotifier:
             topic = alarm_topic(message.recipient or self.config.topic_prefix, event)
         except ValueError as exc:
             raise PermanentError(PROVIDER, "BAD_TOPIC", str(exc)) from None
-        labels = dict(event.labels)
-        body = {
-            "idempotency_key": message.idempotency_key,
-            "alarm_key": event.alarm_key,
-            "event": event.event,
-            "priority": event.priority,
-            "at_us": event.at_us,
-            "labels": labels,
-            "message_zh": event.message_zh,
-            "message_en": event.message_en,
-        }
-        state = {
-            "alarm_key": event.alarm_key,
-            "state": "ACTIVE" if event.event in ACTIVE_EVENTS else "NORMAL",
-            "priority": event.priority,
-            "since_us": event.at_us,
-            "labels": labels,
-            "message_zh": event.message_zh,
-        }
-        packets = [(topic, _json(body), False)]
+        body, state = _documents(message.idempotency_key, event)
+        packets = [(topic, body, False)]
         state_topic = topic + "/state"
         if event.at_us >= self._state_at_us.get(state_topic, event.at_us):
-            packets.append((state_topic, _json(state), True))
+            packets.append((state_topic, state, True))
         if self._thread is None:
             await self.start()
         if not self._connected.is_set():
@@ -280,12 +254,8 @@ class MqttNotifier:
             raise RetryableError(PROVIDER, "NOT_CONNECTED", f"{self.config.host}:{self.config.port}{why}")
         limit = min(self.config.max_payload_bytes, self._broker_max_packet or self.config.max_payload_bytes)
         for t, payload, _ in packets:
-            if _packet_bytes(t, payload) > limit:
-                raise PermanentError(
-                    PROVIDER,
-                    "PAYLOAD_TOO_LARGE",
-                    f"{t}: {_packet_bytes(t, payload)} bytes, the broker takes at most {limit}",
-                )
+            if (size := _packet_bytes(t, payload)) > limit:
+                raise PermanentError(PROVIDER, "PAYLOAD_TOO_LARGE", f"{t}: {size} bytes, at most {limit}")
         loop = asyncio.get_running_loop()
         futures = []
         for t, payload, retain in packets:
@@ -294,12 +264,10 @@ class MqttNotifier:
                 raise RetryableError(PROVIDER, "NOT_CONNECTED", f"{t}: {mqtt.error_string(info.rc)}")
             futures.append(self._waiting.setdefault(info.mid, loop.create_future()))
         try:
-            async with asyncio.timeout(self.config.puback_timeout_s):
+            async with asyncio.timeout(wait_s := self.config.puback_timeout_s):
                 reasons = [await f for f in futures]
         except TimeoutError:
-            raise RetryableError(
-                PROVIDER, "TIMEOUT", f"{topic}: no PUBACK within {self.config.puback_timeout_s} s"
-            ) from None
+            raise RetryableError(PROVIDER, "TIMEOUT", f"{topic}: no PUBACK within {wait_s} s") from None
         finally:
             for f in futures:  # when one failed, the other's outcome is not waited for
                 if not f.cancel() and not f.cancelled():
@@ -310,7 +278,3 @@ class MqttNotifier:
         if len(packets) == 2:
             self._state_at_us[state_topic] = event.at_us
         return Receipt(PROVIDER, topic, message.idempotency_key)
-
-
-def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
