@@ -252,3 +252,73 @@ async def test_password_never_in_errors_reprs_or_logs(
         broker.stop()
     shown.append(caplog.text)
     assert all(good not in text and wrong not in text for text in shown)
+
+
+def _certificates(d: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256 (fast)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=hw-test-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+        )
+
+
+async def test_tls_with_client_certificate(tmp_path: Path) -> None:
+    _certificates(tmp_path)
+    tls = (
+        f"cafile {tmp_path}/ca.crt",
+        f"certfile {tmp_path}/server.crt",
+        f"keyfile {tmp_path}/server.key",
+        "require_certificate true",
+    )
+    broker = Mosquitto(tmp_path, tls)
+    broker.start()
+    ca = str(tmp_path / "ca.crt")
+    with_cert = MqttConfig(
+        port=broker.port,
+        ca_file=ca,
+        cert_file=str(tmp_path / "client.crt"),
+        key_file=str(tmp_path / "client.key"),
+        reconnect=FAST,
+    )
+    try:
+        for config, accepted in (
+            (with_cert, True),
+            (MqttConfig(port=broker.port, ca_file=ca, reconnect=FAST), False),
+        ):
+            n = MqttNotifier(config)
+            await n.start()
+            try:
+                if accepted:
+                    await eventually(lambda n=n: n.connected, timeout=5)
+                    assert (await n.send(message(1))).provider_message_id == TOPIC
+                else:
+                    with pytest.raises(RetryableError, match="NOT_CONNECTED"):
+                        await n.send(message(1))
+            finally:
+                await n.aclose()
+    finally:
+        broker.stop()
+    with pytest.raises(NotifierConfigError, match="ca_file"):
+        MqttNotifier(MqttConfig(ca_file=str(tmp_path / "missing.crt")))
