@@ -142,6 +142,9 @@ class MqttNotifier:
             raise NotifierConfigError(f"{PROVIDER}: ca_file/cert_file/key_file: {exc}") from None
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
         self._client, client.on_publish = client, self._on_publish
+        # All socket I/O in the network thread: without a register-write hook paho writes from the publishing
+        # thread (client.loop_write), racing the loop's own writes; with it, publish only queues and wakes loop.
+        client.on_socket_register_write = lambda *_: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -184,7 +187,7 @@ class MqttNotifier:
                 self._client.reconnect()
                 while not self._stop.is_set() and self._client.loop(0.1) == mqtt.MQTT_ERR_SUCCESS:
                     pass
-            except OSError as exc:  # refused, unreachable, TLS handshake (ssl.SSLError is an OSError)
+            except Exception as exc:  # OSError: refused, unreachable, TLS; nothing may end this thread
                 self._last_refusal = type(exc).__name__
             self._first_attempt.set()
             if self._stop.is_set():
