@@ -147,13 +147,13 @@ class MqttNotifier:
         client.on_socket_register_write = lambda *_: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._first_attempt = threading.Event()
-        self._attempt = 0
-        self._down = False
+        self._stop, self._connected, self._first_attempt = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self._attempt, self._down, self._last_refusal = 0, False, ""  # the network thread's
         self._broker_max_packet: int | None = None
-        self._last_refusal = ""
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._state_at_us: dict[str, int] = {}  # retained state never goes back in time (a late retry)
 
@@ -178,7 +178,6 @@ class MqttNotifier:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
 
-    # ---- the network thread
     def _run(self) -> None:
         c = self.config
         self._client.connect_async(c.host, c.port, c.keepalive_s)
@@ -190,9 +189,7 @@ class MqttNotifier:
             except Exception as exc:  # OSError: refused, unreachable, TLS; nothing may end this thread
                 self._last_refusal = type(exc).__name__
             self._first_attempt.set()
-            if self._stop.is_set():
-                break
-            if not self._down:  # logged on the transition, not on every attempt
+            if not self._down and not self._stop.is_set():  # logged on the transition, not on every attempt
                 why = self._last_refusal or "connection lost"
                 log.warning("%s %s:%s: not connected (%s); reconnecting", PROVIDER, c.host, c.port, why)
                 self._down = True
@@ -207,8 +204,7 @@ class MqttNotifier:
             self._last_refusal = f"CONNACK {reason}"  # e.g. "Not authorized": never the credentials
             return
         self._broker_max_packet = getattr(props, "MaximumPacketSize", None)
-        self._attempt = 0
-        self._last_refusal = ""
+        self._attempt, self._last_refusal = 0, ""
         self._connected.set()
         if self._down:
             log.info("%s %s:%s: connected again", PROVIDER, self.config.host, self.config.port)
@@ -226,7 +222,6 @@ class MqttNotifier:
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 self._loop.call_soon_threadsafe(callback, *args)
 
-    # ---- the event loop
     def _acked(self, mid: int, reason: Any) -> None:
         future = self._waiting.pop(mid, None)
         if future is not None and not future.done():
