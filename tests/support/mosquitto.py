@@ -44,7 +44,10 @@ class Mosquitto:
     def start(self, timeout: float = 5.0) -> None:
         assert self.process is None, "already running"
         self.write_config()
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdin=subprocess.DEVNULL)
+        with (self.workdir / "stderr.log").open("ab") as stderr:  # "should not be run as root" and such
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdin=subprocess.DEVNULL, stderr=stderr
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -322,3 +322,43 @@ async def test_tls_with_client_certificate(tmp_path: Path) -> None:
         broker.stop()
     with pytest.raises(NotifierConfigError, match="ca_file"):
         MqttNotifier(MqttConfig(ca_file=str(tmp_path / "missing.crt")))
+
+
+class SpyBackoff(Backoff):
+    """FAST's delays, recording each attempt number asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(0.05, 0.2, jitter=0.5, spread="below")
+        object.__setattr__(self, "_asked", [])
+
+    def delay(self, attempt: int, rng: Any = None) -> float:
+        self._asked.append(attempt)  # type: ignore[attr-defined]
+        return super().delay(attempt, rng)
+
+
+async def test_reconnects_through_the_backoff_and_counts_again_after_success(
+    mosquitto: Mosquitto,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spy = SpyBackoff()
+    n = MqttNotifier(MqttConfig(port=mosquitto.port, reconnect=spy))
+    await n.start()
+    try:
+        asked: list[int] = spy._asked  # type: ignore[attr-defined]
+        runs = []
+        for _ in range(2):  # two outages: the attempt counter restarts at 0 after each success
+            await eventually(lambda: n.connected, timeout=5)
+            before = len(asked)
+            mosquitto.stop()
+            await eventually(lambda: len(asked) >= before + 3, timeout=5)  # noqa: B023
+            mosquitto.start()
+            await eventually(lambda: n.connected, timeout=5)
+            runs.append(asked[before:])
+        assert all(run[:3] == [0, 1, 2] for run in runs), runs
+        assert (await n.send(message(1))).provider_message_id == TOPIC
+    finally:
+        await n.aclose()
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "not connected" in r.getMessage()
+    ]
+    assert len(warnings) == 2  # once per outage, not once per attempt
