@@ -196,6 +196,7 @@ class MqttNotifier:
             self._stop.wait(c.reconnect.delay(self._attempt))
             self._attempt += 1
         self._client.disconnect()
+        self._client.loop(0.1)  # writes the DISCONNECT (publish and disconnect only queue) and closes
         self._connected.clear()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

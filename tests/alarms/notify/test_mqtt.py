@@ -358,6 +358,7 @@ async def test_reconnects_through_the_backoff_and_counts_again_after_success(
         assert (await n.send(message(1))).provider_message_id == TOPIC
     finally:
         await n.aclose()
+    assert n._client.socket() is None  # closed, after a DISCONNECT the loop wrote
     warnings = [
         r for r in caplog.records if r.levelno == logging.WARNING and "not connected" in r.getMessage()
     ]
