@@ -2,17 +2,14 @@
 ``<prefix>/<enterprise>/<hazard_source>/alarm/<tag-or-interlock>``, the alarm's state after it retained on
 ``.../state``; ``send`` returns after the broker's PUBACK for both: "sent" means the broker has it.
 
-Threading: one daemon thread per notifier drives paho's ``client.loop`` itself (not ``loop_start``, whose
-reconnect delay has no jitter: plants losing one bureau broker together must not return in step, so the
-delay is core.backoff's). PUBACKs reach asyncio by ``call_soon_threadsafe``; futures are touched on the
-event loop only, and no lock of ours is taken under paho's (it calls ``on_publish`` holding its mutex).
-
-Failures: not connected, connection lost before the PUBACK, no PUBACK in ``puback_timeout_s`` → Retryable;
-a packet over the broker's Maximum Packet Size (CONNACK) or ``max_payload_bytes``, a PUBACK with a failure
-reason (not authorised, quota), a bad topic segment → Permanent. At least once: paho resends an unacked
-publish after a reconnect, so consumers deduplicate on the payload's ``idempotency_key``.
-Topic segments are refused, never mapped (a mapped ``A/B`` would share ``A_B``'s topic): empty, ``+``,
-``#``, ``/``, NUL or another C0 control, or a leading ``$`` (broker topics such as ``$SYS``).
+One daemon thread per notifier drives paho's ``client.loop`` and does all socket I/O (not ``loop_start``:
+its reconnect delay has no jitter, and plants losing one bureau broker must not return in step). PUBACKs
+reach asyncio by ``call_soon_threadsafe``: futures are touched on the event loop only, no lock under paho's.
+Not connected, connection lost, no PUBACK in ``puback_timeout_s`` → RetryableError; over the broker's
+Maximum Packet Size or ``max_payload_bytes``, a PUBACK failure reason (not authorised), a bad topic segment
+→ PermanentError. At least once (paho resends an unacked publish after a reconnect): consumers deduplicate
+on ``idempotency_key``. Topic segments are refused, never mapped (``A/B`` mapped would share ``A_B``'s
+topic): empty, ``+``, ``#``, ``/``, NUL or another C0 control, a leading ``$`` (broker topics, ``$SYS``).
 """
 
 from __future__ import annotations
