@@ -41,8 +41,9 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
 from alarms import store
+from alarms.changes import SifChange, SuppressionChange
 from alarms.journal import Commit, LocalLog, RuleRow
-from alarms.manager import AlarmManager, SifChange, SuppressionChange
+from alarms.manager import AlarmManager
 from alarms.model import Catalog
 from core.backoff import Backoff
 from core.clock import Clock

@@ -40,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from alarms.manager import SifChange, SuppressionChange
+from alarms.changes import SifChange, SuppressionChange
 from core.atomic import write_json_atomic
 from core.batch import ReadingBatch
 from core.clock import US_PER_S, Clock

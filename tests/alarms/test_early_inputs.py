@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alarms.manager import SuppressionChange
+from alarms.changes import SuppressionChange
 from alarms.model import Catalog
 from alarms.service import AlarmService
 from core.clock import FakeClock

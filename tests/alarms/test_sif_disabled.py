@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from alarms.changes import SifChange
 from alarms.journal import Commit
-from alarms.manager import AlarmManager, SifChange
+from alarms.manager import AlarmManager
 from alarms.model import Catalog
 from alarms.service import AlarmService
 from core.clock import FakeClock

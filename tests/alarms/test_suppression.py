@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from alarms.changes import SuppressionChange
 from alarms.journal import Commit
-from alarms.manager import AlarmManager, SuppressionChange
+from alarms.manager import AlarmManager
 from alarms.model import SUPPRESSIBLE_KINDS, Catalog
 from alarms.service import AlarmService
 from alarms.store import PendingCommand
