@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -27,7 +26,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alarms.notify import (
-    AlarmEvent,
     Message,
     NotifierConfigError,
     PermanentError,
@@ -35,6 +33,7 @@ from alarms.notify import (
     RetryableError,
     read_secret,
 )
+from alarms.notify.mqtt_topics import alarm_topic, check_prefix, documents, packet_bytes
 from core.backoff import Backoff
 
 __all__ = ["MqttConfig", "MqttNotifier", "alarm_topic"]
@@ -42,7 +41,6 @@ __all__ = ["MqttConfig", "MqttNotifier", "alarm_topic"]
 log = logging.getLogger(__name__)
 
 PROVIDER = "mqtt"
-ACTIVE_EVENTS = frozenset({"raised", "reraised"})
 
 
 @dataclass(frozen=True)
@@ -63,52 +61,6 @@ class MqttConfig:
     reconnect: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0, jitter=0.5, spread="below"))
 
 
-def _check_segment(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} is missing or empty")
-    bad = sorted({c for c in value if c in "+#/" or ord(c) < 0x20 or c == "\x7f"})
-    if bad:
-        raise ValueError(f"{what} {value!r} holds {', '.join(repr(c) for c in bad)}, not allowed in a topic")
-    if value.startswith("$"):
-        raise ValueError(f"{what} {value!r} starts with '$' (broker topics)")
-    return value
-
-
-def _check_prefix(prefix: str) -> str:
-    return "/".join(_check_segment(level, f"topic prefix {prefix!r}: level") for level in prefix.split("/"))
-
-
-def alarm_topic(prefix: str, event: AlarmEvent) -> str:
-    """The event topic of ``event``; ValueError naming the label that cannot be a topic segment."""
-    labels = dict(event.labels)
-    subject = "tag" if labels.get("tag") else "interlock"
-    parts = [
-        _check_segment(labels.get(name), f"alarm {event.alarm_key!r}: label {name!r}")
-        for name in ("enterprise", "hazard_source", subject)
-    ]
-    return f"{_check_prefix(prefix)}/{parts[0]}/{parts[1]}/alarm/{parts[2]}"
-
-
-def _packet_bytes(topic: str, payload: bytes) -> int:
-    # PUBLISH QoS 1: topic (2 + n), packet id 2, property length 1 (none), payload; then the fixed header.
-    remaining = 2 + len(topic.encode()) + 2 + 1 + len(payload)
-    return 1 + max(1, -(-remaining.bit_length() // 7)) + remaining
-
-
-def _documents(idempotency_key: str, event: AlarmEvent) -> tuple[bytes, bytes]:
-    """The event as JSON and the alarm's state after it (UTF-8, Chinese as is, not \\u escapes)."""
-    common = {"alarm_key": event.alarm_key, "priority": event.priority, "labels": dict(event.labels)}
-    common["message_zh"] = event.message_zh
-    body = {"idempotency_key": idempotency_key, "event": event.event, "at_us": event.at_us, **common}
-    body["message_en"] = event.message_en
-    state = {"state": "ACTIVE" if event.event in ACTIVE_EVENTS else "NORMAL", "since_us": event.at_us}
-    return _json(body), _json({**common, **state})
-
-
-def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 class MqttNotifier:
     """``Notifier`` publishing alarm events to one broker; ``start`` connects, ``aclose`` disconnects."""
 
@@ -119,7 +71,7 @@ class MqttNotifier:
             if getattr(config, setting) <= 0:
                 raise NotifierConfigError(f"{PROVIDER}: {setting} must be positive")
         try:
-            _check_prefix(config.topic_prefix)
+            check_prefix(config.topic_prefix)
         except ValueError as exc:
             raise NotifierConfigError(f"{PROVIDER}: topic_prefix: {exc}") from None
         if bool(config.cert_file) != bool(config.key_file) or (config.cert_file and not config.ca_file):
@@ -238,7 +190,7 @@ class MqttNotifier:
             topic = alarm_topic(message.recipient or self.config.topic_prefix, event)
         except ValueError as exc:
             raise PermanentError(PROVIDER, "BAD_TOPIC", str(exc)) from None
-        body, state = _documents(message.idempotency_key, event)
+        body, state = documents(message.idempotency_key, event)
         packets = [(topic, body, False)]
         state_topic = topic + "/state"
         if event.at_us >= self._state_at_us.get(state_topic, event.at_us):
@@ -250,7 +202,7 @@ class MqttNotifier:
             raise RetryableError(PROVIDER, "NOT_CONNECTED", f"{self.config.host}:{self.config.port}{why}")
         limit = min(self.config.max_payload_bytes, self._broker_max_packet or self.config.max_payload_bytes)
         for t, payload, _ in packets:
-            if (size := _packet_bytes(t, payload)) > limit:
+            if (size := packet_bytes(t, payload)) > limit:
                 raise PermanentError(PROVIDER, "PAYLOAD_TOO_LARGE", f"{t}: {size} bytes, at most {limit}")
         loop = asyncio.get_running_loop()
         futures = []
