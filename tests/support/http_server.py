@@ -48,6 +48,7 @@ class Reply:
     status: int
     body: Any
     raw: bytes | None = None  # sent instead of json(body) when given
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (Retry-After, ...)
 
 
 HANG = object()
@@ -100,8 +101,9 @@ class LoopbackHttpServer:
             if outcome is CLOSE or not isinstance(outcome, Reply):
                 return
             payload = outcome.raw if outcome.raw is not None else json.dumps(outcome.body).encode()
+            extra = "".join(f"{k}: {v}\r\n" for k, v in outcome.headers)
             writer.write(
-                f"HTTP/1.1 {outcome.status} X\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {outcome.status} X\r\nContent-Type: application/json\r\n{extra}"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
                 + payload
             )

@@ -4,7 +4,6 @@ the secret never in errors, reprs or logs."""
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import hashlib
 import hmac
@@ -18,7 +17,7 @@ import pytest
 
 from alarms.notify import AlarmEvent, Message, NotifierConfigError, PermanentError, RetryableError
 from alarms.notify.webhook import Webhook, WebhookConfig
-from tests.support.http_server import CLOSE, HANG, LoopbackHttpServer, RawRequest, free_port
+from tests.support.http_server import CLOSE, HANG, LoopbackHttpServer, RawRequest, Reply, free_port
 
 SECRET = "whsec-Loopback-0123456789abcdef"
 ENV = {"HAZARDWATCH_WEBHOOK_SECRET": SECRET}
@@ -66,7 +65,7 @@ def verify(request: RawRequest, secret: str, now: float, seen: set[str] | None =
     return None
 
 
-# ---- a loopback receiver that may add response headers (tests.support's Reply has none)
+# ---- a loopback receiver answering ``answers`` in order
 
 
 @dataclass
@@ -75,30 +74,15 @@ class Receiver(LoopbackHttpServer):
 
     answers: list[object] = field(default_factory=list)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers = tuple((k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:] if line))
-            length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
-            request = RawRequest(method, target, headers, await reader.readexactly(length))
-            self.requests.append(request)
-            outcome = await self.handler(request)
-            if outcome is HANG:
-                await self._stopping.wait()
-                return
-            if not isinstance(outcome, tuple):
-                return  # CLOSE
-            status, extra = outcome
-            writer.write(
-                f"HTTP/1.1 {status} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode()
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+
+def _reply(answer: object) -> object:
+    if not isinstance(answer, tuple):
+        return answer  # HANG or CLOSE
+    status, extra = answer
+    headers = tuple(
+        (k, v.strip()) for k, _, v in (line.partition(":") for line in extra.split("\r\n") if line)
+    )
+    return Reply(status, {}, headers=headers)
 
 
 @pytest.fixture
@@ -106,7 +90,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     answers: list[object] = []
 
     async def handle(request: RawRequest) -> object:
-        return answers.pop(0) if answers else (200, "")
+        return _reply(answers.pop(0) if answers else (200, ""))
 
     server = Receiver(handle, answers=answers)
     await server.start()
