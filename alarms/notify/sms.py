@@ -20,11 +20,11 @@ from alarms.notify import (
     Message,
     NotifierConfigError,
     PermanentError,
-    Receipt,
     RetryableError,
     Secret,
     mask_phone,
 )
+from alarms.notify.http import HttpNotifier, post
 
 __all__ = ["SmsGateway", "SmsTemplate", "exchange", "national_number", "redact"]
 
@@ -119,30 +119,9 @@ async def exchange(
     body: bytes,
     timeout_s: float,
 ) -> tuple[int, dict[str, Any]]:
-    """POST once; (HTTP status, JSON object). Transport failures and 5xx/429 raise RetryableError,
-    a body that is not a JSON object PermanentError.
-
-    Straight on the transport, not through ``httpx.AsyncClient``: the client logs every request's URL at
-    INFO, and an Aliyun URL holds the phone number and the alarm text. Nothing here quotes the URL."""
-    request = httpx.Request(
-        "POST",
-        url,
-        headers=dict(headers),
-        content=body,
-        extensions={"timeout": httpx.Timeout(timeout_s).as_dict()},
-    )
-    try:
-        response = await transport.handle_async_request(request)
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
-    except httpx.TimeoutException as exc:
-        raise RetryableError(
-            provider, "TIMEOUT", f"no answer within {timeout_s} s ({type(exc).__name__})"
-        ) from None
-    except httpx.TransportError as exc:
-        raise RetryableError(provider, "CONNECTION", f"{type(exc).__name__}") from None
+    """POST once (alarms.notify.http.post); (HTTP status, JSON object). Transport failures and
+    5xx/429 raise RetryableError, a body that is not a JSON object PermanentError."""
+    response, content = await post(transport, provider, url, headers, body, timeout_s)
     status = response.status_code
     try:
         payload = json.loads(content)
@@ -155,11 +134,8 @@ async def exchange(
     return status, payload
 
 
-class SmsGateway:
-    """What an HTTP SMS channel shares: its transport (its own, closed by ``aclose``, or one shared
-    with other notifiers and left open), the checks of an endpoint and a timeout, and ``send``
-    around the channel's ``_send``, which logs a failure at DEBUG only (the dispatcher stage that
-    decides what to do logs it once)."""
+class SmsGateway(HttpNotifier):
+    """An HTTP SMS gateway: ``HttpNotifier`` with its endpoint checked (http(s)://host[:port])."""
 
     provider = "sms"
 
@@ -174,22 +150,5 @@ class SmsGateway:
             raise NotifierConfigError(
                 f"{self.provider}: endpoint must be http(s)://host[:port], got {endpoint!r}"
             )
-        if not timeout_s > 0:
-            raise NotifierConfigError(f"{self.provider}: timeout_s must be positive")
+        super().__init__(self.provider, timeout_s, transport)
         self._host = self.url.netloc.decode("ascii")
-        self._transport = transport or httpx.AsyncHTTPTransport()
-        self._own_transport = transport is None
-
-    async def aclose(self) -> None:
-        if self._own_transport:
-            await self._transport.aclose()
-
-    async def send(self, message: Message) -> Receipt:
-        try:
-            return await self._send(message)
-        except (RetryableError, PermanentError) as exc:
-            log.debug("%s", exc)
-            raise
-
-    async def _send(self, message: Message) -> Receipt:
-        raise NotImplementedError

@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from alarms.notify import Message, NotifierConfigError, PermanentError, Receipt, RetryableError, read_secret
+from alarms.notify.http import HttpNotifier, post
 
 __all__ = ["SIGNATURE_HEADER", "Webhook", "WebhookConfig", "payload", "sign"]
 
@@ -106,7 +107,7 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-class Webhook:
+class Webhook(HttpNotifier):
     """``Notifier`` that POSTs each message's alarm event; ``transport`` may be shared with other notifiers."""
 
     def __init__(
@@ -130,8 +131,7 @@ class Webhook:
             raise NotifierConfigError(
                 f"{name}: url must be http(s)://host[:port]/path, got scheme {url.scheme!r}"
             )
-        if config.timeout_s <= 0:
-            raise NotifierConfigError(f"{name}: timeout_s must be positive")
+        super().__init__(name, config.timeout_s, transport)
         self.config = config
         self._secret = read_secret(f"{name}.secret", config.secret_env, env)
         if len(self._secret.reveal()) < MIN_SECRET_CHARS:
@@ -140,23 +140,10 @@ class Webhook:
             )
         self._url = url
         self._origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
-        self._transport = transport or httpx.AsyncHTTPTransport()
-        self._own_transport = transport is None
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"Webhook(name={self.config.name!r}, origin={self._origin!r})"
-
-    async def aclose(self) -> None:
-        if self._own_transport:
-            await self._transport.aclose()
-
-    async def send(self, message: Message) -> Receipt:
-        try:
-            return await self._send(message)
-        except (RetryableError, PermanentError) as exc:
-            log.debug("%s", exc)  # logged once, by the dispatcher stage that decides what to do
-            raise
 
     async def _send(self, message: Message) -> Receipt:
         name, timeout_s = self.config.name, self.config.timeout_s
@@ -169,23 +156,7 @@ class Webhook:
             "X-HazardWatch-Event": message.event.event if message.event else "summary",
             SIGNATURE_HEADER: sign(self._secret.reveal().encode("utf-8"), int(self._clock()), body),
         }
-        # Straight on the transport: httpx.AsyncClient logs the URL at INFO, and the URL may hold a token.
-        request = httpx.Request(
-            "POST", self._url, headers=headers, content=body,
-            extensions={"timeout": httpx.Timeout(timeout_s).as_dict()},
-        )  # fmt: skip
-        try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise RetryableError(
-                name, "TIMEOUT", f"{self._origin}: no answer within {timeout_s} s ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise RetryableError(name, "CONNECTION", f"{self._origin}: {type(exc).__name__}") from None
+        response, _ = await post(self._transport, name, self._url, headers, body, timeout_s, self._origin)
         status = response.status_code
         request_id = response.headers.get("X-Request-Id", "")[:200]
         if 200 <= status < 300:
