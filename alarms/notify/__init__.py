@@ -24,6 +24,8 @@ from core.redact import mask_phone
 
 __all__ = [
     "AlarmEvent",
+    "DeliveryReport",
+    "Lookup",
     "Message",
     "Notifier",
     "NotifierConfigError",
@@ -105,6 +107,30 @@ class NotifierConfigError(ValueError):
 
 class Notifier(Protocol):
     async def send(self, message: Message) -> Receipt: ...
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What the provider says became of an accepted message (an SMS delivery receipt, a call's result):
+    ``status`` DELIVERED, FAILED or PENDING (not known yet); ``code`` and ``detail`` as the provider
+    gave them (no personal data); ``at_us`` when the handset received it or the attempt ended."""
+
+    status: str
+    code: str = ""
+    detail: str = ""
+    at_us: int | None = None
+
+
+class Lookup(Protocol):
+    """Optional, for channels whose provider can be asked about a message after the fact. The dispatcher
+    uses ``lookup`` after a crash, for a message whose send began but whose answer was never recorded:
+    a Receipt means the provider had accepted it (it is not sent again), None that it had not, and
+    RetryableError that it cannot tell now (asked again later). ``sent_at_us`` is when the send began.
+    ``report`` fetches the delivery receipt of an accepted message (None: nothing known yet)."""
+
+    async def lookup(self, message: Message, sent_at_us: int) -> Receipt | None: ...
+
+    async def report(self, receipt: Receipt, message: Message, sent_at_us: int) -> DeliveryReport | None: ...
 
 
 class Secret:
