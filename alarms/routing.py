@@ -74,8 +74,8 @@ def compile_routes(path: str | os.PathLike[str]) -> RouteTree:
             c.issue((), "routes.yaml must be a mapping with route, receivers and escalations")
         raise ConfigError(c.issues)
     for key in doc:
-        if key not in ("route", "receivers", "escalations"):
-            c.issue((key,), "unknown key (known: route, receivers, escalations)")
+        if key not in ("route", "receivers", "escalations", "channels"):  # channels: alarms.channels
+            c.issue((key,), "unknown key (known: route, receivers, escalations, channels)")
     receivers, names = _receivers(c, doc.get("receivers", []))
     policies, policy_names = _policies(c, doc.get("escalations", {}), names)
     root = None

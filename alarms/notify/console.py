@@ -58,6 +58,37 @@ class ConsoleOutbox:
             self._print(message)
         return Receipt(PROVIDER, message_id, message.idempotency_key)
 
+    async def lookup(self, message: Message, sent_at_us: int) -> Receipt | None:
+        """Whether the file holds the message (its idempotency key), for a send a crash interrupted;
+        None without a file (an echo cannot be taken back: it is printed again)."""
+        if self.path is None:
+            return None
+        try:
+            offset = await asyncio.to_thread(self._find, self.path, message.idempotency_key)
+        except OSError as exc:
+            raise RetryableError(PROVIDER, "DISK", f"{self.path}: cannot read: {exc.strerror}") from None
+        return (
+            None
+            if offset is None
+            else Receipt(PROVIDER, f"{self.path.name}@{offset}", message.idempotency_key)
+        )
+
+    async def report(self, receipt: Receipt, message: Message, sent_at_us: int) -> None:
+        return None  # a file has no delivery receipts
+
+    @staticmethod
+    def _find(path: Path, key: str) -> int | None:
+        if not path.exists():
+            return None
+        needle = json.dumps(key).encode()
+        offset = 0
+        with path.open("rb") as f:
+            for line in f:
+                if needle in line and json.loads(line).get("idempotency_key") == key:
+                    return offset
+                offset += len(line)
+        return None
+
     @staticmethod
     def _append(path: Path, line: str) -> int:
         # O_APPEND: each write lands at the end even with several writers; one write() per line keeps lines whole.

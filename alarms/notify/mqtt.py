@@ -64,6 +64,9 @@ class MqttConfig:
 class MqttNotifier:
     """``Notifier`` publishing alarm events to one broker; ``start`` connects, ``aclose`` disconnects."""
 
+    # a message sent again carries the same event id (the idempotency key): subscribers deduplicate
+    idempotent = True
+
     def __init__(self, config: MqttConfig, *, env: Mapping[str, str] | None = None) -> None:
         if not config.host.strip() or not 0 < config.port < 65536:
             raise NotifierConfigError(f"{PROVIDER}: {config.host!r}:{config.port} is not a broker address")

@@ -110,6 +110,9 @@ def retry_after_s(value: str | None, now: float) -> float | None:
 class Webhook(HttpNotifier):
     """``Notifier`` that POSTs each message's alarm event; ``transport`` may be shared with other notifiers."""
 
+    # a message sent again carries the same Idempotency-Key header: receivers deduplicate on it
+    idempotent = True
+
     def __init__(
         self,
         config: WebhookConfig,

@@ -1,0 +1,543 @@
+"""The dispatcher: outbox rows to people, through Alertmanager-style stages, with evidence.
+
+Each round (woken by NOTIFY ``notification`` from the alarm writer's commit, by the next due
+time, or every ``poll_s``):
+
+1. **plan** pending outbox rows (alarms.delivery_plan): one delivery per escalation step,
+   person and channel, stored with the rows marked planned in one transaction;
+2. for every delivery now due: **mute** (the alarm is shelved, suppressed or out of service),
+   **stop** (a later escalation step or a voice call, when the alarm has been acknowledged or
+   has cleared or was raised again since), **inhibit** (a lower level while the higher level of
+   the same tag is active: GAS_L1 under GAS_L2, H under HH, L under LL);
+3. **group** per recipient and channel (SMS, voice, e-mail): at most one message per
+   ``group_interval`` of the route; what came in between goes out as one summary (counts and
+   the worst alarm). Machine channels (MQTT, webhook, console) carry every event;
+4. **rate limit** per channel (``rate_per_s``);
+5. **send**: the delivery is marked ``sending`` and its attempt opened (committed) before the
+   provider is called, ``sent`` with the provider's message id only after it accepted;
+   retryable failures retry with backoff and jitter (at least the provider's Retry-After) up to
+   ``max_attempts``, permanent ones fail at once. Every step is journaled in delivery_journal.
+
+Crash safety: the idempotency key is the delivery's, fixed at planning. A delivery found
+``sending`` by a dispatcher that did not start it (a crash, or the database lost while
+recording) is reconciled: a channel that can be asked (``lookup``: the SMS providers, the file
+outbox) says whether it accepted the message; a channel whose receiver deduplicates on the key
+(webhook, MQTT) gets it again; any other is marked ``unconfirmed`` and counted, never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from alarms import delivery_store as ds
+from alarms.channels import Channels
+from alarms.delivery_plan import Event, Told, plan
+from alarms.delivery_text import event_params, fit, summary_params
+from alarms.model import AlarmDef
+from alarms.notify import AlarmEvent, Message, Notifier, NotifyError, PermanentError, RetryableError
+from alarms.roster import Rosters
+from alarms.routing_model import Channel, RouteTree
+from core.backoff import Backoff
+from core.clock import Clock
+from core.errors import StorageError
+from core.plant import Plant
+from core.redact import mask_email, mask_phone
+from storage.db import Conn, connect
+
+__all__ = ["Dispatcher", "DispatcherSettings"]
+
+log = logging.getLogger(__name__)
+US = 1_000_000
+_GROUPED = (Channel.SMS, Channel.VOICE, Channel.EMAIL)
+_MUTED = ("shelved", "suppressed", "out_of_service")
+_HIGHER = {"GAS_L1": "GAS_L2", "H": "HH", "L": "LL"}
+_RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    poll_s: float = 1.0  # a missed NOTIFY costs at most this
+    batch: int = 500  # outbox rows planned, deliveries handled, per round
+    max_attempts: int = 8  # then a retryable failure is given up (state failed)
+    retry: Backoff = field(default_factory=lambda: Backoff(initial_s=2.0, max_s=300.0, jitter=0.3))
+    concurrency: int = 32  # sends in flight
+    report_every_s: float = 60.0  # delivery receipts fetched this often
+
+
+class _Bucket:
+    def __init__(self, rate: float) -> None:
+        self.rate, self.tokens, self.at = rate, max(rate, 1.0), 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        dsn: str,
+        tree: RouteTree,
+        channels: Channels,
+        rosters: Rosters,
+        plant: Plant,
+        gas: Mapping[str, str],
+        describe: Callable[[str], AlarmDef | None],
+        clock: Clock,
+        settings: DispatcherSettings | None = None,
+        *,
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.dsn, self.tree, self.channels, self.rosters = dsn, tree, channels, rosters
+        self.plant, self.gas, self.describe, self.clock = plant, gas, describe, clock
+        self.settings = settings or DispatcherSettings()
+        self._conn: Conn | None = None
+        self._lanes: dict[tuple[Channel, str], int] | None = None
+        self._buckets = {ch: _Bucket(r) for ch, r in channels.rate_per_s.items()}
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._sending: set[int] = set()  # deliveries this dispatcher is sending or reconciling
+        self._busy: set[tuple[Channel, str]] = set()  # lanes with a send in flight
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._wake_at_us: int | None = None
+        registry = registry or CollectorRegistry()
+        self._outcomes = Counter(
+            "hazardwatch_notifications", "Delivery attempts and decisions by channel and outcome",
+            ["channel", "outcome"], registry=registry,
+        )  # fmt: skip
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Rounds until cancelled; reconnects with backoff while the database is away."""
+        attempt = 0
+        while True:
+            try:
+                listen = await connect(self.dsn, autocommit=True, application_name="hazardwatch-dispatch")
+                try:
+                    await listen.execute("LISTEN notification")
+                    attempt = 0
+                    while True:
+                        await self.step()
+                        wait = self.settings.poll_s
+                        if self._wake_at_us is not None:
+                            wait = min(wait, max((self._wake_at_us - self.clock.now_us()) / US, 0.0))
+                        async for _ in listen.notifies(timeout=wait, stop_after=1):
+                            pass
+                finally:
+                    await listen.close()
+            except StorageError as exc:
+                await self._drop_conn()
+                delay = _RECONNECT.delay(attempt)
+                attempt += 1
+                log.warning("dispatcher: database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await self._drop_conn()
+        for n in self.channels.all():
+            aclose = getattr(n, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def drain(self) -> None:
+        """Wait for the sends in flight (tests, shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    async def _db(self) -> Conn:
+        if self._conn is None or self._conn.closed:
+            self._conn = await connect(self.dsn, application_name="hazardwatch-dispatch")
+        return self._conn
+
+    async def _drop_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+    async def step(self) -> None:
+        """One round: plan what is pending, then handle what is due."""
+        conn = await self._db()
+        now = self.clock.now_us()
+        if self._lanes is None:
+            longest = max((r.options.group_interval_s for r in self.tree.routes()), default=0)
+            self._lanes = await ds.lanes(conn, now - longest * US)
+        while await self._plan(conn, now):
+            pass
+        self._wake_at_us = await ds.next_due_us(conn)
+        await self._handle(conn, now)
+
+    # --- planning ---------------------------------------------------------------------------
+
+    async def _plan(self, conn: Conn, now: int) -> bool:
+        events = await ds.pending_events(conn, self.settings.batch)
+        if not events:
+            return False
+        told = await ds.told_of(conn, [e.alarm_key for e in events if e.event == "resolved"])
+        planned, notes = [], []
+        for e in events:
+            p = plan(e, self.tree, self.rosters, self.plant, self.gas, told=told.get(e.alarm_key, ()),
+                     voice_after_s=self.channels.voice_after_s)  # fmt: skip
+            planned.append((e, p.deliveries))
+            if e.event != "resolved":  # a resolve in the same batch tells whom its raise will tell
+                told[e.alarm_key] = [
+                    Told(d.receiver, d.target, d.channel, d.person, d.recipient, d.group_interval_s)
+                    for d in p.deliveries if d.step == 0
+                ]  # fmt: skip
+            steps = sorted({d.step for d in p.deliveries})
+            notes.append(
+                (
+                    e.alarm_key,
+                    e.seq,
+                    e.n,
+                    None,
+                    "planned",
+                    {"event": e.event, "deliveries": len(p.deliveries), "steps": steps, "gaps": p.gaps},
+                )
+            )
+            for gap in p.gaps:
+                log.warning("notification of %s (%s) reaches nobody: %s", e.alarm_key, e.event, gap)
+                self._outcomes.labels("none", "nobody").inc()
+        await ds.save_plan(conn, planned, now)
+        await ds.journal(conn, notes, now)
+        return len(events) == self.settings.batch
+
+    # --- due deliveries -----------------------------------------------------------------------
+
+    async def _handle(self, conn: Conn, now: int) -> None:
+        due = await ds.due(conn, now, self.settings.batch * 20)  # a flood's lanes are grouped whole
+        if not due:
+            return
+        states = await ds.alarm_states(conn, [d.alarm_key for d in due if d.alarm_key])
+        changes: list[tuple[int, str, str | None]] = []
+        notes: list[tuple[Any, ...]] = []
+        ready = []
+        for d in due:
+            if d.state == "sending":
+                if d.id not in self._sending:  # not ours: a crash or a lost record left it
+                    self._sending.add(d.id)
+                    self._start(self._reconcile(d), d.id)
+                continue
+            verdict = self._verdict(d, states)
+            if verdict is None:
+                ready.append(d)
+                continue
+            state, reason = verdict
+            changes.append((d.id, state, reason))
+            notes.append(
+                (
+                    d.alarm_key,
+                    d.seq,
+                    d.n,
+                    d.step,
+                    state,
+                    {"channel": d.channel.value, "recipient": _masked(d), "reason": reason},
+                )
+            )
+            self._outcomes.labels(d.channel.value, state).inc()
+        if changes:
+            await ds.set_state(conn, changes, now, notes)
+        lanes: dict[tuple[Channel, str], list[ds.Due]] = {}
+        for d in ready:
+            lanes.setdefault((d.channel, d.recipient), []).append(d)
+        assert self._lanes is not None
+        for lane, members in lanes.items():
+            channel = lane[0]
+            if lane in self._busy:  # a send in flight: what came since waits for its outcome
+                continue
+            if channel in _GROUPED:
+                interval = min(m.group_interval_s for m in members) * US
+                free_at = self._lanes.get(lane, 0) + interval
+                if free_at > now:
+                    self._wake(free_at)
+                    continue
+                if len(members) > 1:
+                    members = [await self._summary(conn, lane, members, now)]
+            for d in members:
+                bucket = self._buckets.get(channel)
+                if bucket is not None and not bucket.take(now / US):
+                    self._wake(now + int(US / bucket.rate))
+                    break
+                attempts = await ds.claim(conn, [d.id], now)
+                if d.id not in attempts:
+                    continue
+                self._sending.add(d.id)
+                if channel in _GROUPED:
+                    self._busy.add(lane)
+                self._start(self._send(d, attempts[d.id], now), d.id, lane)
+
+    def _verdict(self, d: ds.Due, states: Mapping[str, ds.AlarmNow]) -> tuple[str, str] | None:
+        """(state, reason) when the delivery no longer goes out; None when it does."""
+        if d.alarm_key is None or d.event == "resolved":
+            return None
+        a = states.get(d.alarm_key)
+        if a is None:
+            return None
+        if a.status in _MUTED:
+            return "muted", f"the alarm is {a.status}"
+        if d.step > 0 or d.channel == Channel.VOICE:
+            if a.acked:
+                return "stopped", f"acknowledged by {a.acked_by or '?'}"
+            if not a.condition:
+                return "stopped", "cleared"
+            if a.raised_at_us is not None and d.event_at_us is not None and a.raised_at_us > d.event_at_us:
+                return "stopped", "raised again since: the new raise escalates"
+        higher = _HIGHER.get(a.kind)
+        if higher is not None:
+            for s in states.values():
+                if s.subject == a.subject and s.kind == higher and s.condition and s.status not in _MUTED:
+                    return "inhibited", f"{higher} of the same tag is active"
+        return None
+
+    def _wake(self, at_us: int) -> None:
+        if self._wake_at_us is None or at_us < self._wake_at_us:
+            self._wake_at_us = at_us
+
+    async def _summary(
+        self, conn: Conn, lane: tuple[Channel, str], members: list[ds.Due], now: int
+    ) -> ds.Due:
+        channel, recipient = lane
+        who = hashlib.sha256(recipient.encode()).hexdigest()[:12]
+        first = min(m.id for m in members)
+        worst = min(members, key=lambda m: _SEVERITY.get(m.priority, 9))
+        key = f"hw-sum-{channel.value}-{who}-{first}"
+        draft = ds.Due(
+            0,
+            key,
+            None,
+            None,
+            None,
+            "summary",
+            worst.priority,
+            0,
+            worst.receiver,
+            channel,
+            recipient,
+            min(m.group_interval_s for m in members),
+            now,
+            "planned",
+            0,
+            None,
+            None,
+        )
+        summary_id = await ds.group(conn, [m.id for m in members], draft, now)
+        await ds.journal(conn, [(m.alarm_key, m.seq, m.n, m.step, "grouped",
+                                 {"channel": channel.value, "recipient": _masked(m), "summary": summary_id})
+                                for m in members], now)  # fmt: skip
+        self._outcomes.labels(channel.value, "grouped").inc(len(members))
+        return ds.Due(
+            summary_id,
+            key,
+            None,
+            None,
+            None,
+            "summary",
+            worst.priority,
+            0,
+            worst.receiver,
+            channel,
+            recipient,
+            draft.group_interval_s,
+            now,
+            "planned",
+            0,
+            None,
+            None,
+        )
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _start(self, work: Any, delivery_id: int, lane: tuple[Channel, str] | None = None) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work)
+        key = id(task)
+        self._inflight[key] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(key, None)
+            self._sending.discard(delivery_id)
+            if lane is not None:
+                self._busy.discard(lane)
+
+        task.add_done_callback(done)
+
+    async def _message(self, conn: Conn, d: ds.Due, notifier: Notifier) -> Message:
+        template = getattr(notifier, "template", None)
+        names = getattr(template, "names", None)
+        max_chars = getattr(template, "max_chars", None)
+        if d.seq is None:  # a summary
+            summary = await ds.summary_members(conn, d.id)
+            evs = await ds.events(conn, summary)
+            members = [(e, self.describe(e.alarm_key)) for e in evs.values()]
+            params = summary_params(members, self.clock.now_us()) if members else {}
+            return Message(d.recipient, fit(params, names, max_chars), d.key)
+        assert d.n is not None
+        e = (await ds.events(conn, [(d.seq, d.n)]))[(d.seq, d.n)]
+        params = event_params(e, self.describe(e.alarm_key))
+        return Message(d.recipient, fit(params, names, max_chars), d.key, _alarm_event(e))
+
+    async def _send(self, d: ds.Due, attempt: int, started_us: int) -> None:
+        async with self._slots:
+            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
+            try:
+                await self._send_on(conn, d, attempt, started_us)
+            finally:
+                await conn.close()
+
+    async def _send_on(self, conn: Conn, d: ds.Due, attempt: int, started_us: int) -> None:
+        notifier = self.channels.notifier(d.channel, d.recipient)
+        if notifier is None:
+            await self._finish(
+                conn, d, attempt, PermanentError(d.channel.value, "NO_CHANNEL", "not configured")
+            )
+            return
+        message = await self._message(conn, d, notifier)
+        try:
+            receipt = await notifier.send(message)
+        except NotifyError as exc:
+            await self._finish(conn, d, attempt, exc)
+            return
+        except Exception as exc:  # a notifier's bug: retried, and loud
+            log.exception("notifier %r failed on %s", notifier, d.key)
+            await self._finish(conn, d, attempt, RetryableError(d.channel.value, "ERROR", type(exc).__name__))
+            return
+        now = self.clock.now_us()
+        await ds.finish(conn, d.id, attempt, state="sent", outcome="accepted", now_us=now,
+                        provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+                        request_id=receipt.request_id or None,
+                        note=(d.alarm_key, d.seq, d.n, d.step, "sent",
+                              {"channel": d.channel.value, "recipient": _masked(d),
+                               "provider": receipt.provider, "id": receipt.provider_message_id}))  # fmt: skip
+        self._outcomes.labels(d.channel.value, "sent").inc()
+        if d.channel in _GROUPED and self._lanes is not None:  # the next one waits a group_interval
+            self._lanes[(d.channel, d.recipient)] = now
+
+    async def _finish(self, conn: Conn, d: ds.Due, attempt: int, exc: NotifyError) -> None:
+        now = self.clock.now_us()
+        retry = isinstance(exc, RetryableError) and attempt < self.settings.max_attempts
+        state = "retry" if retry else "failed"
+        due = None
+        if retry:
+            wait = self.settings.retry.delay(attempt - 1)
+            after = getattr(exc, "retry_after_s", None)
+            due = now + int(max(wait, after or 0.0) * US)
+        detail = str(exc)
+        outcome = "retryable" if isinstance(exc, RetryableError) else "permanent"
+        await ds.finish(conn, d.id, attempt, state=state, outcome=outcome, now_us=now, code=exc.code,
+                        detail=detail, due_us=due,
+                        note=(d.alarm_key, d.seq, d.n, d.step, state,
+                              {"channel": d.channel.value, "recipient": _masked(d), "code": exc.code,
+                               "attempt": attempt}))  # fmt: skip
+        self._outcomes.labels(d.channel.value, state).inc()
+        level = logging.WARNING if retry else logging.ERROR
+        log.log(
+            level,
+            "delivery %s (%s to %s) attempt %d: %s",
+            d.key,
+            d.channel.value,
+            _masked(d),
+            attempt,
+            "will retry" if retry else f"failed: {detail}",
+        )
+
+    async def _reconcile(self, d: ds.Due) -> None:
+        """A delivery left ``sending`` by a crash: ask, resend if safe, or mark it unconfirmed."""
+        async with self._slots:
+            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
+            try:
+                await self._reconcile_on(conn, d)
+            finally:
+                await conn.close()
+
+    async def _reconcile_on(self, conn: Conn, d: ds.Due) -> None:
+        notifier = self.channels.notifier(d.channel, d.recipient)
+        now = self.clock.now_us()
+        attempt = max(d.attempts, 1)
+        lookup = getattr(notifier, "lookup", None)
+        if notifier is not None and lookup is not None:
+            message = await self._message(conn, d, notifier)
+            try:
+                receipt = await lookup(message, d.sent_at_us or now)
+            except NotifyError as exc:
+                log.warning(
+                    "delivery %s: cannot ask %s whether it was sent (%s); asking again later",
+                    d.key,
+                    d.channel.value,
+                    exc,
+                )
+                await ds.postpone(conn, d.id, now + int(self.settings.retry.delay(0) * US), now)
+                return
+            if receipt is not None:
+                await ds.finish(conn, d.id, attempt, state="sent", outcome="recovered", now_us=now,
+                                provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+                                note=(d.alarm_key, d.seq, d.n, d.step, "recovered",
+                                      {"channel": d.channel.value, "recipient": _masked(d)}))  # fmt: skip
+                self._outcomes.labels(d.channel.value, "recovered").inc()
+                return
+            await ds.finish(
+                conn,
+                d.id,
+                attempt,
+                state="retry",
+                outcome="not_found",
+                now_us=now,
+                due_us=now,
+                detail="the provider has no record of it: sent again",
+            )
+            return
+        if notifier is not None and getattr(notifier, "idempotent", False):
+            await ds.finish(
+                conn,
+                d.id,
+                attempt,
+                state="retry",
+                outcome="not_found",
+                now_us=now,
+                due_us=now,
+                detail="interrupted; the receiver deduplicates on the idempotency key",
+            )
+            return
+        await ds.finish(conn, d.id, attempt, state="unconfirmed", outcome="unconfirmed", now_us=now,
+                        detail="interrupted between the send and its record; the channel cannot be asked, "
+                        "so it is not sent again",
+                        note=(d.alarm_key, d.seq, d.n, d.step, "unconfirmed",
+                              {"channel": d.channel.value, "recipient": _masked(d)}))  # fmt: skip
+        self._outcomes.labels(d.channel.value, "unconfirmed").inc()
+        log.error(
+            "delivery %s (%s to %s) was interrupted and cannot be confirmed: not sent again",
+            d.key,
+            d.channel.value,
+            _masked(d),
+        )
+
+
+_SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def _masked(d: ds.Due) -> str:
+    if d.channel == Channel.EMAIL:
+        return mask_email(d.recipient)
+    return (
+        mask_phone(d.recipient) if d.channel in (Channel.SMS, Channel.VOICE, Channel.CONSOLE) else d.recipient
+    )
+
+
+def _alarm_event(e: Event) -> AlarmEvent:
+    return AlarmEvent(e.alarm_key, e.event, e.priority, tuple(sorted(e.labels.items())), e.message_zh,
+                      e.message_en, e.at_us)  # fmt: skip
