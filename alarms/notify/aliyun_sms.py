@@ -11,8 +11,9 @@ is configured, and ``SendSms`` is RPC style with its parameters in the query of 
 scheme: https://help.aliyun.com/zh/sdk/product-overview/v3-request-structure-and-signature ("V3 版本请求体
 & 签名机制"; its worked example is a test vector in tests/alarms/notify/test_aliyun_sms.py).
 
-OutId carries the idempotency key. Aliyun does not deduplicate on it: it is echoed in delivery receipts
-(QuerySendDetails / SmsReport), which is how a send interrupted by a crash is reconciled.
+OutId carries the idempotency key. Aliyun does not deduplicate on it: it is echoed in the send records
+(QuerySendDetails), which is how ``lookup`` reconciles a send interrupted by a crash and ``report`` finds
+the delivery receipt (aliyun_sms_query.py).
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from alarms.notify import (
+    DeliveryReport,
     Message,
     NotifierConfigError,
+    NotifyError,
     PermanentError,
     Receipt,
     RetryableError,
+    aliyun_sms_query,
     mask_phone,
     read_secret,
 )
@@ -172,10 +177,46 @@ class AliyunSms(SmsGateway):
                 dict(zip(self.template.names, values, strict=True)), ensure_ascii=False, separators=(",", ":")
             ),
         }
+        answer = await self._call("SendSms", query, number)
+        request_id = str(answer.get("RequestId", ""))
+        if not answer.get("BizId"):
+            raise PermanentError(
+                PROVIDER, "NO_BIZID", f"accepted without a BizId (request {request_id or '?'})"
+            )
+        return Receipt(PROVIDER, str(answer["BizId"]), message.idempotency_key, request_id)
+
+    async def lookup(self, message: Message, sent_at_us: int) -> Receipt | None:
+        """``Lookup``: the record whose OutId is the message's idempotency key (aliyun_sms_query)."""
+        number = national_number(PROVIDER, message.recipient)
+        try:
+            return await aliyun_sms_query.lookup(
+                self._query_call(number), number, message.idempotency_key, sent_at_us
+            )
+        except NotifyError as exc:
+            log.debug("%s", exc)
+            raise
+
+    async def report(self, receipt: Receipt, message: Message, sent_at_us: int) -> DeliveryReport | None:
+        """``Lookup``: the delivery receipt of that record (aliyun_sms_query)."""
+        number = national_number(PROVIDER, message.recipient)
+        try:
+            return await aliyun_sms_query.report(self._query_call(number), number, receipt, sent_at_us)
+        except NotifyError as exc:
+            log.debug("%s", exc)
+            raise
+
+    def _query_call(self, number: str) -> aliyun_sms_query.Call:
+        async def call(query: dict[str, str]) -> dict[str, Any]:
+            return await self._call("QuerySendDetails", query, number)
+
+        return call
+
+    async def _call(self, action: str, query: Mapping[str, str], number: str) -> dict[str, Any]:
+        """One signed Dysmsapi 2017-05-25 call; its answer when Code is OK, else the classified error."""
         body = b""
         headers = {
             "host": self._host,
-            "x-acs-action": "SendSms",
+            "x-acs-action": action,
             "x-acs-version": "2017-05-25",
             "x-acs-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock())),
             "x-acs-signature-nonce": self._nonce(),
@@ -193,9 +234,9 @@ class AliyunSms(SmsGateway):
             self.config.timeout_s,
         )
         code = str(answer.get("Code", ""))
+        if status == 200 and code == "OK":
+            return answer
         request_id = str(answer.get("RequestId", ""))
-        if status == 200 and code == "OK" and answer.get("BizId"):
-            return Receipt(PROVIDER, str(answer["BizId"]), message.idempotency_key, request_id)
         detail = redact(str(answer.get("Message", "")), [self._key_id, self._key_secret])
         detail = detail.replace(number, mask_phone(number))
         detail = f"{detail} (HTTP {status}, request {request_id or '?'})"
