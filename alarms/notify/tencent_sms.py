@@ -8,7 +8,8 @@ and answer shapes as in the SDK's models; codes from the SMS error table
 (https://cloud.tencent.com/document/api/382/59177) and the API 3.0 common codes (.../382/38780).
 
 SessionContext carries the idempotency key. Tencent does not deduplicate on it: it is returned unchanged
-in the answer and in status pulls/callbacks, which is how a send interrupted by a crash is reconciled.
+in the answer and in status pulls/callbacks, which is how ``lookup`` reconciles a send interrupted by a
+crash and ``report`` finds the delivery receipt (tencent_sms_query.py).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from typing import Any
 import httpx
 
 from alarms.notify import (
+    DeliveryReport,
     Message,
     NotifierConfigError,
+    NotifyError,
     PermanentError,
     Receipt,
     RetryableError,
     mask_phone,
     read_secret,
+    tencent_sms_query,
 )
 from alarms.notify.sms import SmsGateway, SmsTemplate, exchange, national_number, redact
 
@@ -141,9 +145,54 @@ class TencentSms(SmsGateway):
             "TemplateParamSet": values,
             "SessionContext": message.idempotency_key,
         }
+        status, response = await self._call("SendSms", request, phone)
+        request_id = str(response.get("RequestId", ""))
+        entries = response.get("SendStatusSet")
+        entry: dict[str, Any] = entries[0] if isinstance(entries, list) and len(entries) == 1 else {}
+        if not isinstance(entry, dict) or entry.get("PhoneNumber") != phone:
+            raise PermanentError(
+                PROVIDER, f"HTTP_{status}", f"no SendStatusSet entry (request {request_id or '?'})"
+            )
+        code = str(entry.get("Code", ""))
+        if code == "Ok" and entry.get("SerialNo"):
+            return Receipt(PROVIDER, str(entry["SerialNo"]), message.idempotency_key, request_id)
+        self._raise(code, entry.get("Message"), status, request_id, phone)
+        raise AssertionError("unreachable")
+
+    async def lookup(self, message: Message, sent_at_us: int) -> Receipt | None:
+        """``Lookup``: the status report whose SessionContext is the message's idempotency key
+        (tencent_sms_query; a message is listed only once its status report exists)."""
+        phone = "+86" + national_number(PROVIDER, message.recipient)
+        try:
+            return await tencent_sms_query.lookup(
+                self._query_call(phone), message.idempotency_key, sent_at_us, self._clock()
+            )
+        except NotifyError as exc:
+            log.debug("%s", exc)
+            raise
+
+    async def report(self, receipt: Receipt, message: Message, sent_at_us: int) -> DeliveryReport | None:
+        """``Lookup``: the status report of the accepted message (tencent_sms_query)."""
+        phone = "+86" + national_number(PROVIDER, message.recipient)
+        try:
+            return await tencent_sms_query.report(self._query_call(phone), receipt, sent_at_us, self._clock())
+        except NotifyError as exc:
+            log.debug("%s", exc)
+            raise
+
+    def _query_call(self, phone: str) -> tencent_sms_query.Call:
+        async def call(request: dict[str, Any]) -> dict[str, Any]:
+            request = {**request, "PhoneNumber": phone, "SmsSdkAppId": self.config.sms_sdk_app_id}
+            return (await self._call("PullSmsSendStatusByPhoneNumber", request, phone))[1]
+
+        return call
+
+    async def _call(self, action: str, request: dict[str, Any], phone: str) -> tuple[int, dict[str, Any]]:
+        """One signed SMS 2021-01-11 call: (HTTP status, its Response object), or the classified error
+        the Response carries."""
         body = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()
         timestamp = int(self._clock())
-        signed = {"content-type": CONTENT_TYPE, "host": self._host, "x-tc-action": "SendSms"}
+        signed = {"content-type": CONTENT_TYPE, "host": self._host, "x-tc-action": action}
         authorization = tc3_authorization(
             self._secret_id.reveal(), self._secret_key.reveal(), self._service, timestamp, signed, body
         )
@@ -160,21 +209,11 @@ class TencentSms(SmsGateway):
         response = answer.get("Response")
         if not isinstance(response, dict):
             raise PermanentError(PROVIDER, f"HTTP_{status}", "the answer has no Response object")
-        request_id = str(response.get("RequestId", ""))
         error = response.get("Error")
         if isinstance(error, dict):
+            request_id = str(response.get("RequestId", ""))
             self._raise(str(error.get("Code", "")), error.get("Message"), status, request_id, phone)
-        entries = response.get("SendStatusSet")
-        entry: dict[str, Any] = entries[0] if isinstance(entries, list) and len(entries) == 1 else {}
-        if not isinstance(entry, dict) or entry.get("PhoneNumber") != phone:
-            raise PermanentError(
-                PROVIDER, f"HTTP_{status}", f"no SendStatusSet entry (request {request_id or '?'})"
-            )
-        code = str(entry.get("Code", ""))
-        if code == "Ok" and entry.get("SerialNo"):
-            return Receipt(PROVIDER, str(entry["SerialNo"]), message.idempotency_key, request_id)
-        self._raise(code, entry.get("Message"), status, request_id, phone)
-        raise AssertionError("unreachable")
+        return status, response
 
     def _raise(self, code: str, text: object, status: int, request_id: str, phone: str) -> None:
         detail = redact(str(text or ""), [self._secret_id, self._secret_key])
