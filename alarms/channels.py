@@ -53,7 +53,9 @@ _PROVIDERS: dict[Channel, dict[str, tuple[str, str, str]]] = {
     Channel.EMAIL: {"smtp": ("alarms.notify.email", "EmailConfig", "EmailNotifier")},
     Channel.CONSOLE: {},
 }
-_DEFAULT_PROVIDER = {Channel.MQTT: "mqtt", Channel.WEBHOOK: "webhook", Channel.EMAIL: "smtp"}
+_DEFAULT_PROVIDER = {
+    Channel.MQTT: "mqtt", Channel.WEBHOOK: "webhook", Channel.EMAIL: "smtp", Channel.CONSOLE: "console"
+}  # fmt: skip
 _SHARED = ("provider", "rate_per_s", "after")
 
 
@@ -170,7 +172,7 @@ def compile_channels(path: str | Path, tree: RouteTree, env: Mapping[str, str] |
     if not isinstance(raw, dict):
         c.issue(("channels",), "channels maps a channel (sms, voice, ...) to its provider settings")
         raw = {}
-    base = Path(path).parent
+    base = Path()  # a console path is relative to the working directory, as the data directory is
     for name, settings in raw.items():
         at: PathKey = ("channels", name)
         try:

@@ -22,7 +22,8 @@ Crash safety: the idempotency key is the delivery's, fixed at planning. A delive
 ``sending`` by a dispatcher that did not start it (a crash, or the database lost while
 recording) is reconciled: a channel that can be asked (``lookup``: the SMS providers, the file
 outbox) says whether it accepted the message; a channel whose receiver deduplicates on the key
-(webhook, MQTT) gets it again; any other is marked ``unconfirmed`` and counted, never sent twice.
+(webhook, MQTT) gets it again, and so does a voice call (no provider finds a call by its key, and
+a second call beats none); any other is marked ``unconfirmed`` and counted, never sent twice.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from core.clock import Clock
 from core.errors import StorageError
 from core.plant import Plant
 from core.redact import mask_email, mask_phone
-from storage.db import Conn, connect
+from storage.db import Conn, connect, translate_errors
 
 __all__ = ["Dispatcher", "DispatcherSettings"]
 
@@ -60,6 +61,7 @@ US = 1_000_000
 _GROUPED = (Channel.SMS, Channel.VOICE, Channel.EMAIL)
 _MUTED = ("shelved", "suppressed", "out_of_service")
 _HIGHER = {"GAS_L1": "GAS_L2", "H": "HH", "L": "LL"}
+_LOCK_ID = 0x4857_4E44  # "HWND": the advisory lock of the one dispatcher per database
 _RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
 
 
@@ -127,15 +129,18 @@ class Dispatcher:
             try:
                 listen = await connect(self.dsn, autocommit=True, application_name="hazardwatch-dispatch")
                 try:
-                    await listen.execute("LISTEN notification")
+                    with translate_errors("wait for notifications"):
+                        await self._lead(listen)
+                        await listen.execute("LISTEN notification")
                     attempt = 0
                     while True:
                         await self.step()
                         wait = self.settings.poll_s
                         if self._wake_at_us is not None:
                             wait = min(wait, max((self._wake_at_us - self.clock.now_us()) / US, 0.0))
-                        async for _ in listen.notifies(timeout=wait, stop_after=1):
-                            pass
+                        with translate_errors("wait for notifications"):
+                            async for _ in listen.notifies(timeout=wait, stop_after=1):
+                                pass
                 finally:
                     await listen.close()
             except StorageError as exc:
@@ -144,6 +149,22 @@ class Dispatcher:
                 attempt += 1
                 log.warning("dispatcher: database unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _lead(self, listen: Conn) -> None:
+        """One dispatcher per database sends (a session advisory lock, held while this connection
+        lives): another one, in a second process by mistake or as a standby, waits here."""
+        waiting = False
+        while True:
+            cur = await listen.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,))
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                if waiting:
+                    log.warning("dispatcher: the other dispatcher is gone; this one sends now")
+                return
+            if not waiting:
+                log.warning("dispatcher: another dispatcher holds this database's lock; standing by")
+                waiting = True
+            await asyncio.sleep(self.settings.poll_s)
 
     async def close(self) -> None:
         for task in list(self._inflight.values()):
@@ -469,6 +490,10 @@ class Dispatcher:
         notifier = self.channels.notifier(d.channel, d.recipient)
         now = self.clock.now_us()
         attempt = max(d.attempts, 1)
+        if d.channel == Channel.VOICE:  # no provider finds a call by its key: a second call beats none
+            await ds.finish(conn, d.id, attempt, state="retry", outcome="not_found", now_us=now, due_us=now,
+                            detail="interrupted; a call cannot be looked up: called again")  # fmt: skip
+            return
         lookup = getattr(notifier, "lookup", None)
         if notifier is not None and lookup is not None:
             message = await self._message(conn, d, notifier)

@@ -16,7 +16,7 @@ from rich.table import Table
 import hazardwatch
 from core.clock import SystemClock
 from core.errors import ConfigError, SchemaError, StorageError
-from core.plant import ModbusDevice, OpcUaDevice
+from core.plant import ModbusDevice, OpcUaDevice, Plant
 from core.redact import redact
 from hazardwatch.cli_common import config_error_exit, load_compiled_or_exit, load_plant_or_exit, with_data_dir
 from hazardwatch.cli_logging import LOG_FORMAT, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, start_logging, stop_logging
@@ -57,7 +57,7 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
     """Validate a plant config and compile it as ``run`` would (rules, read plans, sources; nothing
     connects), then summarise it, or list every error (exit code 2)."""
     plant = load_plant_or_exit(config, compile_check=True)
-    routes = _check_routes(config)
+    routes = _check_routes(config, plant)
     tags = plant.tags()
     protocol_of = {d.id: ("OPC UA" if isinstance(d, OpcUaDevice) else "Modbus") for d in plant.devices()}
     hazard_sources = [h for e in plant.enterprises for h in e.hazard_sources]
@@ -91,18 +91,18 @@ def check(config: Path = typer.Argument(..., help="Plant YAML, or a folder holdi
     out.print("config OK", style="bold green")
 
 
-def _check_routes(config: Path) -> str:
-    """The routes.yaml beside the plant, when there is one, compiled (exit 2 on any problem)."""
-    from alarms.routing import compile_routes, routes_file
+def _check_routes(config: Path, plant: Plant) -> str:
+    """Routes, channels and rosters beside the plant, compiled as ``run`` compiles them (exit 2
+    on any problem); a line saying what they hold, or that nothing is notified."""
+    from alarms.delivery_setup import load_delivery
 
-    path = routes_file(config)
-    if not path.is_file():
-        return ""
     try:
-        tree = compile_routes(path)
+        setup = load_delivery(config, plant)
     except ConfigError as exc:
-        raise config_error_exit(exc, path) from None
-    return f"routes: {len(tree.routes())} routes, {len(tree.receivers)} receivers, {len(tree.escalations)} escalation policies"
+        raise config_error_exit(exc, config) from None
+    if setup is None:
+        return "routes: no routes.yaml beside the plant: alarms are journaled but nobody is notified"
+    return setup.summary()
 
 
 def _logging(level: str, fmt: LogFormat) -> None:

@@ -61,6 +61,7 @@ def load_compiled_or_exit(
     compile's default), or exit 2 listing every error. ``run`` starts its Runtime with this
     compile, the config check, instead of compiling again; the compile carries the plant's
     alarm rationalization defaults, so a broken reference file fails the check too."""
+    from alarms.delivery_setup import load_delivery
     from hazardwatch.compile_all import compile_checked  # loads asyncua and pymodbus
 
     try:
@@ -72,7 +73,9 @@ def load_compiled_or_exit(
                 compiled = compile_checked(plant, source, clock)
             else:
                 compiled = compile_checked(plant, source, clock, str(plant.settings.local_path(pki_dir)))
-            compiled = dataclasses.replace(compiled, rationale=defaults_for(config, plant))
+            compiled = dataclasses.replace(
+                compiled, rationale=defaults_for(config, plant), delivery=load_delivery(config, plant)
+            )
     except ConfigError as exc:
         raise config_error_exit(exc, config) from None
     return plant, compiled

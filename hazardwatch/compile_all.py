@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarms.delivery_setup import DeliverySetup
 from alarms.rationale import RationaleDefaults
 from collector.base import Source
 from collector.factory import build_sources
@@ -50,6 +51,8 @@ class Compiled:
     # the plant's alarm rationalization defaults (its reference folder's rationalization.yaml),
     # read by load_compiled_or_exit, which knows where the plant file is
     rationale: RationaleDefaults = field(default_factory=RationaleDefaults)
+    # routes, channels and rosters beside the plant (alarms.delivery_setup); None: no routes.yaml
+    delivery: DeliverySetup | None = None
 
 
 class CompileError(HazardWatchError):

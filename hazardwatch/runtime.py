@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from prometheus_client.registry import CollectorRegistry
 
+from alarms.delivery_setup import DeliverySetup
+from alarms.dispatcher import Dispatcher
 from alarms.journal import RuleRow
 from alarms.model import Catalog
 from alarms.rationale import RationaleDefaults
@@ -125,6 +127,7 @@ class Runtime:
         self.live = LiveSnapshot(len(self.registry))
         self.rules: RuleSink | None = None
         self.alarms: AlarmService | None = None
+        self.dispatcher: Dispatcher | None = None
         self.rationale = rationale
         self._synced = asyncio.Event()  # migrations and registry sync done (alarm tables exist)
         self.runners: list[CollectorRunner] = []
@@ -252,6 +255,8 @@ class Runtime:
         if self.rule_state_file and self.rules.load(self.rule_state_file):
             log.info("rule state restored from %s", self.rule_state_file)
         await self._start_alarms(compiled.engine)
+        if compiled.delivery is not None:
+            self._start_dispatcher(compiled.delivery)
         self.hub.add_sink("rules", self.rules.write)
         self._tasks.append(asyncio.create_task(self.rules.run_timer(), name="rules-timer"))
         for name, write in self._extra_sinks:
@@ -323,6 +328,21 @@ class Runtime:
         )
         self._tasks.append(task)
 
+    def _start_dispatcher(self, setup: DeliverySetup) -> None:
+        """The dispatcher (alarms.dispatcher): outbox rows to people, once the alarm tables exist."""
+        assert self.alarms is not None
+        self.dispatcher = Dispatcher(
+            self.dsn, setup.tree, setup.channels, setup.rosters, self.plant, setup.gas,
+            self.alarms.catalog.by_key, self.clock, registry=self.metrics_registry,
+        )  # fmt: skip
+        dispatcher = self.dispatcher
+
+        async def run() -> None:
+            await self._synced.wait()
+            await dispatcher.run()
+
+        self._tasks.append(asyncio.create_task(run(), name="dispatcher"))
+
     async def stop(self) -> None:
         try:
             clean = await self._stop_collecting()
@@ -359,6 +379,8 @@ class Runtime:
                 log.error("rule state %s not saved: %s", self.rule_state_file, exc)
         if self.alarms is not None:
             clean = await self.alarms.close(self.options.shutdown_flush_s) and clean
+        if self.dispatcher is not None:  # what it had not sent waits in the outbox for the next start
+            await self.dispatcher.close()
         if self.writer is not None:
             # Let the writer finish in the database while it is up; whatever it cannot write
             # in time goes to the spool on close (drained at the next start).
