@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alarms.delivery_plan import Event, Planned, Told
+from alarms.notify import DeliveryReport
 from alarms.routing_model import Channel, TargetKind
 from storage.db import Conn, translate_errors
 
@@ -21,6 +22,7 @@ __all__ = [
     "AlarmNow",
     "Due",
     "alarm_states",
+    "awaiting_report",
     "claim",
     "due",
     "events",
@@ -33,6 +35,7 @@ __all__ = [
     "postpone",
     "save_plan",
     "set_state",
+    "store_report",
     "summary_members",
     "told_of",
 ]
@@ -343,6 +346,42 @@ async def finish(
                  request_id, state, _ts(now_us), None if due_us is None else _ts(due_us), delivery_id),
             )  # fmt: skip
             await _journal(cur, [note] if note else [], now_us)
+        await conn.commit()
+
+
+async def awaiting_report(conn: Conn, since_us: int, limit: int) -> list[tuple[Due, str, str]]:
+    """Sent deliveries (since ``since_us``) whose receipt is not final yet: (delivery, provider,
+    provider message id), oldest first."""
+    with translate_errors("read deliveries awaiting a receipt"):
+        async with conn.cursor() as cur:
+            await cur.execute(
+                """SELECT id, key, seq, n, alarm_key, event, priority, step, receiver, channel, recipient,
+                          group_interval_s, due_at, state, attempts, sent_at, provider, provider_message_id
+                   FROM delivery
+                   WHERE state = 'sent' AND sent_at >= %s AND coalesce(report_status, 'PENDING') = 'PENDING'
+                     AND channel IN ('sms', 'voice')
+                   ORDER BY sent_at LIMIT %s""",
+                (_ts(since_us), limit),
+            )
+            rows = await cur.fetchall()
+        await conn.commit()
+    return [
+        (Due(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], Channel(r[9]), r[10], r[11],
+             _us(r[12]) or 0, r[13], r[14], _us(r[15]), None), r[16] or "", r[17] or "")
+        for r in rows
+    ]  # fmt: skip
+
+
+async def store_report(conn: Conn, delivery_id: int, report: DeliveryReport, now_us: int) -> None:
+    """A delivery receipt as evidence on its delivery."""
+    with translate_errors("store a delivery receipt"):
+        async with conn.cursor() as cur:
+            await cur.execute(
+                """UPDATE delivery SET report_status = %s, report_code = %s, report_at = %s, updated_at = %s
+                   WHERE id = %s""",
+                (report.status, report.code or None,
+                 None if report.at_us is None else _ts(report.at_us), _ts(now_us), delivery_id),
+            )  # fmt: skip
         await conn.commit()
 
 

@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
@@ -41,17 +40,15 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from alarms import delivery_store as ds
 from alarms.channels import Channels
-from alarms.delivery_plan import Event, Told, plan
-from alarms.delivery_text import event_params, fit, summary_params
+from alarms.delivery_plan import Told, plan
+from alarms.dispatch_send import DispatcherSettings, Sender, masked
 from alarms.model import AlarmDef
-from alarms.notify import AlarmEvent, Message, Notifier, NotifyError, PermanentError, RetryableError
 from alarms.roster import Rosters
 from alarms.routing_model import Channel, RouteTree
 from core.backoff import Backoff
 from core.clock import Clock
 from core.errors import StorageError
 from core.plant import Plant
-from core.redact import mask_email, mask_phone
 from storage.db import Conn, connect, translate_errors
 
 __all__ = ["Dispatcher", "DispatcherSettings"]
@@ -61,18 +58,9 @@ US = 1_000_000
 _GROUPED = (Channel.SMS, Channel.VOICE, Channel.EMAIL)
 _MUTED = ("shelved", "suppressed", "out_of_service")
 _HIGHER = {"GAS_L1": "GAS_L2", "H": "HH", "L": "LL"}
+_SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _LOCK_ID = 0x4857_4E44  # "HWND": the advisory lock of the one dispatcher per database
 _RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
-
-
-@dataclass(frozen=True)
-class DispatcherSettings:
-    poll_s: float = 1.0  # a missed NOTIFY costs at most this
-    batch: int = 500  # outbox rows planned, deliveries handled, per round
-    max_attempts: int = 8  # then a retryable failure is given up (state failed)
-    retry: Backoff = field(default_factory=lambda: Backoff(initial_s=2.0, max_s=300.0, jitter=0.3))
-    concurrency: int = 32  # sends in flight
-    report_every_s: float = 60.0  # delivery receipts fetched this often
 
 
 class _Bucket:
@@ -112,13 +100,18 @@ class Dispatcher:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._sending: set[int] = set()  # deliveries this dispatcher is sending or reconciling
         self._busy: set[tuple[Channel, str]] = set()  # lanes with a send in flight
-        self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._wake_at_us: int | None = None
         registry = registry or CollectorRegistry()
         self._outcomes = Counter(
             "hazardwatch_notifications", "Delivery attempts and decisions by channel and outcome",
             ["channel", "outcome"], registry=registry,
         )  # fmt: skip
+        self.sender = Sender(dsn, channels, describe, clock, self.settings, self._outcomes, self._sent)
+        self._reported_at = -float("inf")
+
+    def _sent(self, d: ds.Due, now_us: int) -> None:
+        if d.channel in _GROUPED and self._lanes is not None:  # the next one waits a group_interval
+            self._lanes[(d.channel, d.recipient)] = now_us
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -204,6 +197,9 @@ class Dispatcher:
             pass
         self._wake_at_us = await ds.next_due_us(conn)
         await self._handle(conn, now)
+        if self.clock.monotonic() - self._reported_at >= self.settings.report_every_s:
+            self._reported_at = self.clock.monotonic()
+            await self.sender.reports(conn)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -254,7 +250,7 @@ class Dispatcher:
             if d.state == "sending":
                 if d.id not in self._sending:  # not ours: a crash or a lost record left it
                     self._sending.add(d.id)
-                    self._start(self._reconcile(d), d.id)
+                    self._start(self.sender.reconcile(d), d.id)
                 continue
             verdict = self._verdict(d, states)
             if verdict is None:
@@ -269,7 +265,7 @@ class Dispatcher:
                     d.n,
                     d.step,
                     state,
-                    {"channel": d.channel.value, "recipient": _masked(d), "reason": reason},
+                    {"channel": d.channel.value, "recipient": masked(d), "reason": reason},
                 )
             )
             self._outcomes.labels(d.channel.value, state).inc()
@@ -302,7 +298,7 @@ class Dispatcher:
                 self._sending.add(d.id)
                 if channel in _GROUPED:
                     self._busy.add(lane)
-                self._start(self._send(d, attempts[d.id], now), d.id, lane)
+                self._start(self.sender.send(d, attempts[d.id]), d.id, lane)
 
     def _verdict(self, d: ds.Due, states: Mapping[str, ds.AlarmNow]) -> tuple[str, str] | None:
         """(state, reason) when the delivery no longer goes out; None when it does."""
@@ -360,7 +356,7 @@ class Dispatcher:
         )
         summary_id = await ds.group(conn, [m.id for m in members], draft, now)
         await ds.journal(conn, [(m.alarm_key, m.seq, m.n, m.step, "grouped",
-                                 {"channel": channel.value, "recipient": _masked(m), "summary": summary_id})
+                                 {"channel": channel.value, "recipient": masked(m), "summary": summary_id})
                                 for m in members], now)  # fmt: skip
         self._outcomes.labels(channel.value, "grouped").inc(len(members))
         return ds.Due(
@@ -397,172 +393,3 @@ class Dispatcher:
                 self._busy.discard(lane)
 
         task.add_done_callback(done)
-
-    async def _message(self, conn: Conn, d: ds.Due, notifier: Notifier) -> Message:
-        template = getattr(notifier, "template", None)
-        names = getattr(template, "names", None)
-        max_chars = getattr(template, "max_chars", None)
-        if d.seq is None:  # a summary
-            summary = await ds.summary_members(conn, d.id)
-            evs = await ds.events(conn, summary)
-            members = [(e, self.describe(e.alarm_key)) for e in evs.values()]
-            params = summary_params(members, self.clock.now_us()) if members else {}
-            return Message(d.recipient, fit(params, names, max_chars), d.key)
-        assert d.n is not None
-        e = (await ds.events(conn, [(d.seq, d.n)]))[(d.seq, d.n)]
-        params = event_params(e, self.describe(e.alarm_key))
-        return Message(d.recipient, fit(params, names, max_chars), d.key, _alarm_event(e))
-
-    async def _send(self, d: ds.Due, attempt: int, started_us: int) -> None:
-        async with self._slots:
-            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
-            try:
-                await self._send_on(conn, d, attempt, started_us)
-            finally:
-                await conn.close()
-
-    async def _send_on(self, conn: Conn, d: ds.Due, attempt: int, started_us: int) -> None:
-        notifier = self.channels.notifier(d.channel, d.recipient)
-        if notifier is None:
-            await self._finish(
-                conn, d, attempt, PermanentError(d.channel.value, "NO_CHANNEL", "not configured")
-            )
-            return
-        message = await self._message(conn, d, notifier)
-        try:
-            receipt = await notifier.send(message)
-        except NotifyError as exc:
-            await self._finish(conn, d, attempt, exc)
-            return
-        except Exception as exc:  # a notifier's bug: retried, and loud
-            log.exception("notifier %r failed on %s", notifier, d.key)
-            await self._finish(conn, d, attempt, RetryableError(d.channel.value, "ERROR", type(exc).__name__))
-            return
-        now = self.clock.now_us()
-        await ds.finish(conn, d.id, attempt, state="sent", outcome="accepted", now_us=now,
-                        provider=receipt.provider, provider_message_id=receipt.provider_message_id,
-                        request_id=receipt.request_id or None,
-                        note=(d.alarm_key, d.seq, d.n, d.step, "sent",
-                              {"channel": d.channel.value, "recipient": _masked(d),
-                               "provider": receipt.provider, "id": receipt.provider_message_id}))  # fmt: skip
-        self._outcomes.labels(d.channel.value, "sent").inc()
-        if d.channel in _GROUPED and self._lanes is not None:  # the next one waits a group_interval
-            self._lanes[(d.channel, d.recipient)] = now
-
-    async def _finish(self, conn: Conn, d: ds.Due, attempt: int, exc: NotifyError) -> None:
-        now = self.clock.now_us()
-        retry = isinstance(exc, RetryableError) and attempt < self.settings.max_attempts
-        state = "retry" if retry else "failed"
-        due = None
-        if retry:
-            wait = self.settings.retry.delay(attempt - 1)
-            after = getattr(exc, "retry_after_s", None)
-            due = now + int(max(wait, after or 0.0) * US)
-        detail = str(exc)
-        outcome = "retryable" if isinstance(exc, RetryableError) else "permanent"
-        await ds.finish(conn, d.id, attempt, state=state, outcome=outcome, now_us=now, code=exc.code,
-                        detail=detail, due_us=due,
-                        note=(d.alarm_key, d.seq, d.n, d.step, state,
-                              {"channel": d.channel.value, "recipient": _masked(d), "code": exc.code,
-                               "attempt": attempt}))  # fmt: skip
-        self._outcomes.labels(d.channel.value, state).inc()
-        level = logging.WARNING if retry else logging.ERROR
-        log.log(
-            level,
-            "delivery %s (%s to %s) attempt %d: %s",
-            d.key,
-            d.channel.value,
-            _masked(d),
-            attempt,
-            "will retry" if retry else f"failed: {detail}",
-        )
-
-    async def _reconcile(self, d: ds.Due) -> None:
-        """A delivery left ``sending`` by a crash: ask, resend if safe, or mark it unconfirmed."""
-        async with self._slots:
-            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
-            try:
-                await self._reconcile_on(conn, d)
-            finally:
-                await conn.close()
-
-    async def _reconcile_on(self, conn: Conn, d: ds.Due) -> None:
-        notifier = self.channels.notifier(d.channel, d.recipient)
-        now = self.clock.now_us()
-        attempt = max(d.attempts, 1)
-        if d.channel == Channel.VOICE:  # no provider finds a call by its key: a second call beats none
-            await ds.finish(conn, d.id, attempt, state="retry", outcome="not_found", now_us=now, due_us=now,
-                            detail="interrupted; a call cannot be looked up: called again")  # fmt: skip
-            return
-        lookup = getattr(notifier, "lookup", None)
-        if notifier is not None and lookup is not None:
-            message = await self._message(conn, d, notifier)
-            try:
-                receipt = await lookup(message, d.sent_at_us or now)
-            except NotifyError as exc:
-                log.warning(
-                    "delivery %s: cannot ask %s whether it was sent (%s); asking again later",
-                    d.key,
-                    d.channel.value,
-                    exc,
-                )
-                await ds.postpone(conn, d.id, now + int(self.settings.retry.delay(0) * US), now)
-                return
-            if receipt is not None:
-                await ds.finish(conn, d.id, attempt, state="sent", outcome="recovered", now_us=now,
-                                provider=receipt.provider, provider_message_id=receipt.provider_message_id,
-                                note=(d.alarm_key, d.seq, d.n, d.step, "recovered",
-                                      {"channel": d.channel.value, "recipient": _masked(d)}))  # fmt: skip
-                self._outcomes.labels(d.channel.value, "recovered").inc()
-                return
-            await ds.finish(
-                conn,
-                d.id,
-                attempt,
-                state="retry",
-                outcome="not_found",
-                now_us=now,
-                due_us=now,
-                detail="the provider has no record of it: sent again",
-            )
-            return
-        if notifier is not None and getattr(notifier, "idempotent", False):
-            await ds.finish(
-                conn,
-                d.id,
-                attempt,
-                state="retry",
-                outcome="not_found",
-                now_us=now,
-                due_us=now,
-                detail="interrupted; the receiver deduplicates on the idempotency key",
-            )
-            return
-        await ds.finish(conn, d.id, attempt, state="unconfirmed", outcome="unconfirmed", now_us=now,
-                        detail="interrupted between the send and its record; the channel cannot be asked, "
-                        "so it is not sent again",
-                        note=(d.alarm_key, d.seq, d.n, d.step, "unconfirmed",
-                              {"channel": d.channel.value, "recipient": _masked(d)}))  # fmt: skip
-        self._outcomes.labels(d.channel.value, "unconfirmed").inc()
-        log.error(
-            "delivery %s (%s to %s) was interrupted and cannot be confirmed: not sent again",
-            d.key,
-            d.channel.value,
-            _masked(d),
-        )
-
-
-_SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-
-
-def _masked(d: ds.Due) -> str:
-    if d.channel == Channel.EMAIL:
-        return mask_email(d.recipient)
-    return (
-        mask_phone(d.recipient) if d.channel in (Channel.SMS, Channel.VOICE, Channel.CONSOLE) else d.recipient
-    )
-
-
-def _alarm_event(e: Event) -> AlarmEvent:
-    return AlarmEvent(e.alarm_key, e.event, e.priority, tuple(sorted(e.labels.items())), e.message_zh,
-                      e.message_en, e.at_us)  # fmt: skip

@@ -19,7 +19,7 @@ import pytest
 from alarms.channels import Channels
 from alarms.dispatcher import Dispatcher
 from alarms.model import AlarmDef, Catalog
-from alarms.notify import PermanentError, RecordingNotifier, RetryableError
+from alarms.notify import DeliveryReport, PermanentError, RecordingNotifier, RetryableError
 from alarms.notify.console import ConsoleOutbox
 from alarms.roster_load import load_rosters
 from alarms.routing import compile_routes
@@ -353,3 +353,36 @@ async def test_a_send_interrupted_after_the_file_took_it_is_found_there_and_not_
     assert [r[0] for r in rows] == ["sent"] * len(rows)
     outcomes = await fetch_all(dsn, "SELECT outcome FROM delivery_attempt")
     assert {o[0] for o in outcomes} == {"recovered"}
+
+
+async def test_delivery_receipts_are_fetched_and_stored_as_evidence(
+    dsn: str, plant: Plant, catalog: Catalog, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES.replace("escalation: default", "escalation: none"), encoding="utf-8")
+    clock = FakeClock(T0)
+
+    class WithReceipts(RecordingNotifier):
+        asked: int = 0
+
+        async def report(self, receipt: Any, message: Any, sent_at_us: int) -> DeliveryReport | None:
+            self.asked += 1
+            assert receipt.provider == "sms-fake" and receipt.provider_message_id.startswith("fake-")
+            if self.asked <= len(self.sent):  # the first time round: not known yet
+                return DeliveryReport("PENDING")
+            return DeliveryReport("DELIVERED", "DELIVRD", sent_at_us + 3 * US)
+
+    sms = WithReceipts("sms-fake")
+    d = Dispatcher(dsn, compile_routes(routes), Channels({Channel.SMS: sms}), load_rosters(
+        ROOT / "config/demo/rosters.yaml", plant), plant, gas_classes(plant), catalog.by_key, clock,
+        registry=None)  # fmt: skip
+    Plantside(dsn).event(_alarm(catalog, "LGGT", "HH"), "raised", T0)
+    try:
+        for _ in range(3):
+            await d.step()
+            await d.drain()
+            clock.advance(61)
+    finally:
+        await d.close()
+    rows = await fetch_all(dsn, "SELECT report_status, report_code, report_at - sent_at FROM delivery")
+    assert rows and all(r[0] == "DELIVERED" and r[1] == "DELIVRD" for r in rows), rows

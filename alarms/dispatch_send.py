@@ -1,0 +1,247 @@
+"""Sending one delivery, reconciling one a crash interrupted, and fetching delivery receipts:
+the dispatcher's (alarms.dispatcher) work at the provider, each on a connection of its own.
+
+A send's record follows the provider's answer: ``sent`` with the provider's ids, ``retry`` after
+backoff (never before the provider's Retry-After) up to ``max_attempts``, ``failed``. A delivery
+left ``sending`` by a crash is asked about (``lookup``), sent again where that is safe (webhook,
+MQTT: receivers deduplicate; voice: a second call beats none), else marked ``unconfirmed``.
+Receipts (``report``) of sent deliveries are fetched every ``report_every_s`` for a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+
+from alarms import delivery_store as ds
+from alarms.channels import Channels
+from alarms.delivery_plan import Event
+from alarms.delivery_text import event_params, fit, summary_params
+from alarms.model import AlarmDef
+from alarms.notify import AlarmEvent, Message, Notifier, NotifyError, PermanentError, Receipt, RetryableError
+from alarms.routing_model import Channel
+from core.backoff import Backoff
+from core.clock import Clock
+from core.redact import mask_email, mask_phone
+from storage.db import Conn, connect
+
+__all__ = ["DispatcherSettings", "Sender", "masked"]
+
+log = logging.getLogger("alarms.dispatcher")
+US = 1_000_000
+_REPORT_FOR_US = 24 * 3600 * US  # receipts are asked for this long after the send
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    poll_s: float = 1.0  # a missed NOTIFY costs at most this
+    batch: int = 500  # outbox rows planned per round
+    max_attempts: int = 8  # then a retryable failure is given up (state failed)
+    retry: Backoff = field(default_factory=lambda: Backoff(initial_s=2.0, max_s=300.0, jitter=0.3))
+    concurrency: int = 32  # sends in flight
+    report_every_s: float = 60.0  # delivery receipts fetched this often
+
+
+class Sender:
+    def __init__(
+        self,
+        dsn: str,
+        channels: Channels,
+        describe: Callable[[str], AlarmDef | None],
+        clock: Clock,
+        settings: DispatcherSettings,
+        outcomes: Counter,
+        on_sent: Callable[[ds.Due, int], None],
+    ) -> None:
+        self.dsn, self.channels, self.describe, self.clock = dsn, channels, describe, clock
+        self.settings, self._outcomes, self.on_sent = settings, outcomes, on_sent
+        self._slots = asyncio.Semaphore(settings.concurrency)
+
+    async def message(self, conn: Conn, d: ds.Due, notifier: Notifier) -> Message:
+        template = getattr(notifier, "template", None)
+        names = getattr(template, "names", None)
+        max_chars = getattr(template, "max_chars", None)
+        if d.seq is None:  # a summary
+            summary = await ds.summary_members(conn, d.id)
+            evs = await ds.events(conn, summary)
+            members = [(e, self.describe(e.alarm_key)) for e in evs.values()]
+            params = summary_params(members, self.clock.now_us()) if members else {}
+            return Message(d.recipient, fit(params, names, max_chars), d.key)
+        assert d.n is not None
+        e = (await ds.events(conn, [(d.seq, d.n)]))[(d.seq, d.n)]
+        params = event_params(e, self.describe(e.alarm_key))
+        return Message(d.recipient, fit(params, names, max_chars), d.key, _alarm_event(e))
+
+    async def send(self, d: ds.Due, attempt: int) -> None:
+        async with self._slots:
+            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
+            try:
+                await self._send_on(conn, d, attempt)
+            finally:
+                await conn.close()
+
+    async def _send_on(self, conn: Conn, d: ds.Due, attempt: int) -> None:
+        notifier = self.channels.notifier(d.channel, d.recipient)
+        if notifier is None:
+            await self._finish(
+                conn, d, attempt, PermanentError(d.channel.value, "NO_CHANNEL", "not configured")
+            )
+            return
+        message = await self.message(conn, d, notifier)
+        try:
+            receipt = await notifier.send(message)
+        except NotifyError as exc:
+            await self._finish(conn, d, attempt, exc)
+            return
+        except Exception as exc:  # a notifier's bug: retried, and loud
+            log.exception("notifier %r failed on %s", notifier, d.key)
+            await self._finish(conn, d, attempt, RetryableError(d.channel.value, "ERROR", type(exc).__name__))
+            return
+        now = self.clock.now_us()
+        await ds.finish(conn, d.id, attempt, state="sent", outcome="accepted", now_us=now,
+                        provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+                        request_id=receipt.request_id or None,
+                        note=(d.alarm_key, d.seq, d.n, d.step, "sent",
+                              {"channel": d.channel.value, "recipient": masked(d),
+                               "provider": receipt.provider, "id": receipt.provider_message_id}))  # fmt: skip
+        self._outcomes.labels(d.channel.value, "sent").inc()
+        self.on_sent(d, now)
+
+    async def _finish(self, conn: Conn, d: ds.Due, attempt: int, exc: NotifyError) -> None:
+        now = self.clock.now_us()
+        retry = isinstance(exc, RetryableError) and attempt < self.settings.max_attempts
+        state = "retry" if retry else "failed"
+        due = None
+        if retry:
+            wait = self.settings.retry.delay(attempt - 1)
+            after = getattr(exc, "retry_after_s", None)
+            due = now + int(max(wait, after or 0.0) * US)
+        detail = str(exc)
+        outcome = "retryable" if isinstance(exc, RetryableError) else "permanent"
+        await ds.finish(conn, d.id, attempt, state=state, outcome=outcome, now_us=now, code=exc.code,
+                        detail=detail, due_us=due,
+                        note=(d.alarm_key, d.seq, d.n, d.step, state,
+                              {"channel": d.channel.value, "recipient": masked(d), "code": exc.code,
+                               "attempt": attempt}))  # fmt: skip
+        self._outcomes.labels(d.channel.value, state).inc()
+        level = logging.WARNING if retry else logging.ERROR
+        log.log(
+            level,
+            "delivery %s (%s to %s) attempt %d: %s",
+            d.key,
+            d.channel.value,
+            masked(d),
+            attempt,
+            "will retry" if retry else f"failed: {detail}",
+        )
+
+    async def reconcile(self, d: ds.Due) -> None:
+        """A delivery left ``sending`` by a crash: ask, resend if safe, or mark it unconfirmed."""
+        async with self._slots:
+            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
+            try:
+                await self._reconcile_on(conn, d)
+            finally:
+                await conn.close()
+
+    async def _reconcile_on(self, conn: Conn, d: ds.Due) -> None:
+        notifier = self.channels.notifier(d.channel, d.recipient)
+        now = self.clock.now_us()
+        attempt = max(d.attempts, 1)
+        if d.channel == Channel.VOICE:  # no provider finds a call by its key: a second call beats none
+            await ds.finish(conn, d.id, attempt, state="retry", outcome="not_found", now_us=now, due_us=now,
+                            detail="interrupted; a call cannot be looked up: called again")  # fmt: skip
+            return
+        lookup = getattr(notifier, "lookup", None)
+        if notifier is not None and lookup is not None:
+            message = await self.message(conn, d, notifier)
+            try:
+                receipt = await lookup(message, d.sent_at_us or now)
+            except NotifyError as exc:
+                log.warning(
+                    "delivery %s: cannot ask %s whether it was sent (%s); asking again later",
+                    d.key,
+                    d.channel.value,
+                    exc,
+                )
+                await ds.postpone(conn, d.id, now + int(self.settings.retry.delay(0) * US), now)
+                return
+            if receipt is not None:
+                await ds.finish(conn, d.id, attempt, state="sent", outcome="recovered", now_us=now,
+                                provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+                                note=(d.alarm_key, d.seq, d.n, d.step, "recovered",
+                                      {"channel": d.channel.value, "recipient": masked(d)}))  # fmt: skip
+                self._outcomes.labels(d.channel.value, "recovered").inc()
+                return
+            await ds.finish(
+                conn,
+                d.id,
+                attempt,
+                state="retry",
+                outcome="not_found",
+                now_us=now,
+                due_us=now,
+                detail="the provider has no record of it: sent again",
+            )
+            return
+        if notifier is not None and getattr(notifier, "idempotent", False):
+            await ds.finish(
+                conn,
+                d.id,
+                attempt,
+                state="retry",
+                outcome="not_found",
+                now_us=now,
+                due_us=now,
+                detail="interrupted; the receiver deduplicates on the idempotency key",
+            )
+            return
+        await ds.finish(conn, d.id, attempt, state="unconfirmed", outcome="unconfirmed", now_us=now,
+                        detail="interrupted between the send and its record; the channel cannot be asked, "
+                        "so it is not sent again",
+                        note=(d.alarm_key, d.seq, d.n, d.step, "unconfirmed",
+                              {"channel": d.channel.value, "recipient": masked(d)}))  # fmt: skip
+        self._outcomes.labels(d.channel.value, "unconfirmed").inc()
+        log.error(
+            "delivery %s (%s to %s) was interrupted and cannot be confirmed: not sent again",
+            d.key,
+            d.channel.value,
+            masked(d),
+        )
+
+    async def reports(self, conn: Conn) -> int:
+        """Fetch the delivery receipts of sent deliveries not final yet; how many were stored."""
+        now = self.clock.now_us()
+        stored = 0
+        for d, provider, message_id in await ds.awaiting_report(conn, now - _REPORT_FOR_US, 100):
+            notifier = self.channels.notifier(d.channel, d.recipient)
+            report = getattr(notifier, "report", None)
+            if notifier is None or report is None:
+                continue
+            message = await self.message(conn, d, notifier)
+            try:
+                got = await report(Receipt(provider, message_id, d.key), message, d.sent_at_us or now)
+            except NotifyError as exc:
+                log.debug("receipt of %s not fetched: %s", d.key, exc)
+                continue
+            if got is not None:
+                await ds.store_report(conn, d.id, got, now)
+                stored += 1
+        return stored
+
+
+def masked(d: ds.Due) -> str:
+    if d.channel == Channel.EMAIL:
+        return mask_email(d.recipient)
+    return (
+        mask_phone(d.recipient) if d.channel in (Channel.SMS, Channel.VOICE, Channel.CONSOLE) else d.recipient
+    )
+
+
+def _alarm_event(e: Event) -> AlarmEvent:
+    return AlarmEvent(e.alarm_key, e.event, e.priority, tuple(sorted(e.labels.items())), e.message_zh,
+                      e.message_en, e.at_us)  # fmt: skip
