@@ -221,6 +221,7 @@ def demo(
                 duration_s=duration_s,
                 options=options,
                 rationale=compiled.rationale,
+                delivery=compiled.delivery,
             )
         )
     except StorageError as exc:  # a configured database that cannot be used: say so, no traceback

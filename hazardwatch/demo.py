@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from alarms.delivery_setup import DeliverySetup
 from alarms.rationale import RationaleDefaults
 from core.plant import Plant
 from hazardwatch.run import serve
@@ -54,6 +55,7 @@ async def demo(
     duration_s: float | None,
     options: RuntimeOptions,
     rationale: RationaleDefaults | None = None,
+    delivery: DeliverySetup | None = None,
 ) -> None:
     """``rationale``: the plant's rationalization defaults (the compile of its check has them);
     the run compiles the plant again, for the simulator's ports."""
@@ -70,4 +72,5 @@ async def demo(
                 duration_s=duration_s,
                 options=options,
                 rationale=rationale,
+                delivery=delivery,
             )

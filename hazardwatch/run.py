@@ -18,6 +18,7 @@ import signal
 from rich.console import Console
 from rich.live import Live
 
+from alarms.delivery_setup import DeliverySetup
 from alarms.rationale import RationaleDefaults
 from core.clock import Clock
 from core.config import tune_collector_for_service
@@ -51,11 +52,14 @@ async def serve(
     clock: Clock | None = None,
     compiled: Compiled | None = None,
     rationale: RationaleDefaults | None = None,
+    delivery: DeliverySetup | None = None,
 ) -> Runtime:
-    """Run ``plant`` until a signal or ``duration_s``; ``clock``, ``compiled`` and ``rationale``
-    as for Runtime."""
+    """Run ``plant`` until a signal or ``duration_s``; ``clock``, ``compiled``, ``rationale``
+    and ``delivery`` as for Runtime."""
     tune_collector_for_service()
-    runtime = Runtime(plant, dsn, options=options, clock=clock, compiled=compiled, rationale=rationale)
+    runtime = Runtime(
+        plant, dsn, options=options, clock=clock, compiled=compiled, rationale=rationale, delivery=delivery
+    )
     stop = _stop_event()
     await runtime.start()
     loop = asyncio.get_running_loop()

@@ -109,6 +109,7 @@ class Runtime:
         metrics_registry: CollectorRegistry | None = None,
         compiled: Compiled | None = None,
         rationale: RationaleDefaults | None = None,
+        delivery: DeliverySetup | None = None,
     ) -> None:
         """``metrics_registry``: where the components register their metrics, served on
         /metrics (and by the API's ASGI app, ``metrics_server.metrics_app``); one per Runtime
@@ -116,7 +117,9 @@ class Runtime:
         (tests) do not clash. ``compiled``: ``plant`` compiled already, with ``clock`` and this
         runtime's PKI directory (``hazardwatch run`` checks the config by compiling it: a
         province's compile is seconds), else ``start`` compiles it. ``rationale``: the plant's
-        rationalization defaults (alarms.rationale.defaults_for), shown with every alarm."""
+        rationalization defaults (alarms.rationale.defaults_for), shown with every alarm.
+        ``delivery``: routes, channels and rosters (alarms.delivery_setup) when ``compiled`` does
+        not carry them; with either, the runtime runs the dispatcher."""
         self.plant = plant
         self.dsn = dsn
         self.clock = clock or SystemClock()
@@ -129,6 +132,7 @@ class Runtime:
         self.alarms: AlarmService | None = None
         self.dispatcher: Dispatcher | None = None
         self.rationale = rationale
+        self._delivery = delivery
         self._synced = asyncio.Event()  # migrations and registry sync done (alarm tables exist)
         self.runners: list[CollectorRunner] = []
         self.opcua_pool: OpcUaWorkerPool | None = None  # settings.collect.opcua_workers >= 1
@@ -255,8 +259,9 @@ class Runtime:
         if self.rule_state_file and self.rules.load(self.rule_state_file):
             log.info("rule state restored from %s", self.rule_state_file)
         await self._start_alarms(compiled.engine)
-        if compiled.delivery is not None:
-            self._start_dispatcher(compiled.delivery)
+        setup = compiled.delivery or self._delivery
+        if setup is not None:
+            self._start_dispatcher(setup)
         self.hub.add_sink("rules", self.rules.write)
         self._tasks.append(asyncio.create_task(self.rules.run_timer(), name="rules-timer"))
         for name, write in self._extra_sinks:
