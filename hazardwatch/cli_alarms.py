@@ -50,6 +50,7 @@ from alarms.model import Priority
 from core.clock import to_datetime
 from core.errors import DatabaseUnavailable, StorageError
 from core.redact import redact
+from hazardwatch import cli_deliveries
 from hazardwatch.cli_alarm_table import rationalization
 from hazardwatch.cli_common import parse_time
 from storage.db import Conn, connect
@@ -467,3 +468,6 @@ def kpi_cmd(
         )
 
     _say(out, render(_run(_dsn(dsn), job)))
+
+
+cli_deliveries.register(alarms_app, _run, _dsn, KEY_ARGUMENT, DSN_OPTION)

@@ -386,3 +386,40 @@ async def test_delivery_receipts_are_fetched_and_stored_as_evidence(
         await d.close()
     rows = await fetch_all(dsn, "SELECT report_status, report_code, report_at - sent_at FROM delivery")
     assert rows and all(r[0] == "DELIVERED" and r[1] == "DELIVRD" for r in rows), rows
+
+
+def test_alarms_deliveries_shows_who_was_told_masked_with_why_the_rest_did_not_go(
+    dsn: str, plant: Plant, catalog: Catalog, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from hazardwatch.cli import app
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES, encoding="utf-8")
+    a = _alarm(catalog, "LHJH", "GAS_L2", "critical")
+
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        side = Plantside(dsn)
+        d = Dispatcher(dsn, compile_routes(routes), Channels({Channel.SMS: RecordingNotifier("sms-fake")}),
+                       load_rosters(ROOT / "config/demo/rosters.yaml", plant), plant, gas_classes(plant),
+                       catalog.by_key, clock, registry=None)  # fmt: skip
+        side.event(a, "raised", T0)
+        await d.step()
+        await d.drain()
+        side.ack(a, "李娜")
+        clock.advance(150)
+        await d.step()
+        await d.close()
+
+    asyncio.run(scenario())
+    result = CliRunner().invoke(app, ["alarms", "deliveries", a.key, "--json", "--dsn", dsn])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {(r["step"], r["state"]) for r in rows} == {(0, "sent"), (1, "stopped")}
+    assert all(r["reason"] == "acknowledged by 李娜" for r in rows if r["step"] == 1)
+    assert all("****" in r["recipient"] for r in rows)  # masked
+    assert all(r["provider_message_id"].startswith("fake-") for r in rows if r["step"] == 0)
+    table = CliRunner().invoke(app, ["alarms", "deliveries", a.key, "--dsn", dsn], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "acknowledged by 李娜" in table.output and "deliveries" in table.output
