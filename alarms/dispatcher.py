@@ -8,7 +8,8 @@ time, or every ``poll_s``):
 2. for every delivery now due: **mute** (the alarm is shelved, suppressed or out of service),
    **stop** (a later escalation step or a voice call, when the alarm has been acknowledged or
    has cleared or was raised again since), **inhibit** (a lower level while the higher level of
-   the same tag is active: GAS_L1 under GAS_L2, H under HH, L under LL);
+   the same tag is active: GAS_L1 under GAS_L2, H under HH, L under LL; a failed device's
+   data-quality alarms, one per person and step);
 3. **group** per recipient and channel (SMS, voice, e-mail): at most one message per
    ``group_interval`` of the route; what came in between goes out as one summary (counts and
    the worst alarm). Machine channels (MQTT, webhook, console) carry every event;
@@ -58,6 +59,7 @@ US = 1_000_000
 _GROUPED = (Channel.SMS, Channel.VOICE, Channel.EMAIL)
 _MUTED = ("shelved", "suppressed", "out_of_service")
 _HIGHER = {"GAS_L1": "GAS_L2", "H": "HH", "L": "LL"}
+_DATA_QUALITY = ("BAD_QUALITY", "STALE")
 _SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _LOCK_ID = 0x4857_4E44  # "HWND": the advisory lock of the one dispatcher per database
 _RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
@@ -108,6 +110,7 @@ class Dispatcher:
         )  # fmt: skip
         self.sender = Sender(dsn, channels, describe, clock, self.settings, self._outcomes, self._sent)
         self._reported_at = -float("inf")
+        self._device_of: dict[str, str] | None = None  # tag key -> device id
 
     def _sent(self, d: ds.Due, now_us: int) -> None:
         if d.channel in _GROUPED and self._lanes is not None:  # the next one waits a group_interval
@@ -244,6 +247,7 @@ class Dispatcher:
             return
         states = await ds.alarm_states(conn, [d.alarm_key for d in due if d.alarm_key])
         changes: list[tuple[int, str, str | None]] = []
+        lost: dict[tuple[str, int, Channel, str], tuple[str, int]] = {}  # the device's first, and count
         notes: list[tuple[Any, ...]] = []
         ready = []
         for d in due:
@@ -252,7 +256,7 @@ class Dispatcher:
                     self._sending.add(d.id)
                     self._start(self.sender.reconcile(d), d.id)
                 continue
-            verdict = self._verdict(d, states)
+            verdict = self._verdict(d, states) or self._one_per_device(d, states, lost)
             if verdict is None:
                 ready.append(d)
                 continue
@@ -322,6 +326,30 @@ class Dispatcher:
                 if s.subject == a.subject and s.kind == higher and s.condition and s.status not in _MUTED:
                     return "inhibited", f"{higher} of the same tag is active"
         return None
+
+    def _one_per_device(
+        self,
+        d: ds.Due,
+        states: Mapping[str, ds.AlarmNow],
+        lost: dict[tuple[str, int, Channel, str], tuple[str, int]],
+    ) -> tuple[str, str] | None:
+        """A device that stops answering makes every tag's data-quality alarm fire at once: each
+        recipient is told once per device and step (the first such alarm due), the rest inhibited."""
+        a = states.get(d.alarm_key or "")
+        if a is None or a.kind not in _DATA_QUALITY or d.event == "resolved":
+            return None
+        if self._device_of is None:
+            self._device_of = {t.key: t.source.device for t in self.plant.tags()}
+        device = self._device_of.get(a.subject)
+        if device is None:
+            return None
+        lane = (device, d.step, d.channel, d.recipient)
+        first = lost.get(lane)
+        if first is None:
+            lost[lane] = (d.alarm_key or "", 1)
+            return None
+        lost[lane] = (first[0], first[1] + 1)
+        return "inhibited", f"device {device} has failed: announced once, by {first[0]}"
 
     def _wake(self, at_us: int) -> None:
         if self._wake_at_us is None or at_us < self._wake_at_us:

@@ -423,3 +423,24 @@ def test_alarms_deliveries_shows_who_was_told_masked_with_why_the_rest_did_not_g
     assert all(r["provider_message_id"].startswith("fake-") for r in rows if r["step"] == 0)
     table = CliRunner().invoke(app, ["alarms", "deliveries", a.key, "--dsn", dsn], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "acknowledged by 李娜" in table.output and "deliveries" in table.output
+
+
+async def test_a_failed_device_is_announced_once_per_person_not_once_per_tag(
+    world: dict[str, Any], catalog: Catalog, plant: Plant
+) -> None:
+    device_of = {t.key: t.source.device for t in plant.tags()}
+    bad = [a for a in catalog if a.labels["kind"] == "BAD_QUALITY" and a.labels["enterprise"] == "LGGT"]
+    device = device_of[bad[0].subject]
+    same = [a for a in bad if device_of[a.subject] == device][:4]
+    assert len(same) >= 3
+    for a in same:
+        world["side"].event(a, "raised", T0)
+    await _step(world)
+    rows = await fetch_all(
+        world["dsn"], "SELECT alarm_key, recipient, state, reason FROM delivery WHERE step = 0 ORDER BY id"
+    )
+    per_person = Counter(r[1] for r in rows if r[2] == "sent")
+    assert per_person and set(per_person.values()) == {1}
+    inhibited = [r for r in rows if r[2] == "inhibited"]
+    assert len(inhibited) == (len(same) - 1) * len(per_person)
+    assert all(r[3].startswith(f"device {device} has failed") for r in inhibited)
