@@ -9,7 +9,7 @@ time, or every ``poll_s``):
    **stop** (a later escalation step or a voice call, when the alarm has been acknowledged or
    has cleared or was raised again since), **inhibit** (a lower level while the higher level of
    the same tag is active: GAS_L1 under GAS_L2, H under HH, L under LL; a failed device's
-   data-quality alarms, one per person and step);
+   data-quality alarms, one per person and step; people only: MQTT and webhooks carry every event);
 3. **group** per recipient and channel (SMS, voice, e-mail): at most one message per
    ``group_interval`` of the route; what came in between goes out as one summary (counts and
    the worst alarm). Machine channels (MQTT, webhook, console) carry every event;
@@ -57,6 +57,7 @@ __all__ = ["Dispatcher", "DispatcherSettings"]
 log = logging.getLogger(__name__)
 US = 1_000_000
 _GROUPED = (Channel.SMS, Channel.VOICE, Channel.EMAIL)
+_MACHINE = (Channel.MQTT, Channel.WEBHOOK)  # systems mirror the alarm state: every event, never inhibited
 _MUTED = ("shelved", "suppressed", "out_of_service")
 _HIGHER = {"GAS_L1": "GAS_L2", "H": "HH", "L": "LL"}
 _DATA_QUALITY = ("BAD_QUALITY", "STALE")
@@ -321,7 +322,7 @@ class Dispatcher:
             if a.raised_at_us is not None and d.event_at_us is not None and a.raised_at_us > d.event_at_us:
                 return "stopped", "raised again since: the new raise escalates"
         higher = _HIGHER.get(a.kind)
-        if higher is not None:
+        if higher is not None and d.channel not in _MACHINE:
             for s in states.values():
                 if s.subject == a.subject and s.kind == higher and s.condition and s.status not in _MUTED:
                     return "inhibited", f"{higher} of the same tag is active"
@@ -336,7 +337,7 @@ class Dispatcher:
         """A device that stops answering makes every tag's data-quality alarm fire at once: each
         recipient is told once per device and step (the first such alarm due), the rest inhibited."""
         a = states.get(d.alarm_key or "")
-        if a is None or a.kind not in _DATA_QUALITY or d.event == "resolved":
+        if a is None or a.kind not in _DATA_QUALITY or d.event == "resolved" or d.channel in _MACHINE:
             return None
         if self._device_of is None:
             self._device_of = {t.key: t.source.device for t in self.plant.tags()}
