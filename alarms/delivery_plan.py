@@ -11,6 +11,9 @@ the outbox row planned, and decides at each delivery's due time whether it still
   each of the target's channels. Due: event time + step delay + the route's group_wait, then
   held to the end of quiet hours (low priority only). Voice is planned for critical alarms
   only, ``voice_after_s`` after the step (a call for what the SMS did not get acknowledged).
+  Then the first step's people again every ``repeat_interval`` (at most ``MAX_REPEATS`` times,
+  within a day), steps numbered after the escalation's; like every later step, a repeat is
+  stopped once the alarm is acknowledged or cleared.
 - **Resolved**: when the route sends resolved, to whoever was told of the alarm's raise
   (``told``), on the same channels except voice.
 - A person target reaching nobody (no desk, nobody on duty, no e-mail address) is reported in
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 from alarms.model import Priority
 from alarms.roster import DeskLevel, Rosters
-from alarms.routing_model import Channel, MatchedRoute, RouteTree, Target, TargetKind, with_gas
+from alarms.routing_model import Channel, MatchedRoute, RouteTree, Step, Target, TargetKind, with_gas
 from core.plant import Plant
 
 __all__ = ["Event", "Plan", "Planned", "Told", "delivery_key", "plan"]
@@ -34,6 +37,8 @@ __all__ = ["Event", "Plan", "Planned", "Told", "delivery_key", "plan"]
 US = 1_000_000
 # channels a person is reached on by phone number, by e-mail address
 _PHONE = (Channel.SMS, Channel.VOICE, Channel.CONSOLE)
+_MACHINE = (TargetKind.MQTT, TargetKind.WEBHOOK)
+MAX_REPEATS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +144,17 @@ def plan(
         return out
     critical = event.priority == Priority.CRITICAL.value
     for m in matched:
-        for k, step in enumerate(m.schedule(event.priority)):
+        steps = m.schedule(event.priority)
+        escalation = len(steps)
+        steps += _repeats(steps[0], m.options.repeat_interval_s)
+        for k, step in enumerate(steps):
             due = event.at_us + (step.after_s + m.options.group_wait_s) * US
             held = m.held_until_us(event.priority, due)
             due = due if held is None else max(due, held)
             for name in step.receivers:
                 for target in tree.receivers[name].targets:
+                    if k >= escalation and target.kind in _MACHINE:
+                        continue  # a repeat is for people: systems hold the alarm's state already
                     people = _reach(target, event, rosters, plant, due)
                     if isinstance(people, str):
                         out.gaps.append(f"step {k} {name}: {people}")
@@ -160,6 +170,16 @@ def plan(
                             at = due + voice_after_s * US if channel == Channel.VOICE else due
                             add(k, name, target.kind, channel, person, address, at, _interval(m))
     return out
+
+
+def _repeats(first: Step, interval_s: int) -> list[Step]:
+    """The first step again every ``repeat_interval`` while unacknowledged: at most ``MAX_REPEATS``
+    times and within a day (an alarm nobody acknowledges for a day is a matter for the bureau)."""
+    if interval_s <= 0:
+        return []
+    return [
+        Step(r * interval_s, first.receivers) for r in range(1, MAX_REPEATS + 1) if r * interval_s <= 86400
+    ]
 
 
 def _interval(m: MatchedRoute) -> int:

@@ -42,6 +42,7 @@ route:
   receiver: duty_room
   group_wait: 0s
   group_interval: 1m
+  repeat_interval: 7d  # longer than a day: no repeats (test_repeat... sets its own)
   escalation: default
 receivers:
   - name: duty_room
@@ -444,3 +445,35 @@ async def test_a_failed_device_is_announced_once_per_person_not_once_per_tag(
     inhibited = [r for r in rows if r[2] == "inhibited"]
     assert len(inhibited) == (len(same) - 1) * len(per_person)
     assert all(r[3].startswith(f"device {device} has failed") for r in inhibited)
+
+
+async def test_an_unacknowledged_alarm_is_repeated_to_the_first_step_until_acknowledged(
+    dsn: str, plant: Plant, catalog: Catalog, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES.replace("repeat_interval: 7d", "repeat_interval: 1h"), encoding="utf-8")
+    sms, clock = RecordingNotifier("sms-fake"), FakeClock(T0)
+    d = Dispatcher(dsn, compile_routes(routes), Channels({Channel.SMS: sms}), load_rosters(
+        ROOT / "config/demo/rosters.yaml", plant), plant, gas_classes(plant), catalog.by_key, clock,
+        registry=None)  # fmt: skip
+    side = Plantside(dsn)
+    a = _alarm(catalog, "LGGT", "HH")  # high: the county desk after 5 min, then the duty room hourly
+    side.event(a, "raised", T0)
+    try:
+        await d.step()
+        await d.drain()
+        first = Counter(_phones(sms))
+        for _ in range(2):
+            clock.advance(3600)
+            await d.step()
+            await d.drain()
+        side.ack(a)
+        clock.advance(3600)
+        await d.step()
+        await d.drain()
+    finally:
+        await d.close()
+    again = Counter(_phones(sms)) - first
+    assert first and all(again[p] == 2 for p in first), (first, again)  # hours 1 and 2, not 3
+    rows = await fetch_all(dsn, "SELECT step, state, reason FROM delivery WHERE step >= 2 ORDER BY step")
+    assert {r[1] for r in rows if r[0] == 4} == {"stopped"} and {r[1] for r in rows if r[0] < 4} == {"sent"}
