@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,9 +137,15 @@ def _build(
         if required and name not in settings and not (channel == Channel.WEBHOOK and name == "url"):
             c.issue(at, f"{name}: required key is missing")
             ok = False
-    for k, v in settings.items():
-        if isinstance(v, list):
-            settings[k] = tuple(v)
+    hints = typing.get_type_hints(config_cls)
+    for k, v in list(settings.items()):
+        if k in fields:
+            problem = _type_problem(k, v, hints[k])
+            if problem:
+                c.issue((*at, k), problem)
+                ok = False
+            elif isinstance(v, list):
+                settings[k] = tuple(v)
     names = settings.get("template_params")
     for i, name in enumerate(names or ()):
         if name not in STANDARD:
@@ -159,6 +168,38 @@ def _build(
         c.issue(at, str(exc))
         return None, float(rate), after
     return build, float(rate), after
+
+
+_LIMITS = {"port": (1, 65535), "max_payload_bytes": (1, 268_435_455)}  # other integers: 0 to 1e6
+_MAX_SECONDS = 3600.0  # a setting in seconds (…_s) is finite and in (0, this]
+
+
+def _type_problem(key: str, value: Any, hint: Any) -> str | None:
+    """What is wrong with ``value`` for a setting annotated ``hint`` (None: nothing): YAML types
+    are checked here because the providers' config dataclasses do not check them."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        return None if type(None) in options else f"{key} must have a value"
+    for t in options:
+        if t is bool and isinstance(value, bool):
+            return None
+        if t is str and isinstance(value, str):
+            return None
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            low, high = _LIMITS.get(key, (0, 1_000_000))
+            return None if low <= value <= high else f"{key} must be {low} to {high}, got {value}"
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value) or not 0 < value <= _MAX_SECONDS:
+                return (
+                    f"{key} must be a number of seconds above 0 and at most {_MAX_SECONDS:g}, got {value!r}"
+                )
+            return None
+        if typing.get_origin(t) is tuple and isinstance(value, list):
+            if all(isinstance(x, str) for x in value):
+                return None
+            return f"{key} is a list of names"
+    wanted = " or ".join(getattr(t, "__name__", str(t)) for t in options if t is not type(None))
+    return f"{key} must be {wanted}, got {type(value).__name__} {value!r}"
 
 
 def compile_channels(path: str | Path, tree: RouteTree, env: Mapping[str, str] | None = None) -> Channels:
