@@ -124,7 +124,11 @@ def _build(
             c.issue((*at, k), "unknown key (console takes path and echo)")
         return (None if unknown else lambda _url: _console(settings, base)), float(rate), after
     module_name, config_name, notifier_name = providers[provider]
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # an install without the provider's library
+        c.issue((*at, "provider"), f"{provider} {channel.value} cannot be loaded: {exc}")
+        return None, float(rate), after
     config_cls, notifier_cls = getattr(module, config_name), getattr(module, notifier_name)
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     ok = True
@@ -250,6 +254,15 @@ def compile_channels(path: str | Path, tree: RouteTree, env: Mapping[str, str] |
                 ("receivers", where) if where is not None else ("channels",),
                 f"receiver {receiver!r} uses channel {ch.value}, which channels does not configure",
             )
+    if out._webhook is not None:  # every webhook target's URL built now, as a send would build it
+        for i, r in enumerate(doc.get("receivers") or []):
+            targets = r.get("targets") if isinstance(r, dict) else None
+            for j, t in enumerate(targets if isinstance(targets, list) else []):
+                if isinstance(t, dict) and t.get("kind") == "webhook" and isinstance(t.get("address"), str):
+                    try:
+                        out.notifier(Channel.WEBHOOK, t["address"])
+                    except (NotifierConfigError, ValueError) as exc:
+                        c.issue(("receivers", i, "targets", j, "address"), str(exc))
     if Channel.CONSOLE not in out.notifiers and Channel.CONSOLE not in raw:
         out.notifiers[Channel.CONSOLE] = _console({}, base)
     if c.issues:

@@ -73,7 +73,8 @@ class Planned:
 
 @dataclass(frozen=True, slots=True)
 class Told:
-    """Somebody a raise reached (a sent delivery), to be told of the resolve."""
+    """Somebody a raise reached or will reach (its delivery sent, or still to go), to be told of
+    the resolve."""
 
     receiver: str
     target: TargetKind
@@ -81,6 +82,7 @@ class Told:
     person: str | None
     recipient: str
     group_interval_s: int
+    due_us: int = 0  # when the raise's delivery is (or was) due: the resolve is not due before it
 
 
 @dataclass
@@ -128,19 +130,13 @@ def plan(
 
     matched = tree.match(with_gas(event.labels, gas))
     if event.event == "resolved":
-        if any(m.options.send_resolved for m in matched):
+        resolving = [m for m in matched if m.options.send_resolved]
+        if resolving:
+            wait = max(m.options.group_wait_s for m in resolving) * US
             for t in told:
                 if t.channel != Channel.VOICE:
-                    add(
-                        0,
-                        t.receiver,
-                        t.target,
-                        t.channel,
-                        t.person,
-                        t.recipient,
-                        event.at_us,
-                        t.group_interval_s,
-                    )
+                    due = max(event.at_us + wait, t.due_us)
+                    add(0, t.receiver, t.target, t.channel, t.person, t.recipient, due, t.group_interval_s)
         return out
     critical = event.priority == Priority.CRITICAL.value
     for m in matched:

@@ -26,8 +26,10 @@ __all__ = [
     "claim",
     "due",
     "events",
+    "fail_members",
     "finish",
     "group",
+    "hold",
     "journal",
     "lanes",
     "next_due_us",
@@ -37,6 +39,7 @@ __all__ = [
     "set_state",
     "store_report",
     "summary_members",
+    "take_over",
     "told_of",
 ]
 
@@ -80,20 +83,24 @@ async def told_of(conn: Conn, alarm_keys: Iterable[str]) -> dict[str, list[Told]
     with translate_errors("read who was told"):
         async with conn.cursor() as cur:
             await cur.execute(
-                """SELECT d.alarm_key, d.receiver, d.target, d.channel, d.person, d.recipient, d.group_interval_s
+                """SELECT d.alarm_key, d.receiver, d.target, d.channel, d.person, d.recipient, d.group_interval_s,
+                          d.due_at
                    FROM delivery d JOIN (
                        SELECT alarm_key, max(seq) AS seq FROM delivery
                        WHERE alarm_key = ANY(%s) AND event IN ('raised', 'reraised') GROUP BY alarm_key
                    ) last ON last.alarm_key = d.alarm_key AND last.seq = d.seq
-                   WHERE d.state IN ('sent', 'grouped', 'sending', 'unconfirmed')""",
+                   WHERE d.state IN ('sent', 'grouped', 'sending', 'unconfirmed')
+                      OR (d.step = 0 AND d.state IN ('planned', 'retry'))""",
                 (keys,),
             )
             rows = await cur.fetchall()
         await conn.commit()
     out: dict[str, list[Told]] = {}
-    for key, receiver, target, channel, person, recipient, interval in rows:
+    for key, receiver, target, channel, person, recipient, interval, due_at in rows:
         out.setdefault(key, []).append(
-            Told(receiver, TargetKind(target), Channel(channel), person, recipient, interval)
+            Told(
+                receiver, TargetKind(target), Channel(channel), person, recipient, interval, _us(due_at) or 0
+            )
         )
     return out
 
@@ -144,10 +151,15 @@ class Due:
     attempts: int
     sent_at_us: int | None  # the interrupted attempt's start, for 'sending'
     event_at_us: int | None  # when the announced event happened (None: a summary)
+    reason: str | None = None  # why it is held, for a delivery held back (inhibited)
+    claimed_by: str | None = None  # the dispatcher run that marked it sending
 
 
-async def due(conn: Conn, now_us: int, limit: int) -> list[Due]:
-    """Deliveries whose time has come (planned, retrying, or interrupted while sending), oldest first."""
+async def due(
+    conn: Conn, now_us: int, limit: int, run_id: str, held: Sequence[tuple[Channel, str]] = ()
+) -> list[Due]:
+    """Deliveries whose time has come, oldest first: planned, retrying, or left sending by another
+    dispatcher run (a crash); none of the ``held`` lanes (channel, recipient)."""
     with translate_errors("read due deliveries"):
         async with conn.cursor() as cur:
             await cur.execute(
@@ -155,26 +167,33 @@ async def due(conn: Conn, now_us: int, limit: int) -> list[Due]:
                           d.channel, d.recipient, d.group_interval_s, d.due_at, d.state, d.attempts,
                           (SELECT started_at FROM delivery_attempt a WHERE a.delivery_id = d.id
                            ORDER BY attempt DESC LIMIT 1),
-                          (SELECT at FROM alarm_journal j WHERE j.seq = d.seq AND j.n = d.n)
+                          (SELECT at FROM alarm_journal j WHERE j.seq = d.seq AND j.n = d.n),
+                          d.reason, d.claimed_by
                    FROM delivery d
-                   WHERE d.state IN ('planned', 'retry', 'sending') AND d.due_at <= %s
+                   WHERE d.due_at <= %s
+                     AND (d.state IN ('planned', 'retry')
+                          OR (d.state = 'sending' AND d.claimed_by IS DISTINCT FROM %s))
+                     AND (d.channel, d.recipient) NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))
                    ORDER BY d.due_at, d.id LIMIT %s""",
-                (_ts(now_us), limit),
+                (_ts(now_us), run_id, [c.value for c, _ in held], [r for _, r in held], limit),
             )
             rows = await cur.fetchall()
         await conn.commit()
     return [
         Due(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], Channel(r[9]), r[10], r[11],
-            _us(r[12]) or 0, r[13], r[14], _us(r[15]), _us(r[16]))
+            _us(r[12]) or 0, r[13], r[14], _us(r[15]), _us(r[16]), r[17], r[18])
         for r in rows
     ]  # fmt: skip
 
 
-async def next_due_us(conn: Conn) -> int | None:
+async def next_due_us(conn: Conn, now_us: int, run_id: str) -> int | None:
+    """When the next delivery not yet due becomes due (None: none)."""
     with translate_errors("read the next due delivery"):
         async with conn.cursor() as cur:
             await cur.execute(
-                "SELECT min(due_at) FROM delivery WHERE state IN ('planned', 'retry', 'sending')"
+                """SELECT min(due_at) FROM delivery WHERE due_at > %s
+                   AND (state IN ('planned', 'retry') OR (state = 'sending' AND claimed_by IS DISTINCT FROM %s))""",
+                (_ts(now_us), run_id),
             )
             row = await cur.fetchone()
         await conn.commit()
@@ -288,15 +307,15 @@ async def group(conn: Conn, members: Sequence[int], summary: Due, now_us: int) -
     return int(row[0])
 
 
-async def claim(conn: Conn, ids: Sequence[int], now_us: int) -> dict[int, int]:
+async def claim(conn: Conn, ids: Sequence[int], now_us: int, run_id: str) -> dict[int, int]:
     """Mark deliveries 'sending' and open an attempt each, committed before any provider is
     called; the attempt number of each (only those still open: a concurrent change wins)."""
     with translate_errors("claim deliveries"):
         async with conn.cursor() as cur:
             await cur.execute(
-                """UPDATE delivery SET state = 'sending', attempts = attempts + 1, updated_at = %s
+                """UPDATE delivery SET state = 'sending', attempts = attempts + 1, updated_at = %s, claimed_by = %s
                    WHERE id = ANY(%s) AND state IN ('planned', 'retry') RETURNING id, attempts""",
-                (_ts(now_us), list(ids)),
+                (_ts(now_us), run_id, list(ids)),
             )
             got = {int(r[0]): int(r[1]) for r in await cur.fetchall()}
             if got:
@@ -382,6 +401,47 @@ async def store_report(conn: Conn, delivery_id: int, report: DeliveryReport, now
                 (report.status, report.code or None,
                  None if report.at_us is None else _ts(report.at_us), _ts(now_us), delivery_id),
             )  # fmt: skip
+        await conn.commit()
+
+
+async def take_over(conn: Conn, delivery_id: int, owner: str | None, run_id: str, now_us: int) -> bool:
+    """Make this run the owner of a delivery another run left sending; False when it is no longer
+    that run's (finished meanwhile, or taken by a third)."""
+    with translate_errors("take over a delivery"):
+        async with conn.cursor() as cur:
+            await cur.execute(
+                """UPDATE delivery SET claimed_by = %s, updated_at = %s
+                   WHERE id = %s AND state = 'sending' AND claimed_by IS NOT DISTINCT FROM %s RETURNING id""",
+                (run_id, _ts(now_us), delivery_id, owner),
+            )
+            got = await cur.fetchone()
+        await conn.commit()
+    return got is not None
+
+
+async def hold(
+    conn: Conn, held: Sequence[tuple[int, int, str]], now_us: int, notes: Sequence[tuple[Any, ...]]
+) -> None:
+    """(id, due again, reason) for deliveries held back (they stay planned), and journal lines."""
+    with translate_errors("hold deliveries"):
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE delivery SET due_at = %s, reason = %s, updated_at = %s WHERE id = %s AND state = 'planned'",
+                [(_ts(due), reason, _ts(now_us), i) for i, due, reason in held],
+            )
+            await _journal(cur, notes, now_us)
+        await conn.commit()
+
+
+async def fail_members(conn: Conn, summary_id: int, reason: str, now_us: int) -> None:
+    """The deliveries a failed summary carried failed with it (they were never told)."""
+    with translate_errors("fail a summary's members"):
+        async with conn.cursor() as cur:
+            await cur.execute(
+                """UPDATE delivery SET state = 'failed', reason = %s, updated_at = %s
+                   WHERE summary_id = %s AND state = 'grouped'""",
+                (reason, _ts(now_us), summary_id),
+            )
         await conn.commit()
 
 

@@ -71,33 +71,44 @@ def event_params(event: Event, alarm: AlarmDef | None) -> dict[str, str]:
 
 
 def summary_params(members: Sequence[tuple[Event, AlarmDef | None]], now_us: int) -> dict[str, str]:
-    """One message for several alarm events (a flood): counts and the worst alarm (highest
-    priority, then earliest), e.g. 共37条报警（紧急5 高12 中20），最严重：1#罐 可燃气体二级报警."""
+    """One message for several alarm events (a flood): counts and the worst alarm still raised
+    (highest priority, then earliest), e.g. 共37条报警（紧急5 高12 中20），2条消警，最严重：1#罐
+    可燃气体二级报警; the action asks for handling while any member is a raise."""
 
     def severity(m: tuple[Event, AlarmDef | None]) -> tuple[int, int]:
         return (-int(Priority(m[0].priority).severity), m[0].at_us)
 
-    worst_event, worst_alarm = min(members, key=severity)
+    raised = [m for m in members if m[0].event != "resolved"]
+    cleared = len(members) - len(raised)
+    worst_event, worst_alarm = min(raised or members, key=severity)
     worst = event_params(worst_event, worst_alarm)
     counts: dict[str, int] = {}
-    for e, _ in members:
+    for e, _ in raised:
         counts[e.priority] = counts.get(e.priority, 0) + 1
     by = " ".join(f"{PRIORITY_ZH[p.value]}{counts[p.value]}" for p in Priority if p.value in counts)
     enterprises = {(a.place[0] if a else e.labels.get("enterprise") or "—") for e, a in members}
     sources = {(a.place[1] if a else e.labels.get("hazard_source") or "—") for e, a in members}
-    n = len(members)
-    text = (
-        f"【报警汇总】共{n}条报警（{by}），最严重：{worst['enterprise']} {worst['hazard_source']} "
-        f"{worst['tag']} {worst['condition']} {worst['value']}（{worst['time']}）。请立即处置并反馈"
-    )
+    what = f"共{len(raised)}条报警（{by}）" if raised else ""
+    if cleared:
+        what += f"{'，' if raised else ''}{cleared}条消警"
+    if raised:
+        text = (
+            f"【报警汇总】{what}，最严重：{worst['enterprise']} {worst['hazard_source']} "
+            f"{worst['tag']} {worst['condition']} {worst['value']}（{worst['time']}）。请立即处置并反馈"
+        )
+    else:
+        text = (
+            f"【消警汇总】{what}：{worst['enterprise']} {worst['hazard_source']} {worst['tag']} 等已恢复正常"
+        )
     return {
         **worst,
         "enterprise": worst["enterprise"] if len(enterprises) == 1 else f"{len(enterprises)}家企业",
         "hazard_source": worst["hazard_source"] if len(sources) == 1 else f"{len(sources)}处危险源",
-        "tag": f"共{n}条报警（{by}）",
+        "tag": what,
         "event": _EVENT_ZH["summary"],
         "time": _time(now_us),
-        "count": str(n),
+        "count": str(len(members)),
+        "action": "请立即处置并反馈" if raised else "已恢复正常",
         "text": text,
     }
 

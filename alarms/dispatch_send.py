@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter
 
@@ -22,7 +23,16 @@ from alarms.channels import Channels
 from alarms.delivery_plan import Event
 from alarms.delivery_text import event_params, fit, summary_params
 from alarms.model import AlarmDef
-from alarms.notify import AlarmEvent, Message, Notifier, NotifyError, PermanentError, Receipt, RetryableError
+from alarms.notify import (
+    AlarmEvent,
+    Message,
+    Notifier,
+    NotifierConfigError,
+    NotifyError,
+    PermanentError,
+    Receipt,
+    RetryableError,
+)
 from alarms.routing_model import Channel
 from core.backoff import Backoff
 from core.clock import Clock
@@ -34,6 +44,7 @@ __all__ = ["DispatcherSettings", "Sender", "masked"]
 log = logging.getLogger("alarms.dispatcher")
 US = 1_000_000
 _REPORT_FOR_US = 24 * 3600 * US  # receipts are asked for this long after the send
+_ASK_FOR_US = 3600 * US  # a provider that cannot be asked about a crashed send for this long: unconfirmed
 
 
 @dataclass(frozen=True)
@@ -76,20 +87,33 @@ class Sender:
         params = event_params(e, self.describe(e.alarm_key))
         return Message(d.recipient, fit(params, names, max_chars), d.key, _alarm_event(e))
 
-    async def send(self, d: ds.Due, attempt: int) -> None:
+    async def send(self, d: ds.Due, run_id: str) -> None:
+        """Claim the delivery (``sending``, an attempt opened, committed) once a slot is free, then
+        send it and record the outcome. Claimed only here: a delivery waiting for a slot when the
+        process stops is still ``planned``, never mistaken for one interrupted mid-send."""
         async with self._slots:
             conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
             try:
-                await self._send_on(conn, d, attempt)
+                attempts = await ds.claim(conn, [d.id], self.clock.now_us(), run_id)
+                if d.id in attempts:  # else changed meanwhile (another run, a state change)
+                    await self._send_on(conn, d, attempts[d.id])
             finally:
                 await conn.close()
 
-    async def _send_on(self, conn: Conn, d: ds.Due, attempt: int) -> None:
-        notifier = self.channels.notifier(d.channel, d.recipient)
+    def _notifier(self, d: ds.Due) -> Notifier:
+        try:
+            notifier = self.channels.notifier(d.channel, d.recipient)
+        except (NotifierConfigError, ValueError) as exc:  # e.g. a webhook URL its notifier refuses
+            raise PermanentError(d.channel.value, "CONFIG", str(exc)) from None
         if notifier is None:
-            await self._finish(
-                conn, d, attempt, PermanentError(d.channel.value, "NO_CHANNEL", "not configured")
-            )
+            raise PermanentError(d.channel.value, "NO_CHANNEL", "the channel is not configured")
+        return notifier
+
+    async def _send_on(self, conn: Conn, d: ds.Due, attempt: int) -> None:
+        try:
+            notifier = self._notifier(d)
+        except PermanentError as exc:
+            await self._finish(conn, d, attempt, exc)
             return
         message = await self.message(conn, d, notifier)
         try:
@@ -128,6 +152,8 @@ class Sender:
                               {"channel": d.channel.value, "recipient": masked(d), "code": exc.code,
                                "attempt": attempt}))  # fmt: skip
         self._outcomes.labels(d.channel.value, state).inc()
+        if state == "failed" and d.seq is None:  # a summary: those it carried were not told either
+            await ds.fail_members(conn, d.id, f"the summary that carried it failed: {exc.code}", now)
         level = logging.WARNING if retry else logging.ERROR
         log.log(
             level,
@@ -139,17 +165,22 @@ class Sender:
             "will retry" if retry else f"failed: {detail}",
         )
 
-    async def reconcile(self, d: ds.Due) -> None:
-        """A delivery left ``sending`` by a crash: ask, resend if safe, or mark it unconfirmed."""
+    async def reconcile(self, d: ds.Due, run_id: str) -> None:
+        """A delivery another run left ``sending`` (a crash): taken over (so no other run does the
+        same), then asked about, sent again where that is safe, or marked unconfirmed."""
         async with self._slots:
             conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
             try:
-                await self._reconcile_on(conn, d)
+                if await ds.take_over(conn, d.id, d.claimed_by, run_id, self.clock.now_us()):
+                    await self._reconcile_on(conn, d)
             finally:
                 await conn.close()
 
     async def _reconcile_on(self, conn: Conn, d: ds.Due) -> None:
-        notifier = self.channels.notifier(d.channel, d.recipient)
+        try:
+            notifier: Notifier | None = self._notifier(d)
+        except PermanentError:
+            notifier = None
         now = self.clock.now_us()
         attempt = max(d.attempts, 1)
         if d.channel == Channel.VOICE:  # no provider finds a call by its key: a second call beats none
@@ -161,7 +192,12 @@ class Sender:
             message = await self.message(conn, d, notifier)
             try:
                 receipt = await lookup(message, d.sent_at_us or now)
-            except NotifyError as exc:
+            except RetryableError as exc:
+                if now - (d.sent_at_us or now) > _ASK_FOR_US:
+                    await self._unconfirmed(
+                        conn, d, attempt, now, f"the provider could not be asked for an hour: {exc.code}"
+                    )
+                    return
                 log.warning(
                     "delivery %s: cannot ask %s whether it was sent (%s); asking again later",
                     d.key,
@@ -169,6 +205,9 @@ class Sender:
                     exc,
                 )
                 await ds.postpone(conn, d.id, now + int(self.settings.retry.delay(0) * US), now)
+                return
+            except NotifyError as exc:
+                await self._unconfirmed(conn, d, attempt, now, f"the provider cannot be asked: {exc.code}")
                 return
             if receipt is not None:
                 await ds.finish(conn, d.id, attempt, state="sent", outcome="recovered", now_us=now,
@@ -200,11 +239,13 @@ class Sender:
                 detail="interrupted; the receiver deduplicates on the idempotency key",
             )
             return
+        await self._unconfirmed(conn, d, attempt, now, "the channel cannot be asked")
+
+    async def _unconfirmed(self, conn: Conn, d: ds.Due, attempt: int, now: int, why: str) -> None:
         await ds.finish(conn, d.id, attempt, state="unconfirmed", outcome="unconfirmed", now_us=now,
-                        detail="interrupted between the send and its record; the channel cannot be asked, "
-                        "so it is not sent again",
+                        detail=f"interrupted between the send and its record; {why}, so it is not sent again",
                         note=(d.alarm_key, d.seq, d.n, d.step, "unconfirmed",
-                              {"channel": d.channel.value, "recipient": masked(d)}))  # fmt: skip
+                              {"channel": d.channel.value, "recipient": masked(d), "why": why}))  # fmt: skip
         self._outcomes.labels(d.channel.value, "unconfirmed").inc()
         log.error(
             "delivery %s (%s to %s) was interrupted and cannot be confirmed: not sent again",
@@ -213,12 +254,23 @@ class Sender:
             masked(d),
         )
 
-    async def reports(self, conn: Conn) -> int:
-        """Fetch the delivery receipts of sent deliveries not final yet; how many were stored."""
+    async def reports(self) -> int:
+        """Fetch the delivery receipts of sent deliveries not final yet (on a connection of its own,
+        off the dispatcher's round); how many were stored."""
+        conn = await connect(self.dsn, application_name="hazardwatch-dispatch-receipts")
+        try:
+            return await self._reports_on(conn)
+        finally:
+            await conn.close()
+
+    async def _reports_on(self, conn: Conn) -> int:
         now = self.clock.now_us()
         stored = 0
         for d, provider, message_id in await ds.awaiting_report(conn, now - _REPORT_FOR_US, 100):
-            notifier = self.channels.notifier(d.channel, d.recipient)
+            try:
+                notifier: Notifier | None = self._notifier(d)
+            except PermanentError:
+                continue
             report = getattr(notifier, "report", None)
             if notifier is None or report is None:
                 continue
@@ -235,8 +287,13 @@ class Sender:
 
 
 def masked(d: ds.Due) -> str:
+    """The recipient as logs and the journal show it: phones and e-mail masked, a webhook by its
+    origin only (chat-robot URLs carry their token in the path or query)."""
     if d.channel == Channel.EMAIL:
         return mask_email(d.recipient)
+    if d.channel == Channel.WEBHOOK:
+        parts = urlsplit(d.recipient)
+        return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
     return (
         mask_phone(d.recipient) if d.channel in (Channel.SMS, Channel.VOICE, Channel.CONSOLE) else d.recipient
     )

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,6 +63,7 @@ _MUTED = ("shelved", "suppressed", "out_of_service")
 _HIGHER = {"GAS_L1": "GAS_L2", "H": "HH", "L": "LL"}
 _DATA_QUALITY = ("BAD_QUALITY", "STALE")
 _SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+_HOLD_S = 30  # an inhibited delivery is looked at again this often (sent once the higher level clears)
 _LOCK_ID = 0x4857_4E44  # "HWND": the advisory lock of the one dispatcher per database
 _RECONNECT = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5, spread="below")
 
@@ -111,7 +113,10 @@ class Dispatcher:
         )  # fmt: skip
         self.sender = Sender(dsn, channels, describe, clock, self.settings, self._outcomes, self._sent)
         self._reported_at = -float("inf")
+        self.run_id = uuid.uuid4().hex  # deliveries this run marks sending carry it
         self._device_of: dict[str, str] | None = None  # tag key -> device id
+        # a lane is surely held this long after its last send (the shortest group_interval)
+        self._shortest_interval_s = min((r.options.group_interval_s for r in tree.routes()), default=0)
 
     def _sent(self, d: ds.Due, now_us: int) -> None:
         if d.channel in _GROUPED and self._lanes is not None:  # the next one waits a group_interval
@@ -146,6 +151,13 @@ class Dispatcher:
                 attempt += 1
                 log.warning("dispatcher: database unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
+            except Exception:  # a bug must not end notification for good: loud, then on again
+                await self._drop_conn()
+                delay = _RECONNECT.delay(attempt)
+                attempt += 1
+                self._outcomes.labels("none", "dispatcher_error").inc()
+                log.exception("dispatcher: round failed; starting again in %.1f s", delay)
+                await asyncio.sleep(delay)
 
     async def _lead(self, listen: Conn) -> None:
         """One dispatcher per database sends (a session advisory lock, held while this connection
@@ -163,7 +175,11 @@ class Dispatcher:
                 waiting = True
             await asyncio.sleep(self.settings.poll_s)
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = 5.0) -> None:
+        """Let sends in flight finish (``drain_s``), then cancel what is left: a delivery cancelled
+        mid-send stays ``sending`` and the next start reconciles it."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=drain_s)
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
@@ -199,11 +215,14 @@ class Dispatcher:
             self._lanes = await ds.lanes(conn, now - longest * US)
         while await self._plan(conn, now):
             pass
-        self._wake_at_us = await ds.next_due_us(conn)
+        self._wake_at_us = None
         await self._handle(conn, now)
+        future = await ds.next_due_us(conn, now, self.run_id)
+        if future is not None:
+            self._wake(future)
         if self.clock.monotonic() - self._reported_at >= self.settings.report_every_s:
-            self._reported_at = self.clock.monotonic()
-            await self.sender.reports(conn)
+            self._reported_at = self.clock.monotonic()  # receipts on a task of their own: never in the way
+            self._start(self.sender.reports(), 0)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -219,7 +238,7 @@ class Dispatcher:
             planned.append((e, p.deliveries))
             if e.event != "resolved":  # a resolve in the same batch tells whom its raise will tell
                 told[e.alarm_key] = [
-                    Told(d.receiver, d.target, d.channel, d.person, d.recipient, d.group_interval_s)
+                    Told(d.receiver, d.target, d.channel, d.person, d.recipient, d.group_interval_s, d.due_us)
                     for d in p.deliveries if d.step == 0
                 ]  # fmt: skip
             steps = sorted({d.step for d in p.deliveries})
@@ -243,43 +262,49 @@ class Dispatcher:
     # --- due deliveries -----------------------------------------------------------------------
 
     async def _handle(self, conn: Conn, now: int) -> None:
-        due = await ds.due(conn, now, self.settings.batch * 20)  # a flood's lanes are grouped whole
+        assert self._lanes is not None
+        # a held lane's rows are left in the database: they would fill the window and starve others
+        blocked = set(self._busy) | {
+            lane for lane, at in self._lanes.items() if at + self._shortest_interval_s * US > now
+        }
+        due = await ds.due(conn, now, self.settings.batch * 20, self.run_id, sorted(blocked))
+        due = [d for d in due if d.id not in self._sending]
         if not due:
             return
         states = await ds.alarm_states(conn, [d.alarm_key for d in due if d.alarm_key])
         changes: list[tuple[int, str, str | None]] = []
+        held: list[tuple[int, int, str]] = []
         lost: dict[tuple[str, int, Channel, str], tuple[str, int]] = {}  # the device's first, and count
         notes: list[tuple[Any, ...]] = []
         ready = []
         for d in due:
-            if d.state == "sending":
-                if d.id not in self._sending:  # not ours: a crash or a lost record left it
-                    self._sending.add(d.id)
-                    self._start(self.sender.reconcile(d), d.id)
+            if d.state == "sending":  # another run's (a crash): reconcile it, once
+                self._sending.add(d.id)
+                self._start(self.sender.reconcile(d, self.run_id), d.id)
                 continue
             verdict = self._verdict(d, states) or self._one_per_device(d, states, lost)
             if verdict is None:
                 ready.append(d)
                 continue
             state, reason = verdict
+            note = (d.alarm_key, d.seq, d.n, d.step, state,
+                    {"channel": d.channel.value, "recipient": masked(d), "reason": reason})  # fmt: skip
+            if state == "held":  # looked at again later; journaled when it starts or changes
+                held.append((d.id, now + _HOLD_S * US, reason))
+                self._wake(now + _HOLD_S * US)
+                if d.reason != reason:
+                    notes.append(note)
+                continue
             changes.append((d.id, state, reason))
-            notes.append(
-                (
-                    d.alarm_key,
-                    d.seq,
-                    d.n,
-                    d.step,
-                    state,
-                    {"channel": d.channel.value, "recipient": masked(d), "reason": reason},
-                )
-            )
+            notes.append(note)
             self._outcomes.labels(d.channel.value, state).inc()
-        if changes:
+        if held:
+            await ds.hold(conn, held, now, [])
+        if changes or notes:
             await ds.set_state(conn, changes, now, notes)
         lanes: dict[tuple[Channel, str], list[ds.Due]] = {}
         for d in ready:
             lanes.setdefault((d.channel, d.recipient), []).append(d)
-        assert self._lanes is not None
         for lane, members in lanes.items():
             channel = lane[0]
             if lane in self._busy:  # a send in flight: what came since waits for its outcome
@@ -290,20 +315,20 @@ class Dispatcher:
                 if free_at > now:
                     self._wake(free_at)
                     continue
-                if len(members) > 1:
+                summaries = [m for m in members if m.alarm_key is None]
+                if summaries:  # a summary still to go (retrying) goes first, alone: never re-grouped
+                    members = summaries[:1]
+                elif len(members) > 1:
                     members = [await self._summary(conn, lane, members, now)]
             for d in members:
                 bucket = self._buckets.get(channel)
                 if bucket is not None and not bucket.take(now / US):
                     self._wake(now + int(US / bucket.rate))
                     break
-                attempts = await ds.claim(conn, [d.id], now)
-                if d.id not in attempts:
-                    continue
                 self._sending.add(d.id)
                 if channel in _GROUPED:
                     self._busy.add(lane)
-                self._start(self.sender.send(d, attempts[d.id]), d.id, lane)
+                self._start(self.sender.send(d, self.run_id), d.id, lane)
 
     def _verdict(self, d: ds.Due, states: Mapping[str, ds.AlarmNow]) -> tuple[str, str] | None:
         """(state, reason) when the delivery no longer goes out; None when it does."""
@@ -325,7 +350,11 @@ class Dispatcher:
         if higher is not None and d.channel not in _MACHINE:
             for s in states.values():
                 if s.subject == a.subject and s.kind == higher and s.condition and s.status not in _MUTED:
-                    return "inhibited", f"{higher} of the same tag is active"
+                    if a.acked:
+                        return "stopped", f"acknowledged by {a.acked_by or '?'} while {higher} was active"
+                    if not a.condition:
+                        return "stopped", f"cleared while {higher} was active"
+                    return "held", f"inhibited: {higher} of the same tag is active"
         return None
 
     def _one_per_device(

@@ -37,6 +37,8 @@ CREATE TABLE delivery (
     state           text NOT NULL,          -- planned | sending | retry | sent | failed | stopped
                                             -- | muted | inhibited | grouped | unconfirmed
     attempts        integer NOT NULL DEFAULT 0,
+    claimed_by      text,                   -- the dispatcher run that marked it sending (a crash
+                                            -- leaves another run's id: that run reconciles it)
     summary_id      bigint,                 -- grouped: the summary that carried it
     provider        text,
     provider_message_id text,

@@ -120,3 +120,10 @@ def test_a_channel_a_receiver_uses_must_be_configured(tmp_path: Path) -> None:
     )
     issues = _issues(tmp_path, text)
     assert any("routes.yaml:4 " in i and "receiver 'people' uses channel email" in i for i in issues), issues
+
+
+def test_a_webhook_address_its_notifier_refuses_fails_the_check_at_the_target(tmp_path: Path) -> None:
+    text = GOOD.replace("https://centre.example/hook", "https://bot:s3cr3t@centre.example/hook")
+    issues = _issues(tmp_path, text)
+    assert any("routes.yaml:7 " in i and "credentials" in i for i in issues), issues
+    assert not any("s3cr3t" in i for i in issues)
