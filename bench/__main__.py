@@ -19,6 +19,7 @@ BENCHMARKS = [
     "bench.collectors",
     "bench.config",
     "bench.alarms",
+    "bench.notify",
 ]
 
 
