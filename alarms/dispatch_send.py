@@ -75,7 +75,7 @@ class Sender:
     async def message(self, conn: Conn, d: ds.Due, notifier: Notifier) -> Message:
         template = getattr(notifier, "template", None)
         names = getattr(template, "names", None)
-        max_chars = getattr(template, "max_chars", None)
+        max_chars = getattr(template, "max_chars", None) or getattr(template, "max_param_chars", None)
         if d.seq is None:  # a summary
             summary = await ds.summary_members(conn, d.id)
             evs = await ds.events(conn, summary)

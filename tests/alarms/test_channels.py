@@ -127,3 +127,20 @@ def test_a_webhook_address_its_notifier_refuses_fails_the_check_at_the_target(tm
     issues = _issues(tmp_path, text)
     assert any("routes.yaml:7 " in i and "credentials" in i for i in issues), issues
     assert not any("s3cr3t" in i for i in issues)
+
+
+def test_a_gsm_modem_channel_is_built_and_its_template_checked(tmp_path: Path) -> None:
+    gsm = """  sms:
+    provider: gsm
+    port: /dev/ttyUSB-hazardwatch-test
+    text_template: "【{event}】{enterprise} {tag}：{text}"
+    template_params: [event, enterprise, tag, text]
+"""
+    head, _, rest = GOOD.partition("  sms:\n")
+    rest = rest[rest.index("  email:") :]
+    channels = _compile(tmp_path, head + gsm + rest)
+    from alarms.notify.gsm_modem import GsmModem
+
+    assert isinstance(channels.notifiers[Channel.SMS], GsmModem)  # type: ignore[attr-defined]
+    bad = head + gsm.replace("{tag}", "{位号}") + rest
+    assert any("routes.yaml:" in i for i in _issues(tmp_path, bad))

@@ -495,3 +495,31 @@ async def test_an_unacknowledged_alarm_is_repeated_to_the_first_step_until_ackno
     assert first and all(again[p] == 2 for p in first), (first, again)  # hours 1 and 2, not 3
     rows = await fetch_all(dsn, "SELECT step, state, reason FROM delivery WHERE step >= 2 ORDER BY step")
     assert {r[1] for r in rows if r[0] == 4} == {"stopped"} and {r[1] for r in rows if r[0] < 4} == {"sent"}
+
+
+async def test_a_long_message_is_cut_to_the_gsm_templates_parameter_length(
+    dsn: str, plant: Plant, catalog: Catalog, tmp_path: Path
+) -> None:
+    from alarms.notify.gsm_text import TextTemplate
+
+    class Modem(RecordingNotifier):  # a GSM modem's template: its parameters, each at most 4 characters
+        template = TextTemplate("gsm", "【{event}】{enterprise}", ("event", "enterprise"), 4, 4)
+
+        async def send(self, message: Any) -> Any:
+            self.template.params.values(message)  # what the modem checks: raises if too long
+            return await super().send(message)
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES.replace("escalation: default", "escalation: none"), encoding="utf-8")
+    modem = Modem("gsm")
+    d = Dispatcher(dsn, compile_routes(routes), Channels({Channel.SMS: modem}), load_rosters(
+        ROOT / "config/demo/rosters.yaml", plant), plant, gas_classes(plant), catalog.by_key, FakeClock(T0),
+        registry=None)  # fmt: skip
+    Plantside(dsn).event(_alarm(catalog, "LGGT", "HH"), "raised", T0)
+    try:
+        await d.step()
+        await d.drain()
+    finally:
+        await d.close()
+    assert modem.sent and all(len(dict(m.params)["enterprise"]) == 4 for m in modem.sent)
+    assert all(dict(m.params)["enterprise"].endswith("…") for m in modem.sent)
