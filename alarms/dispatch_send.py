@@ -11,12 +11,15 @@ Receipts (``report``) of sent deliveries are fetched every ``report_every_s`` fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
+from psycopg.pq import TransactionStatus
 
 from alarms import delivery_store as ds
 from alarms.channels import Channels
@@ -36,6 +39,7 @@ from alarms.notify import (
 from alarms.routing_model import Channel
 from core.backoff import Backoff
 from core.clock import Clock
+from core.errors import StorageError
 from core.redact import mask_email, mask_phone
 from storage.db import Conn, connect
 
@@ -71,6 +75,8 @@ class Sender:
         self.dsn, self.channels, self.describe, self.clock = dsn, channels, describe, clock
         self.settings, self._outcomes, self.on_sent = settings, outcomes, on_sent
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._idle: list[Conn] = []
+        self.lost: list[ds.Due] = []  # this run's sends whose outcome the database did not take
 
     async def message(self, conn: Conn, d: ds.Due, notifier: Notifier) -> Message:
         template = getattr(notifier, "template", None)
@@ -91,14 +97,46 @@ class Sender:
         """Claim the delivery (``sending``, an attempt opened, committed) once a slot is free, then
         send it and record the outcome. Claimed only here: a delivery waiting for a slot when the
         process stops is still ``planned``, never mistaken for one interrupted mid-send."""
-        async with self._slots:
-            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
-            try:
-                attempts = await ds.claim(conn, [d.id], self.clock.now_us(), run_id)
+        attempt = 0
+        started = self.clock.now_us()
+        try:
+            async with self._slots, self._connection() as conn:
+                attempts = await ds.claim(conn, [d.id], started, run_id)
                 if d.id in attempts:  # else changed meanwhile (another run, a state change)
-                    await self._send_on(conn, d, attempts[d.id])
-            finally:
-                await conn.close()
+                    attempt = attempts[d.id]
+                    await self._send_on(conn, d, attempt)
+        except StorageError as exc:
+            # claimed but not recorded (the database went away mid-send): this run reconciles it
+            # once the database is back, as it would a crash's; not claimed: still planned
+            log.warning("delivery %s: the database failed during its send (%s)", d.key, exc)
+            if attempt:
+                self.lost.append(
+                    dataclasses.replace(d, claimed_by=run_id, attempts=attempt, sent_at_us=started)
+                )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A connection for one send, kept for the next (at most ``concurrency`` idle): opening
+        one per send cost tens of milliseconds of the alarm's latency (bench/notify.py)."""
+        conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            idle = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+            if ok and idle and len(self._idle) < self.settings.concurrency:
+                self._idle.append(conn)
+            else:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def aclose(self) -> None:
+        while self._idle:
+            with contextlib.suppress(Exception):
+                await self._idle.pop().close()
 
     def _notifier(self, d: ds.Due) -> Notifier:
         try:
@@ -168,13 +206,13 @@ class Sender:
     async def reconcile(self, d: ds.Due, run_id: str) -> None:
         """A delivery another run left ``sending`` (a crash): taken over (so no other run does the
         same), then asked about, sent again where that is safe, or marked unconfirmed."""
-        async with self._slots:
-            conn = await connect(self.dsn, application_name="hazardwatch-dispatch-send")
-            try:
+        try:
+            async with self._slots, self._connection() as conn:
                 if await ds.take_over(conn, d.id, d.claimed_by, run_id, self.clock.now_us()):
                     await self._reconcile_on(conn, d)
-            finally:
-                await conn.close()
+        except StorageError as exc:  # still 'sending', now this run's: reconciled once the database is back
+            log.warning("delivery %s: the database failed while reconciling it (%s)", d.key, exc)
+            self.lost.append(dataclasses.replace(d, claimed_by=run_id))
 
     async def _reconcile_on(self, conn: Conn, d: ds.Due) -> None:
         try:

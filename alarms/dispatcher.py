@@ -184,6 +184,7 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self._drop_conn()
+        await self.sender.aclose()
         for n in self.channels.all():
             aclose = getattr(n, "aclose", None)
             if aclose is not None:
@@ -268,6 +269,11 @@ class Dispatcher:
             lane for lane, at in self._lanes.items() if at + self._shortest_interval_s * US > now
         }
         due = await ds.due(conn, now, self.settings.batch * 20, self.run_id, sorted(blocked))
+        orphans, self.sender.lost = self.sender.lost, []
+        for d in orphans:  # its own sends the database lost track of: reconciled like a crash's
+            if d.id not in self._sending:
+                self._sending.add(d.id)
+                self._start(self.sender.reconcile(d, self.run_id), d.id)
         due = [d for d in due if d.id not in self._sending]
         if not due:
             return

@@ -389,7 +389,7 @@ async def test_delivery_receipts_are_fetched_and_stored_as_evidence(
             assert receipt.provider == "sms-fake" and receipt.provider_message_id.startswith("fake-")
             if self.asked <= len(self.sent):  # the first time round: not known yet
                 return DeliveryReport("PENDING")
-            return DeliveryReport("DELIVERED", "DELIVRD", sent_at_us + 3 * US)
+            return DeliveryReport("DELIVERED", "DELIVRD", at_us=sent_at_us + 3 * US)
 
     sms = WithReceipts("sms-fake")
     d = Dispatcher(dsn, compile_routes(routes), Channels({Channel.SMS: sms}), load_rosters(

@@ -234,3 +234,53 @@ def test_a_webhook_is_shown_by_its_origin_only() -> None:
     d = Due(1, "k", 1, 0, "A", "raised", "high", 0, "r", Channel.WEBHOOK,
             "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=SECRETKEY123", 60, 0, "planned", 0, None, None)  # fmt: skip
     assert masked(d) == "https://qyapi.weixin.qq.com"
+
+
+async def test_the_database_lost_between_the_send_and_its_record_is_reconciled_once_it_returns(
+    dsn: str, plant: Plant, catalog: Catalog, tmp_path: Path
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from alarms.notify.console import ConsoleOutbox
+    from tests.support.proxy import TcpProxy
+
+    proxy = TcpProxy(int(conninfo_to_dict(dsn)["port"] or 5432))
+    await proxy.start()
+    outbox = ConsoleOutbox(tmp_path / "out.jsonl", echo=False)
+
+    class CutAfterSend:  # the file takes it, then the database goes away before it is recorded (once)
+        template = None
+        lookup = outbox.lookup
+        cuts = 0
+
+        async def send(self, message: Message) -> Receipt:
+            receipt = await outbox.send(message)
+            if not self.cuts:
+                self.cuts += 1
+                await proxy.cut()
+            return receipt
+
+    clock = FakeClock(T0)
+    d = _dispatcher(dsn.replace(dsn, make_conninfo(dsn, port=str(proxy.port))), plant, catalog, tmp_path,
+                    CutAfterSend(), clock)  # fmt: skip
+    Plantside(dsn).event(_alarm(catalog, "LGGT", "HH"), "raised", T0)
+    try:
+        await d.step()
+        await d.drain()
+        assert {r[0] for r in await fetch_all(dsn, "SELECT state FROM delivery WHERE step = 0")} == {
+            "sending"
+        }
+        await proxy.restore()
+        await d._drop_conn()  # the round's connection died with the cut: the run loop reconnects
+        for _ in range(2):
+            clock.advance(1)
+            await d.step()
+            await d.drain()
+    finally:
+        await d.close()
+        await proxy.stop()
+    lines = (tmp_path / "out.jsonl").read_text("utf-8").splitlines()
+    rows = await fetch_all(dsn, "SELECT state FROM delivery WHERE step = 0")
+    assert {r[0] for r in rows} == {"sent"} and len(lines) == len(rows)  # each written once
+    outcomes = await fetch_all(dsn, "SELECT outcome FROM delivery_attempt")
+    assert {o[0] for o in outcomes} == {"recovered"}
