@@ -26,7 +26,9 @@ async def test_the_demo_scenario_notifies_the_duty_room_and_the_baobao_trio(tmp_
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        lines = [json.loads(x) for x in (tmp_path / "var/notifications.jsonl").read_text("utf-8").splitlines()]
+        lines = [
+            json.loads(x) for x in (tmp_path / "var/notifications.jsonl").read_text("utf-8").splitlines()
+        ]
         sms = [x for x in lines if "-sms-" in x["idempotency_key"]]
         assert sms, lines
         gas = [x for x in sms if x["event"]["labels"]["kind"].startswith("GAS_")]
