@@ -237,18 +237,24 @@ async def test_a_dispatcher_killed_during_a_send_and_restarted_sends_each_messag
 
         second = await Driver.start(config, dsn, tmp_path / "second.log")
         drivers.append(second)
-        open_ = "SELECT count(*) FROM delivery WHERE state IN ('planned', 'retry', 'sending')"
+        # due now, that is: each alarm's repeats (repeat_interval, 4 h by default) stay planned
+        open_ = (
+            "SELECT count(*) FROM delivery WHERE state IN ('planned', 'retry', 'sending') AND due_at <= now()"
+        )
         try:
             await eventually(lambda: _rows(db, open_) == [(0,)], timeout=90, interval=0.2)
         except TimeoutError:
-            raise AssertionError(f"deliveries still open: {second.text()}") from None
+            still = _rows(db, open_.replace("count(*)", "key, state, attempts"))
+            raise AssertionError(f"deliveries still open: {still}\n{second.text()}") from None
         second.proc.send_signal(signal.SIGTERM)
         assert await second.wait(timeout=30) == 0, second.text()
 
         assert gateway.refused == [], "every request carries a valid ACS3 signature"
         received = gateway.out_ids()
         assert max(received.values()) == 1, f"a message reached the gateway twice: {received}"
-        deliveries = _rows(db, "SELECT key, state FROM delivery")
+        deliveries = _rows(db, "SELECT key, state FROM delivery WHERE due_at <= now()")
+        later = _rows(db, "SELECT DISTINCT state, step > 0 FROM delivery WHERE due_at > now()")
+        assert later in ([], [("planned", True)]), later
         assert len(received) >= 8 and {s for _, s in deliveries} == {"sent", "grouped"}, deliveries
         assert {k for k, s in deliveries if s == "sent"} == set(received), "sent is what the gateway took"
         attempts: dict[str, list[str]] = {}
