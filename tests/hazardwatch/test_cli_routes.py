@@ -81,7 +81,7 @@ def test_check_compiles_the_routes_beside_the_plant(tmp_path: Path) -> None:
     demo = _copy_demo(tmp_path)
     result = runner.invoke(app, ["check", str(demo)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "routes: 5 routes, 6 receivers, 2 escalation policies" in result.output
+    assert "routes: 6 routes, 6 receivers, 2 escalation policies" in result.output
     routes = demo / "routes.yaml"
     routes.write_text(
         routes.read_text(encoding="utf-8").replace("receiver: lggt-duty\n", "receiver: lggt-dutty\n", 1),
