@@ -282,5 +282,8 @@ async def test_the_database_lost_between_the_send_and_its_record_is_reconciled_o
     lines = (tmp_path / "out.jsonl").read_text("utf-8").splitlines()
     rows = await fetch_all(dsn, "SELECT state FROM delivery WHERE step = 0")
     assert {r[0] for r in rows} == {"sent"} and len(lines) == len(rows)  # each written once
-    outcomes = await fetch_all(dsn, "SELECT outcome FROM delivery_attempt")
-    assert {o[0] for o in outcomes} == {"recovered"}
+    # the one the file took before the cut is found there; another send the cut interrupted before
+    # the file took it (two people on duty, sent concurrently) is found missing and sent again
+    outcomes = await fetch_all(dsn, "SELECT outcome FROM delivery_attempt ORDER BY delivery_id, attempt")
+    assert "recovered" in {o[0] for o in outcomes}
+    assert {o[0] for o in outcomes} <= {"recovered", "not_found", "accepted"}, outcomes
