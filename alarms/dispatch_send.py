@@ -98,21 +98,25 @@ class Sender:
         send it and record the outcome. Claimed only here: a delivery waiting for a slot when the
         process stops is still ``planned``, never mistaken for one interrupted mid-send."""
         attempt = 0
+        claiming = False
         started = self.clock.now_us()
         try:
             async with self._slots, self._connection() as conn:
+                claiming = True
                 attempts = await ds.claim(conn, [d.id], started, run_id)
                 if d.id in attempts:  # else changed meanwhile (another run, a state change)
                     attempt = attempts[d.id]
                     await self._send_on(conn, d, attempt)
         except StorageError as exc:
-            # claimed but not recorded (the database went away mid-send): this run reconciles it
-            # once the database is back, as it would a crash's; not claimed: still planned
+            # claimed, or perhaps claimed (the commit's answer lost), but not recorded: this run
+            # reconciles it once the database is back, as it would a crash's (taking it over finds
+            # nothing to do when the claim never committed: the delivery is still planned)
             log.warning("delivery %s: the database failed during its send (%s)", d.key, exc)
-            if attempt:
-                self.lost.append(
-                    dataclasses.replace(d, claimed_by=run_id, attempts=attempt, sent_at_us=started)
+            if claiming:
+                lost = dataclasses.replace(
+                    d, claimed_by=run_id, attempts=attempt or d.attempts + 1, sent_at_us=started
                 )
+                self.lost.append(lost)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
