@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from alarms.model import Priority
 from alarms.roster import DeskLevel, Rosters
-from alarms.routing_model import Channel, MatchedRoute, RouteTree, Step, Target, TargetKind, with_gas
+from alarms.routing_model import Channel, RouteTree, Step, Target, TargetKind, with_gas
 from core.plant import Plant
 
 __all__ = ["Event", "Plan", "Planned", "Told", "delivery_key", "plan"]
@@ -164,7 +164,9 @@ def plan(
                                 out.gaps.append(f"step {k} {name}: {person} has no e-mail address")
                                 continue
                             at = due + voice_after_s * US if channel == Channel.VOICE else due
-                            add(k, name, target.kind, channel, person, address, at, _interval(m))
+                            add(
+                                k, name, target.kind, channel, person, address, at, m.options.group_interval_s
+                            )
     return out
 
 
@@ -176,10 +178,6 @@ def _repeats(first: Step, interval_s: int) -> list[Step]:
     return [
         Step(r * interval_s, first.receivers) for r in range(1, MAX_REPEATS + 1) if r * interval_s <= 86400
     ]
-
-
-def _interval(m: MatchedRoute) -> int:
-    return m.options.group_interval_s
 
 
 def _address(target: Target, channel: Channel, phone: str | None, email: str | None) -> str | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -423,25 +424,7 @@ class Dispatcher:
                                  {"channel": channel.value, "recipient": masked(m), "summary": summary_id})
                                 for m in members], now)  # fmt: skip
         self._outcomes.labels(channel.value, "grouped").inc(len(members))
-        return ds.Due(
-            summary_id,
-            key,
-            None,
-            None,
-            None,
-            "summary",
-            worst.priority,
-            0,
-            worst.receiver,
-            channel,
-            recipient,
-            draft.group_interval_s,
-            now,
-            "planned",
-            0,
-            None,
-            None,
-        )
+        return dataclasses.replace(draft, id=summary_id)
 
     # --- sending ------------------------------------------------------------------------------
 
