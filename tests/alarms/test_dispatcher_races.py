@@ -117,8 +117,7 @@ async def test_deliveries_waiting_for_a_send_slot_are_not_claimed_so_a_stop_leav
 ) -> None:
     sms = Gated()
     alarms = [a for a in catalog if a.labels["enterprise"] == "LGGT" and a.labels.get("tag")][:4]
-    # a 1-second group interval and 4 different alarms to 4 people at most: make lanes distinct by
-    # sending each to its own duty room person: one alarm is enough, the LGGT room has 2 people
+    # 4 alarms to the LGGT duty room's 2 people, one send slot: one send starts, the rest wait
     d = _dispatcher(dsn, plant, catalog, tmp_path, sms, FakeClock(T0), DispatcherSettings(concurrency=1))
     side = Plantside(dsn)
     for a in alarms:
