@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AlarmSettings", "CollectSettings", "RuleSettings", "Settings", "StorageSettings"]
+__all__ = ["AlarmSettings", "ApiSettings", "CollectSettings", "RuleSettings", "Settings", "StorageSettings"]
 
 
 class _Section(BaseModel):
@@ -60,6 +60,34 @@ class CollectSettings(_Section):
     opcua_workers: int = Field(default=0, ge=0, le=64)
 
 
+class ApiSettings(_Section):
+    # `hazardwatch api` (api/). The token-signing secret is never here: HAZARDWATCH_JWT_SECRET or
+    # HAZARDWATCH_JWT_SECRET_FILE (api/settings.py), so replicas share it and the repo never holds it.
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+    access_token_min: float = Field(default=15.0, ge=1, le=24 * 60, allow_inf_nan=False)
+    refresh_token_h: float = Field(
+        default=12.0, ge=0.1, le=30 * 24, allow_inf_nan=False
+    )  # one shift and a half
+    # Lockout: this many wrong passwords in a row lock the account for lockout_min (journaled).
+    login_max_failures: int = Field(default=5, ge=1, le=100)
+    lockout_min: float = Field(default=15.0, ge=1, le=24 * 60, allow_inf_nan=False)
+    # Login attempts per client address per minute, per API process (answered 429 beyond).
+    login_per_min: int = Field(default=20, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    request_timeout_s: float = Field(default=30.0, ge=1, le=600, allow_inf_nan=False)
+    # How long an alarm command waits for the engine to apply it before answering 202 pending.
+    command_wait_s: float = Field(default=5.0, ge=0, le=60, allow_inf_nan=False)
+    # Browser origins allowed to call the API from other sites; empty: none (same origin only).
+    cors_origins: tuple[str, ...] = ()
+    # The longest history window one request may ask for, and the most points it may return.
+    max_history_days: int = Field(default=400, ge=1, le=36_600)
+    max_history_points: int = Field(default=100_000, ge=100, le=10_000_000)
+    pool_size: int = Field(default=10, ge=1, le=200)
+    # The engine counts as down (readyz 503) when its heartbeat is older than this.
+    engine_stale_s: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False)
+
+
 class Settings(_Section):
     # Everything kept on local disk (spool, tag-id cache, OPC UA client certificates, rule
     # state, heartbeat, the demo's embedded database) lives under this one directory, so
@@ -70,6 +98,7 @@ class Settings(_Section):
     rules: RuleSettings = RuleSettings()
     collect: CollectSettings = CollectSettings()
     alarms: AlarmSettings = AlarmSettings()
+    api: ApiSettings = ApiSettings()
 
     def local_path(self, path: str | Path) -> Path:
         """``path`` itself if absolute, else relative to ``data_dir``."""

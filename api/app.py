@@ -1,0 +1,238 @@
+"""The FastAPI application: ``create_app(ApiConfig)`` wires state, hardening and the routers.
+
+Hardening, in order of the middleware stack (outermost first): security headers on every
+answer; a body-size limit (413, counted while reading, so a lying Content-Length or a chunked
+body cannot get past it); a per-request timeout (504; the live stream is exempt); errors that
+never show a stack trace (500 with an incident id that the log carries). CORS is off unless
+``api.cors_origins`` names origins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import (
+    console,
+    routes_admin,
+    routes_alarms,
+    routes_auth,
+    routes_interlocks,
+    routes_ops,
+    routes_registry,
+    routes_stream,
+)
+from api.deps import ApiState
+from core.errors import DatabaseUnavailable
+from core.plant import Plant
+from core.settings import ApiSettings
+from storage.db import _options
+
+__all__ = ["ApiConfig", "create_app"]
+
+log = logging.getLogger(__name__)
+
+# Routers in the order the OpenAPI document lists them (explicit: no discovery).
+ROUTERS = [
+    routes_auth.router,
+    routes_registry.router,
+    routes_alarms.router,
+    routes_stream.router,
+    routes_interlocks.router,
+    routes_admin.router,
+    routes_ops.router,
+    console.router,
+]
+
+_STREAM_SUFFIX = "/stream"  # long-lived responses: no request timeout
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    dsn: str
+    secret: bytes
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    plant: Plant | None = None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Hardening:
+    """Security headers, the body limit and the request timeout, as one ASGI middleware."""
+
+    def __init__(self, app: ASGIApp, max_body: int, timeout_s: float) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in _HEADERS if k not in names]
+                if scope["path"].startswith("/api/") and b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await _plain(send_with_headers, 413, "request body too large")
+            return
+        seen = 0
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge
+            return message
+
+        try:
+            if scope["path"].endswith(_STREAM_SUFFIX):
+                await self.app(scope, counted_receive, send_with_headers)
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.app(scope, counted_receive, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await _plain(send_with_headers, 413, "request body too large")
+        except TimeoutError:
+            if not started:
+                await _plain(send_with_headers, 504, "request timed out")
+
+
+async def _plain(send: Callable[[Message], Awaitable[None]], code: int, detail: str) -> None:
+    body = JSONResponse({"detail": detail}).body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _version() -> str:
+    try:
+        return version("hazardwatch")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def create_app(config: ApiConfig) -> FastAPI:
+    s = config.settings
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        config.dsn,
+        min_size=1,
+        max_size=s.pool_size,
+        kwargs={"autocommit": True, **_options(5.0, "hazardwatch-api")},
+        open=False,
+        timeout=10.0,
+    )
+    state = ApiState(pool, config.dsn, s, config.secret, config.plant)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            for stop in list(state.extras.get("on_shutdown", [])):
+                await stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="HazardWatch API",
+        version=_version(),
+        description=(
+            "Major hazard source (重大危险源) monitoring: registry, live values, history, alarms and "
+            "their handling, interlocks and bypasses, KPIs and audit. Authenticate with an access "
+            "token from `POST /api/v1/auth/token` or an API key (`X-API-Key`)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.hw = state
+    registry = CollectorRegistry()
+    requests = Counter(
+        "hazardwatch_api_requests", "API requests answered", ["method", "route", "code"], registry=registry
+    )
+    latency = Histogram(
+        "hazardwatch_api_request_seconds",
+        "API request latency (to the response's start)",
+        ["route"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    state.extras["metrics_registry"] = registry
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("%s %s failed (incident %s)", request.method, request.url.path, incident, exc_info=exc)
+        return JSONResponse({"detail": "internal error", "incident": incident}, status_code=500)
+
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/metrics", make_asgi_app(registry))
+    if s.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(s.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID"],
+        )
+    app.add_middleware(Hardening, max_body=s.max_body_bytes, timeout_s=s.request_timeout_s)
+    return app
