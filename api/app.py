@@ -13,10 +13,10 @@ import asyncio
 import logging
 import time
 import uuid
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
