@@ -46,6 +46,7 @@ from hazardwatch.run_summary import RunSummary
 from rules import RuleEngine
 from storage.db import connect
 from storage.dirlock import DirectoryLock
+from storage.engine_beat import engine_beat_loop
 from storage.heartbeat import Beat, Heartbeat
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
@@ -272,6 +273,11 @@ class Runtime:
         self._beat_now()
         self._beating = True
         self._tasks.append(asyncio.create_task(self._beat(), name="heartbeat"))
+        self._tasks.append(  # for the API's /readyz: someone applies commands and raises alarms
+            asyncio.create_task(
+                engine_beat_loop(self.dsn, self.plant.name, self.clock), name="engine-heartbeat"
+            )
+        )
         self.opcua_pool, sources = await OpcUaWorkerPool.start_for(
             compiled.sources,
             self.plant.settings.collect.opcua_workers,
