@@ -19,6 +19,7 @@ from rich.console import Console
 from alarms.delivery_setup import DeliverySetup
 from alarms.rationale import RationaleDefaults
 from core.plant import Plant
+from hazardwatch.demo_api import DEMO_PASSWORD, running_api
 from hazardwatch.run import serve
 from hazardwatch.runtime import RuntimeOptions
 from simulators.launch import start_simulator
@@ -63,7 +64,15 @@ async def demo(
         console.print("simulated plant: starting OPC UA and Modbus servers on free loopback ports…")
         if scenario is not None:
             console.print(f"scenario: {scenario} at {speed:g}x")
-        async with start_simulator(plant, scenario, seed=None, autostep=True, speed=speed) as sim:
+        async with (
+            running_api(plant, dsn) as api,
+            start_simulator(plant, scenario, seed=None, autostep=True, speed=speed) as sim,
+        ):
+            console.print(f"operator console: {api.url}console/  (API docs: {api.url}docs)", soft_wrap=True)
+            console.print(f"demo logins (password {DEMO_PASSWORD}):", soft_wrap=True)
+            for who in api.logins:
+                where = f" {who.enterprise}" if who.enterprise else ""
+                console.print(f"  {who.username} ({who.role.value}{where})", soft_wrap=True, markup=False)
             await serve(
                 sim.plant_for_clients(),
                 dsn,

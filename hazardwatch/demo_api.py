@@ -1,0 +1,129 @@
+"""The API and operator console inside `hazardwatch demo`: demo logins, a signing secret kept
+under the data directory, and uvicorn on the demo's event loop.
+
+Demo only: the logins share one documented password (``DEMO_PASSWORD``) so a new user can try
+every role at once; production creates users with `hazardwatch users add`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from alarms.commands import Role
+from api.app import ApiConfig, create_app
+from api.security import SECRET_ENV, jwt_secret
+from api.users import UserError, add_user
+from core.clock import SystemClock
+from core.plant import Plant
+from storage.db import connect
+from storage.migrate import upgrade
+from storage.registry_sync import sync_registry
+
+__all__ = ["DEMO_PASSWORD", "DemoApi", "DemoLogin", "demo_logins", "running_api"]
+
+log = logging.getLogger(__name__)
+
+DEMO_PASSWORD = "hazardwatch-demo"  # the demo's published password, nothing else
+
+
+@dataclass(frozen=True, slots=True)
+class DemoLogin:
+    username: str
+    display_name: str
+    role: Role
+    enterprise: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DemoApi:
+    url: str
+    logins: tuple[DemoLogin, ...]
+
+
+def demo_logins(plant: Plant) -> tuple[DemoLogin, ...]:
+    """One operator per enterprise, the city bureau's duty desk, an engineer and an admin."""
+    ops = tuple(
+        DemoLogin(f"op_{e.code.lower()}", f"{e.name}值班员", Role.ENTERPRISE_OPERATOR, e.code)
+        for e in plant.enterprises
+    )
+    return (
+        *ops,
+        DemoLogin("bureau", "应急局值班员", Role.BUREAU_DUTY),
+        DemoLogin("engineer", "仪表工程师", Role.ENGINEER),
+        DemoLogin("admin", "系统管理员", Role.ADMIN),
+    )
+
+
+def _secret(plant: Plant) -> bytes:
+    """$HAZARDWATCH_JWT_SECRET(_FILE) when set, else a random one kept in <data_dir>/api-secret."""
+    if os.environ.get(SECRET_ENV) or os.environ.get(f"{SECRET_ENV}_FILE"):
+        return jwt_secret()
+    path = plant.settings.local_path("api-secret")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return jwt_secret({f"{SECRET_ENV}_FILE": str(path)})
+
+
+def _port(host: str, wanted: int) -> int:
+    """``wanted`` if free, else any free port (a second demo, or something else on 8000)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, wanted))
+            return wanted
+        except OSError:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+
+
+async def _prepare(plant: Plant, dsn: str, logins: tuple[DemoLogin, ...]) -> None:
+    conn = await connect(dsn, autocommit=True, application_name="hazardwatch-demo")
+    async with conn:
+        await upgrade(conn)
+        await sync_registry(conn, plant, now_us=SystemClock().now_us())
+        for who in logins:
+            with contextlib.suppress(UserError):  # a second demo keeps the first one's users
+                await add_user(
+                    conn, who.username, who.display_name, who.role, DEMO_PASSWORD, enterprise=who.enterprise
+                )
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the demo owns Ctrl-C: it stops the API with everything else
+
+
+@contextlib.asynccontextmanager
+async def running_api(plant: Plant, dsn: str) -> AsyncIterator[DemoApi]:
+    """Serve the API and console until the block ends."""
+    logins = demo_logins(plant)
+    await _prepare(plant, dsn, logins)
+    s = plant.settings.api
+    port = _port(s.host, s.port)
+    app = create_app(ApiConfig(dsn, _secret(plant), s, plant))
+    server = _Server(
+        uvicorn.Config(app, host=s.host, port=port, log_config=None, server_header=False, lifespan="on")
+    )
+    task = asyncio.create_task(server.serve(), name="api")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if task.done():
+        task.result()  # raises why it could not start
+    try:
+        yield DemoApi(f"http://{s.host}:{port}/", logins)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
