@@ -1,0 +1,100 @@
+// The console's entry: login, then the views (#alarms, #sources, #trend?tag=, #bureau) over one
+// live stream. No framework, no build: ES modules served as they are.
+
+import * as auth from "./api.js";
+import { loadAlarms, onAlarms, onStreamAlarm, renderAlarms, resetAlarms, setupSound } from "./alarms.js";
+import { loadBureau, renderBureau } from "./bureau.js";
+import { renderSources } from "./sources.js";
+import { openStream } from "./stream.js";
+import { onValue, setupTrend, showTrend } from "./trend.js";
+import { $, ROLES } from "./ui.js";
+
+const BUREAU = new Set(["bureau_duty", "admin"]);
+let me = null;
+let stream = null;
+let view = "alarms";
+let sourcesDue = 0;
+
+function showLogin() {
+  stream?.close();
+  stream = null;
+  me = null;
+  resetAlarms();
+  $("main").hidden = true;
+  $("login").hidden = false;
+  $("login-form").elements.username.focus();
+}
+
+async function start() {
+  ({ data: me } = await auth.api("/api/v1/auth/me"));
+  $("login").hidden = true;
+  $("main").hidden = false;
+  $("who").textContent = `${me.display_name}（${ROLES[me.role] ?? me.role}${me.enterprise ? ` · ${me.enterprise}` : ""}${me.county ? ` · ${me.county}` : ""}）`;
+  for (const a of document.querySelectorAll("[data-bureau]")) a.hidden = !BUREAU.has(me.role);
+  let connected;
+  const subscribed = new Promise((ok) => {
+    connected = ok;
+    setTimeout(ok, 5000); // the stream down: show the list anyway (it reconnects by itself)
+  });
+  stream = openStream({
+    alarm: onStreamAlarm,
+    value: (d) => {
+      for (const v of Array.isArray(d) ? d : (d.values ?? [d])) onValue(v.tag ?? v.key, v.time, v.value);
+    },
+    status: (s) => {
+      const link = $("link");
+      link.textContent = s === "open" ? "● 实时" : "○ 重连中";
+      link.className = `link ${s}`;
+      if (s === "open") connected();
+    },
+  });
+  await subscribed; // events from here on are held until the list is in, then replayed over it
+  await loadAlarms(me);
+  route();
+}
+
+function route() {
+  const [name, query] = (location.hash.slice(1) || "alarms").split("?");
+  view = document.getElementById(`view-${name}`) ? name : "alarms";
+  for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${view}`;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === view);
+  const params = new URLSearchParams(query ?? "");
+  const shown = {
+    alarms: async () => renderAlarms(),
+    sources: renderSources,
+    trend: () => showTrend(params),
+    bureau: loadBureau,
+  }[view];
+  shown().catch((err) => console.error(`${view}:`, err));
+}
+
+onAlarms(() => {
+  renderAlarms();
+  if (view === "bureau") renderBureau();
+  if (view === "sources") {
+    // counts come from the server: one reload per second of alarm traffic at most
+    clearTimeout(sourcesDue);
+    sourcesDue = setTimeout(() => renderSources().catch(() => {}), 1000);
+  }
+});
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.target.elements;
+  $("login-error").textContent = "";
+  try {
+    await auth.login(f.username.value.trim(), f.password.value);
+    f.password.value = "";
+    await start();
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+});
+$("logout").addEventListener("click", () => auth.logout());
+window.addEventListener("hashchange", () => me && route());
+auth.whenLoggedOut(showLogin);
+setupSound($("mute"));
+setupTrend();
+
+if (auth.resume()) start().catch(showLogin);
+else showLogin();
