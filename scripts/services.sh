@@ -6,6 +6,9 @@
 #   HW_TSDB_DSN=postgresql://postgres@127.0.0.1:5433/postgres   PostgreSQL 17 + TimescaleDB 2.x
 #   HW_MQTT_URL=mqtt://127.0.0.1:1883                           Mosquitto
 #
+# It also installs Debian's chromium (and a CJK font) for the console's browser test when
+# missing; that prints no line.
+#
 # Tests and docs parse those lines, so keep their form. Everything else
 # (progress, errors) goes to stderr, prefixed "services:".
 #
@@ -305,6 +308,22 @@ ensure_mosquitto() {
         die "mosquitto: not listening on $HOST:$MQTT_PORT after ${WAIT_SECONDS}s; see /var/log/mosquitto/mosquitto.log"
 }
 
+# ------------------------------------------------------------------- Chromium
+# The console's browser test drives Debian's chromium through Playwright (its own browser
+# download is not reachable here); a CJK font so that the Chinese interface renders (and the
+# screenshots in docs/img/ show text, not boxes).
+
+ensure_chromium() {
+    local missing=()
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    [[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
+    if ((${#missing[@]})); then
+        apt_install "${missing[@]}"
+    else
+        log "chromium: /usr/bin/chromium and a CJK font already installed"
+    fi
+}
+
 # ----------------------------------------------------------------------- main
 
 main() {
@@ -324,6 +343,7 @@ main() {
         ensure_tsdb
     fi
     ensure_mosquitto
+    ensure_chromium
 
     echo "HW_PG_DSN=postgresql://postgres@$HOST:$PG_PORT/postgres" >&3
     if [[ ${HW_SKIP_TSDB:-0} != 1 ]]; then
