@@ -189,11 +189,13 @@ async def alarm_kpis(
     enterprise: str | None = None,
     hazard_source: str | None = None,
     unit: str | None = None,
+    county: str | None = None,
     now: datetime | None = None,
 ) -> AlarmKpis:
-    """The KPIs of annunciations in [start, end) for the alarms matching every filter given."""
+    """The KPIs of annunciations in [start, end) for the alarms matching every filter given
+    (``county``: a county bureau's jurisdiction, alarm_state.county)."""
     now = end if now is None else now
-    labels = {"enterprise": enterprise, "hazard_source": hazard_source, "unit": unit}
+    labels = {"enterprise": enterprise, "hazard_source": hazard_source, "unit": unit, "county": county}
     # only the filters given, so the planner sees plain equalities
     where = sql.SQL(" ").join(
         sql.SQL("AND s.{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k, v in labels.items() if v
