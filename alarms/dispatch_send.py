@@ -43,7 +43,7 @@ from core.errors import StorageError
 from core.redact import mask_email, mask_phone
 from storage.db import Conn, connect
 
-__all__ = ["DispatcherSettings", "Sender", "masked"]
+__all__ = ["DispatcherSettings", "Sender", "mask_recipient", "masked"]
 
 log = logging.getLogger("alarms.dispatcher")
 US = 1_000_000
@@ -329,16 +329,19 @@ class Sender:
 
 
 def masked(d: ds.Due) -> str:
-    """The recipient as logs and the journal show it: phones and e-mail masked, a webhook by its
-    origin only (chat-robot URLs carry their token in the path or query)."""
-    if d.channel == Channel.EMAIL:
-        return mask_email(d.recipient)
-    if d.channel == Channel.WEBHOOK:
-        parts = urlsplit(d.recipient)
+    """The recipient as logs and the journal show it (``mask_recipient``)."""
+    return mask_recipient(d.channel, d.recipient)
+
+
+def mask_recipient(channel: str, recipient: str) -> str:
+    """A delivery's recipient fit for logs, journals and screens: phones and e-mail masked, a
+    webhook by its origin only (chat-robot URLs carry their token in the path or query)."""
+    if channel == Channel.EMAIL:
+        return mask_email(recipient)
+    if channel == Channel.WEBHOOK:
+        parts = urlsplit(recipient)
         return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
-    return (
-        mask_phone(d.recipient) if d.channel in (Channel.SMS, Channel.VOICE, Channel.CONSOLE) else d.recipient
-    )
+    return mask_phone(recipient) if channel in (Channel.SMS, Channel.VOICE, Channel.CONSOLE) else recipient
 
 
 def _alarm_event(e: Event) -> AlarmEvent:
