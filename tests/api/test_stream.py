@@ -79,6 +79,12 @@ async def serving(
                 await r.close()
 
 
+async def drained(reader: SseReader) -> None:
+    """Return once the stream sent a keepalive: nothing was queued for it (no late duplicate)."""
+    seen = reader.comments.count("keepalive")
+    await eventually(lambda: reader.comments.count("keepalive") > seen, 15)
+
+
 async def journal(dsn: str, scope: Scope, after: str | None = None) -> list[str]:
     """Journal ids in ``scope`` (after ``after``), in order: what a stream must deliver."""
     rows = await fetch_all(
@@ -137,6 +143,7 @@ async def test_resuming_with_last_event_id_gives_exactly_the_missed_rows_then_li
         await engine.clear(AA_GAS)  # live after the replay
         expected = await journal(seeded, Scope("AA"), after=last)
         await eventually(lambda: len(again.alarm_ids) >= len(expected), 15)
+        await drained(again)
         assert again.alarm_ids == expected
 
 
@@ -144,6 +151,7 @@ async def test_rows_committed_while_a_replay_runs_come_once(
     client: httpx.AsyncClient, seeded: str, plant: Plant, tmp_path: Path
 ) -> None:
     state: ApiState = client._transport.app.state.hw  # type: ignore[attr-defined]
+    state.extras["stream_options"] = FAST
     hub = hub_for(state)
     async with running_engine(plant, seeded, tmp_path) as engine:
         await engine.raise_(AA_HH)
@@ -155,12 +163,48 @@ async def test_rows_committed_while_a_replay_runs_come_once(
         frames = event_frames(state, hub, sub, start, BEFORE_ALL, snapshot)
         expected = await journal(seeded, Scope("AA"))
         ids: list[str] = []
-        async for chunk in frames:
-            ids += [line[4:] for line in chunk.decode().splitlines() if line.startswith("id: ")]
-            if len(ids) >= len(expected):
+        async for chunk in frames:  # until the queue is drained: a keepalive
+            if chunk == b": keepalive\n\n":
                 break
+            ids += [line[4:] for line in chunk.decode().splitlines() if line.startswith("id: ")]
         await frames.aclose()
         assert ids == expected
+
+
+async def test_a_client_ahead_of_this_replicas_hub_waits_for_it_and_gets_no_duplicate(
+    client: httpx.AsyncClient, seeded: str, plant: Plant, tmp_path: Path
+) -> None:
+    state: ApiState = client._transport.app.state.hw  # type: ignore[attr-defined]
+    state.extras["stream_options"] = FAST
+    hub = hub_for(state)
+    async with running_engine(plant, seeded, tmp_path) as engine:
+        early, _, _ = await hub.subscribe(Scope(), None)  # the hub is up
+        hub.unsubscribe(early)
+        await _kill_hub_connections(seeded)
+        await eventually(lambda: not hub.connected, 15)
+        # rows another replica's hub already streamed, this one has not read yet
+        await engine.raise_(AA_HH, AA_GAS)
+        after = (await journal(seeded, Scope("AA")))[-1]
+        sub, start, snapshot = await hub.subscribe(Scope("AA"), tuple(map(int, after.split("."))))  # type: ignore[arg-type]
+        assert start >= tuple(map(int, after.split(".")))
+        await engine.clear(AA_GAS)
+        frames = event_frames(state, hub, sub, start, None, snapshot)
+        ids: list[str] = []
+        async for chunk in frames:  # until the queue is drained: a keepalive
+            if chunk == b": keepalive\n\n" and ids:
+                break
+            ids += [line[4:] for line in chunk.decode().splitlines() if line.startswith("id: ")]
+        await frames.aclose()
+        assert ids == await journal(seeded, Scope("AA"), after=after)
+
+
+async def _kill_hub_connections(dsn: str) -> int:
+    killed = await fetch_all(
+        dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'hazardwatch-api-stream' AND datname = current_database()",
+    )
+    return len(killed)
 
 
 async def test_a_killed_listener_reconnects_and_the_stream_continues_without_a_gap(
@@ -170,18 +214,14 @@ async def test_a_killed_listener_reconnects_and_the_stream_continues_without_a_g
         reader = await srv.open("op_aa")
         await engine.raise_(AA_HH)
         await eventually(lambda: len(reader.alarm_ids) == 1, 15)
-        killed = await fetch_all(
-            seeded,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'hazardwatch-api-stream' AND datname = current_database()",
-        )
-        assert len(killed) == 2  # the listener and its query connection: one per process
+        assert await _kill_hub_connections(seeded) == 2  # the listener and its query connection
         await eventually(lambda: not srv.hub.connected, 15)
         await engine.raise_(AA_GAS)  # notified to nobody
         await engine.clear(AA_HH)
         await eventually(lambda: srv.hub.connected, 15)
         expected = await journal(seeded, Scope("AA"))
         await eventually(lambda: len(reader.alarm_ids) >= len(expected), 15)
+        await drained(reader)
         assert reader.alarm_ids == expected
         registry = srv.state.extras["metrics_registry"]
         assert registry.get_sample_value("hazardwatch_api_stream_reconnects_total") >= 1
