@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bench.config",
     "bench.alarms",
     "bench.notify",
+    "bench.api",
 ]
 
 
