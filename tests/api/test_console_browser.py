@@ -1,0 +1,306 @@
+"""The operator console in a real browser: Debian's chromium driven by Playwright against a real
+API server (uvicorn on a loopback port) over a seeded database, with the real alarm engine.
+
+An operator logs in, sees an alarm the engine raises appear live (no reload), acknowledges it
+through the dialog and sees its state change, then opens the trend of the alarmed tag (history
+with limit lines; a drag zooms in and re-queries). The bureau sees its county's enterprises and
+supervises (督办) an alarm. Screenshots go to docs/img/ with HW_SCREENSHOTS=1, else tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+import uvicorn
+from playwright.async_api import Browser, ConsoleMessage, Page, Response, async_playwright, expect
+
+from api.app import ApiConfig, create_app
+from core.batch import ReadingBatch
+from core.clock import SystemClock
+from core.plant import Plant
+from core.quality import Quality
+from core.settings import ApiSettings
+from storage.writer import BatchWriter
+from tests.api.conftest import PASSWORD, SECRET
+from tests.support.api_engine import AA_GAS, AA_HH, BB_GAS, running_engine
+from tests.support.waiting import eventually
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+TAG = "AA.V1.LT1"  # the tag of AA_HH; limits h 8, hh 9 (tests/core/data/two_enterprises.yaml)
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    if os.environ.get("HW_SCREENSHOTS") == "1":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        return DOCS_IMG
+    return tmp_path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: scripts/services.sh installs Debian's chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def server(seeded: str, plant: Plant) -> AsyncIterator[str]:
+    """The API (console included) served by uvicorn on a free loopback port, on this loop."""
+    app = create_app(ApiConfig(seeded, SECRET, ApiSettings(command_wait_s=10.0), plant))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve(sockets=[sock]))
+    await eventually(lambda: srv.started or task.done(), timeout=20)
+    assert srv.started, task.exception() if task.done() else "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        await asyncio.wait_for(task, 20)
+        sock.close()
+
+
+async def write_readings(dsn: str, tag: str, hours: float = 24.0, step_s: int = 20) -> int:
+    """A wave through the tag's limits for the last ``hours`` into reading, reading_1m and
+    tag_latest (the historian's own writer, closed so that every minute is rolled up)."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        row = await (await conn.execute("SELECT id FROM tag WHERE key = %s", [tag])).fetchone()
+    assert row is not None, tag
+    now_us = SystemClock().now_us() // 1_000_000 * 1_000_000
+    n = int(hours * 3600 / step_s)
+    ts = now_us - np.arange(n, 0, -1, dtype=np.int64) * step_s * 1_000_000
+    values = 7.5 + 2.0 * np.sin(np.arange(n) * 2 * math.pi / 540)  # 7.5 ± 2 in 3 h: crosses H 8 and HH 9
+    batch = ReadingBatch.from_rows(
+        [(int(row[0]), int(t), float(v), int(Quality.GOOD)) for t, v in zip(ts, values, strict=True)]
+    )
+    writer = await BatchWriter.connect(dsn, np.array([row[0]], dtype=np.int32))
+    try:
+        await writer.write_resolved(batch)
+    finally:
+        await writer.close()
+    return n
+
+
+async def log_in(page: Page, base: str, username: str) -> None:
+    await page.goto(base + "/")
+    await expect(page.locator("#login-form")).to_be_visible()
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("#login-form button[type=submit]")
+    await expect(page.locator("#main")).to_be_visible()
+    await expect(page.locator("#link")).to_have_text("● 实时")
+
+
+def watch_console(page: Page) -> list[str]:
+    """Errors the page logs (a CSP violation among them), uncaught exceptions, and answers
+    over 400 other than the 409 refusals a test provokes."""
+    errors: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            errors.append(msg.text)
+
+    def on_response(r: Response) -> None:
+        if r.status >= 400 and r.status != 409:
+            errors.append(f"{r.status} {r.request.method} {r.url}")
+
+    page.on("console", on_console)
+    page.on("response", on_response)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    return errors
+
+
+async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_trend(
+    server: str, seeded: str, plant: Plant, browser: Browser, shots: Path, tmp_path: Path
+) -> None:
+    await write_readings(seeded, TAG)
+    async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+        page = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+        errors = watch_console(page)
+        await log_in(page, server, "op_aa")
+        await expect(page.locator("#alarm-empty")).to_be_visible()
+        tokens_in_urls: list[str] = []
+        page.on("request", lambda r: tokens_in_urls.append(r.url) if "token=" in r.url else None)
+
+        await engine.raise_(AA_HH)  # no reload from here on: the stream brings it
+        row = page.locator(f'tr[data-key="{AA_HH}"]')
+        await expect(row).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(row.locator("td.status")).to_have_text("未确认")
+        await expect(row).to_have_class(_has("unacked"))
+        await expect(row.locator(".prio")).to_have_text("高")
+        beeps = page.locator("#mute")
+        await expect(beeps).to_have_attribute("data-beeps", "0")  # high: no sound
+
+        await engine.raise_(AA_GAS)  # critical: listed first (both unacknowledged) and beeps
+        gas = page.locator(f'tr[data-key="{AA_GAS}"]')
+        await expect(gas).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(beeps).to_have_attribute("data-beeps", "1")
+        await expect(page.locator("#alarm-rows tr").first).to_have_attribute("data-key", AA_GAS)
+        await page.screenshot(path=shots / "console-alarms.png")
+
+        # a refusal shows the engine's reason: critical alarms are never shelved
+        dialog = page.locator("#dialog")
+        await gas.locator("button[data-action=shelve]").click()
+        await dialog.locator("textarea[name=reason]").fill("检修")
+        await dialog.locator("#dialog-ok").click()
+        await expect(page.locator("#dialog-result")).to_have_text(
+            re.compile("^被拒绝：.*critical alarms cannot be shelved"), timeout=TIMEOUT_MS
+        )
+        await dialog.locator("#dialog-cancel").click()
+        await expect(gas.locator("td.status")).to_have_text("未确认")
+
+        await gas.locator("button[data-action=ack]").click()
+        await expect(dialog).to_be_visible()
+        await dialog.locator("textarea[name=comment]").fill("现场确认氨气浓度偏高，已启动应急处置")
+        await dialog.locator("#dialog-ok").click()
+        await expect(page.locator("#dialog-result")).to_have_text(
+            "已执行：当前状态 已确认", timeout=TIMEOUT_MS
+        )
+        await dialog.locator("#dialog-cancel").click()
+        await expect(gas.locator("td.status")).to_have_text("已确认")
+        await expect(gas).not_to_have_class(_has("unacked"))
+        # acknowledged sorts after unacknowledged, whatever its priority
+        await expect(page.locator("#alarm-rows tr").first).to_have_attribute("data-key", AA_HH)
+        await expect(page.locator("#alarm-rows tr").last).to_have_attribute("data-key", AA_GAS)
+
+        # the hazard sources: AA's two, by the worst active priority (BB's are not in scope)
+        await page.click("nav a[data-view=sources]")
+        cards = page.locator("#source-cards article")
+        await expect(cards).to_have_count(2)
+        await expect(page.locator('article[data-code="AA-HS1"]')).to_have_class(_has("st-critical"))
+        await expect(page.locator('article[data-code="AA-HS1"] .grade')).to_have_text("二级")
+        await expect(page.locator('article[data-code="AA-HS2"]')).to_have_class(_has("st-normal"))
+        await page.screenshot(path=shots / "console-sources.png")
+
+        await page.click("nav a[data-view=alarms]")
+        await row.locator("a.trend-link").click()
+        chart = page.locator("#trend-chart")
+        await expect(chart).to_have_attribute("data-tag", TAG, timeout=TIMEOUT_MS)
+        await expect(chart.locator("canvas")).to_be_visible()
+        await expect(chart).to_have_attribute("data-limits-drawn", "2")
+        assert "H=8" in (await chart.get_attribute("data-limits") or "")
+        assert int(await chart.get_attribute("data-points") or 0) > 1000
+        first_bucket = await chart.get_attribute("data-bucket")
+        assert first_bucket == "60"  # 24 hours: minute rollups
+        await page.screenshot(path=shots / "console-trend.png")
+
+        # drag across a tenth of the plot: that window is re-queried, from raw readings (raw, or
+        # buckets under a minute: reading_1m cannot serve them)
+        over = chart.locator(".u-over")
+        box = await over.bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        await page.mouse.move(box["x"] + box["width"] * 0.88, y)
+        await page.mouse.down()
+        await page.mouse.move(box["x"] + box["width"] * 0.99, y, steps=8)
+        await page.mouse.up()
+        await expect(chart).not_to_have_attribute("data-bucket", first_bucket or "", timeout=TIMEOUT_MS)
+        zoomed = await chart.get_attribute("data-bucket")
+        assert zoomed == "raw" or int(zoomed or 60) < 60, zoomed
+        assert int(await chart.get_attribute("data-points") or 0) > 100
+        await expect(chart).to_have_attribute("data-limits-drawn", "2")
+
+        assert not tokens_in_urls
+        assert not errors, errors
+
+
+async def test_bureau_sees_its_jurisdiction_and_supervises_an_alarm_the_operator_sees_live(
+    server: str, seeded: str, plant: Plant, browser: Browser, shots: Path, tmp_path: Path
+) -> None:
+    async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+        await engine.raise_(AA_HH, BB_GAS)
+        operator = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+        bureau = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+        errors = [watch_console(operator), watch_console(bureau)]
+        await log_in(operator, server, "op_aa")
+        mine = operator.locator(f'tr[data-key="{AA_HH}"]')
+        await expect(mine).to_be_visible()
+        await expect(mine.locator("button[data-action=respond]")).to_have_count(0)
+
+        await log_in(bureau, server, "bureau_xy")  # 孝义市: AA only, never BB (文水县)
+        await bureau.click("nav a[data-view=bureau]")
+        county = bureau.locator('section.county[data-county="孝义市"]')
+        await expect(county).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(county.locator('tr[data-code="AA"]')).to_be_visible()
+        await expect(bureau.locator("section.county")).to_have_count(1)
+        row = bureau.locator(f'#bureau-alarms tr[data-key="{AA_HH}"]')
+        await expect(row).to_be_visible()
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(1)  # not BB's gas alarm
+
+        await row.locator("button[data-action=supervise]").click()
+        dialog = bureau.locator("#dialog")
+        await dialog.locator("textarea[name=text]").fill("请立即核查液位高高报警原因并反馈")
+        await dialog.locator("#dialog-ok").click()
+        await expect(bureau.locator("#dialog-result")).to_contain_text("已执行", timeout=TIMEOUT_MS)
+        await dialog.locator("#dialog-cancel").click()
+        async with await psycopg.AsyncConnection.connect(seeded) as conn:
+            cur = await conn.execute(
+                "SELECT actor, detail->>'text' FROM alarm_journal WHERE alarm_key = %s AND action = 'SUPERVISE'",
+                [AA_HH],
+            )
+            assert await cur.fetchall() == [("孙强 (bureau_xy)", "请立即核查液位高高报警原因并反馈")]
+        # the enterprise's operator sees the supervision arrive, and may answer it
+        await expect(mine.locator(".supervised")).to_have_text("督办", timeout=TIMEOUT_MS)
+        await expect(mine.locator("button[data-action=respond]")).to_be_visible()
+
+        # the city bureau sees both counties; picking an enterprise narrows its alarms
+        await bureau.click("#logout")
+        await log_in(bureau, server, "bureau_city")
+        await bureau.click("nav a[data-view=bureau]")
+        await expect(bureau.locator("section.county")).to_have_count(2, timeout=TIMEOUT_MS)
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
+        await bureau.locator('tr[data-code="BB"]').click()
+        await expect(bureau.locator('tr[data-code="BB"]')).to_have_class(_has("picked"))
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(1)
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_attribute("data-key", BB_GAS)
+        await bureau.locator('tr[data-code="BB"]').click()
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
+        await bureau.screenshot(path=shots / "console-bureau.png")
+        assert errors == [[], []]
+
+
+def _has(cls: str) -> re.Pattern[str]:
+    return re.compile(rf"(^|\s){cls}(\s|$)")
+
+
+async def test_console_files_are_served_by_name_only(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert (r.status_code, r.headers["location"]) == (307, "/console/")
+    page = await client.get("/console/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert '<script type="module" src="app.js">' in page.text
+    js = await client.get("/console/vendor/uPlot.iife.min.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    for path in (
+        "/console/nope.js",
+        "/console/../api/console.py",
+        "/console/%2e%2e/app.py",
+        "/console//etc/passwd",
+    ):
+        assert (await client.get(path)).status_code == 404, path
