@@ -56,7 +56,15 @@ _TEXT = 2000
 def _not_blank(v: str) -> str:
     if not v.strip():
         raise ValueError("must not be blank")
+    if "\x00" in v:  # PostgreSQL text cannot hold NUL
+        raise ValueError("must not contain NUL characters")
     return v.strip()
+
+
+def _no_nul(v: str | None) -> str | None:
+    if v is not None and "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
 
 
 class BypassRequest(BaseModel):
@@ -96,6 +104,8 @@ class Note(BaseModel):
     note: str | None = Field(default=None, max_length=_TEXT)
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{"note": "补偿措施已落实"}]}}
+
+    _nul = field_validator("note")(_no_nul)
 
 
 class RejectNote(BaseModel):
@@ -194,7 +204,7 @@ def _state_filter(state: BypassState, now: datetime) -> tuple[sql.Composable, li
 
 
 _COLUMNS = sql.SQL(
-    """b.id, b.interlock, b.enterprise, e.county, b.hazard_source, b.input_tag, b.reason,
+    """b.id, b.interlock, b.enterprise, b.county, b.hazard_source, b.input_tag, b.reason,
        b.compensating_measures, b.starts_at, b.expires_at, b.state, b.requested_by, b.requested_by_id,
        b.requested_at, b.decided_by, b.decided_at, b.decision_note, b.restored_by, b.restored_at,
        b.restore_note"""
@@ -222,7 +232,7 @@ async def list_bypasses(
     limit: int = 1000,
 ) -> list[Bypass]:
     """Permits in ``scope``, newest request first, filtered by any of ``states`` and the rest."""
-    where, params = scope.where(sql.SQL("e.code"), sql.SQL("e.county"))
+    where, params = scope.where(sql.SQL("b.enterprise"), sql.SQL("b.county"))
     parts: list[sql.Composable] = [where]
     if states:
         ors = [_state_filter(s, now) for s in states]
@@ -240,8 +250,7 @@ async def list_bypasses(
         parts.append(sql.SQL("b.interlock = ANY(%s)"))
         params.append(interlocks)
     query = sql.SQL(
-        "SELECT {} FROM interlock_bypass b JOIN enterprise e ON e.code = b.enterprise WHERE {} "
-        "ORDER BY b.requested_at DESC, b.id LIMIT %s"
+        "SELECT {} FROM interlock_bypass b WHERE {} ORDER BY b.requested_at DESC, b.id LIMIT %s"
     ).format(_COLUMNS, sql.SQL(" AND ").join(parts))
     with translate_errors("list bypasses"):
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -250,11 +259,10 @@ async def list_bypasses(
 
 
 async def _row(conn: Conn, scope: Scope, bypass_id: uuid.UUID, lock: bool) -> dict[str, Any] | None:
-    where, params = scope.where(sql.SQL("e.code"), sql.SQL("e.county"))
-    query = sql.SQL(
-        "SELECT {} FROM interlock_bypass b JOIN enterprise e ON e.code = b.enterprise "
-        "WHERE b.id = %s AND {}{}"
-    ).format(_COLUMNS, where, sql.SQL(" FOR UPDATE OF b") if lock else sql.SQL(""))
+    where, params = scope.where(sql.SQL("b.enterprise"), sql.SQL("b.county"))
+    query = sql.SQL("SELECT {} FROM interlock_bypass b WHERE b.id = %s AND {}{}").format(
+        _COLUMNS, where, sql.SQL(" FOR UPDATE OF b") if lock else sql.SQL("")
+    )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, [bypass_id, *params])
         return await cur.fetchone()
@@ -274,6 +282,7 @@ async def insert_request(
     *,
     interlock: str,
     enterprise: str,
+    county: str,
     hazard_source: str,
     input_tag: str | None,
     reason: str,
@@ -288,12 +297,12 @@ async def insert_request(
     with translate_errors("request bypass"):
         async with conn.transaction():
             await conn.execute(
-                """INSERT INTO interlock_bypass (id, interlock, enterprise, hazard_source, input_tag,
+                """INSERT INTO interlock_bypass (id, interlock, enterprise, county, hazard_source, input_tag,
                        reason, compensating_measures, starts_at, expires_at, state, requested_by,
                        requested_by_id, requested_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'requested', %s, %s, %s)""",
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'requested', %s, %s, %s)""",
                 (
-                    bypass_id, interlock, enterprise, hazard_source, input_tag, reason,
+                    bypass_id, interlock, enterprise, county, hazard_source, input_tag, reason,
                     compensating_measures, starts_at, expires_at, who.actor, who.user_id, now,
                 ),
             )  # fmt: skip

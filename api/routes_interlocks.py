@@ -44,6 +44,7 @@ router = APIRouter(prefix="/api/v1", tags=["interlocks"])
 
 DEMAND_KINDS = ("TRIP_DEMAND", "NO_ACTION")  # core.conditions.RuleKind names: the alarm key suffixes
 MAX_START_AHEAD = timedelta(days=30)
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 
 class Problem(BaseModel):
@@ -267,9 +268,9 @@ async def bypasses(
     db: Db,
     who: Caller,
     state: Annotated[list[BypassState] | None, Query(description="any of these states")] = None,
-    interlock: Annotated[str | None, Query(max_length=200)] = None,
-    enterprise: Annotated[str | None, Query(max_length=64)] = None,
-    hazard_source: Annotated[str | None, Query(max_length=64)] = None,
+    interlock: Annotated[str | None, Query(max_length=200, pattern=_NO_NUL)] = None,
+    enterprise: Annotated[str | None, Query(max_length=64, pattern=_NO_NUL)] = None,
+    hazard_source: Annotated[str | None, Query(max_length=64, pattern=_NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[Bypass]:
     return await list_bypasses(
@@ -328,17 +329,19 @@ async def request_bypass(
             "duration_min", f"at most {limit_min} min (max_bypass_h {d.interlock.max_bypass_h:g} of {d.key})"
         )
     now = _now()
-    start = (body.start or now).astimezone(UTC)
-    expires = start + timedelta(minutes=body.duration_min)
-    if expires <= now:
-        raise _invalid("start", "the bypass would have ended already")
+    start = body.start or now
     if start > now + MAX_START_AHEAD:
         raise _invalid("start", f"at most {MAX_START_AHEAD.days} days ahead")
+    if start + timedelta(minutes=body.duration_min) <= now:  # compared before converting: no overflow
+        raise _invalid("start", "the bypass would have ended already")
+    start = start.astimezone(UTC)
+    expires = start + timedelta(minutes=body.duration_min)
     return await insert_request(
         db,
         who,
         interlock=d.key,
         enterprise=d.enterprise.code,
+        county=d.enterprise.county,
         hazard_source=d.hazard_source.code,
         input_tag=body.input_tag,
         reason=body.reason,

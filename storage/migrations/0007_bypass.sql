@@ -9,7 +9,8 @@
 CREATE TABLE interlock_bypass (
     id                     uuid PRIMARY KEY,
     interlock              text NOT NULL,          -- HAZARD_SOURCE.CODE (alarms.model.Catalog)
-    enterprise             text NOT NULL,          -- enterprise code, for tenancy (county: join enterprise)
+    enterprise             text NOT NULL,          -- enterprise code and its county when requested,
+    county                 text NOT NULL,          -- for tenancy (as alarm_state keeps them)
     hazard_source          text NOT NULL,
     input_tag              text,                   -- an input's tag key; NULL: the whole function
     reason                 text NOT NULL,
@@ -37,5 +38,6 @@ CREATE TABLE interlock_bypass (
 );
 CREATE INDEX interlock_bypass_interlock ON interlock_bypass (interlock, requested_at);
 CREATE INDEX interlock_bypass_enterprise ON interlock_bypass (enterprise, requested_at);
+CREATE INDEX interlock_bypass_county ON interlock_bypass (county, requested_at);
 -- the approved ones still standing: what the live views and an overdue check read
 CREATE INDEX interlock_bypass_approved ON interlock_bypass (expires_at) WHERE state = 'approved';

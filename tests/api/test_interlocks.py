@@ -359,6 +359,9 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"start": "not a time"}, "start"),
     ({"start": "2020-01-01T00:00:00+08:00"}, "start"),  # would have ended already
     ({"start": "2099-01-01T00:00:00Z"}, "start"),  # too far ahead
+    ({"start": "9999-12-31T23:59:59-12:00"}, "start"),  # no overflow: a clean 422
+    ({"start": "0001-01-01T00:00:00+08:00"}, "start"),
+    ({"reason": "校验\u0000"}, "reason"),  # PostgreSQL text cannot hold NUL
     ({"reason": "  "}, "reason"),
     ({"compensating_measures": ""}, "compensating_measures"),
     ({"approved": True}, "approved"),  # unknown fields are refused
@@ -410,6 +413,7 @@ async def test_tenancy_of_permits(api: httpx.AsyncClient, as_: Headers) -> None:
     assert await ids("admin", "?state=active") == [bb["id"]]
     assert await ids("admin", "?state=requested&state=active") == [bb["id"], aa["id"]]
     assert (await api.get("/api/v1/bypasses?state=bogus", headers=await as_("admin"))).status_code == 422
+    assert (await api.get("/api/v1/bypasses?interlock=%00", headers=await as_("admin"))).status_code == 422
 
     unknown = str(uuid.uuid4())
     for user in ("op_aa", "eng_aa", "approver_aa", "admin_aa", "bureau_xy"):
