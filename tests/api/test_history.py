@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from api.history_view import AUTO_POINTS, auto_bucket
 from core.plant import Plant
 from core.quality import Quality
 from core.settings import ApiSettings
@@ -242,3 +243,18 @@ async def test_history_bounds_from_settings(small_client: httpx.AsyncClient, fil
     assert r.status_code == 422 and "180 readings" in r.json()["detail"][0]["msg"]
     r = await c.get("/api/v1/history", params={**base, "end": iso(T0 + timedelta(days=11))}, headers=h)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "start"]
+
+
+@pytest.mark.parametrize("interval_s", [0.1, 1.0, 60.0, 3600.0])
+def test_auto_never_reads_raw_beyond_a_day(interval_s: float) -> None:
+    """Whatever the sampling, a window over a day gets whole-minute buckets (reading_1m) of at
+    most AUTO_POINTS per tag; a day or less may be raw only when that stays under AUTO_POINTS."""
+    for window_s in (60, 1800, 7200, 86_400, 86_401, 3 * 86_400, 30 * 86_400, 400 * 86_400):
+        window = timedelta(seconds=window_s)
+        width = auto_bucket(window, interval_s).seconds
+        if width is None:
+            assert window <= timedelta(days=1) and window_s / interval_s <= AUTO_POINTS
+        else:
+            assert window_s / width <= AUTO_POINTS, (window, width)
+            if window > timedelta(days=1):
+                assert width % 60 == 0, (window, width)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from core.plant import Plant
@@ -108,6 +109,16 @@ async def test_active_alarm_counts_by_scope(
 ) -> None:
     async with running_engine(plant, seeded, tmp_path) as engine:
         await engine.raise_(AA_HH, AA_GAS, BB_GAS)
+    # alarms that are not active count nowhere: one back to normal, one out of service
+    async with await psycopg.AsyncConnection.connect(seeded, autocommit=True) as conn:
+        for key, status in (("AA.V1.PT1:H", "normal"), ("AA.V1.PT1:L", "out_of_service")):
+            await conn.execute(
+                """INSERT INTO alarm_state (key, enterprise, county, hazard_source, subject, kind, priority,
+                       status, condition, acked, latching, since, seq)
+                   VALUES (%s, 'AA', '孝义市', 'AA-HS1', 'AA.V1.PT1', 'H', 'medium', %s, false, false, false,
+                           now(), 0)""",
+                [key, status],
+            )
     aa = {"critical": 1, "high": 1, "medium": 0, "low": 0, "total": 2, "unacknowledged": 2}
     bb = {"critical": 1, "high": 0, "medium": 0, "low": 0, "total": 1, "unacknowledged": 1}
     for user, expected in (
