@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +36,7 @@ from api.live_hub import (
     parse_position,
 )
 from api.principal import Principal
+from api.security import TokenKind, read_token
 from storage.db import Conn
 
 __all__ = ["EventStreamResponse", "event_frames", "router"]
@@ -47,15 +49,24 @@ _OPEN = b": connected\nretry: 3000\n\n"  # retry: how long an EventSource waits 
 _KEEPALIVE = b": keepalive\n\n"
 
 
+class _Client(NamedTuple):
+    who: Principal
+    expires: float | None  # Unix seconds: when the access token expires (None: an API key)
+
+
 async def _stream_caller(
     state: State,
     db: Annotated[Conn, Depends(connection, scope="function")],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(deps._bearer)],
     key: Annotated[str | None, Depends(deps._key_header)],
-) -> Principal:
+) -> _Client:
     # deps.Caller's connection lives as long as the response (request scope): a stream would
     # hold a pooled connection for hours, and 200 clients would starve every other request
-    return await caller(state, db, bearer, key)
+    who = await caller(state, db, bearer, key)
+    credential = key or (bearer.credentials if bearer else "")
+    if credential.startswith("hwk_"):
+        return _Client(who, None)
+    return _Client(who, float(read_token(state.secret, credential, TokenKind.ACCESS).expires))
 
 
 class EventStreamResponse(StreamingResponse):
@@ -111,8 +122,10 @@ async def event_frames(
     start: Position,
     after: Position | None,
     snapshot: bytes,
+    until: float | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The stream of one subscription: the value snapshot, the replay (after, start], then live."""
+    """The stream of one subscription: the value snapshot, the replay (after, start], then live,
+    until the Unix time ``until`` (the access token's expiry: a stream is no way around it)."""
     try:
         yield _OPEN
         if snapshot:
@@ -125,12 +138,18 @@ async def event_frames(
                 yield b"".join(r.frame for r in rows)
             cursor = rows[-1].position if len(rows) == hub.options.page else None
         while True:
-            chunk = await sub.next(hub.options.keepalive_s)
+            wait = hub.options.keepalive_s
+            if until is not None:
+                wait = min(wait, until - time.time())
+                if wait <= 0:
+                    yield end_frame("token_expired")
+                    return
+            chunk = await sub.next(wait)
             if chunk is not None:
                 yield chunk
             elif sub.finished:
                 return
-            else:
+            elif until is None or time.time() < until:
                 yield _KEEPALIVE
     finally:
         hub.unsubscribe(sub)
@@ -154,9 +173,10 @@ Events:
   "quality_name", "time"}]}`, the latest values of tags in scope. The first one, right after
   connecting, is a snapshot of every tag in scope with a value; then at most one per second with
   the tags that changed.
-- `event: end`, `data: {"reason": "slow_client" | "shutdown" | "error"}`: the server ends the
-  stream (a client that fell more than the queue limit behind is dropped); reconnect with
-  `Last-Event-ID`.
+- `event: end`, `data: {"reason": "slow_client" | "token_expired" | "shutdown" | "error"}`: the
+  server ends the stream (a client that fell more than the queue limit behind is dropped; a
+  stream opened with an access token ends when the token expires); reconnect (with a fresh
+  token) and `Last-Event-ID`.
 - Comments (`: keepalive`) every 15 s when nothing else was sent.
 
 Without `Last-Event-ID` the stream starts with what happens from now on (load `GET
@@ -194,7 +214,7 @@ _EXAMPLE = (
 )
 async def stream(
     state: State,
-    who: Annotated[Principal, Depends(_stream_caller)],
+    client: Annotated[_Client, Depends(_stream_caller)],
     last_event_id_header: Annotated[
         str | None,
         Header(
@@ -228,6 +248,6 @@ async def stream(
                 f"after the end of the alarm journal ({format_position(end)}): reconnect without it",
             )
     hub = hub_for(state)
-    sub, start, snapshot = await hub.subscribe(who.scope, after)
-    frames = event_frames(state, hub, sub, start, after, snapshot)
+    sub, start, snapshot = await hub.subscribe(client.who.scope, after)
+    frames = event_frames(state, hub, sub, start, after, snapshot, client.expires)
     return EventStreamResponse(frames, hub.options.send_timeout_s, lambda: hub.unsubscribe(sub))

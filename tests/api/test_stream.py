@@ -21,6 +21,7 @@ from api.deps import ApiState
 from api.live_hub import BEFORE_ALL, LiveHub, StreamOptions, end_frame, hub_for
 from api.principal import Scope
 from api.routes_stream import event_frames
+from api.security import TokenKind, issue_token
 from core.backoff import Backoff
 from core.plant import Plant
 from core.settings import ApiSettings
@@ -310,6 +311,20 @@ async def test_streams_hold_no_pooled_connection_and_keep_alive(seeded: str, pla
         await eventually(lambda: all("keepalive" in r.comments for r in readers), 15)
         registry = srv.state.extras["metrics_registry"]
         assert registry.get_sample_value("hazardwatch_api_stream_clients") == 4
+
+
+async def test_a_stream_ends_when_its_access_token_expires(seeded: str, plant: Plant) -> None:
+    [(user_id, version)] = await fetch_all(
+        seeded, "SELECT id, token_version FROM app_user WHERE username = 'op_aa'"
+    )
+    token = issue_token(SECRET, user_id, version, TokenKind.ACCESS, 2)
+    async with serving(seeded, plant) as srv:
+        reader = SseReader(srv.http, {"Authorization": f"Bearer {token}"})
+        srv.readers.append(reader)
+        await reader.open()
+        await eventually(lambda: reader.closed, 15)
+        assert reader.events[-1].event == "end" and reader.events[-1].data == {"reason": "token_expired"}
+        assert not srv.hub.subscribers
 
 
 @pytest.mark.parametrize(
