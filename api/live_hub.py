@@ -38,6 +38,7 @@ __all__ = [
     "StreamOptions",
     "Subscription",
     "end_frame",
+    "end_streams",
     "format_position",
     "hub_for",
     "journal_end",
@@ -419,6 +420,15 @@ class LiveHub:
             ids = sorted(self._items, key=lambda i: self._tags[i].key)
             frame = self._snapshots[scope] = self._values_frame(scope, ids)
         return frame
+
+
+async def end_streams(state: Any) -> None:
+    """End every open stream (``event: end``, reason shutdown). For a server's shutdown before it
+    waits for its connections: uvicorn waits for open responses before the lifespan's
+    shutdown, so without this an open stream keeps a stopping server up for ever."""
+    hub: LiveHub | None = state.extras.get("live_hub")
+    if hub is not None:
+        await hub.stop()
 
 
 def hub_for(state: Any) -> LiveHub:

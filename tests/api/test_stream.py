@@ -18,7 +18,7 @@ import pytest
 
 from api.app import ApiConfig, create_app
 from api.deps import ApiState
-from api.live_hub import BEFORE_ALL, LiveHub, StreamOptions, end_frame, hub_for
+from api.live_hub import BEFORE_ALL, LiveHub, StreamOptions, end_frame, end_streams, hub_for
 from api.principal import Scope
 from api.routes_stream import event_frames
 from api.security import TokenKind, issue_token
@@ -311,6 +311,14 @@ async def test_streams_hold_no_pooled_connection_and_keep_alive(seeded: str, pla
         await eventually(lambda: all("keepalive" in r.comments for r in readers), 15)
         registry = srv.state.extras["metrics_registry"]
         assert registry.get_sample_value("hazardwatch_api_stream_clients") == 4
+
+
+async def test_ending_streams_for_a_shutdown_tells_the_clients(seeded: str, plant: Plant) -> None:
+    async with serving(seeded, plant) as srv:
+        readers = [await srv.open("op_aa"), await srv.open("bureau_city")]
+        await end_streams(srv.state)  # what a stopping server calls before it waits for connections
+        await eventually(lambda: all(r.closed for r in readers), 15)
+        assert all(r.events[-1].data == {"reason": "shutdown"} for r in readers)
 
 
 async def test_a_stream_ends_when_its_access_token_expires(seeded: str, plant: Plant) -> None:
