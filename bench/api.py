@@ -136,6 +136,12 @@ async def _server_seconds(client: httpx.AsyncClient, route: str) -> tuple[float,
     return out[0], out[1]
 
 
+def _metric(text: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples (any labels; a counter's ``_total``) in ``text``."""
+    pattern = rf"^{re.escape(name)}(?:_total)?(?:{{[^}}]*}})? (\S+)$"
+    return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+
 async def _time_requests(
     client: httpx.AsyncClient,
     route: str,
@@ -217,23 +223,50 @@ def _profile_of(stats: pstats.Stats, top: int = 6) -> Profile:
                    [(k, v / total) for k, v in funcs.most_common(top)])  # fmt: skip
 
 
-async def _profile(dsn: str, plant: Any, path: str, params: Any, token: str) -> Profile:
+async def _asgi_get(app: Any, path: str, params: dict[str, str], token: str) -> int:
+    """One GET straight into the ASGI app (no HTTP client or server in the profile); its status."""
+    from urllib.parse import urlencode
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": urlencode(params).encode(),
+        "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # no disconnect while the response is written
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def _profile(dsn: str, plant: Any, path: str, params: dict[str, str], token: str) -> Profile:
     """``PROFILE_REQUESTS`` requests to the app in this process (ASGI, no HTTP server), profiled."""
     from api.app import ApiConfig, create_app
     from core.settings import ApiSettings
 
     app = create_app(ApiConfig(dsn, SECRET.encode(), ApiSettings(access_token_min=240), plant))
-    headers = {"Authorization": f"Bearer {token}"}
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as c,
-    ):
+    async with app.router.lifespan_context(app):
         for _ in range(WARMUP):
-            await c.get(path, params=params, headers=headers)
+            if (code := await _asgi_get(app, path, params, token)) != 200:
+                raise RuntimeError(f"profile {path}: HTTP {code}")
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(PROFILE_REQUESTS):
-            await c.get(path, params=params, headers=headers)
+            await _asgi_get(app, path, params, token)
         prof.disable()
     return _profile_of(pstats.Stats(prof))
 
@@ -254,6 +287,8 @@ class StreamRun:
     commit_ms: list[float]  # the writer's transaction, start -> commit returned
     server_cpu: float  # share of one core during the run
     client_cpu: float
+    first: list[float]  # per event: commit -> its first client (the hub's read of the new row)
+    spread: list[float]  # per event: its last client's receipt - its first's (the fan-out)
 
 
 class _ClientsChild:
@@ -327,6 +362,7 @@ class Results:
     alarms_profile: Profile
     channel: str
     active_alarms: int
+    hub: dict[str, float]  # the API's stream metrics after the runs: clients connected, dropped, reconnects
     elapsed_s: float = 0.0
     pg_version: str = ""
 
@@ -516,12 +552,19 @@ async def _run() -> str:
                           f"missing {r.missing}, duplicates {r.duplicates}, foreign {r.foreign}; p50 "
                           f"{_pct(r.latencies, 50):.1f} ms, p99 {_pct(r.latencies, 99):.1f} ms; bare LISTEN "
                           f"p50 {_pct(r.listener, 50):.1f} ms, p99 {_pct(r.listener, 99):.1f} ms; server CPU "
-                          f"{r.server_cpu:.0%}, clients CPU {r.client_cpu:.0%}", flush=True)  # fmt: skip
+                          f"{r.server_cpu:.0%}, clients CPU {r.client_cpu:.0%}; first client p50 "
+                          f"{_pct(r.first, 50):.1f} ms, fan-out spread p50 {_pct(r.spread, 50):.1f} ms, p99 "
+                          f"{_pct(r.spread, 99):.1f} ms", flush=True)  # fmt: skip
                     if got_run["errors"]:
                         print(f"  stream errors: {got_run['errors'][:5]}", flush=True)
+                metrics = (await client.get("/metrics/")).text
+                hub = {
+                    k: _metric(metrics, f"hazardwatch_api_stream_{k}")
+                    for k in ("clients", "dropped", "reconnects")
+                }
             finally:
                 child.close()
-        results = Results(loaded, history, alarms, runs, hprof, aprof, channel, int(active),
+        results = Results(loaded, history, alarms, runs, hprof, aprof, channel, int(active), hub,
                           pg_version=str(pg_version))  # fmt: skip
     finally:
         store.write = write
@@ -567,6 +610,7 @@ async def _judge(
         journal = {f"{s}.{n}": ent for s, n, ent in await cur.fetchall()}
     seen: Counter[tuple[int, str]] = Counter()
     latencies, foreign = [], 0
+    per_event: dict[str, list[float]] = {}
     for client, ident, at in got["events"]:
         if ident not in journal:
             continue  # a keepalive's or an earlier run's id (none expected)
@@ -577,6 +621,7 @@ async def _judge(
         seen[(client, ident)] += 1
         if seen[(client, ident)] == 1:
             latencies.append((at - commits[int(ident.split(".")[0])][1]) * 1000)
+            per_event.setdefault(ident, []).append(latencies[-1])
     owed = {(c, i) for c in range(len(scope_of)) for i, ent in journal.items() if scope_of[c] in (None, ent)}
     missing = len(owed - set(seen))
     duplicates = sum(v - 1 for v in seen.values())
@@ -591,6 +636,7 @@ async def _judge(
     return StreamRun(
         latencies, listener, len(owed), sum(1 for _ in seen), missing, duplicates, foreign, len(journal),
         [(t1 - t0) * 1000 for t0, t1 in commits.values()], (cpu1[0] - cpu0[0]) / wall, (cpu1[1] - cpu0[1]) / wall,
+        [min(v) for v in per_event.values()], [max(v) - min(v) for v in per_event.values()],
     )  # fmt: skip
 
 
@@ -653,8 +699,10 @@ def render(r: Results) -> str:
         "alarm list — the same rows (every alarm off NORMAL, joined to its enterprise for the scope, newest "
         "first) by bare SQL on a psycopg connection, rows as tuples.",
         "",
-        f"Where the time goes ({PROFILE_REQUESTS} requests to the app in this process through httpx's ASGI "
-        "transport — no HTTP server — under cProfile; own time by library):",
+        f"Where the time goes: {PROFILE_REQUESTS} requests (after {WARMUP} warm-up) straight into the app's ASGI "
+        "callable in this process (no HTTP server or client) under cProfile; own time by library and the "
+        "functions with the most own time, as shares of the profiled time; *waiting* = the event loop idle in "
+        "epoll, i.e. the database answering:",
         "",
         f"- history: {profile(r.history_profile)}",
         f"- alarm list: {profile(r.alarms_profile)}",
@@ -674,7 +722,10 @@ def render(r: Results) -> str:
         "Latency = the writer's commit returned (stamped around `alarms.store.write`) → a client has the whole "
         "event (`time.monotonic()`, one clock for all processes). Baseline in the same run: one bare psycopg "
         f"connection in the clients' process LISTENing on `{r.channel}`, the channel the commit notifies. "
-        f"{STREAM_RUNS} runs on the same connections.",
+        "PostgreSQL sends the NOTIFY at the commit, before the writer's thread has the commit's answer, so the "
+        "baseline is near 0 and, when that thread waits for a core, below it. Per event, *first client* is the "
+        "hub's part (NOTIFY → its read of the new journal row → the first client's socket) and *first → last* the "
+        f"fan-out to every client in scope. {STREAM_RUNS} runs on the same connections.",
         "",
         "| figure | result |",
         "|---|---:|",
@@ -686,6 +737,10 @@ def render(r: Results) -> str:
         f"| **commit → client, p50** | {ms([_pct(x.latencies, 50) for x in s])} |",
         f"| **commit → client, p99** | {ms([_pct(x.latencies, 99) for x in s])} |",
         f"| commit → client, max | {ms([_pct(x.latencies, 100) for x in s])} |",
+        f"| per event: commit → its first client, p50 | {ms([_pct(x.first, 50) for x in s])} |",
+        f"| per event: commit → its first client, p99 | {ms([_pct(x.first, 99) for x in s])} |",
+        f"| per event: first → last client (the fan-out), p50 | {ms([_pct(x.spread, 50) for x in s])} |",
+        f"| per event: first → last client (the fan-out), p99 | {ms([_pct(x.spread, 99) for x in s])} |",
         f"| baseline: commit → bare LISTEN, p50 | {ms([_pct(x.listener, 50) for x in s])} |",
         f"| baseline: commit → bare LISTEN, p99 | {ms([_pct(x.listener, 99) for x in s])} |",
         f"| added by the stream (p50 − LISTEN p50) | "
@@ -696,6 +751,8 @@ def render(r: Results) -> str:
         f"| writer transaction (start → commit returned), p50 | {ms([_pct(x.commit_ms, 50) for x in s])} |",
         f"| API server CPU during the run (share of one core) | "
         f"{spread([100 * x.server_cpu for x in s], '{:.0f}', ' %')} |",
+        f"| stream clients connected / dropped for falling behind / hub reconnects (the API's metrics) | "
+        f"{r.hub['clients']:.0f} / {r.hub['dropped']:.0f} / {r.hub['reconnects']:.0f} |",
         f"| clients' process CPU (share of one core) | {spread([100 * x.client_cpu for x in s], '{:.0f}', ' %')} |",
         "",
         f"Every client got every event of its scope exactly once and nothing outside it: "
