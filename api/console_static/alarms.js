@@ -149,7 +149,9 @@ export function actionButtons(a) {
       LABEL[action] ?? ACTIONS[action].title,
     ),
   );
-  if (a.subject) buttons.push(el("a", { href: `#trend?tag=${encodeURIComponent(a.subject)}`, class: "trend-link" }, "趋势"));
+  // the last hour: the alarm's approach at fine resolution (the range select widens it)
+  const trend = `#trend?tag=${encodeURIComponent(a.subject)}&range=3600`;
+  if (a.subject) buttons.push(el("a", { href: trend, class: "trend-link" }, "趋势"));
   return buttons;
 }
 

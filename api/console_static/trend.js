@@ -36,7 +36,9 @@ export async function showTrend(params) {
     select.value = tag;
   }
   if (!select.value) return;
-  const span = Number($("trend-range").value) * 1000;
+  const range = $("trend-range");
+  if ([...range.options].some((o) => o.value === params.get("range"))) range.value = params.get("range");
+  const span = Number(range.value) * 1000;
   const end = Date.now();
   await draw(select.value, [end - span, end]);
 }
@@ -46,8 +48,9 @@ export function setupTrend() {
     ev.preventDefault();
     const tag = $("trend-tag").value;
     // through the hash, so the trend of a tag is a link (and the back button works)
-    const next = `#trend?tag=${encodeURIComponent(tag)}`;
-    if (location.hash === next) showTrend(new URLSearchParams({ tag }));
+    const range = $("trend-range").value;
+    const next = `#trend?tag=${encodeURIComponent(tag)}&range=${range}`;
+    if (location.hash === next) showTrend(new URLSearchParams({ tag, range }));
     else location.hash = next;
   });
   window.addEventListener("resize", () => chart?.setSize(size()));

@@ -5,13 +5,13 @@ An operator logs in, sees an alarm the engine raises appear live (no reload), ac
 through the dialog and sees its state change, then opens the trend of the alarmed tag (history
 with limit lines; a drag zooms in and re-queries). The bureau sees its county's enterprises and
 supervises (督办) an alarm. Screenshots go to docs/img/ with HW_SCREENSHOTS=1, else tmp_path.
+tests/e2e/test_console_demo.py does the same over the whole chain, the simulated plant raising it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -22,7 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 import uvicorn
-from playwright.async_api import Browser, ConsoleMessage, Page, Response, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from api.app import ApiConfig, create_app
 from core.batch import ReadingBatch
@@ -33,35 +33,23 @@ from core.settings import ApiSettings
 from storage.writer import BatchWriter
 from tests.api.conftest import PASSWORD, SECRET
 from tests.support.api_engine import AA_GAS, AA_HH, BB_GAS, running_engine
+from tests.support.console_browser import chromium, has_class, new_page, screenshot_dir, watch
+from tests.support.console_browser import log_in as console_log_in
 from tests.support.waiting import eventually
 
-CHROMIUM = Path("/usr/bin/chromium")
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 TAG = "AA.V1.LT1"  # the tag of AA_HH; limits h 8, hh 9 (tests/core/data/two_enterprises.yaml)
 TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    if os.environ.get("HW_SCREENSHOTS") == "1":
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        return DOCS_IMG
-    return tmp_path
+    return screenshot_dir(tmp_path)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: scripts/services.sh installs Debian's chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 @pytest.fixture
@@ -107,32 +95,7 @@ async def write_readings(dsn: str, tag: str, hours: float = 24.0, step_s: int = 
 
 
 async def log_in(page: Page, base: str, username: str) -> None:
-    await page.goto(base + "/")
-    await expect(page.locator("#login-form")).to_be_visible()
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("#login-form button[type=submit]")
-    await expect(page.locator("#main")).to_be_visible()
-    await expect(page.locator("#link")).to_have_text("● 实时")
-
-
-def watch_console(page: Page) -> list[str]:
-    """Errors the page logs (a CSP violation among them), uncaught exceptions, and answers
-    over 400 other than the 409 refusals a test provokes."""
-    errors: list[str] = []
-
-    def on_console(msg: ConsoleMessage) -> None:
-        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
-            errors.append(msg.text)
-
-    def on_response(r: Response) -> None:
-        if r.status >= 400 and r.status != 409:
-            errors.append(f"{r.status} {r.request.method} {r.url}")
-
-    page.on("console", on_console)
-    page.on("response", on_response)
-    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    return errors
+    await console_log_in(page, base, username, PASSWORD)
 
 
 async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_trend(
@@ -140,18 +103,16 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
 ) -> None:
     await write_readings(seeded, TAG)
     async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
-        page = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-        errors = watch_console(page)
+        page = await new_page(browser)
+        errors = watch(page)
         await log_in(page, server, "op_aa")
         await expect(page.locator("#alarm-empty")).to_be_visible()
-        tokens_in_urls: list[str] = []
-        page.on("request", lambda r: tokens_in_urls.append(r.url) if "token=" in r.url else None)
 
         await engine.raise_(AA_HH)  # no reload from here on: the stream brings it
         row = page.locator(f'tr[data-key="{AA_HH}"]')
         await expect(row).to_be_visible(timeout=TIMEOUT_MS)
         await expect(row.locator("td.status")).to_have_text("未确认")
-        await expect(row).to_have_class(_has("unacked"))
+        await expect(row).to_have_class(has_class("unacked"))
         await expect(row.locator(".prio")).to_have_text("高")
         beeps = page.locator("#mute")
         await expect(beeps).to_have_attribute("data-beeps", "0")  # high: no sound
@@ -183,7 +144,7 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
         )
         await dialog.locator("#dialog-cancel").click()
         await expect(gas.locator("td.status")).to_have_text("已确认")
-        await expect(gas).not_to_have_class(_has("unacked"))
+        await expect(gas).not_to_have_class(has_class("unacked"))
         # acknowledged sorts after unacknowledged, whatever its priority
         await expect(page.locator("#alarm-rows tr").first).to_have_attribute("data-key", AA_HH)
         await expect(page.locator("#alarm-rows tr").last).to_have_attribute("data-key", AA_GAS)
@@ -192,9 +153,9 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
         await page.click("nav a[data-view=sources]")
         cards = page.locator("#source-cards article")
         await expect(cards).to_have_count(2)
-        await expect(page.locator('article[data-code="AA-HS1"]')).to_have_class(_has("st-critical"))
+        await expect(page.locator('article[data-code="AA-HS1"]')).to_have_class(has_class("st-critical"))
         await expect(page.locator('article[data-code="AA-HS1"] .grade')).to_have_text("二级")
-        await expect(page.locator('article[data-code="AA-HS2"]')).to_have_class(_has("st-normal"))
+        await expect(page.locator('article[data-code="AA-HS2"]')).to_have_class(has_class("st-normal"))
         await page.screenshot(path=shots / "console-sources.png")
 
         await page.click("nav a[data-view=alarms]")
@@ -204,9 +165,16 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
         await expect(chart.locator("canvas")).to_be_visible()
         await expect(chart).to_have_attribute("data-limits-drawn", "2")
         assert "H=8" in (await chart.get_attribute("data-limits") or "")
+        assert int(await chart.get_attribute("data-points") or 0) > 100
+        hour = await chart.get_attribute("data-bucket")
+        assert hour == "raw" or int(hour or 60) < 60  # the last hour, from raw readings
+
+        await page.select_option("#trend-range", "86400")
+        await page.click("#trend-form button[type=submit]")
+        await expect(chart).to_have_attribute("data-bucket", "60")  # 24 hours: minute rollups
         assert int(await chart.get_attribute("data-points") or 0) > 1000
-        first_bucket = await chart.get_attribute("data-bucket")
-        assert first_bucket == "60"  # 24 hours: minute rollups
+        await expect(chart).to_have_attribute("data-limits-drawn", "2")
+        first_bucket = "60"
         await page.screenshot(path=shots / "console-trend.png")
 
         # drag across a tenth of the plot: that window is re-queried, from raw readings (raw, or
@@ -225,7 +193,6 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
         assert int(await chart.get_attribute("data-points") or 0) > 100
         await expect(chart).to_have_attribute("data-limits-drawn", "2")
 
-        assert not tokens_in_urls
         assert not errors, errors
 
 
@@ -234,9 +201,9 @@ async def test_bureau_sees_its_jurisdiction_and_supervises_an_alarm_the_operator
 ) -> None:
     async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
         await engine.raise_(AA_HH, BB_GAS)
-        operator = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-        bureau = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-        errors = [watch_console(operator), watch_console(bureau)]
+        operator = await new_page(browser)
+        bureau = await new_page(browser)
+        errors = [watch(operator), watch(bureau)]
         await log_in(operator, server, "op_aa")
         mine = operator.locator(f'tr[data-key="{AA_HH}"]')
         await expect(mine).to_be_visible()
@@ -275,17 +242,13 @@ async def test_bureau_sees_its_jurisdiction_and_supervises_an_alarm_the_operator
         await expect(bureau.locator("section.county")).to_have_count(2, timeout=TIMEOUT_MS)
         await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
         await bureau.locator('tr[data-code="BB"]').click()
-        await expect(bureau.locator('tr[data-code="BB"]')).to_have_class(_has("picked"))
+        await expect(bureau.locator('tr[data-code="BB"]')).to_have_class(has_class("picked"))
         await expect(bureau.locator("#bureau-alarms tr")).to_have_count(1)
         await expect(bureau.locator("#bureau-alarms tr")).to_have_attribute("data-key", BB_GAS)
         await bureau.locator('tr[data-code="BB"]').click()
         await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
         await bureau.screenshot(path=shots / "console-bureau.png")
         assert errors == [[], []]
-
-
-def _has(cls: str) -> re.Pattern[str]:
-    return re.compile(rf"(^|\s){cls}(\s|$)")
 
 
 async def test_console_files_are_served_by_name_only(client: httpx.AsyncClient) -> None:
