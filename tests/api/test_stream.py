@@ -311,6 +311,8 @@ async def test_streams_hold_no_pooled_connection_and_keep_alive(seeded: str, pla
         await eventually(lambda: all("keepalive" in r.comments for r in readers), 15)
         registry = srv.state.extras["metrics_registry"]
         assert registry.get_sample_value("hazardwatch_api_stream_clients") == 4
+        await readers[0].close()  # a client going away is unsubscribed at once, not at the next event
+        await eventually(lambda: registry.get_sample_value("hazardwatch_api_stream_clients") == 3, 5)
 
 
 async def test_ending_streams_for_a_shutdown_tells_the_clients(seeded: str, plant: Plant) -> None:
