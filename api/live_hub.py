@@ -343,6 +343,8 @@ class LiveHub:
                         self._loop(self._values_due, self._read_values, query, self.options.value_interval_s)
                     )
             except Exception as exc:  # psycopg errors surface from notifies() untranslated
+                while isinstance(exc, ExceptionGroup):  # from the task group: say what failed
+                    exc = exc.exceptions[0]
                 if attempt == 0:
                     log.warning("live stream: lost the database (%s); reconnecting", exc)
                 self._reconnects.inc()
@@ -392,9 +394,10 @@ class LiveHub:
         changed: list[int] = []
         for tag_id, time, value, quality in rows:
             tag = self._tags.get(tag_id)
-            if tag is None or self._latest.get(tag_id) == (time, value, quality):
+            seen = (time, _num(value), quality)  # NaN never equals itself: compared as None
+            if tag is None or self._latest.get(tag_id) == seen:
                 continue
-            self._latest[tag_id] = (time, value, quality)
+            self._latest[tag_id] = seen
             item = {
                 "tag": tag.key,
                 "value": _num(value),

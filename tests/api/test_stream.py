@@ -262,6 +262,9 @@ async def test_value_events_snapshot_then_throttled_changes_in_scope(seeded: str
             latest()["AA.V1.PT1"]["value"] is None
             and latest()["AA.V1.PT1"]["quality_name"] == "BAD_COMM_FAILURE"
         )
+        await _set_latest(seeded, {"AA.V1.LT1": 99.0})
+        await eventually(lambda: latest()["AA.V1.LT1"]["value"] == 99.0, 15)
+        assert [i["tag"] for i in reader.of("value")[-1].data["values"]] == ["AA.V1.LT1"]  # only what changed
         events = reader.of("value")
         assert all(i["tag"].startswith("AA.") for e in events for i in e.data["values"])
         gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(events[1:])]  # after the snapshot
