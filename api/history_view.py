@@ -3,7 +3,8 @@
 ``auto`` picks the smallest width of a fixed ladder that keeps a window at or under
 AUTO_POINTS buckets per tag; raw readings only for windows of at most RAW_MAX_WINDOW (then the
 ladder's widths are whole minutes, so storage.queries serves them from reading_1m alone).
-Times go out as ISO 8601 UTC ("Z"); NaN aggregates (no usable reading) as null / empty.
+Times go out as ISO 8601 UTC ("Z"); NaN aggregates (no usable reading) as null / empty; JSON
+numbers carry JSON_DIGITS significant digits, CSV the stored double exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from storage.queries import History
 
 __all__ = [
     "AUTO_POINTS",
+    "JSON_DIGITS",
     "RAW_MAX_WINDOW",
     "BucketChoice",
     "auto_bucket",
@@ -33,6 +35,7 @@ AUTO_POINTS = 2000  # per tag: a chart's width in pixels, roughly
 RAW_MAX_WINDOW = timedelta(days=1)  # raw readings are never scanned for a wider window
 # auto widths in seconds: every one from 60 up is whole minutes (reading_1m serves it)
 _LADDER = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+JSON_DIGITS = 12  # far beyond any instrument's resolution; CSV keeps every digit
 _RAW_COLUMNS = ("time", "tag", "value", "quality", "quality_name")
 _BUCKET_COLUMNS = ("time", "tag", "min", "max", "avg", "last", "count", "bad_count")
 
@@ -63,7 +66,25 @@ def _iso(times_us: np.ndarray, raw: bool) -> list[str]:
 
 
 def _floats(a: np.ndarray) -> list[float | None]:
-    return [None if v != v else v for v in a.tolist()]  # NaN -> null (JSON has no NaN)
+    """JSON numbers with JSON_DIGITS significant digits; NaN and infinities as null (JSON has neither)."""
+    short = _significant(a, JSON_DIGITS)
+    values: list[float | None] = short.astype(object).tolist()
+    for i in np.flatnonzero(~np.isfinite(short)).tolist():
+        values[i] = None
+    return values
+
+
+def _significant(a: np.ndarray, digits: int) -> np.ndarray:
+    """``a`` rounded to ``digits`` significant digits, vectorized. Dividing the rounded integer
+    by an exact power of ten gives the double nearest the short decimal, whose repr is short:
+    formatting those is ~3x faster than 17-digit ones (the bulk of a 30-day answer's time)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exp = np.floor(np.log10(np.abs(a)))
+        k = (digits - 1 - np.where(np.isfinite(exp), exp, 0)).astype(np.int64)
+        up = np.power(10.0, np.clip(k, 0, 22))
+        down = np.power(10.0, np.clip(-k, 0, 22))
+        out = np.where(k >= 0, np.round(a * up) / up, np.round(a / down) * down)
+    return np.where(np.isfinite(out), out, a)  # NaN stays NaN; a value too large to scale stays as is
 
 
 def series(h: History, key_of: dict[int, str], order: list[str], raw: bool) -> list[dict[str, object]]:

@@ -103,10 +103,18 @@ class TagRow:
 async def _rows(
     conn: Conn, query: sql.Composed | sql.SQL, params: Sequence[Any], what: str
 ) -> list[dict[str, Any]]:
+    if any(_has_nul(p) for p in params):
+        return []  # PostgreSQL text cannot hold NUL: no row can match such a code or key
     with translate_errors(what):
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
             return await cur.fetchall()
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    return isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value)
 
 
 async def enterprises(conn: Conn, scope: Scope, code: str | None = None) -> list[EnterpriseRow]:

@@ -36,6 +36,9 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 MAX_HISTORY_TAGS = 20
 ONLINE_WINDOW = timedelta(hours=24)  # the lists' online rate
 KPI_WINDOW = timedelta(hours=24)  # the KPIs' default period, ending now
+# Times outside this range are refused (422): arithmetic near datetime's limits would overflow.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 # --- models -----------------------------------------------------------------------------
@@ -427,6 +430,11 @@ def _index(state: ApiState) -> PlantIndex:
 def _window(
     start: datetime | None, end: datetime | None, default: timedelta, max_days: int
 ) -> tuple[datetime, datetime]:
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not _EARLIEST <= value <= _LATEST:
+            raise _invalid(
+                name, f"{name} must lie in {_EARLIEST.year}..{_LATEST.year - 1}", value.isoformat()
+            )
     end = end or datetime.now(UTC)
     start = start or end - default
     if end <= start:

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 
+from api import routes_registry
 from core.plant import Plant
 from core.quality import Quality
 from tests.api.conftest import login
@@ -356,3 +358,50 @@ async def test_online_rate_from_crafted_gaps(client: httpx.AsyncClient, seeded: 
     # the lists' 24 h rate is the same computation (PT1's 4.5 full minutes of 24 h here)
     r = await client.get("/api/v1/enterprises/BB", headers=h)
     assert r.json()["online_rate"] == pytest.approx(0.5 * 10 / (24 * 60), abs=2e-3)
+
+
+async def test_odd_inputs_are_client_errors(client: httpx.AsyncClient) -> None:
+    """What a fuzzer sends (NUL bytes, times at datetime's limits) is a 404 or 422, never a 500."""
+    h = await login(client, "bureau_city")
+    for path in ("/api/v1/enterprises/A%00B", "/api/v1/hazard-sources/A%00B", "/api/v1/tags/A.B.%00"):
+        r = await client.get(path, headers=h)
+        assert r.status_code == 404, (path, r.text)
+    for path, params in (
+        ("/api/v1/tags", {"enterprise": "A\x00"}),
+        ("/api/v1/hazard-sources", {"enterprise": "A\x00"}),
+        ("/api/v1/kpis/online", {"hazard_source": "A\x00"}),
+        (
+            "/api/v1/history",
+            {"tags": "A.B.\x00", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
+        ),
+    ):
+        r = await client.get(path, params=params, headers=h)
+        assert r.status_code == 404, (path, r.text)
+    for path in ("/api/v1/kpis/alarms", "/api/v1/kpis/online", "/api/v1/history"):
+        for params, loc in (
+            ({"start": "2026-01-01T00:00:00Z", "end": "0001-01-01T00:00:00Z"}, "end"),
+            ({"start": "9999-12-31T23:59:59Z", "end": "2026-01-01T00:00:00Z"}, "start"),
+            ({"end": "9999-12-31T23:59:59-01:00", "start": "2026-01-01T00:00:00Z"}, "end"),
+            ({"start": "0001-01-01T00:00:00+14:00", "end": "2026-01-01T00:00:00Z"}, "start"),
+        ):
+            r = await client.get(path, params={"tags": "AA.V1.PT1", **params}, headers=h)
+            assert r.status_code == 422, (path, params, r.text)
+            assert ["query", loc] in [e["loc"] for e in r.json()["detail"]], (path, params)
+
+
+def test_openapi_documents_the_registry() -> None:
+    app = FastAPI()
+    app.include_router(routes_registry.router)
+    doc = app.openapi()
+    paths = doc["paths"]
+    for path in (
+        "/api/v1/enterprises/{enterprise}",
+        "/api/v1/hazard-sources/{hazard_source}",
+        "/api/v1/tags/{tag}",
+        "/api/v1/history",
+        "/api/v1/kpis/alarms",
+        "/api/v1/kpis/online",
+    ):
+        op = paths[path]["get"]
+        assert op["summary"] and "404" in op["responses"] and "422" in op["responses"], path
+    assert "text/csv" in paths["/api/v1/history"]["get"]["responses"]["200"]["content"]
