@@ -68,6 +68,10 @@ class Conflict(BaseModel):
     }
 
 
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description": "not authenticated"}}
+_MALFORMED: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a body that is not UTF-8 JSON"}
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "unknown, or outside the caller's scope"}
 }
@@ -188,6 +192,7 @@ async def _views(conn: Conn, who: Principal, found: list[Defined], now: datetime
 @router.get(
     "/interlocks",
     response_model=list[InterlockNow],
+    responses={**_UNAUTHORIZED, **_INVALID},
     summary="Interlocks with their effective voting now",
     description=(
         "Every safety instrumented function in the caller's scope: configured voting (MooN), each "
@@ -221,7 +226,7 @@ async def interlocks(
         "As in the list, plus the alarm journal of its trip demand (`:TRIP_DEMAND`) and demand "
         "without action (`:NO_ACTION`) alarms, newest first."
     ),
-    responses={**_NOT_FOUND},
+    responses={**_UNAUTHORIZED, **_NOT_FOUND, **_INVALID},
 )
 async def interlock(
     state: State,
@@ -261,6 +266,7 @@ def _invalid(field: str, message: str) -> RequestValidationError:
 @router.get(
     "/bypasses",
     response_model=list[Bypass],
+    responses={**_UNAUTHORIZED, **_INVALID},
     summary="Bypass permits",
     description="Permits in the caller's scope, newest request first. `state` is computed by the clock now.",
 )
@@ -289,7 +295,7 @@ async def bypasses(
     "/bypasses/{bypass_id}",
     response_model=Bypass,
     summary="One bypass permit",
-    responses={**_NOT_FOUND},
+    responses={**_UNAUTHORIZED, **_NOT_FOUND, **_INVALID},
 )
 async def bypass(db: Db, who: Caller, bypass_id: uuid.UUID) -> Bypass:
     try:
@@ -309,7 +315,7 @@ async def bypass(db: Db, who: Caller, bypass_id: uuid.UUID) -> Bypass:
         "now) for `duration_min` minutes, at most the interlock's `max_bypass_h`. The permit "
         "waits for approval by someone else (`approve`)."
     ),
-    responses={**_FORBIDDEN, **_INVALID},
+    responses={**_MALFORMED, **_UNAUTHORIZED, **_FORBIDDEN, **_INVALID},
 )
 async def request_bypass(
     request: Request,
@@ -368,7 +374,9 @@ async def _transition(
         ) from None
 
 
-_TRANSITION_ERRORS: dict[int | str, dict[str, Any]] = {**_NOT_FOUND, **_FORBIDDEN, **_CONFLICT, **_INVALID}
+_TRANSITION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_MALFORMED, **_UNAUTHORIZED, **_NOT_FOUND, **_FORBIDDEN, **_CONFLICT, **_INVALID,
+}  # fmt: skip
 
 
 @router.post(

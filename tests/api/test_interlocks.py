@@ -3,6 +3,7 @@ against real PostgreSQL, on tests/api/data/interlock_plant.yaml (AA in 孝义市
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -503,3 +504,32 @@ async def test_a_backdated_request_runs_from_its_start(api: httpx.AsyncClient, a
     assert r.json()["state"] == "active"
     left = datetime.fromisoformat(r.json()["expires_at"]) - datetime.now(UTC)
     assert timedelta(minutes=29) < left <= timedelta(minutes=30)
+
+
+async def test_concurrent_decisions_take_turns(api: httpx.AsyncClient, as_: Headers, il_dsn: str) -> None:
+    """Two decisions on one request, both held up behind a lock on its row until each waits: the
+    first to get the row wins, the other sees its outcome (409), never both applied."""
+    b = await requested(api, await as_("eng_aa"))
+    h1, h2 = await as_("approver_aa"), await as_("approver_city")
+    async with await psycopg.AsyncConnection.connect(il_dsn) as holder:
+        await holder.execute("SELECT 1 FROM interlock_bypass WHERE id = %s FOR UPDATE", (b["id"],))
+        both = asyncio.gather(
+            api.post(f"/api/v1/bypasses/{b['id']}/approve", headers=h1),
+            api.post(f"/api/v1/bypasses/{b['id']}/reject", json={"note": "不同意"}, headers=h2),
+        )
+        async with asyncio.timeout(30):
+            while True:  # both requests wait on the row lock
+                n = await fetch_all(
+                    il_dsn,
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                )
+                if n[0][0] >= 2:
+                    break
+                await asyncio.sleep(0.02)
+        await holder.rollback()
+        r1, r2 = await both
+    assert sorted([r1.status_code, r2.status_code]) == [200, 409]
+    won = r1 if r1.status_code == 200 else r2
+    lost = r2 if won is r1 else r1
+    assert lost.json()["detail"]["state"] == won.json()["state"]
+    assert len([a for a, *_ in await audit(il_dsn) if a != "bypass.request"]) == 1
