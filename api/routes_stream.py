@@ -192,7 +192,7 @@ _EXAMPLE = (
     '"time":"2026-11-30T08:00:00+00:00"}]}\n\n'
     'event: alarm\nid: 42.0\ndata: {"key":"AA.V1.LT1:HH","enterprise":"AA","county":"孝义市",'
     '"hazard_source":"AA-HS1","unit":null,"subject":"AA.V1.LT1","kind":"HH","priority":"high",'
-    '"action":"raise","old_status":"NORMAL","new_status":"UNACK","at":"2026-11-30T08:00:01+00:00",'
+    '"action":"RAISED","old_status":"normal","new_status":"unacknowledged","at":"2026-11-30T08:00:01+00:00",'
     '"value":9.5,"limit":8.6,"actor":"engine","detail":null}\n\n'
 )
 
@@ -200,6 +200,7 @@ _EXAMPLE = (
 @router.get(
     "/stream",
     response_class=EventStreamResponse,
+    status_code=200,  # FastAPI reads the default from the response class's __init__ otherwise
     summary="Live alarm transitions and latest values (Server-Sent Events)",
     description=_DESCRIPTION,
     responses={
@@ -208,7 +209,6 @@ _EXAMPLE = (
             "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}},
         },
         401: {"description": "not authenticated"},
-        422: {"description": "malformed Last-Event-ID, or one after the end of the journal"},
         503: {"description": "the database is unavailable"},
     },
 )

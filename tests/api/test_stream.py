@@ -395,10 +395,10 @@ async def test_one_notify_per_transaction_on_both_backends(backend: Backend) -> 
         assert sorted(seen) == [("alarm_journal", ""), ("tag_latest", "")]
 
 
-def test_stream_event_examples_are_json() -> None:
-    from api.routes_stream import _EXAMPLE
-
-    for block in _EXAMPLE.split("\n\n"):
-        for line in block.splitlines():
-            if line.startswith("data: "):
-                json.loads(line[6:])
+def test_the_openapi_document_describes_the_stream_with_a_valid_example() -> None:
+    app = create_app(ApiConfig("postgresql://nobody@127.0.0.1/none", SECRET))
+    operation = app.openapi()["paths"]["/api/v1/stream"]["get"]
+    assert {"401", "422", "503"} <= set(operation["responses"])
+    example = operation["responses"]["200"]["content"]["text/event-stream"]["example"]
+    events = [block for block in example.split("\n\n") if "data: " in block]
+    assert [json.loads(block.split("data: ", 1)[1])["key"] for block in events if "event: alarm" in block]
