@@ -49,6 +49,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["alarms"])
 
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control characters (PostgreSQL refuses NUL in text)
 _NOT_FOUND = "alarm not found"  # the same for an unknown alarm and one outside the scope
 _NOT_FOUND_DOC: dict[int | str, dict[str, Any]] = {
     404: {
@@ -156,7 +157,6 @@ def _check_window(start: datetime | None, end: datetime | None, max_days: int) -
     "/api/v1/alarms",
     response_model=AlarmPage,
     summary="List alarms",
-    responses={422: {"description": "a bad filter (naive time, end before start, limit out of range)"}},
 )
 async def list_alarms(
     state: State,
@@ -165,8 +165,12 @@ async def list_alarms(
     active: Annotated[
         bool, Query(description="only alarms an operator sees or will see again (not with state)")
     ] = True,
-    enterprise: Annotated[str | None, Query(max_length=64, description="enterprise code")] = None,
-    hazard_source: Annotated[str | None, Query(max_length=64, description="hazard source code")] = None,
+    enterprise: Annotated[
+        str | None, Query(max_length=64, pattern=_PRINTABLE, description="enterprise code")
+    ] = None,
+    hazard_source: Annotated[
+        str | None, Query(max_length=64, pattern=_PRINTABLE, description="hazard source code")
+    ] = None,
     priority: Priority | None = None,
     state_: Annotated[
         Status | None, Query(alias="state", description="one status (overrides active)")
@@ -179,7 +183,8 @@ async def list_alarms(
     """Alarms in the caller's scope: those awaiting acknowledgement first, then by priority
     (critical first), then the oldest status change. ``active`` (default) keeps the statuses an
     operator must see or will see again (shelved); ``state`` picks one status instead; ``start``
-    and ``end`` bound when the alarm was last raised."""
+    and ``end`` bound when the alarm was last raised. 422 names a bad filter: a time without its
+    offset, ``end`` not after ``start`` or past ``api.max_history_days`` of it, a limit out of range."""
     _check_window(start, end, state.settings.max_history_days)
     f = AlarmFilter(
         active=active, enterprise=enterprise, hazard_source=hazard_source, priority=priority, state=state_,
@@ -190,7 +195,10 @@ async def list_alarms(
 
 
 AlarmKey = Annotated[
-    str, Path(min_length=1, max_length=256, description="alarm key", examples=["AA.V1.LT1:HH"])
+    str,
+    Path(
+        min_length=1, max_length=256, pattern=_PRINTABLE, description="alarm key", examples=["AA.V1.LT1:HH"]
+    ),
 ]
 
 
@@ -267,7 +275,6 @@ _ARGS_EXAMPLES = {
         202: {"model": CommandResult, "description": "submitted; the engine has not applied it yet (poll /api/v1/commands/{command_id})"},
         403: {"description": "the caller's role may not do this"},
         409: {"model": CommandRejected, "description": "the engine refused it (its state or the priority's shelving limit)"},
-        422: {"description": "a malformed argument (loc names it) or an Idempotency-Key used for another command"},
     },
 )  # fmt: skip
 async def command_alarm(
@@ -288,7 +295,8 @@ async def command_alarm(
     pending. Arguments: ack/reset ``comment``?; shelve ``minutes`` (> 0, at most the priority's
     maximum) and ``reason``; comment ``text``; feedback ``cause_category``, ``action``,
     ``handler``, ``handled_at``?; supervise ``text``, ``due_at``; respond ``text``; remove
-    ``reason``; unshelve and restore none. Times carry their offset."""
+    ``reason``; unshelve and restore none. Times carry their offset. 422 names a malformed
+    argument (``loc`` ["body", name]) or an Idempotency-Key already used for another command."""
     owner = await alarm_owner(db, state, alarm)
     if owner is None or not who.scope.allows(*owner):
         raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)

@@ -161,32 +161,30 @@ async def test_remove_and_restore_by_the_engineer(api: Api, engine: Engine) -> N
     assert (r.status_code, r.json()["alarm_status"]) == (200, "unacknowledged"), r.text
 
 
-@pytest.mark.parametrize(
-    ("action", "body", "field"),
-    [
-        ("shelve", {"minutes": 0, "reason": "检修"}, "minutes"),
-        ("shelve", {"minutes": 7 * 1440 + 1, "reason": "检修"}, "minutes"),
-        ("shelve", {"minutes": True, "reason": "检修"}, "minutes"),
-        ("shelve", {"minutes": 30}, "reason"),
-        ("shelve", {"minutes": 30, "reason": "  "}, "reason"),
-        ("ack", {"comment": "x", "colour": "red"}, "colour"),
-        ("comment", None, "text"),
-        ("comment", {"text": "a\x00b"}, "text"),
-        ("comment", {"text": "长" * 2001}, "text"),
-        ("feedback", {"cause_category": "aliens", "action": "x", "handler": "y"}, "cause_category"),
-        (
-            "feedback",
-            {"cause_category": "leak", "action": "x", "handler": "y", "handled_at": "2026-11-30T10:00:00"},
-            "handled_at",
-        ),
-    ],
-)
-async def test_malformed_arguments_are_422_naming_the_field(
-    api: Api, seeded: str, action: str, body: dict[str, Any] | None, field: str
-) -> None:
-    r = await api.command("op_aa", AA_HH, action, body)
-    assert r.status_code == 422, r.text
-    assert [e["loc"] for e in r.json()["detail"]] == [["body", field]]
+MALFORMED: list[tuple[str, dict[str, Any] | None, str]] = [
+    ("shelve", {"minutes": 0, "reason": "检修"}, "minutes"),
+    ("shelve", {"minutes": 7 * 1440 + 1, "reason": "检修"}, "minutes"),
+    ("shelve", {"minutes": True, "reason": "检修"}, "minutes"),
+    ("shelve", {"minutes": 30}, "reason"),
+    ("shelve", {"minutes": 30, "reason": "  "}, "reason"),
+    ("ack", {"comment": "x", "colour": "red"}, "colour"),
+    ("comment", None, "text"),
+    ("comment", {"text": "a\x00b"}, "text"),
+    ("comment", {"text": "长" * 2001}, "text"),
+    ("feedback", {"cause_category": "aliens", "action": "x", "handler": "y"}, "cause_category"),
+    (
+        "feedback",
+        {"cause_category": "leak", "action": "x", "handler": "y", "handled_at": "2026-11-30T10:00:00"},
+        "handled_at",
+    ),
+]
+
+
+async def test_malformed_arguments_are_422_naming_the_field(api: Api, seeded: str) -> None:
+    for action, body, field in MALFORMED:
+        r = await api.command("op_aa", AA_HH, action, body)
+        assert r.status_code == 422, (action, body, r.text)
+        assert [e["loc"] for e in r.json()["detail"]] == [["body", field]], (action, body)
     assert await fetch_all(seeded, "SELECT count(*) FROM alarm_command") == [(0,)]
 
 
@@ -306,6 +304,8 @@ async def test_the_list_is_scoped_ordered_and_filtered(api: Api, engine: Engine)
     assert await keys("admin", state="acknowledged") == [AA_GAS]
     assert await keys("admin", hazard_source="AA-HS1") == [AA_HH, AA_GAS]
     assert await keys("admin", limit=1, offset=1) == [AA_HH]
+    page = (await api.get("admin", "/api/v1/alarms", limit=1, offset=1)).json()
+    assert (page["total"], page["limit"], page["offset"]) == (3, 1, 1)
     page = (await api.get("admin", "/api/v1/alarms", limit=1, offset=5)).json()
     assert (page["total"], page["items"]) == (3, [])
     now = datetime.now(UTC)
@@ -354,25 +354,23 @@ async def test_the_list_is_scoped_ordered_and_filtered(api: Api, engine: Engine)
     assert datetime.fromisoformat(item["raised_at"]).utcoffset() == timedelta(0)
 
 
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
-        ({"limit": 0}, "limit"),
-        ({"limit": 1001}, "limit"),
-        ({"offset": -1}, "offset"),
-        ({"priority": "urgent"}, "priority"),
-        ({"state": "angry"}, "state"),
-        ({"start": "2026-11-30T10:00:00"}, "start"),
-        ({"start": "2026-11-30T10:00:00Z", "end": "2026-11-30T10:00:00Z"}, "end"),
-        ({"start": "2025-01-01T00:00:00Z", "end": "2026-11-30T00:00:00Z"}, "end"),  # > max_history_days
-    ],
-)
-async def test_bad_list_filters_are_422_naming_the_field(
-    api: Api, params: dict[str, Any], field: str
-) -> None:
-    r = await api.get("op_aa", "/api/v1/alarms", **params)
-    assert r.status_code == 422, r.text
-    assert r.json()["detail"][0]["loc"] == ["query", field]
+BAD_FILTERS: list[tuple[dict[str, Any], str]] = [
+    ({"limit": 0}, "limit"),
+    ({"limit": 1001}, "limit"),
+    ({"offset": -1}, "offset"),
+    ({"priority": "urgent"}, "priority"),
+    ({"state": "angry"}, "state"),
+    ({"start": "2026-11-30T10:00:00"}, "start"),
+    ({"start": "2026-11-30T10:00:00Z", "end": "2026-11-30T10:00:00Z"}, "end"),
+    ({"start": "2025-01-01T00:00:00Z", "end": "2026-11-30T00:00:00Z"}, "end"),  # > max_history_days
+]
+
+
+async def test_bad_list_filters_are_422_naming_the_field(api: Api) -> None:
+    for params, field in BAD_FILTERS:
+        r = await api.get("op_aa", "/api/v1/alarms", **params)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["detail"][0]["loc"] == ["query", field], params
 
 
 async def test_the_detail_has_journal_rationalization_and_masked_deliveries(
@@ -431,3 +429,17 @@ async def test_a_never_raised_alarm_of_the_scope_may_be_commented_but_is_no_deta
     assert (r.status_code, r.json()["alarm_status"]) == (200, "normal"), r.text
     assert (await api.get("op_aa", f"/api/v1/alarms/{never}")).json()["journal"][0]["action"] == "COMMENT"
     assert (await api.command("op_bb", "AA.V1.PT1:H", "comment", {"text": "x"})).status_code == 404
+    item = (await api.get("op_aa", "/api/v1/alarms", state="normal")).json()["items"][0]
+    assert (item["key"], item["value"], item["limit"]) == (never, None, None)  # a note's row: no edge yet
+
+
+async def test_control_characters_in_keys_and_filters_are_422(api: Api) -> None:
+    for path, params, loc in (
+        ("/api/v1/alarms/AA.V1%00LT1:HH", {}, ["path", "alarm"]),
+        ("/api/v1/alarms", {"enterprise": "A\x00A"}, ["query", "enterprise"]),
+        ("/api/v1/alarms", {"hazard_source": "AA\nHS1"}, ["query", "hazard_source"]),
+    ):
+        r = await api.get("op_aa", path, **params)
+        assert (r.status_code, r.json()["detail"][0]["loc"]) == (422, loc), r.text
+    r = await api.command("op_aa", "AA.V1%00LT1:HH", "ack")
+    assert (r.status_code, r.json()["detail"][0]["loc"]) == (422, ["path", "alarm"]), r.text
