@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,7 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 
 MAX_HISTORY_TAGS = 20
 ONLINE_WINDOW = timedelta(hours=24)  # the lists' online rate
+RECENT_TTL_S = 60.0  # how long a list's per-point 24 h rate is reused (per API process)
 KPI_WINDOW = timedelta(hours=24)  # the KPIs' default period, ending now
 # Times outside this range are refused (422): arithmetic near datetime's limits would overflow.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -501,6 +503,25 @@ async def _rates(
     return {r.key: got.get(r.id) if r.in_service else None for r in rows}
 
 
+async def _recent_rates(db: Db, state: ApiState, rows: list[views.TagRow]) -> dict[str, float | None]:
+    """The lists' last-24-h rate per tag key, each kept RECENT_TTL_S in this process: a bureau's
+    overview lists every point of its jurisdiction, and a 24 h window moves little in a minute."""
+    cache: dict[int, tuple[float, float | None]] = state.extras.setdefault("online_24h", {})
+    clock = time.monotonic()
+    for stale in [k for k, (at, _) in cache.items() if clock - at > RECENT_TTL_S]:
+        del cache[stale]
+    missing = [r for r in rows if r.in_service and r.id not in cache]
+    if missing:
+        now = datetime.now(UTC)
+        index = _index(state)
+        got = await online_rates(
+            db, [(r.id, index.expectation(r.key)) for r in missing], now - ONLINE_WINDOW, now, now
+        )
+        for r in missing:
+            cache[r.id] = (clock, got.get(r.id))
+    return {r.key: cache[r.id][1] if r.in_service else None for r in rows}
+
+
 def _r_value(attrs: dict[str, Any]) -> float | None:
     r = attrs.get("r")
     return float(r) if isinstance(r, int | float) else None
@@ -513,8 +534,7 @@ async def _enterprise_list(db: Db, state: ApiState, who: Principal, code: str | 
     rows = await views.enterprises(db, who.scope, code)
     counts = await views.alarm_counts(db, who.scope, by="enterprise", enterprise=code)
     tag_rows, _ = await views.tags(db, who.scope, enterprise=code)
-    now = datetime.now(UTC)
-    rates = await _rates(db, _index(state), tag_rows, now - ONLINE_WINDOW, now)
+    rates = await _recent_rates(db, state, tag_rows)
     per_enterprise: dict[str, list[float | None]] = {}
     for t in tag_rows:
         per_enterprise.setdefault(t.enterprise, []).append(rates[t.key])
@@ -566,8 +586,7 @@ async def _hazard_source_list(
     rows = await views.hazard_sources(db, who.scope, enterprise=enterprise, code=code)
     counts = await views.alarm_counts(db, who.scope, by="hazard_source", enterprise=enterprise)
     tag_rows, _ = await views.tags(db, who.scope, enterprise=enterprise, hazard_source=code)
-    now = datetime.now(UTC)
-    rates = await _rates(db, _index(state), tag_rows, now - ONLINE_WINDOW, now)
+    rates = await _recent_rates(db, state, tag_rows)
     per_source: dict[tuple[str, str], list[float | None]] = {}
     for t in tag_rows:
         per_source.setdefault((t.enterprise, t.hazard_source), []).append(rates[t.key])
