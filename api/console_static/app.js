@@ -47,6 +47,10 @@ async function start() {
       link.className = `link ${s}`;
       if (s === "open") connected();
     },
+    resync: () => {
+      resetAlarms();
+      loadAlarms(me).catch((err) => console.error("alarms:", err));
+    },
   });
   await subscribed; // events from here on are held until the list is in, then replayed over it
   await loadAlarms(me);

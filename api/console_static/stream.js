@@ -4,10 +4,11 @@
 
 import { accessToken, refresh } from "./api.js";
 
-// handlers: {alarm(data, id), value(data), status("open" | "closed" | "error")}
+// handlers: {alarm(data, id), value(data), status("open" | "closed" | "error"), resync()}
 export function openStream(handlers) {
   const abort = new AbortController();
   let lastId = null;
+  let resync = false;
   let delay = 1000;
 
   async function once() {
@@ -16,6 +17,13 @@ export function openStream(handlers) {
     const r = await fetch("/api/v1/stream", { headers, signal: abort.signal, cache: "no-store" });
     if (r.status === 401) {
       await refresh();
+      return;
+    }
+    if (r.status === 422 && lastId) {
+      // a position this database never had (restored, or another one): start afresh from now,
+      // and have the list reloaded once connected
+      lastId = null;
+      resync = true;
       return;
     }
     if (!r.ok || !r.body) throw new Error(`stream: HTTP ${r.status}`);
@@ -31,6 +39,10 @@ export function openStream(handlers) {
         first = false;
         delay = 1000;
         handlers.status?.("open");
+        if (resync) {
+          resync = false;
+          handlers.resync?.();
+        }
       }
       buffer += value;
       const lines = buffer.split(/\r\n|\r|\n/);

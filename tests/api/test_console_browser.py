@@ -52,25 +52,52 @@ async def browser() -> AsyncIterator[Browser]:
         yield b
 
 
+class LiveServer:
+    """The API (console included) served by uvicorn on one loopback port, on this loop; stopped
+    and started again on the same port as a restarted replica would be."""
+
+    def __init__(self, dsn: str, plant: Plant) -> None:
+        self.dsn = dsn
+        self.plant = plant
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._srv: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        app = create_app(ApiConfig(self.dsn, SECRET, ApiSettings(command_wait_s=10.0), self.plant))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        self._srv = srv = uvicorn.Server(config)
+        self._task = task = asyncio.create_task(srv.serve(sockets=[sock]))
+        await eventually(lambda: srv.started or task.done(), timeout=20)
+        assert srv.started, task.exception() if task.done() else "uvicorn did not start"
+
+    async def stop(self) -> None:
+        if self._srv is not None and self._task is not None:
+            self._srv.should_exit = True
+            await asyncio.wait_for(self._task, 20)
+            self._srv = self._task = None
+
+
 @pytest.fixture
-async def server(seeded: str, plant: Plant) -> AsyncIterator[str]:
-    """The API (console included) served by uvicorn on a free loopback port, on this loop."""
-    app = create_app(ApiConfig(seeded, SECRET, ApiSettings(command_wait_s=10.0), plant))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve(sockets=[sock]))
-    await eventually(lambda: srv.started or task.done(), timeout=20)
-    assert srv.started, task.exception() if task.done() else "uvicorn did not start"
+async def live(seeded: str, plant: Plant) -> AsyncIterator[LiveServer]:
+    s = LiveServer(seeded, plant)
+    await s.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield s
     finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 20)
-        sock.close()
+        await s.stop()
+
+
+@pytest.fixture
+def server(live: LiveServer) -> str:
+    return live.url
 
 
 async def write_readings(dsn: str, tag: str, hours: float = 24.0, step_s: int = 20) -> int:
@@ -249,6 +276,64 @@ async def test_bureau_sees_its_jurisdiction_and_supervises_an_alarm_the_operator
         await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
         await bureau.screenshot(path=shots / "console-bureau.png")
         assert errors == [[], []]
+
+
+async def test_a_dropped_stream_resumes_where_it_left_off(
+    live: LiveServer, seeded: str, plant: Plant, browser: Browser, tmp_path: Path
+) -> None:
+    async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+        page = await new_page(browser)
+        errors = watch(page)
+        await log_in(page, live.url, "op_aa")
+        await engine.raise_(AA_HH)
+        await expect(page.locator(f'tr[data-key="{AA_HH}"]')).to_be_visible(timeout=TIMEOUT_MS)
+
+        await live.stop()  # the stream drops; the page keeps trying
+        await expect(page.locator("#link")).to_have_text("○ 重连中", timeout=TIMEOUT_MS)
+        await engine.raise_(AA_GAS)  # while nobody serves the page
+        await engine.clear(AA_HH)
+        await live.start()
+        await expect(page.locator("#link")).to_have_text("● 实时", timeout=30_000)
+        # resumed after the last event it saw (Last-Event-ID): the alarm raised meanwhile is
+        # there, and the one whose condition cleared meanwhile shows it (returned, unacknowledged)
+        gas = page.locator(f'tr[data-key="{AA_GAS}"]')
+        await expect(gas).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(gas.locator("td.status")).to_have_text("未确认")
+        hh = page.locator(f'tr[data-key="{AA_HH}"] td.status')
+        await expect(hh).to_have_text("已恢复未确认")
+        assert not errors, errors
+
+
+async def test_tokens_are_refreshed_before_they_expire_and_after_a_401(server: str, browser: Browser) -> None:
+    page = await new_page(browser)
+    errors = watch(page)
+    await log_in(page, server, "op_aa")
+    stored = "() => JSON.parse(sessionStorage.getItem('hw.tokens'))"
+    first = await page.evaluate(stored)
+    assert first["access"] and first["refresh"] and "hw.tokens" not in page.url
+
+    # a token the server no longer takes: the call is refused once, refreshed, and retried
+    await page.evaluate(
+        "(t) => sessionStorage.setItem('hw.tokens', JSON.stringify(t))", {**first, "access": "x"}
+    )
+    await page.click("nav a[data-view=sources]")
+    await expect(page.locator("#source-cards article")).to_have_count(2)
+    second = await page.evaluate(stored)
+    assert second["access"] not in ("x", first["access"])
+    assert [e.split(" ")[0] for e in errors] == ["401"], errors  # the one refusal, nothing else
+    errors.clear()
+
+    # one about to expire: refreshed ahead of time by the timer the page sets when it loads
+    await page.evaluate(
+        "(t) => sessionStorage.setItem('hw.tokens', JSON.stringify(t))", {**second, "expiresAt": 0}
+    )
+    await page.reload()
+    await expect(page.locator("#main")).to_be_visible()
+    await page.wait_for_function(
+        "(old) => JSON.parse(sessionStorage.getItem('hw.tokens')).access !== old", arg=second["access"]
+    )
+    assert (await page.evaluate(stored))["expiresAt"] > 0
+    assert not errors, errors
 
 
 async def test_console_files_are_served_by_name_only(client: httpx.AsyncClient) -> None:
