@@ -219,6 +219,21 @@ async def test_an_idempotency_key_replayed_answers_the_same_and_submits_once(
     assert await fetch_all(seeded, "SELECT count(*) FROM alarm_command") == [(1,)]
 
 
+async def test_concurrent_retries_with_one_key_submit_and_audit_once(seeded: str, plant: Plant) -> None:
+    async with make_client(seeded, plant, ApiSettings(command_wait_s=0.2)) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        async with app.router.lifespan_context(app):
+            api = Api(client)
+            await api.as_("op_aa")
+            key = str(uuid4())
+            answers = await asyncio.gather(
+                *(api.command("op_aa", AA_HH, "comment", {"text": "重试"}, key=key) for _ in range(12))
+            )
+    assert [r.status_code for r in answers] == [202] * 12
+    assert await fetch_all(seeded, "SELECT id::text FROM alarm_command") == [(key,)]
+    assert await fetch_all(seeded, "SELECT count(*) FROM audit_log WHERE action = 'alarm comment'") == [(1,)]
+
+
 async def test_a_submission_is_audited_with_who_and_from_where(api: Api, engine: Engine, seeded: str) -> None:
     r = await api.command("bureau_xy", AA_HH, "supervise", {"text": "请立即核查", "due_at": DUE})
     rows = await fetch_all(
