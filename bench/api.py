@@ -682,7 +682,7 @@ def render(r: Results) -> str:
         "",
         f"| figure | history: 1 tag × {HISTORY_DAYS} days, 60 s buckets | active alarm list, city bureau |",
         "|---|---:|---:|",
-        "| request | `GET /api/v1/history?tags=…&start=…&end=…&bucket=60` | `GET /api/v1/alarms?active=true` |",
+        "| request | `GET /api/v1/history?tags=…&start=…&end=…&bucket=60` | `GET /api/v1/alarms?active=true&limit=1000` (the console's request) |",
         f"| rows answered (baseline query) | {h.rows:,} | {a.base_rows:,} (API: {a.rows:,}) |",
         f"| response body | {h.body_bytes / 1024:,.0f} KiB | {a.body_bytes / 1024:,.0f} KiB |",
         f"| **API p50** | {ms(h.p('api', 50))} | {ms(a.p('api', 50))} |",
@@ -696,8 +696,9 @@ def render(r: Results) -> str:
         "",
         "Baselines: history — `storage.queries.history` (the SQL the endpoint runs: reading_1m for closed "
         "minutes, raw readings for the open one, columns fetched as binary arrays) on a bare psycopg connection; "
-        "alarm list — the same rows (every alarm off NORMAL, joined to its enterprise for the scope, newest "
-        "first) by bare SQL on a psycopg connection, rows as tuples.",
+        "alarm list — `api/alarm_views.py`'s query for an unscoped caller (the statuses an operator acts on, "
+        "awaiting acknowledgement first, then priority, then the oldest change, the total by a window function, "
+        f"one page of {ALARM_LIMIT:,}) on a bare psycopg connection, rows as tuples.",
         "",
         f"Where the time goes: {PROFILE_REQUESTS} requests (after {WARMUP} warm-up) straight into the app's ASGI "
         "callable in this process (no HTTP server or client) under cProfile; own time by library and the "
