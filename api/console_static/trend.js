@@ -183,4 +183,5 @@ export function onValue(tag, time, value) {
   for (let i = 2; i < d.length; i++) d[i].push(value);
   window_[1] = Math.max(window_[1], t * 1000);
   chart.setData(d);
+  $("trend-chart").dataset.points = String(d[0].length);
 }

@@ -100,13 +100,13 @@ def server(live: LiveServer) -> str:
     return live.url
 
 
-async def write_readings(dsn: str, tag: str, hours: float = 24.0, step_s: int = 20) -> int:
+async def write_readings(dsn: str, tag: str, hours: float = 24.0, step_s: int = 20, offset_s: int = 0) -> int:
     """A wave through the tag's limits for the last ``hours`` into reading, reading_1m and
     tag_latest (the historian's own writer, closed so that every minute is rolled up)."""
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         row = await (await conn.execute("SELECT id FROM tag WHERE key = %s", [tag])).fetchone()
     assert row is not None, tag
-    now_us = SystemClock().now_us() // 1_000_000 * 1_000_000
+    now_us = (SystemClock().now_us() // 1_000_000 + offset_s) * 1_000_000
     n = int(hours * 3600 / step_s)
     ts = now_us - np.arange(n, 0, -1, dtype=np.int64) * step_s * 1_000_000
     values = 7.5 + 2.0 * np.sin(np.arange(n) * 2 * math.pi / 540)  # 7.5 ± 2 in 3 h: crosses H 8 and HH 9
@@ -176,6 +176,28 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
         await expect(page.locator("#alarm-rows tr").first).to_have_attribute("data-key", AA_HH)
         await expect(page.locator("#alarm-rows tr").last).to_have_attribute("data-key", AA_GAS)
 
+        # handling feedback (处置反馈): a cause category, what was done, by whom
+        await gas.locator("button[data-action=feedback]").click()
+        await dialog.locator("select[name=cause_category]").select_option("leak")
+        await dialog.locator("textarea[name=action]").fill("关闭根部阀，启动喷淋吸收")
+        await expect(dialog.locator("input[name=handler]")).to_have_value("张伟")
+        await dialog.locator("#dialog-ok").click()
+        await expect(page.locator("#dialog-result")).to_have_text(
+            "已执行：当前状态 已确认", timeout=TIMEOUT_MS
+        )
+        await dialog.locator("#dialog-cancel").click()
+        async with await psycopg.AsyncConnection.connect(seeded) as conn:
+            cur = await conn.execute(
+                "SELECT actor, detail FROM alarm_journal WHERE alarm_key = %s AND action = 'FEEDBACK'",
+                [AA_GAS],
+            )
+            assert await cur.fetchall() == [
+                (
+                    "张伟 (op_aa)",
+                    {"cause_category": "leak", "action": "关闭根部阀，启动喷淋吸收", "handler": "张伟"},
+                )
+            ]
+
         # the hazard sources: AA's two, by the worst active priority (BB's are not in scope)
         await page.click("nav a[data-view=sources]")
         cards = page.locator("#source-cards article")
@@ -195,6 +217,10 @@ async def test_operator_sees_a_new_alarm_live_acknowledges_it_and_opens_its_tren
         assert int(await chart.get_attribute("data-points") or 0) > 100
         hour = await chart.get_attribute("data-bucket")
         assert hour == "raw" or int(hour or 60) < 60  # the last hour, from raw readings
+        # a new reading reaches the open chart through the stream's value events
+        shown = int(await chart.get_attribute("data-points") or 0)
+        await write_readings(seeded, TAG, hours=1 / 3600, step_s=1, offset_s=1)
+        await expect(chart).to_have_attribute("data-points", str(shown + 1), timeout=TIMEOUT_MS)
 
         await page.select_option("#trend-range", "86400")
         await page.click("#trend-form button[type=submit]")
