@@ -568,13 +568,15 @@ async def _run() -> str:
                           pg_version=str(pg_version))  # fmt: skip
     finally:
         store.write = write
-        if server is not None:
-            server.close()
-        if service is not None:
-            await service.close()
-        with psycopg.connect(ADMIN, autocommit=True) as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if server is not None:
+                server.close()
+            if service is not None:
+                await service.close()
+        finally:  # the scratch database goes whatever failed before
+            with psycopg.connect(ADMIN, autocommit=True) as c:
+                c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+            shutil.rmtree(tmp, ignore_errors=True)
     results.elapsed_s = time.monotonic() - started
     return render(results)
 
