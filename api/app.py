@@ -24,8 +24,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from alarms.rationale import RationaleDefaults
 from api import (
     console,
     routes_admin,
@@ -36,6 +38,7 @@ from api import (
     routes_registry,
     routes_stream,
 )
+from api.alarm_views import RATIONALE_DEFAULTS
 from api.deps import ApiState
 from core.errors import DatabaseUnavailable
 from core.plant import Plant
@@ -72,12 +75,27 @@ _HEADERS = [
 ]
 
 
+class _Problem(BaseModel):
+    detail: str
+
+
+# What any authenticated route may answer besides its own responses.
+_COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": _Problem, "description": "the body is not UTF-8 JSON"},
+    401: {"model": _Problem, "description": "not authenticated: no, an invalid or an expired token or key"},
+    503: {"model": _Problem, "description": "the database is unavailable (Retry-After given)"},
+}
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     dsn: str
     secret: bytes
     settings: ApiSettings = field(default_factory=ApiSettings)
     plant: Plant | None = None
+    # the plant's rationalization defaults (alarms.rationale.defaults_for: they need the config's
+    # path); None: alarm details show the plant's own rationalization only
+    rationale: RationaleDefaults | None = None
 
 
 class _TooLarge(Exception):
@@ -169,6 +187,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         timeout=10.0,
     )
     state = ApiState(pool, config.dsn, s, config.secret, config.plant)
+    if config.rationale is not None:
+        state.extras[RATIONALE_DEFAULTS] = config.rationale
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -225,7 +245,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         return JSONResponse({"detail": "internal error", "incident": incident}, status_code=500)
 
     for router in ROUTERS:
-        app.include_router(router)
+        public = router in (routes_ops.router, console.router)
+        app.include_router(router, responses={} if public else _COMMON_RESPONSES)
     app.mount("/metrics", make_asgi_app(registry))
     if s.cors_origins:
         app.add_middleware(

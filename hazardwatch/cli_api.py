@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
 from alarms.commands import Role
+from alarms.rationale import defaults_for
 from api.app import ApiConfig, create_app
 from api.security import MIN_PASSWORD, SecretError, jwt_secret
+from api.server import ApiServer, server_config
 from api.users import (
     UserError,
     add_user,
@@ -76,17 +77,14 @@ def api(
         _say(err, str(exc), "red")
         raise typer.Exit(2) from None
     s = plant.settings.api
-    app = create_app(ApiConfig(url, secret, s, plant))
-    server = uvicorn.Server(
-        uvicorn.Config(
+    app = create_app(ApiConfig(url, secret, s, plant, defaults_for(config, plant)))
+    server = ApiServer(
+        server_config(
             app,
-            host=host or s.host,
-            port=port or s.port,
-            log_config=None,  # our logging (hazardwatch.cli_logging), not uvicorn's
+            host or s.host,
+            port or s.port,
             proxy_headers=forwarded_allow_ips is not None,
             forwarded_allow_ips=forwarded_allow_ips or "",
-            timeout_keep_alive=5,
-            server_header=False,
         )
     )
     log.info("API on http://%s:%d/ (console: /console/, OpenAPI: /docs)", host or s.host, port or s.port)

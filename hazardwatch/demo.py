@@ -65,7 +65,7 @@ async def demo(
         if scenario is not None:
             console.print(f"scenario: {scenario} at {speed:g}x")
         async with (
-            running_api(plant, dsn) as api,
+            running_api(plant, dsn, rationale) as api,
             start_simulator(plant, scenario, seed=None, autostep=True, speed=speed) as sim,
         ):
             console.print(f"operator console: {api.url}console/  (API docs: {api.url}docs)", soft_wrap=True)

@@ -13,14 +13,14 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import uvicorn
-
 from alarms.commands import Role
+from alarms.rationale import RationaleDefaults
 from api.app import ApiConfig, create_app
 from api.security import SECRET_ENV, jwt_secret
+from api.server import ApiServer, server_config
 from api.users import UserError, add_user
 from core.clock import SystemClock
 from core.plant import Plant
@@ -99,23 +99,17 @@ async def _prepare(plant: Plant, dsn: str, logins: tuple[DemoLogin, ...]) -> Non
                 )
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the demo owns Ctrl-C: it stops the API with everything else
-
-
 @contextlib.asynccontextmanager
-async def running_api(plant: Plant, dsn: str) -> AsyncIterator[DemoApi]:
+async def running_api(
+    plant: Plant, dsn: str, rationale: RationaleDefaults | None = None
+) -> AsyncIterator[DemoApi]:
     """Serve the API and console until the block ends."""
     logins = demo_logins(plant)
     await _prepare(plant, dsn, logins)
     s = plant.settings.api
     port = _port(s.host, s.port)
-    app = create_app(ApiConfig(dsn, _secret(plant), s, plant))
-    server = _Server(
-        uvicorn.Config(app, host=s.host, port=port, log_config=None, server_header=False, lifespan="on")
-    )
+    app = create_app(ApiConfig(dsn, _secret(plant), s, plant, rationale))
+    server = ApiServer(server_config(app, s.host, port), embedded=True)  # the demo owns Ctrl-C
     task = asyncio.create_task(server.serve(), name="api")
     while not server.started and not task.done():
         await asyncio.sleep(0.05)

@@ -10,6 +10,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -161,6 +163,31 @@ def test_api_serves_and_becomes_ready_with_an_engine_heartbeat(dsn: str) -> None
         asyncio.run(one_beat())
         assert httpx.get(f"{url}/readyz").status_code == 200
         assert httpx.get(f"{url}/api/v1/auth/me").status_code == 401
+        # an open live stream does not keep a stopping server up (uvicorn waits for responses)
+        r = invoke(dsn, "users", "add", "streamer", "--name", "值班", "--role", "bureau_duty", "--password-stdin",
+                   stdin="a long password 1\n")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        token = httpx.post(
+            f"{url}/api/v1/auth/token", data={"username": "streamer", "password": "a long password 1"}
+        ).json()["access_token"]
+        opened = threading.Event()
+        lines: list[str] = []
+
+        def read() -> None:
+            with httpx.stream("GET", f"{url}/api/v1/stream", headers={"Authorization": f"Bearer {token}"},
+                              timeout=60) as stream:  # fmt: skip
+                opened.set()
+                lines.extend(stream.iter_lines())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert opened.wait(20)
+        started = time.monotonic()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 8  # not the 10 s grace: the stream was ended
+        reader.join(timeout=10)
+        assert "event: end" in lines
     finally:
         proc.terminate()
         proc.wait(timeout=20)
