@@ -4,8 +4,8 @@
 // new critical alarm beeps.
 
 import { api } from "./api.js";
-import { ACTIONS, openDialog, resultStatus } from "./dialogs.js";
-import { $, PRIORITY, PRIORITY_RANK, STATUS, el, fmtNum, fmtTime, items } from "./ui.js";
+import { ACTIONS, openDialog } from "./dialogs.js";
+import { $, PRIORITY, PRIORITY_RANK, STATUS, alarmName, el, fmtNum, fmtTime, items } from "./ui.js";
 
 const SHOWN = new Set(["unacknowledged", "acknowledged", "returned_unacknowledged", "latched", "shelved"]);
 const UNACKED = new Set(["unacknowledged", "returned_unacknowledged"]);
@@ -37,29 +37,28 @@ function position(id) {
 
 const before = (a, b) => a[0] < b[0] || (a[0] === b[0] && a[1] <= b[1]);
 
-// A stream event or a command's answer applied to the list.
+// A stream event (a transition: key, new_status, action, at, ...) applied to the list.
 function apply(d, id, live) {
-  const key = d.key ?? d.alarm_key;
-  if (!key) return;
   const pos = position(id);
-  const prev = alarms.get(key);
-  if (pos && prev?.pos && before(pos, prev.pos)) return; // a replay after a reconnect
-  const status = d.status ?? d.new_status ?? prev?.status;
+  const prev = alarms.get(d.key);
+  if (pos && prev?.pos && before(pos, prev.pos)) return; // already seen
+  const status = d.new_status;
   const known = Object.entries(d).filter(([, v]) => v !== null && v !== undefined); // an ack has no value
-  const rec = { ...prev, ...Object.fromEntries(known), key, status, pos: pos ?? prev?.pos };
-  if (d.acked === undefined) {
-    if (ANNUNCIATING.has(d.action) || UNACKED.has(status)) rec.acked = false;
-    else if (d.action === "ACKED" || status === "acknowledged") rec.acked = true;
-  }
-  if (SHOWN.has(status)) alarms.set(key, rec);
-  else alarms.delete(key);
-  if (live && ANNUNCIATING.has(d.action) && rec.priority === "critical") beep();
-  if (ANNUNCIATING.has(d.action)) rec.raised_at = d.at ?? rec.raised_at;
+  const rec = { ...prev, ...Object.fromEntries(known), status, pos: pos ?? prev?.pos };
+  if (ANNUNCIATING.has(d.action) || UNACKED.has(status)) rec.acked = false;
+  else if (d.action === "ACKED" || status === "acknowledged") rec.acked = true;
+  if (ANNUNCIATING.has(d.action)) rec.raised_at = d.at;
   if (d.action === "SUPERVISE") rec.supervised = d.detail ?? {}; // seen live; the list does not say
-  if (d.at) rec.since = d.at;
-  if (SHOWN.has(status) && rec.subject_name === undefined && !prev?.filling) {
+  rec.since = d.at ?? rec.since;
+  if (!SHOWN.has(status)) {
+    alarms.delete(d.key);
+    return;
+  }
+  alarms.set(d.key, rec);
+  if (live && ANNUNCIATING.has(d.action) && rec.priority === "critical") beep();
+  if (rec.subject_name === undefined && !prev?.filling) {
     rec.filling = true;
-    fillIn(key);
+    fillIn(d.key);
   }
 }
 
@@ -81,13 +80,6 @@ export function onStreamAlarm(d, id) {
     return;
   }
   apply(d, id, true);
-  changed();
-}
-
-// The dialog's answer shows at once; the stream's event (same state, with its id) follows.
-export function onCommandResult(alarm, data) {
-  const status = resultStatus(data);
-  if (status) apply({ key: alarm.key, status, ...(status === "acknowledged" ? { acked: true } : {}) }, null, false);
   changed();
 }
 
@@ -144,7 +136,8 @@ export function actionButtons(a) {
         type: "button",
         class: action === "ack" || action === "supervise" ? "" : "ghost",
         dataset: { action },
-        onclick: () => openDialog(a, action, me, (data) => onCommandResult(a, data)),
+        // the row changes by the stream's event of the transition, as for any other client
+        onclick: () => openDialog(a, action, me),
       },
       LABEL[action] ?? ACTIONS[action].title,
     ),
@@ -155,10 +148,6 @@ export function actionButtons(a) {
   return buttons;
 }
 
-export function alarmName(a) {
-  if (a.subject_name) return `${a.subject_name} ${a.condition ?? a.kind ?? ""}`.trim();
-  return a.name ?? a.key;
-}
 
 export function priorityCell(a) {
   return el("td", {}, el("span", { class: `prio prio-${a.priority}` }, PRIORITY[a.priority] ?? a.priority ?? ""));

@@ -39,7 +39,7 @@ async function start() {
   stream = openStream({
     alarm: onStreamAlarm,
     value: (d) => {
-      for (const v of Array.isArray(d) ? d : (d.values ?? [d])) onValue(v.tag ?? v.key, v.time, v.value);
+      for (const v of d.values) onValue(v.tag, v.time, v.value);
     },
     status: (s) => {
       const link = $("link");

@@ -3,9 +3,9 @@
 // Clicking an enterprise narrows the alarm table to it.
 
 import { api } from "./api.js";
-import { actionButtons, alarmName, isUnacked, priorityCell, sorted } from "./alarms.js";
+import { actionButtons, isUnacked, priorityCell, sorted } from "./alarms.js";
 import { countBadges, counts, statusOf } from "./sources.js";
-import { $, STATUS, el, fmtTime, items } from "./ui.js";
+import { $, STATUS, alarmName, el, fmtTime, items } from "./ui.js";
 
 let picked = null;
 

@@ -3,7 +3,7 @@
 // one command) and shows what came of it: the new state, pending, or the refusal's reason.
 
 import { api } from "./api.js";
-import { $, CAUSES, STATUS, el, localInput, withOffset } from "./ui.js";
+import { $, CAUSES, STATUS, alarmName, el, localInput, withOffset } from "./ui.js";
 
 export const ACTIONS = {
   ack: { title: "确认报警", fields: [["comment", "备注", "textarea", false]] },
@@ -74,15 +74,25 @@ function args(form, spec) {
   return out;
 }
 
-// The alarm's status after a command, as the API reports it (applied), if it does.
-export function resultStatus(data) {
-  return data?.alarm_status ?? null;
+// A command's outcome as text and class: applied (the new state), rejected (why) or pending.
+function explain(data) {
+  if (data.status === "pending") return [`已提交，等待报警引擎处理（指令 ${data.command_id}）`, "pending"];
+  if (data.status === "rejected") return [`被拒绝：${data.reason ?? ""}`, "refused"];
+  const after = data.alarm_status;
+  return [`已执行${after ? `：当前状态 ${STATUS[after] ?? after}` : ""}`, "ok"];
 }
 
-function explain(status, data) {
-  if (status === 202) return [`已提交，等待报警引擎处理（指令 ${data?.command_id ?? data?.id ?? ""}）`, "pending"];
-  const after = resultStatus(data);
-  return [`已执行${after ? `：当前状态 ${STATUS[after] ?? after}` : ""}`, "ok"];
+// A pending command (the engine busy or down): asked after every 2 s while the dialog shows it.
+async function follow(mine, commandId, show) {
+  for (let i = 0; i < 30 && current === mine; i++) {
+    await new Promise((ok) => setTimeout(ok, 2000));
+    if (current !== mine) return;
+    const { data } = await api(`/api/v1/commands/${commandId}`);
+    if (data.status !== "pending") {
+      show(data);
+      return;
+    }
+  }
 }
 
 function refusal(err) {
@@ -92,8 +102,8 @@ function refusal(err) {
 
 let current = null;
 
-// Open the dialog of `action` for `alarm`; onDone(data) after an applied or pending command.
-export function openDialog(alarm, action, me, onDone) {
+// Open the dialog of `action` for `alarm` (`me`: the user, for defaults such as the handler).
+export function openDialog(alarm, action, me) {
   const spec = ACTIONS[action];
   const dialog = $("dialog");
   const form = $("dialog-form");
@@ -101,7 +111,7 @@ export function openDialog(alarm, action, me, onDone) {
   const result = $("dialog-result");
   current = { key: uuid4(), alarm, action };
   $("dialog-title").textContent = spec.title;
-  $("dialog-subject").textContent = `${alarm.name ?? alarm.key}（${alarm.key}）`;
+  $("dialog-subject").textContent = `${alarmName(alarm)}（${alarm.key}）`;
   $("dialog-fields").replaceChildren(
     ...spec.fields.map(([name, label, kind, required]) =>
       el("label", { for: `f-${name}` }, label, required ? " *" : "", input(name, kind, required, me)),
@@ -123,10 +133,11 @@ export function openDialog(alarm, action, me, onDone) {
         headers: { "Idempotency-Key": mine.key },
       });
       if (current !== mine) return;
-      const [text, cls] = explain(r.status, r.data);
-      result.textContent = text;
-      result.className = cls;
-      onDone?.(r.data);
+      const show = (data) => {
+        [result.textContent, result.className] = explain(data);
+      };
+      show(r.data);
+      if (r.data.status === "pending") follow(mine, r.data.command_id, show).catch(() => {});
     } catch (err) {
       if (current !== mine) return;
       result.textContent = refusal(err);
@@ -136,6 +147,9 @@ export function openDialog(alarm, action, me, onDone) {
       if (err.status === 409) current = { ...mine, key: uuid4() };
     }
   };
-  $("dialog-cancel").onclick = () => dialog.close();
+  $("dialog-cancel").onclick = () => {
+    current = null; // stops following a pending command
+    dialog.close();
+  };
   dialog.showModal();
 }

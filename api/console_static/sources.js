@@ -17,7 +17,7 @@ export function counts(x) {
   };
 }
 
-// the worst active priority, or normal (the API says so; counted here for the live list's sake)
+// the worst active priority, or normal
 export function statusOf(c) {
   return ORDER.find((p) => c.by[p] > 0) ?? "normal";
 }

@@ -81,3 +81,9 @@ export function localInput(date) {
 export function items(data) {
   return Array.isArray(data) ? data : (data?.items ?? []);
 }
+
+// How alarm lists name an alarm: the tag's name and the condition (液位 高高报), else its key.
+export function alarmName(a) {
+  if (a.subject_name) return `${a.subject_name} ${a.condition ?? a.kind ?? ""}`.trim();
+  return a.key;
+}

@@ -56,9 +56,10 @@ class LiveServer:
     """The API (console included) served by uvicorn on one loopback port, on this loop; stopped
     and started again on the same port as a restarted replica would be."""
 
-    def __init__(self, dsn: str, plant: Plant) -> None:
+    def __init__(self, dsn: str, plant: Plant, settings: ApiSettings | None = None) -> None:
         self.dsn = dsn
         self.plant = plant
+        self.settings = settings or ApiSettings(command_wait_s=10.0)
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port = probe.getsockname()[1]
@@ -68,7 +69,7 @@ class LiveServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        app = create_app(ApiConfig(self.dsn, SECRET, ApiSettings(command_wait_s=10.0), self.plant))
+        app = create_app(ApiConfig(self.dsn, SECRET, self.settings, self.plant))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
@@ -360,6 +361,32 @@ async def test_tokens_are_refreshed_before_they_expire_and_after_a_401(server: s
     )
     assert (await page.evaluate(stored))["expiresAt"] > 0
     assert not errors, errors
+
+
+async def test_a_command_the_engine_has_not_applied_yet_is_followed_until_it_is(
+    seeded: str, plant: Plant, browser: Browser, tmp_path: Path
+) -> None:
+    live = LiveServer(seeded, plant, ApiSettings(command_wait_s=0))  # answers 202 at once
+    await live.start()
+    try:
+        async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+            await engine.raise_(AA_HH)
+        page = await new_page(browser)
+        errors = watch(page)
+        await log_in(page, live.url, "op_aa")
+        row = page.locator(f'tr[data-key="{AA_HH}"]')
+        await row.locator("button[data-action=ack]").click()
+        await page.locator("#dialog-ok").click()  # nobody applies commands now
+        result = page.locator("#dialog-result")
+        await expect(result).to_have_text(re.compile("^已提交，等待报警引擎处理"))
+        await expect(result).to_have_class("pending")
+        async with running_engine(plant, seeded, tmp_path / "alarms"):  # the engine is back
+            await expect(result).to_have_text("已执行：当前状态 已确认", timeout=TIMEOUT_MS)
+            await page.locator("#dialog-cancel").click()
+            await expect(row.locator("td.status")).to_have_text("已确认")
+        assert not errors, errors
+    finally:
+        await live.stop()
 
 
 async def test_console_files_are_served_by_name_only(client: httpx.AsyncClient) -> None:
