@@ -1,6 +1,6 @@
 """Child process of bench/api.py: many SSE clients of /api/v1/stream and one bare LISTEN.
 
-``python -m bench.api_clients BASE_URL DSN CHANNEL`` reads one JSON line from stdin (one
+``python -m bench.api_clients BASE_URL DSN CHANNEL`` (CHANNEL ``-``: no listener) reads one JSON line from stdin (one
 access token per client), opens every stream (httpx, one connection each), prints ``ready``
 once all answered 200, then stamps every ``event: alarm`` as it completes (the blank line that
 ends it) with ``time.monotonic()`` (CLOCK_MONOTONIC: the same clock as the parent's commit
@@ -77,7 +77,11 @@ async def _main(base: str, dsn: str, channel: str) -> None:
     timeout = httpx.Timeout(30.0, read=None)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:
         tasks = [asyncio.create_task(clients.one(client, i)) for i in range(len(tokens))]
-        listener = asyncio.create_task(_listen(dsn, channel, notes, listening))
+        listener = asyncio.create_task(
+            _listen(dsn, channel, notes, listening) if channel != "-" else listening.wait()
+        )
+        if channel == "-":  # another process holds the bare listener
+            listening.set()
         await asyncio.wait_for(clients.opened.wait(), 120)
         await asyncio.wait_for(listening.wait(), 30)
         print("ready" if not clients.errors else "error " + "; ".join(clients.errors[:5]), flush=True)
