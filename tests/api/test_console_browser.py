@@ -4,8 +4,10 @@ API server (uvicorn on a loopback port) over a seeded database, with the real al
 An operator logs in, sees an alarm the engine raises appear live (no reload), acknowledges it
 through the dialog and sees its state change, then opens the trend of the alarmed tag (history
 with limit lines; a drag zooms in and re-queries). The bureau sees its county's enterprises and
-supervises (督办) an alarm. Screenshots go to docs/img/ with HW_SCREENSHOTS=1, else tmp_path.
-tests/e2e/test_console_demo.py does the same over the whole chain, the simulated plant raising it.
+supervises (督办) an alarm. Also: the stream resuming after a server restart, token refresh,
+a pending command followed until applied, and static files served by name only. Screenshots go
+to docs/img/ with HW_SCREENSHOTS=1, else tmp_path. tests/e2e/test_console_demo.py does the
+first over the whole chain, the simulated plant raising the alarm.
 """
 
 from __future__ import annotations
