@@ -1,5 +1,5 @@
 """The operator console in a real browser: Debian's chromium driven by Playwright against a real
-API server (uvicorn on a loopback port) over a seeded database, with the real alarm engine.
+API server (api.server's uvicorn on a loopback port) over a seeded database, with the real alarm engine.
 
 An operator logs in, sees an alarm the engine raises appear live (no reload), acknowledges it
 through the dialog and sees its state change, then opens the trend of the alarmed tag (history
@@ -23,10 +23,10 @@ import httpx
 import numpy as np
 import psycopg
 import pytest
-import uvicorn
 from playwright.async_api import Browser, Page, expect
 
 from api.app import ApiConfig, create_app
+from api.server import ApiServer, server_config
 from core.batch import ReadingBatch
 from core.clock import SystemClock
 from core.plant import Plant
@@ -55,8 +55,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 class LiveServer:
-    """The API (console included) served by uvicorn on one loopback port, on this loop; stopped
-    and started again on the same port as a restarted replica would be."""
+    """The API (console included) served by api.server on one loopback port, on this loop;
+    stopped and started again on the same port as a restarted replica would be."""
 
     def __init__(self, dsn: str, plant: Plant, settings: ApiSettings | None = None) -> None:
         self.dsn = dsn
@@ -67,7 +67,7 @@ class LiveServer:
         self.port = probe.getsockname()[1]
         probe.close()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._srv: uvicorn.Server | None = None
+        self._srv: ApiServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -75,8 +75,8 @@ class LiveServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-        self._srv = srv = uvicorn.Server(config)
+        # as `hazardwatch api` serves it (streams ended first at shutdown); signals stay pytest's
+        self._srv = srv = ApiServer(server_config(app, "127.0.0.1", self.port), embedded=True)
         self._task = task = asyncio.create_task(srv.serve(sockets=[sock]))
         await eventually(lambda: srv.started or task.done(), timeout=20)
         assert srv.started, task.exception() if task.done() else "uvicorn did not start"
