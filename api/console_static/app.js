@@ -13,7 +13,7 @@ const BUREAU = new Set(["bureau_duty", "admin"]);
 let me = null;
 let stream = null;
 let view = "alarms";
-let sourcesDue = 0;
+let countsDue = 0;
 
 function showLogin() {
   stream?.close();
@@ -75,10 +75,11 @@ function route() {
 onAlarms(() => {
   renderAlarms();
   if (view === "bureau") renderBureau();
-  if (view === "sources") {
-    // counts come from the server: one reload per second of alarm traffic at most
-    clearTimeout(sourcesDue);
-    sourcesDue = setTimeout(() => renderSources().catch(() => {}), 1000);
+  if (view === "sources" || view === "bureau") {
+    // their counts come from the server: one reload per second of alarm traffic at most
+    const reload = view === "sources" ? renderSources : loadBureau;
+    clearTimeout(countsDue);
+    countsDue = setTimeout(() => reload().catch(() => {}), 1000);
   }
 });
 

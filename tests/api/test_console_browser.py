@@ -297,12 +297,16 @@ async def test_bureau_sees_its_jurisdiction_and_supervises_an_alarm_the_operator
         await bureau.click("nav a[data-view=bureau]")
         await expect(bureau.locator("section.county")).to_have_count(2, timeout=TIMEOUT_MS)
         await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
+        await engine.raise_(AA_GAS)  # the counts follow the alarms while the view is open
+        await expect(bureau.locator('tr[data-code="AA"] td').nth(2)).to_have_text("2", timeout=TIMEOUT_MS)
+        await expect(bureau.locator('tr[data-code="AA"]')).to_have_class(has_class("st-critical"))
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(3)
         await bureau.locator('tr[data-code="BB"]').click()
         await expect(bureau.locator('tr[data-code="BB"]')).to_have_class(has_class("picked"))
         await expect(bureau.locator("#bureau-alarms tr")).to_have_count(1)
         await expect(bureau.locator("#bureau-alarms tr")).to_have_attribute("data-key", BB_GAS)
         await bureau.locator('tr[data-code="BB"]').click()
-        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(2)
+        await expect(bureau.locator("#bureau-alarms tr")).to_have_count(3)
         await bureau.screenshot(path=shots / "console-bureau.png")
         assert errors == [[], []]
 
