@@ -73,7 +73,10 @@ WARMUP = 5
 ALARM_LIMIT = 1000  # the list's largest page: all of them, as a bureau overview shows them
 ALARMS_PER_ENTERPRISE = 10
 CLIENTS = 200
-CLIENT_PROCESSES = (
+# Stream client processes (client i in process i mod k). 2 on this 2-core machine was no better
+# than 1 (each event's fan-out spread p50 82 ms at load 6-9 against 50 ms at load 6-7): the cores,
+# not one client loop, are what the deliveries wait for here.
+CLIENT_PROCESSES = 1
     2  # one process reading 200 streams would queue each event's 110 deliveries behind each other
 )
 STREAM_ENTERPRISES = 10  # operators of E000..E009 listen, transitions happen there
@@ -760,7 +763,7 @@ def render(r: Results) -> str:
         "",
         "### SSE fan-out",
         "",
-        f"{CLIENTS} concurrent `GET /api/v1/stream` in {CLIENT_PROCESSES} child processes (bench/api_clients.py; "
+        f"{CLIENTS} concurrent `GET /api/v1/stream` in {CLIENT_PROCESSES} child process(es) (bench/api_clients.py; "
         f"httpx, one connection each): {CLIENTS // 2} as the city bureau user (scope: all), {CLIENTS - CLIENTS // 2} as "
         f"operators of {STREAM_ENTERPRISES} enterprises ({(CLIENTS - CLIENTS // 2) // STREAM_ENTERPRISES} each). "
         f"Per run the `AlarmService` commits {TRANSITIONS} transitions, one every "
