@@ -77,8 +77,6 @@ CLIENTS = 200
 # than 1 (each event's fan-out spread p50 82 ms at load 6-9 against 50 ms at load 6-7): the cores,
 # not one client loop, are what the deliveries wait for here.
 CLIENT_PROCESSES = 1
-    2  # one process reading 200 streams would queue each event's 110 deliveries behind each other
-)
 STREAM_ENTERPRISES = 10  # operators of E000..E009 listen, transitions happen there
 STREAM_RUNS = 3
 TRANSITIONS = 100  # per stream run
