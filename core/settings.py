@@ -86,6 +86,13 @@ class ApiSettings(_Section):
     pool_size: int = Field(default=10, ge=1, le=200)
     # The engine counts as down (readyz 503) when its heartbeat is older than this.
     engine_stale_s: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False)
+    # The live stream (api/live_hub.py): chunks queued for one client before it is dropped as too
+    # slow; at most one value event per client per interval; a keepalive comment after this much
+    # silence (below any proxy's idle timeout); a client taking no bytes this long is cut.
+    stream_queue_max: int = Field(default=1000, ge=10, le=100_000)
+    stream_value_interval_s: float = Field(default=1.0, ge=0.1, le=60, allow_inf_nan=False)
+    stream_keepalive_s: float = Field(default=15.0, ge=1, le=300, allow_inf_nan=False)
+    stream_send_timeout_s: float = Field(default=30.0, ge=1, le=600, allow_inf_nan=False)
 
 
 class Settings(_Section):
