@@ -63,6 +63,8 @@ class StreamOptions:
     keepalive_s: float = 15.0  # a comment when nothing else was sent (proxies cut idle streams)
     send_timeout_s: float = 30.0  # a client that takes no bytes for this long is cut
     page: int = 1000  # journal rows per query (hub and replay)
+    key_session_s: float = 3600.0  # a stream opened with an API key ends after this (then the
+    # client reconnects and the key is checked again: a revoked key's stream does not live on)
     ready_timeout_s: float = 5.0  # how long a new client waits for a hub that cannot connect
     reconnect: Backoff = _RECONNECT
 

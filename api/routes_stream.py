@@ -51,7 +51,8 @@ _KEEPALIVE = b": keepalive\n\n"
 
 class _Client(NamedTuple):
     who: Principal
-    expires: float | None  # Unix seconds: when the access token expires (None: an API key)
+    until: float  # Unix seconds: when its stream ends (its access token's expiry)
+    reason: str  # the end event's reason then
 
 
 async def _stream_caller(
@@ -64,9 +65,11 @@ async def _stream_caller(
     # hold a pooled connection for hours, and 200 clients would starve every other request
     who = await caller(state, db, bearer, key)
     credential = key or (bearer.credentials if bearer else "")
-    if credential.startswith("hwk_"):
-        return _Client(who, None)
-    return _Client(who, float(read_token(state.secret, credential, TokenKind.ACCESS).expires))
+    if credential.startswith("hwk_"):  # a key has no expiry: its stream re-authenticates now and then
+        return _Client(who, time.time() + hub_for(state).options.key_session_s, "reauthenticate")
+    return _Client(
+        who, float(read_token(state.secret, credential, TokenKind.ACCESS).expires), "token_expired"
+    )
 
 
 class EventStreamResponse(StreamingResponse):
@@ -123,9 +126,11 @@ async def event_frames(
     after: Position | None,
     snapshot: bytes,
     until: float | None = None,
+    reason: str = "token_expired",
 ) -> AsyncGenerator[bytes, None]:
     """The stream of one subscription: the value snapshot, the replay (after, start], then live,
-    until the Unix time ``until`` (the access token's expiry: a stream is no way around it)."""
+    until the Unix time ``until`` (the credential's expiry: a stream is no way around it, nor
+    around a disabled user or a revoked key), then ``event: end`` with ``reason``."""
     try:
         yield _OPEN
         if snapshot:
@@ -142,7 +147,7 @@ async def event_frames(
             if until is not None:
                 wait = min(wait, until - time.time())
                 if wait <= 0:
-                    yield end_frame("token_expired")
+                    yield end_frame(reason)
                     return
             chunk = await sub.next(wait)
             if chunk is not None:
@@ -173,10 +178,10 @@ Events:
   "quality_name", "time"}]}`, the latest values of tags in scope. The first one, right after
   connecting, is a snapshot of every tag in scope with a value; then at most one per second with
   the tags that changed.
-- `event: end`, `data: {"reason": "slow_client" | "token_expired" | "shutdown" | "error"}`: the
-  server ends the stream (a client that fell more than the queue limit behind is dropped; a
-  stream opened with an access token ends when the token expires); reconnect (with a fresh
-  token) and `Last-Event-ID`.
+- `event: end`, `data: {"reason": "slow_client" | "token_expired" | "reauthenticate" | "shutdown"
+  | "error"}`: the server ends the stream (a client that fell more than the queue limit behind is
+  dropped; a stream opened with an access token ends when the token expires, one opened with an
+  API key after an hour); reconnect (with a fresh token) and `Last-Event-ID`.
 - Comments (`: keepalive`) every 15 s when nothing else was sent.
 
 Without `Last-Event-ID` the stream starts with what happens from now on (load `GET
@@ -249,5 +254,5 @@ async def stream(
             )
     hub = hub_for(state)
     sub, start, snapshot = await hub.subscribe(client.who.scope, after)
-    frames = event_frames(state, hub, sub, start, after, snapshot, client.expires)
+    frames = event_frames(state, hub, sub, start, after, snapshot, client.until, client.reason)
     return EventStreamResponse(frames, hub.options.send_timeout_s, lambda: hub.unsubscribe(sub))

@@ -22,6 +22,7 @@ from api.live_hub import BEFORE_ALL, LiveHub, StreamOptions, end_frame, end_stre
 from api.principal import Scope
 from api.routes_stream import event_frames
 from api.security import TokenKind, issue_token
+from api.users import create_key
 from core.backoff import Backoff
 from core.plant import Plant
 from core.settings import ApiSettings
@@ -338,6 +339,19 @@ async def test_a_stream_ends_when_its_access_token_expires(seeded: str, plant: P
         await eventually(lambda: reader.closed, 15)
         assert reader.events[-1].event == "end" and reader.events[-1].data == {"reason": "token_expired"}
         assert not srv.hub.subscribers
+
+
+async def test_a_stream_opened_with_an_api_key_ends_for_a_new_check_of_the_key(
+    seeded: str, plant: Plant
+) -> None:
+    async with await psycopg.AsyncConnection.connect(seeded, autocommit=True) as conn:
+        issued = await create_key(conn, "bureau_city", "SCADA bridge")
+    async with serving(seeded, plant, replace(FAST, key_session_s=2.0)) as srv:
+        reader = SseReader(srv.http, {"X-API-Key": issued.key})
+        srv.readers.append(reader)
+        await reader.open()
+        await eventually(lambda: reader.closed, 15)
+        assert reader.events[-1].data == {"reason": "reauthenticate"}
 
 
 @pytest.mark.parametrize(
