@@ -77,6 +77,7 @@ class StreamOptions:
             value_interval_s=getattr(settings, "stream_value_interval_s", default.value_interval_s),
             keepalive_s=getattr(settings, "stream_keepalive_s", default.keepalive_s),
             send_timeout_s=getattr(settings, "stream_send_timeout_s", default.send_timeout_s),
+            key_session_s=getattr(settings, "stream_key_session_s", default.key_session_s),
         )
 
 
