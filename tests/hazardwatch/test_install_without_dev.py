@@ -44,6 +44,13 @@ PACKAGES = (
 )
 DEV_ONLY = ("pytest", "pytest_asyncio", "hypothesis", "_pytest")
 
+# Run inside the venv: the console's files as installed (relative to the package's folder)
+CONSOLE_PROBE = """
+import pathlib, api
+root = pathlib.Path(api.__file__).parent / "console_static"
+print(" ".join(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()))
+"""
+
 # Run inside the venv: import every named module, report failures by name.
 IMPORT_ALL = """
 import importlib, sys, traceback
@@ -160,4 +167,9 @@ def test_cli_commands_without_dev_extras(installed: tuple[Path, Path]) -> None:
     )
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert "no database configured" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
-    print(f"\nfour CLI invocations in {time.perf_counter() - started:.1f} s")
+    # the API: its commands, and the console's files inside the installed package (package data)
+    for command in ("api", "users", "keys"):
+        assert "Usage" in _ok(_run([hazardwatch, command, "--help"], cwd=work))
+    console = _ok(_run([bin_dir / "python", "-c", CONSOLE_PROBE], cwd=work)).split()
+    assert {"index.html", "app.js", "vendor/uPlot.iife.min.js"} <= set(console), console
+    print(f"\neight CLI invocations in {time.perf_counter() - started:.1f} s")
