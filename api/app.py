@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -260,6 +260,11 @@ def create_app(config: ApiConfig) -> FastAPI:
     async def database_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
         log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("%s %s: no database connection free in time: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "database busy"}, status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

@@ -93,6 +93,9 @@ class ApiSettings(_Section):
     stream_value_interval_s: float = Field(default=1.0, ge=0.1, le=60, allow_inf_nan=False)
     stream_keepalive_s: float = Field(default=15.0, ge=1, le=300, allow_inf_nan=False)
     stream_send_timeout_s: float = Field(default=30.0, ge=1, le=600, allow_inf_nan=False)
+    # A stream opened with an API key ends after this long and must reconnect (a revoked key or a
+    # disabled user then stops streaming); one opened with a token ends when the token expires.
+    stream_key_session_s: float = Field(default=3600.0, ge=60, le=86400, allow_inf_nan=False)
 
 
 class Settings(_Section):

@@ -151,3 +151,14 @@ async def test_oversized_and_malformed_bodies_are_rejected_cleanly(client: httpx
     r = await client.post("/api/v1/auth/refresh", json={})
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "refresh_token"]
+
+
+async def test_a_pool_with_no_free_connection_answers_503_not_500(seeded: str, plant: Plant) -> None:
+    async with make_client(seeded, plant, ApiSettings(pool_size=1)) as c:
+        app = c._transport.app  # type: ignore[attr-defined]
+        async with app.router.lifespan_context(app):
+            pool = app.state.hw.pool
+            pool.timeout = 0.2  # the wait for a free connection (10 s in production)
+            async with pool.connection():  # the only one, held
+                r = await c.get("/api/v1/auth/me", headers={"Authorization": "Bearer x"})
+            assert (r.status_code, r.json(), r.headers["retry-after"]) == (503, {"detail": "database busy"}, "2")
