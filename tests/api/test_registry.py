@@ -358,6 +358,17 @@ async def test_online_rate_from_crafted_gaps(client: httpx.AsyncClient, seeded: 
     # the lists' 24 h rate is the same computation (PT1's 4.5 full minutes of 24 h here)
     r = await client.get("/api/v1/enterprises/BB", headers=h)
     assert r.json()["online_rate"] == pytest.approx(0.5 * 10 / (24 * 60), abs=2e-3)
+    # a minute a writer still holds open counts on neither side: 9 minutes expected, not 10
+    async with await psycopg.AsyncConnection.connect(seeded, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO reading_1m_open (bucket, tag_lo, tag_hi) VALUES (%s, 0, 0)",
+            [t0 + timedelta(minutes=4)],
+        )
+    r = await client.get("/api/v1/kpis/online", params=params, headers=h)
+    rates = {p["tag"]: p["rate"] for p in r.json()["points"]}
+    assert rates["AA.V1.PT1"] == pytest.approx(240 / 540)  # its half minute 4 left out
+    assert rates["AA.V1.LT1"] == pytest.approx(6 / 9)
+    assert rates["BB.G1.AT1"] == pytest.approx(1.0)
 
 
 async def test_odd_inputs_are_client_errors(client: httpx.AsyncClient) -> None:
