@@ -9,11 +9,15 @@ export function openStream(handlers) {
   const abort = new AbortController();
   let lastId = null;
   let resync = false;
+  let opened = false; // a stream was open before: a reconnect without a position must reload
   let delay = 1000;
 
   async function once() {
     const headers = { Accept: "text/event-stream", Authorization: `Bearer ${accessToken()}` };
     if (lastId) headers["Last-Event-ID"] = lastId;
+    // No alarm event seen yet (a quiet plant) and this is a reconnect: the server can only start
+    // from now, so whatever changed while we were away comes from reloading the list.
+    if (!lastId && opened) resync = true;
     const r = await fetch("/api/v1/stream", { headers, signal: abort.signal, cache: "no-store" });
     if (r.status === 401) {
       await refresh();
@@ -39,6 +43,7 @@ export function openStream(handlers) {
         first = false;
         delay = 1000;
         handlers.status?.("open");
+        opened = true;
         if (resync) {
           resync = false;
           handlers.resync?.();

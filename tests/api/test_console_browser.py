@@ -337,6 +337,25 @@ async def test_a_dropped_stream_resumes_where_it_left_off(
         assert not errors, errors
 
 
+async def test_a_stream_dropped_before_any_alarm_event_reloads_the_list(
+    live: LiveServer, seeded: str, plant: Plant, browser: Browser, tmp_path: Path
+) -> None:
+    """A quiet plant: no alarm event carried a position before the drop, so the reconnect can
+    only start from now; what was raised meanwhile comes from reloading the list (review F5)."""
+    async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+        page = await new_page(browser)
+        errors = watch(page)
+        await log_in(page, live.url, "op_aa")
+        await expect(page.locator("#link")).to_have_text("● 实时", timeout=TIMEOUT_MS)
+        await live.stop()
+        await expect(page.locator("#link")).to_have_text("○ 重连中", timeout=TIMEOUT_MS)
+        await engine.raise_(AA_GAS)  # while nobody serves the page
+        await live.start()
+        await expect(page.locator("#link")).to_have_text("● 实时", timeout=30_000)
+        await expect(page.locator(f'tr[data-key="{AA_GAS}"]')).to_be_visible(timeout=TIMEOUT_MS)
+        assert not errors, errors
+
+
 async def test_tokens_are_refreshed_before_they_expire_and_after_a_401(server: str, browser: Browser) -> None:
     page = await new_page(browser)
     errors = watch(page)
