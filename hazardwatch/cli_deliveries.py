@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from core.redact import mask_email, mask_phone
+from alarms.dispatch_send import mask_recipient
 from storage.db import Conn, translate_errors
 
 __all__ = ["DeliveryRow", "deliveries_of", "register"]
@@ -42,12 +42,6 @@ class DeliveryRow:
     report: str | None  # DELIVERED / FAILED / PENDING with the operator's code
 
 
-def _mask(channel: str, recipient: str) -> str:
-    if channel == "email":
-        return mask_email(recipient)
-    return mask_phone(recipient) if channel in ("sms", "voice", "console") else recipient
-
-
 async def deliveries_of(conn: Conn, alarm_key: str, limit: int = 200) -> list[DeliveryRow]:
     """An alarm's deliveries (and the flood summaries that carried them), oldest first."""
     with translate_errors("read deliveries"):
@@ -64,7 +58,7 @@ async def deliveries_of(conn: Conn, alarm_key: str, limit: int = 200) -> list[De
         )
         rows = await cur.fetchall()
     return [
-        DeliveryRow(r[0], r[1], r[2], r[3], r[4], _mask(r[4], r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12],
+        DeliveryRow(r[0], r[1], r[2], r[3], r[4], mask_recipient(r[4], r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12],
                     r[13])
         for r in reversed(rows)
     ]  # fmt: skip

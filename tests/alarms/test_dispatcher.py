@@ -523,3 +523,20 @@ async def test_a_long_message_is_cut_to_the_gsm_templates_parameter_length(
         await d.close()
     assert modem.sent and all(len(dict(m.params)["enterprise"]) == 4 for m in modem.sent)
     assert all(dict(m.params)["enterprise"].endswith("…") for m in modem.sent)
+
+
+async def test_alarms_deliveries_shows_a_webhook_by_its_origin_only(dsn: str) -> None:
+    """A chat robot's webhook URL carries its token: the CLI shows the origin, as the journal does."""
+    from hazardwatch.cli_deliveries import deliveries_of
+
+    url = "https://oapi.dingtalk.com:8443/robot/send?access_token=SECRET123"
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            """INSERT INTO delivery (key, alarm_key, event, priority, step, receiver, target, channel,
+                                     recipient, group_interval_s, due_at, state, updated_at)
+               VALUES ('k1', 'A.B.C:HH', 'raised', 'high', 0, 'robot', 'webhook', 'webhook', %s, 0,
+                       now(), 'sent', now())""",
+            (url,),
+        )
+        rows = await deliveries_of(conn, "A.B.C:HH")
+    assert [r.recipient for r in rows] == ["https://oapi.dingtalk.com:8443"]
