@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import numpy as np
 import pytest
 
-from api.history_view import AUTO_POINTS, auto_bucket
+from api.history_view import AUTO_POINTS, JSON_DIGITS, auto_bucket, json_body
 from core.plant import Plant
 from core.quality import Quality
 from core.settings import ApiSettings
+from storage.queries import History
 from tests.api.conftest import login, make_client
 from tests.support.api_readings import S_US, not_found_like_unknown, us, write
 
@@ -100,6 +104,114 @@ async def test_auto_buckets(client: httpx.AsyncClient, filled: str) -> None:
     [s] = month["series"]  # type: ignore[misc]
     assert s["count"] == [179]  # the three minutes in one half hour, the BAD one apart
     assert s["bad_count"] == [1]
+
+
+async def test_json_text_of_times_numbers_and_gaps(client: httpx.AsyncClient, filled: str) -> None:
+    """What the fast encoder must keep: raw times with all six fractional digits (also when the
+    microseconds have leading zeros), buckets' whole seconds, a bucket without a usable reading
+    as null (count 0), numbers at 12 significant digits, the body's JSON content type."""
+    t = T0 + timedelta(hours=1)
+    await write(
+        filled,
+        [
+            ("AA.V1.LT1", us(t) + 1, 0.1 + 0.2, GOOD),
+            ("AA.V1.LT1", us(t) + 1_023_456, 2.5, GOOD),
+            ("AA.V1.LT1", us(t) + 61 * S_US, float("nan"), BAD),
+        ],
+    )
+    h = await login(client, "op_aa")
+    window = q(["AA.V1.LT1"], t, t + timedelta(seconds=2), bucket="raw")
+    r = await client.get("/api/v1/history", params=window, headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+    [s] = r.json()["series"]
+    stamp = iso(t)[:-1]
+    assert s["time"] == [f"{stamp}.000001Z", f"{stamp[:-2]}01.023456Z"]
+    assert s["value"] == [0.3, 2.5] and s["quality_name"] == ["GOOD", "GOOD"]
+    r = await client.get(
+        "/api/v1/history", params=q(["AA.V1.LT1"], t, t + timedelta(minutes=2), bucket="60"), headers=h
+    )
+    [s] = r.json()["series"]
+    assert s["time"] == [iso(t), iso(t + timedelta(minutes=1))]
+    assert s["count"] == [2, 0] and s["bad_count"] == [0, 1]
+    assert s["min"] == [0.3, None] and s["avg"] == [1.4, None] and s["max"] == [2.5, None]
+    assert s["last"] == [2.5, None]  # the BAD reading's NaN
+
+
+def _reference(h: History, key_of: dict[int, str], order: list[str], raw: bool) -> list[dict[str, object]]:
+    """The answer built the plain way: a Python object per point, stdlib datetime formatting."""
+
+    def num(v: float) -> float | None:
+        if not math.isfinite(v):
+            return None
+        return float(f"{v:.{JSON_DIGITS}g}") if 1e-11 <= abs(v) < 1e34 else v  # see _significant
+
+    def when(t_us: int) -> str:
+        t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t_us)
+        return t.isoformat(timespec="microseconds" if raw else "seconds").replace("+00:00", "Z")
+
+    out = []
+    for key in order:
+        [tag_id] = [i for i, k in key_of.items() if k == key]
+        rows = np.flatnonzero(h.tag_id == tag_id).tolist()
+        s: dict[str, object] = {"tag": key, "time": [when(int(h.time[i])) for i in rows]}
+        if raw:
+            s["value"] = [num(float(h.last[i])) for i in rows]
+            s["quality"] = [int(h.quality[i]) for i in rows]
+            s["quality_name"] = [Quality(int(h.quality[i])).name for i in rows]
+        else:
+            for name in ("min", "max", "avg", "last"):
+                s[name] = [num(float(getattr(h, name)[i])) for i in rows]
+            s["count"] = [int(h.count[i]) for i in rows]
+            s["bad_count"] = [int(h.bad_count[i]) for i in rows]
+        out.append(s)
+    return out
+
+
+def _digits(v: float) -> int:
+    """Significant digits of ``v``'s shortest repr (JSON_DIGITS for a rounded value)."""
+    mantissa = repr(abs(v)).split("e")[0].replace(".", "").strip("0")
+    return len(mantissa)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 2000])
+def test_json_body_matches_the_plain_encoding(raw: bool, n: int) -> None:
+    """json_body (orjson from numpy columns) means what the per-point Python answer means:
+    random times (microseconds for raw), NaN and infinities as null, values of every magnitude."""
+    rng = np.random.default_rng(n)
+    tag_id = np.sort(rng.integers(1, 4, n)).astype(np.int32)
+    if raw:
+        time = 1_790_000_000 * S_US + rng.integers(0, 10**12, n)
+    else:
+        time = rng.integers(0, 3_000_000, n) * 60 * S_US  # 1970 .. 1975
+    time = np.sort(time).astype(np.int64)  # sorted by time within each tag, as history() returns
+
+    def values() -> np.ndarray:
+        v = rng.normal(0, 10.0 ** rng.integers(-9, 13, n))
+        v[rng.random(n) < 0.1] = np.nan
+        v[rng.random(n) < 0.01] = np.inf
+        return v
+
+    qualities = np.array([int(q) for q in (Quality.GOOD, Quality.BAD_COMM_FAILURE)], np.uint8)
+    h = History(
+        tag_id, time, values(), values(), values(), rng.integers(0, 61, n), rng.integers(0, 61, n),
+        values(), rng.choice(qualities, n), "reading",
+    )  # fmt: skip
+    key_of = {1: "AA.V1.PT1", 2: "AA.V1.LT1", 3: "BB.G1.AT1", 9: "AA.V1.TT1"}  # 9: no rows
+    order = ["BB.G1.AT1", "AA.V1.TT1", "AA.V1.PT1", "AA.V1.LT1"]
+    head = {"start": "s", "end": "e", "bucket_s": None if raw else 60, "source": "reading"}
+    got = json.loads(json_body(h, key_of, order, raw, head))
+    want = _reference(h, key_of, order, raw)
+    assert {k: got[k] for k in head} == head and [s["tag"] for s in got["series"]] == order
+    for g, w in zip(got["series"], want, strict=True):
+        assert g.keys() == w.keys()
+        for name, column in w.items():
+            if name in ("min", "max", "avg", "last", "value"):  # a tie's 12th digit may round either way
+                assert [v is None for v in g[name]] == [v is None for v in column], name
+                pairs = [(a, b) for a, b in zip(g[name], column, strict=True) if b is not None]
+                assert all(math.isclose(a, b, rel_tol=1e-11) and _digits(a) <= _digits(b) for a, b in pairs)
+            else:
+                assert g[name] == column, name
 
 
 async def test_thirty_days_at_minute_buckets_reads_the_rollup_only(
