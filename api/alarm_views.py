@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
@@ -27,6 +28,7 @@ from core.conditions import LABELS, RuleKind
 from storage.db import Conn, translate_errors
 
 __all__ = [
+    "JSON_OPTIONS",
     "RATIONALE_DEFAULTS",
     "AlarmFilter",
     "AlarmItem",
@@ -187,20 +189,32 @@ def _where(scope: Scope, f: AlarmFilter) -> tuple[sql.Composable, list[Any]]:
     return sql.SQL(" AND ").join(parts), params
 
 
-async def list_page(conn: Conn, state: ApiState, scope: Scope, f: AlarmFilter) -> tuple[int, list[AlarmItem]]:
+# The list's columns in AlarmItem's field order, times as UTC wall clock (orjson writes "...Z",
+# as pydantic does); subject_name and condition are the plant's, filled in per row.
+_LIST_COLUMNS = sql.SQL(
+    """key, enterprise, county, hazard_source, unit, subject, kind, priority, status, acked, latching,
+       since AT TIME ZONE 'UTC', raised_at AT TIME ZONE 'UTC', value, "limit",
+       shelved_until AT TIME ZONE 'UTC', by_whom, reason, acked_by, acked_at AT TIME ZONE 'UTC'"""
+)
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC  # naive: UTC; NaN and infinity: null
+
+
+async def list_page(
+    conn: Conn, state: ApiState, scope: Scope, f: AlarmFilter
+) -> tuple[int, list[dict[str, Any]]]:
     """The total matching and one page of it: awaiting acknowledgement first, then by priority
-    (critical first), then the oldest status change."""
+    (critical first), then the oldest status change. Items are AlarmItem's JSON (same keys, same
+    order) as plain dicts for orjson: a page of 1,000 through pydantic cost more than the query."""
     where, params = _where(scope, f)
     query = sql.SQL(
         """SELECT {}, count(*) OVER () AS total FROM alarm_state WHERE {}
            ORDER BY acked, array_position(%s::text[], priority), since, key LIMIT %s OFFSET %s"""
-    ).format(_COLUMNS, where)
+    ).format(_LIST_COLUMNS, where)
     with translate_errors("list alarms"):
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, [*params, _PRIORITY_ORDER, f.limit, f.offset])
-            rows = await cur.fetchall()
+        cur = await conn.execute(query, [*params, _PRIORITY_ORDER, f.limit, f.offset])
+        rows = await cur.fetchall()
         if rows:
-            total = int(rows[0]["total"])
+            total = int(rows[0][-1])
         elif f.offset:  # past the end: the window function saw no row, count apart
             cur2 = await conn.execute(
                 sql.SQL("SELECT count(*) FROM alarm_state WHERE {}").format(where), params
@@ -208,7 +222,34 @@ async def list_page(conn: Conn, state: ApiState, scope: Scope, f: AlarmFilter) -
             total = int((await cur2.fetchone() or (0,))[0])
         else:
             total = 0
-    return total, [_item({k: v for k, v in r.items() if k != "total"}, state) for r in rows]
+    names = _names(state)
+    return total, [
+        {
+            "key": r[0],
+            "enterprise": r[1],
+            "county": r[2],
+            "hazard_source": r[3],
+            "unit": r[4],
+            "subject": r[5],
+            "subject_name": named[0] if (named := names.get(r[5])) else None,
+            "kind": r[6],
+            "condition": CONDITION_ZH.get(r[6], r[6]),
+            "priority": r[7],
+            "status": r[8],
+            "acked": r[9],
+            "latching": r[10],
+            "since": r[11],
+            "raised_at": r[12],
+            "value": r[13],
+            "limit": r[14],
+            "shelved_until": r[15],
+            "by_whom": r[16],
+            "reason": r[17],
+            "acked_by": r[18],
+            "acked_at": r[19],
+        }
+        for r in rows
+    ]
 
 
 async def alarm_owner(conn: Conn, state: ApiState, key: str) -> tuple[str, str] | None:

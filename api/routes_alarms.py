@@ -3,23 +3,28 @@ rationalization, notification evidence) and operator commands, answered with the
 
 The API never changes alarm state: it submits ``alarms.commands.Command`` rows that the engine
 applies. Order of refusals: out of the caller's scope or unknown -> 404 (one body for both), role
-may not -> 403, malformed -> 422; the submission and its audit row commit together.
+may not -> 403, malformed -> 422; the submission and its audit row commit together, and a
+command waiting for the engine's outcome holds no pooled connection (it reads on short ones).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
+import orjson
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from alarms.commands import (
     Command,
     CommandKind,
+    CommandOutcome,
     CommandStatus,
     InvalidCommand,
     alarm_history,
@@ -28,7 +33,9 @@ from alarms.commands import (
 )
 from alarms.model import Priority
 from alarms.state import Status
+from api import deps
 from api.alarm_views import (
+    JSON_OPTIONS,
     AlarmFilter,
     AlarmItem,
     Delivery,
@@ -41,7 +48,7 @@ from api.alarm_views import (
     utc,
 )
 from api.audit import record
-from api.deps import Caller, Db, State, client_address
+from api.deps import ApiState, Caller, Db, State, caller, client_address
 from api.principal import Permission, Principal, Role
 from storage.db import translate_errors
 
@@ -50,6 +57,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["alarms"])
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control characters (PostgreSQL refuses NUL in text)
+_POLL_S = 0.1  # how often a command's outcome is read while waiting for the engine
 _NOT_FOUND = "alarm not found"  # the same for an unknown alarm and one outside the scope
 _NOT_FOUND_DOC: dict[int | str, dict[str, Any]] = {
     404: {
@@ -179,7 +187,7 @@ async def list_alarms(
     end: Annotated[datetime | None, Query(description="raised before (ISO 8601 with offset)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> AlarmPage:
+) -> Response:
     """Alarms in the caller's scope: those awaiting acknowledgement first, then by priority
     (critical first), then the oldest status change. ``active`` (default) keeps the statuses an
     operator must see or will see again (shelved); ``state`` picks one status instead; ``start``
@@ -191,7 +199,10 @@ async def list_alarms(
         start=start, end=end, limit=limit, offset=offset,
     )  # fmt: skip
     total, items = await list_page(db, state, who.scope, f)
-    return AlarmPage(total=total, limit=limit, offset=offset, items=items)
+    # AlarmPage's JSON, serialized here (response_model documents it): pydantic's validation and
+    # serialization of a 1,000-row page cost several times the query
+    page = {"total": total, "limit": limit, "offset": offset, "items": items}
+    return Response(orjson.dumps(page, option=JSON_OPTIONS), media_type="application/json")
 
 
 AlarmKey = Annotated[
@@ -266,6 +277,31 @@ _ARGS_EXAMPLES = {
 }
 
 
+async def _caller_briefly(
+    state: State,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(deps._bearer)],
+    key: Annotated[str | None, Depends(deps._key_header)],
+) -> Principal:
+    # deps.Caller's connection lives as long as the request: a command waiting for a slow or
+    # stopped engine would hold it for api.command_wait_s, and pool_size of them starve the rest
+    async with state.pool.connection() as conn:
+        return await caller(state, conn, bearer, key)
+
+
+async def _outcome(state: ApiState, command_id: UUID) -> CommandOutcome:
+    """The command's outcome, read every ``_POLL_S`` for up to ``api.command_wait_s`` (then
+    pending), each read on a connection taken from the pool and returned at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.settings.command_wait_s
+    while True:
+        async with state.pool.connection() as conn:
+            result = await outcome(conn, command_id, timeout_s=0)
+        left = deadline - loop.time()
+        if result.status is not CommandStatus.PENDING or left <= 0:
+            return result
+        await asyncio.sleep(min(_POLL_S, left))
+
+
 @router.post(
     "/api/v1/alarms/{alarm}/{action}",
     response_model=CommandResult,
@@ -280,8 +316,7 @@ _ARGS_EXAMPLES = {
 async def command_alarm(
     request: Request,
     state: State,
-    db: Db,
-    who: Caller,
+    who: Annotated[Principal, Depends(_caller_briefly)],
     alarm: AlarmKey,
     action: Annotated[CommandKind, Path(description="what to do")],
     args: Annotated[dict[str, Any] | None, Body(openapi_examples=_ARGS_EXAMPLES)] = None,
@@ -297,36 +332,39 @@ async def command_alarm(
     ``handler``, ``handled_at``?; supervise ``text``, ``due_at``; respond ``text``; remove
     ``reason``; unshelve and restore none. Times carry their offset. 422 names a malformed
     argument (``loc`` ["body", name]) or an Idempotency-Key already used for another command."""
-    owner = await alarm_owner(db, state, alarm)
-    if owner is None or not who.scope.allows(*owner):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)
-    if not _may(who, action):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {who.role} may not {action} alarms")
-    try:
-        cmd = Command(
-            alarm_key=alarm, kind=action, actor=who.actor, role=who.role, enterprise=who.enterprise,
-            args=args or {}, id=idempotency_key or uuid4(),
-        )  # fmt: skip
-    except InvalidCommand as exc:
-        loc = (
-            ("body", exc.field.removeprefix("args.")) if exc.field.startswith("args.") else ("path", "alarm")
-        )
-        value = (args or {}).get(loc[1]) if loc[0] == "body" else alarm
-        raise _invalid(loc, str(exc).removeprefix(f"{exc.field}: "), value) from None
-    async with db.transaction():
-        # one request per key at a time: a concurrent retry waits, then finds this one's row
-        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(cmd.id),))
-        cur = await db.execute(
-            "SELECT alarm_key, command, actor, args FROM alarm_command WHERE id = %s", (cmd.id,)
-        )
-        seen = await cur.fetchone()
-        if seen is None:
-            await submit(db, cmd)
-            detail = {"command_id": str(cmd.id), "args": dict(cmd.args)}
-            await record(db, who, f"alarm {action}", alarm, client_address(request), detail)
-        elif tuple(seen) != (alarm, action.value, who.actor, dict(cmd.args)):
-            raise _invalid(("header", "Idempotency-Key"), "already used for another command", str(cmd.id))
-    result = await outcome(db, cmd.id, timeout_s=state.settings.command_wait_s)
+    async with state.pool.connection() as db:  # returned before the wait for the engine
+        owner = await alarm_owner(db, state, alarm)
+        if owner is None or not who.scope.allows(*owner):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)
+        if not _may(who, action):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {who.role} may not {action} alarms")
+        try:
+            cmd = Command(
+                alarm_key=alarm, kind=action, actor=who.actor, role=who.role, enterprise=who.enterprise,
+                args=args or {}, id=idempotency_key or uuid4(),
+            )  # fmt: skip
+        except InvalidCommand as exc:
+            loc = (
+                ("body", exc.field.removeprefix("args."))
+                if exc.field.startswith("args.")
+                else ("path", "alarm")
+            )
+            value = (args or {}).get(loc[1]) if loc[0] == "body" else alarm
+            raise _invalid(loc, str(exc).removeprefix(f"{exc.field}: "), value) from None
+        async with db.transaction():
+            # one request per key at a time: a concurrent retry waits, then finds this one's row
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(cmd.id),))
+            cur = await db.execute(
+                "SELECT alarm_key, command, actor, args FROM alarm_command WHERE id = %s", (cmd.id,)
+            )
+            seen = await cur.fetchone()
+            if seen is None:
+                await submit(db, cmd)
+                detail = {"command_id": str(cmd.id), "args": dict(cmd.args)}
+                await record(db, who, f"alarm {action}", alarm, client_address(request), detail)
+            elif tuple(seen) != (alarm, action.value, who.actor, dict(cmd.args)):
+                raise _invalid(("header", "Idempotency-Key"), "already used for another command", str(cmd.id))
+    result = await _outcome(state, cmd.id)
     if result.status is CommandStatus.REJECTED:
         body = CommandRejected(detail=result.reason or "rejected", command_id=cmd.id)
         return JSONResponse(body.model_dump(mode="json"), status.HTTP_409_CONFLICT)

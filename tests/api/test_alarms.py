@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from alarms.rationale import defaults_for
-from api.alarm_views import RATIONALE_DEFAULTS
+from api.alarm_views import RATIONALE_DEFAULTS, AlarmItem
 from core.plant import Plant
 from core.settings import ApiSettings
 from tests.api.conftest import PLANT, login, make_client
@@ -458,3 +458,39 @@ async def test_control_characters_in_keys_and_filters_are_422(api: Api) -> None:
         assert (r.status_code, r.json()["detail"][0]["loc"]) == (422, loc), r.text
     r = await api.command("op_aa", "AA.V1%00LT1:HH", "ack")
     assert (r.status_code, r.json()["detail"][0]["loc"]) == (422, ["path", "alarm"]), r.text
+
+
+async def test_the_list_items_are_exactly_the_details_alarm_json(api: Api, engine: Engine) -> None:
+    # the list is serialized by hand (orjson) for speed; the detail goes through pydantic's AlarmItem
+    assert (await api.command("op_aa", AA_GAS, "ack", {"comment": "现场确认"})).status_code == 200
+    assert (await api.command("op_aa", AA_HH, "shelve", {"minutes": 30, "reason": "检修"})).status_code == 200
+    assert (await api.command("op_aa", "AA.V1.LT1:H", "comment", {"text": "巡检正常"})).status_code == 200
+    r = await api.get("admin", "/api/v1/alarms", active="false")
+    assert r.headers["content-type"] == "application/json"
+    items = r.json()["items"]
+    assert {i["key"] for i in items} == {BB_GAS, AA_HH, AA_GAS, "AA.V1.LT1:H"}
+    for item in items:
+        detail = (await api.get("admin", f"/api/v1/alarms/{item['key']}")).json()["alarm"]
+        assert list(item) == list(detail) == list(AlarmItem.model_fields)
+        assert item == detail
+    by_key = {i["key"]: i for i in items}
+    assert by_key[AA_HH]["shelved_until"].endswith("Z") and by_key[AA_GAS]["acked_at"].endswith("Z")
+    assert by_key["AA.V1.LT1:H"]["value"] is None  # a note's row holds NaN
+
+
+async def test_a_command_waiting_for_the_engine_holds_no_pooled_connection(seeded: str, plant: Plant) -> None:
+    # one connection, no engine: the command waits its 3 s while another request is answered
+    async with make_client(seeded, plant, ApiSettings(pool_size=1, command_wait_s=3.0)) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        async with app.router.lifespan_context(app):
+            api = Api(client)
+            await api.as_("op_aa")
+            command = asyncio.create_task(api.command("op_aa", AA_HH, "comment", {"text": "引擎未运行"}))
+            async with asyncio.timeout(10):  # submitted: now it only waits for the engine
+                while await fetch_all(seeded, "SELECT count(*) FROM alarm_command") != [(1,)]:
+                    await asyncio.sleep(0.02)
+            async with asyncio.timeout(1.5):  # the pool's own wait would be 10 s, then 503
+                r = await api.get("op_aa", "/api/v1/alarms")
+            assert r.status_code == 200, r.text
+            assert not command.done()  # it was still waiting for the engine meanwhile
+            assert (await command).status_code == 202
