@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "config/demo/scenarios/gas-holder-overpressure.yaml"
 ALARM = "LHJH.G101.PT-101:H"
 TAG = "LHJH.G101.PT-101"  # limits l 3.0, h 4.8, hh 5.2 (config/demo/enterprises/lhjh.yaml)
-SPEED = 8  # the alarm comes ~50 s of wall time after the scenario starts: the login is long done
+SPEED = 16  # the alarm comes ~25 s of wall time after the scenario starts: the login is long done
 
 
 @contextlib.asynccontextmanager
