@@ -127,6 +127,7 @@ class UnknownCommand(HazardWatchError, LookupError):
 
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # category Cs: half a character, not encodable as UTF-8
 
 
 def _text(name: str, value: Any) -> str:
@@ -136,6 +137,9 @@ def _text(name: str, value: Any) -> str:
     bad = _CONTROL.search(text)
     if bad is not None:  # NUL cannot be stored; the others garble the journal, SMS and CSV
         raise InvalidCommand(name, f"must not contain control character U+{ord(bad.group()):04X}")
+    odd = _SURROGATE.search(text)
+    if odd is not None:  # from a "\\ud800" JSON escape: no database, SMS or log can encode it
+        raise InvalidCommand(name, f"must be valid Unicode, not lone surrogate U+{ord(odd.group()):04X}")
     if len(text) > MAX_TEXT:
         raise InvalidCommand(name, f"must be at most {MAX_TEXT} characters, got {len(text)}")
     return text
@@ -143,10 +147,14 @@ def _text(name: str, value: Any) -> str:
 
 def _minutes(name: str, value: Any) -> float:
     # bool is an int to Python but never a duration; JSON has no NaN, so refuse it before the insert
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # (a huge int cannot become a float: compare it exactly as an int, never through isfinite)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidCommand(name, f"must be a finite number of minutes, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidCommand(name, f"must be a finite number of minutes, got {value!r}")
     if not 0 < value <= MAX_SHELVE_MIN:
-        raise InvalidCommand(name, f"must be > 0 and at most {MAX_SHELVE_MIN} (7 days), got {value!r}")
+        shown = value if abs(value) < 10**20 else "a number of more than 20 digits"
+        raise InvalidCommand(name, f"must be > 0 and at most {MAX_SHELVE_MIN} (7 days), got {shown}")
     return value
 
 
@@ -158,7 +166,12 @@ def _time(name: str, value: Any) -> str:
         raise InvalidCommand(name, f"must be an ISO 8601 time, got {value!r}") from None
     if at.tzinfo is None:
         raise InvalidCommand(name, f"must have a time zone (e.g. +08:00), got {value!r}")
-    return at.astimezone(UTC).isoformat()
+    try:
+        return at.astimezone(UTC).isoformat()
+    except OverflowError:  # 0001-01-01T00:00+05:00 or 9999-12-31T23:00-05:00: no such UTC time
+        raise InvalidCommand(
+            name, f"must be a time between the years 1 and 9999 in UTC, got {value!r}"
+        ) from None
 
 
 def _cause(name: str, value: Any) -> str:

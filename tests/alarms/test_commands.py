@@ -100,6 +100,8 @@ BAD_SHAPES = [
     ("shelve", "engineer", {"minutes": 7 * 24 * 60 + 1, "reason": "检修"}, "args.minutes"),
     ("shelve", "engineer", {"minutes": 1e300, "reason": "检修"}, "args.minutes"),
     ("shelve", "engineer", {"minutes": True, "reason": "检修"}, "args.minutes"),
+    ("shelve", "engineer", {"minutes": 10**400, "reason": "检修"}, "args.minutes"),  # no float holds it
+    ("shelve", "engineer", {"minutes": -(10**400), "reason": "检修"}, "args.minutes"),
     ("shelve", "engineer", {"minutes": "30", "reason": "检修"}, "args.minutes"),
     ("shelve", "engineer", {"reason": "检修"}, "args.minutes"),
     ("shelve", "engineer", {"minutes": 30}, "args.reason"),
@@ -111,6 +113,8 @@ BAD_SHAPES = [
     ("comment", "engineer", {}, "args.text"),
     ("comment", "engineer", {"text": "已处理\x00"}, "args.text"),
     ("comment", "engineer", {"text": "铃\x07声"}, "args.text"),
+    ("comment", "engineer", {"text": "半个\ud800字"}, "args.text"),  # a lone surrogate (category Cs)
+    ("comment", "engineer", {"text": "\udfff"}, "args.text"),
     ("shelve", "engineer", {"minutes": 30, "reason": "检修\x1b[31m"}, "args.reason"),
     ("respond", "enterprise_operator", {"text": ""}, "args.text"),
     ("feedback", "enterprise_operator", {**FEEDBACK, "cause_category": "雷击"}, "args.cause_category"),
@@ -118,6 +122,14 @@ BAD_SHAPES = [
     ("feedback", "enterprise_operator", {**FEEDBACK, "handler": ""}, "args.handler"),
     ("feedback", "enterprise_operator", {**FEEDBACK, "handled_at": "yesterday"}, "args.handled_at"),
     ("feedback", "enterprise_operator", {**FEEDBACK, "handled_at": "2026-11-30T08:00:00"}, "args.handled_at"),
+    # in range where written, out of range in UTC: astimezone overflowed
+    (
+        "feedback",
+        "enterprise_operator",
+        {**FEEDBACK, "handled_at": "0001-01-01T00:00:00+05:00"},
+        "args.handled_at",
+    ),
+    ("supervise", "bureau_duty", {"text": "立即处置", "due_at": "9999-12-31T23:00:00-05:00"}, "args.due_at"),
     ("supervise", "bureau_duty", {"text": "立即处置"}, "args.due_at"),
     ("supervise", "bureau_duty", {"text": "立即处置", "due_at": NOW.replace(tzinfo=None)}, "args.due_at"),
     ("remove", "engineer", {}, "args.reason"),
