@@ -196,9 +196,12 @@ async def alarm_kpis(
     (``county``: a county bureau's jurisdiction, alarm_state.county)."""
     now = end if now is None else now
     labels = {"enterprise": enterprise, "hazard_source": hazard_source, "unit": unit, "county": county}
-    # only the filters given, so the planner sees plain equalities
+    # only the filters given, so the planner sees plain equalities; "" is a value (it matches
+    # nothing), never "no filter": a blank scope must not widen to everything
     where = sql.SQL(" ").join(
-        sql.SQL("AND s.{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k, v in labels.items() if v
+        sql.SQL("AND s.{} = {}").format(sql.Identifier(k), sql.Placeholder(k))
+        for k, v in labels.items()
+        if v is not None
     )
     ann = _ANN.format(labels=where)
     params: dict[str, Any] = {

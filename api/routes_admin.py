@@ -23,6 +23,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: 422, not a database error
+
 
 class AuditEntry(BaseModel):
     id: int
@@ -58,8 +60,10 @@ async def audit_log(
         AwareDatetime | None, Query(description="from (inclusive), ISO 8601 with offset")
     ] = None,
     end: Annotated[AwareDatetime | None, Query(description="until (exclusive)")] = None,
-    actor: Annotated[str | None, Query(max_length=200, description="rows whose actor contains this")] = None,
-    action: Annotated[str | None, Query(max_length=100)] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, pattern=_NO_NUL, description="rows whose actor contains this")
+    ] = None,
+    action: Annotated[str | None, Query(max_length=100, pattern=_NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     before_id: Annotated[
         int | None, Query(ge=1, le=2**62, description="page: rows older than this id")

@@ -92,12 +92,13 @@ async def token(
         db, username, password, max_failures=s.login_max_failures, lockout=timedelta(minutes=s.lockout_min)
     )
     if result.user is None:
+        named = username.replace("\x00", "")  # as typed, minus what PostgreSQL text cannot hold
         detail = {"reason": result.reason}
-        await record(db, None, "login refused", f"user:{username}", address, detail, actor=username)
+        await record(db, None, "login refused", f"user:{named}", address, detail, actor=named)
         if result.locked_now:
             await record(
-                db, None, "account locked", f"user:{username}", address,
-                {"failures": s.login_max_failures, "minutes": s.lockout_min}, actor=username,
+                db, None, "account locked", f"user:{named}", address,
+                {"failures": s.login_max_failures, "minutes": s.lockout_min}, actor=named,
             )  # fmt: skip
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "wrong username or password", headers={"WWW-Authenticate": "Bearer"}

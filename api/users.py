@@ -17,13 +17,13 @@ from alarms.commands import Role
 from api.principal import Principal
 from api.security import (
     IssuedKey,
-    dummy_verify,
+    dummy_verify_off_loop,
     hash_password,
     new_api_key,
     parse_api_key,
     same_digest,
     secret_digest,
-    verify_password,
+    verify_password_off_loop,
 )
 from storage.db import Conn, translate_errors
 
@@ -84,6 +84,11 @@ def _user(row: dict[str, Any]) -> UserRow:
 
 
 def _check_binding(role: Role, enterprise: str | None, county: str | None) -> None:
+    # a blank is no binding: filters that test truth would read it as "everything" (review F1)
+    if enterprise is not None and not enterprise.strip():
+        raise UserError("enterprise: must not be blank (omit it for no enterprise)")
+    if county is not None and not county.strip():
+        raise UserError("county: must not be blank (omit it for the city bureau)")
     if role in (Role.ENTERPRISE_OPERATOR, Role.ENTERPRISE_ADMIN) and not enterprise:
         raise UserError(f"enterprise: role {role} needs the user's enterprise code")
     if role in (Role.BUREAU_DUTY, Role.ADMIN) and enterprise:
@@ -187,40 +192,62 @@ async def login(
     conn: Conn, username: str, password: str, *, max_failures: int, lockout: timedelta
 ) -> LoginResult:
     """Check a password, counting consecutive failures and locking the account after
-    ``max_failures`` for ``lockout``. A locked account refuses even the right password."""
+    ``max_failures`` for ``lockout``. A locked account refuses even the right password.
+
+    The hash is verified off the event loop and outside any transaction (no row lock held for
+    the ~0.2 s it takes); the outcome is then written by one conditional UPDATE, so concurrent
+    attempts count every failure and none succeeds on an account locked or changed meanwhile."""
     now = datetime.now(UTC)
+    if "\x00" in username:  # PostgreSQL text cannot hold NUL: nobody has such a name
+        await dummy_verify_off_loop(password)
+        return LoginResult(None, "unknown user")
     with translate_errors("log in"):
-        async with conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {_USER_COLUMNS}, password_hash FROM app_user WHERE username = %s", (username,)
+            )
+            row = await cur.fetchone()
+    if row is None:
+        await dummy_verify_off_loop(password)
+        return LoginResult(None, "unknown user")
+    stored = row.pop("password_hash")
+    user = _user(row)
+    if user.locked_until is not None and user.locked_until > now:
+        await dummy_verify_off_loop(password)
+        return LoginResult(None, "locked")
+    good = await verify_password_off_loop(stored, password)
+    if user.disabled:
+        return LoginResult(None, "disabled")
+    with translate_errors("log in"):
+        if good:
+            # only if still the password checked, enabled and unlocked; the row as it is now
+            # (its token_version) goes into the tokens
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(
-                    f"SELECT {_USER_COLUMNS}, password_hash, failed_logins FROM app_user "
-                    "WHERE username = %s FOR UPDATE",
-                    (username,),
+                    f"""UPDATE app_user SET failed_logins = 0, locked_until = NULL
+                        WHERE id = %(id)s AND password_hash = %(stored)s AND NOT disabled
+                          AND (locked_until IS NULL OR locked_until <= %(now)s)
+                        RETURNING {_USER_COLUMNS}""",
+                    {"id": user.id, "stored": stored, "now": now},
                 )
-                row = await cur.fetchone()
-            if row is None:
-                dummy_verify(password)
-                return LoginResult(None, "unknown user")
-            stored, failures = row.pop("password_hash"), row.pop("failed_logins")
-            user = _user(row)
-            if user.locked_until is not None and user.locked_until > now:
-                dummy_verify(password)
-                return LoginResult(None, "locked")
-            good = verify_password(stored, password)
-            if user.disabled:
-                return LoginResult(None, "disabled")
-            if good:
-                await conn.execute(
-                    "UPDATE app_user SET failed_logins = 0, locked_until = NULL WHERE id = %s", (user.id,)
-                )
-                return LoginResult(user, "ok")
-            failures += 1
-            lock = failures >= max_failures
-            await conn.execute(
-                "UPDATE app_user SET failed_logins = %s, locked_until = %s WHERE id = %s",
-                (0 if lock else failures, now + lockout if lock else None, user.id),
-            )
-            return LoginResult(None, "wrong password", locked_now=lock)
+                fresh = await cur.fetchone()
+            if fresh is None:
+                return LoginResult(None, "changed during login (locked, disabled or new password)")
+            return LoginResult(_user(fresh), "ok")
+        # counted in the row itself: concurrent failures each add one, and the one that reaches
+        # max_failures locks (and restarts the count); an account locked meanwhile is not counted
+        counting = await conn.execute(
+            """UPDATE app_user
+               SET failed_logins = CASE WHEN failed_logins + 1 >= %(max)s THEN 0 ELSE failed_logins + 1 END,
+                   locked_until = CASE WHEN failed_logins + 1 >= %(max)s THEN %(until)s::timestamptz END
+               WHERE id = %(id)s AND (locked_until IS NULL OR locked_until <= %(now)s)
+               RETURNING locked_until IS NOT NULL""",
+            {"id": user.id, "max": max_failures, "until": now + lockout, "now": now},
+        )
+        counted = await counting.fetchone()
+    if counted is None:
+        return LoginResult(None, "locked")
+    return LoginResult(None, "wrong password", locked_now=bool(counted[0]))
 
 
 async def principal_by_id(conn: Conn, user_id: int, version: int) -> Principal | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import psycopg
 import pytest
@@ -111,6 +113,25 @@ async def test_repeated_failures_lock_the_account_and_are_journaled(seeded: str,
     ]
 
 
+async def test_concurrent_failures_are_each_counted_and_lock_once(seeded: str, plant: Plant) -> None:
+    """Hashes are verified concurrently, off the event loop and without a row lock: the count
+    must still see every failure (read-modify-write of the count would lose some)."""
+    settings = ApiSettings(login_max_failures=4, lockout_min=5, login_per_min=100)
+    async with make_client(seeded, plant, settings) as c:
+        app = c._transport.app  # type: ignore[attr-defined]
+        async with app.router.lifespan_context(app):
+            wrong = {"username": "op_aa", "password": "wrong password"}
+            answers = await asyncio.gather(*(c.post("/api/v1/auth/token", data=wrong) for _ in range(4)))
+            assert [r.status_code for r in answers] == [401] * 4
+            r = await c.post("/api/v1/auth/token", data={"username": "op_aa", "password": PASSWORD})
+            assert r.status_code == 401
+    rows = await fetch_all(seeded, "SELECT action, detail->>'reason' FROM audit_log ORDER BY id")
+    assert sorted(rows, key=str) == sorted(
+        [("login refused", "wrong password")] * 4 + [("account locked", None), ("login refused", "locked")],
+        key=str,
+    )
+
+
 async def test_logins_from_one_address_are_rate_limited(seeded: str, plant: Plant) -> None:
     async with make_client(seeded, plant, ApiSettings(login_per_min=2)) as c:
         app = c._transport.app  # type: ignore[attr-defined]
@@ -161,4 +182,8 @@ async def test_a_pool_with_no_free_connection_answers_503_not_500(seeded: str, p
             pool.timeout = 0.2  # the wait for a free connection (10 s in production)
             async with pool.connection():  # the only one, held
                 r = await c.get("/api/v1/auth/me", headers={"Authorization": "Bearer x"})
-            assert (r.status_code, r.json(), r.headers["retry-after"]) == (503, {"detail": "database busy"}, "2")
+            assert (r.status_code, r.json(), r.headers["retry-after"]) == (
+                503,
+                {"detail": "database busy"},
+                "2",
+            )
