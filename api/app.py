@@ -2,15 +2,21 @@
 
 Hardening, in order of the middleware stack (outermost first): security headers on every
 answer; a body-size limit (413, counted while reading, so a lying Content-Length or a chunked
-body cannot get past it); a per-request timeout (504; the live stream is exempt); errors that
-never show a stack trace (500 with an incident id that the log carries). CORS is off unless
-``api.cors_origins`` names origins.
+body cannot get past it); JSON bodies that Python parses but cannot encode back (lone
+surrogates, NaN/Infinity) refused with 422 before any route sees them; a per-request timeout
+(504; the live stream is exempt); errors that never show a stack trace (500 with an incident
+id that the log carries). CORS is off unless ``api.cors_origins`` names origins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import logging
+import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,16 +68,36 @@ ROUTERS = [
 ]
 
 _STREAM_SUFFIX = "/stream"  # long-lived responses: no request timeout
+_CSP = (
+    b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    ),
+    (b"content-security-policy", _CSP),
+]
+# FastAPI's /docs (Swagger UI) and /redoc load their scripts, styles and fonts from CDNs (so
+# they need internet access in the browser) and Swagger UI starts from an inline script: these
+# pages get a policy allowing exactly those, the inline scripts by their hash (computed from the
+# page as served, so a FastAPI upgrade cannot silently break it). Everything else keeps _CSP.
+_DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+_DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
+    "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.DOTALL | re.IGNORECASE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UNICODE = [
+    {"loc": ["body"], "msg": "text must be valid Unicode (no lone surrogates)", "type": "value_error"}
+]
+_NOT_FINITE = [
+    {"loc": ["body"], "msg": "numbers must be finite (no NaN, Infinity or 1e400)", "type": "value_error"}
 ]
 
 
@@ -103,7 +129,8 @@ class _TooLarge(Exception):
 
 
 class Hardening:
-    """Security headers, the body limit and the request timeout, as one ASGI middleware."""
+    """Security headers, the body limit, the request timeout and the Unicode check of JSON
+    bodies, as one ASGI middleware."""
 
     def __init__(self, app: ASGIApp, max_body: int, timeout_s: float) -> None:
         self.app = app
@@ -115,9 +142,12 @@ class Hardening:
             await self.app(scope, receive, send)
             return
         started = False
+        docs = scope["path"] in _DOCS_PATHS
+        held: Message | None = None  # a docs page's start, sent once its body is hashed
+        chunks: list[bytes] = []
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal started, held
             if message["type"] == "http.response.start":
                 started = True
                 headers = list(message.get("headers", []))
@@ -126,10 +156,24 @@ class Hardening:
                 if scope["path"].startswith("/api/") and b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
+                if docs:
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = b"".join(chunks)
+                await send(_with_docs_policy(held, body))
+                held = None
+                message = {"type": "http.response.body", "body": body}
             await send(message)
 
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        if declared is not None and not declared.isdigit():
+            await _plain(send_with_headers, 400, "Content-Length must be a number of bytes")
+            return
+        if declared is not None and int(declared) > self.max_body:
             await _plain(send_with_headers, 413, "request body too large")
             return
         seen = 0
@@ -143,18 +187,120 @@ class Hardening:
                     raise _TooLarge
             return message
 
+        async def checked() -> None:
+            app_receive: Receive = counted_receive
+            if _json_body(scope):
+                body = await _read_body(counted_receive)
+                if body is None:  # the client went away
+                    return
+                problem = _unencodable(body)
+                if problem is not None:
+                    await _plain(send_with_headers, 422, problem)
+                    return
+                app_receive = _replay(body, counted_receive)
+            await self.app(scope, app_receive, send_with_headers)
+
         try:
             if scope["path"].endswith(_STREAM_SUFFIX):
-                await self.app(scope, counted_receive, send_with_headers)
+                await checked()
             else:
                 async with asyncio.timeout(self.timeout_s):
-                    await self.app(scope, counted_receive, send_with_headers)
+                    await checked()
         except _TooLarge:
             if not started:
                 await _plain(send_with_headers, 413, "request body too large")
         except TimeoutError:
             if not started:
                 await _plain(send_with_headers, 504, "request timed out")
+
+
+def _with_docs_policy(start: Message, body: bytes) -> Message:
+    """A docs page's start with the docs policy, allowing the page's own inline scripts."""
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(body)
+        if script.strip()
+    )
+    policy = _DOCS_CSP.format(hashes=hashes).encode()
+    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-security-policy"]
+    return {**start, "headers": [*headers, (b"content-security-policy", policy)]}
+
+
+def _json_body(scope: Scope) -> bool:
+    """Whether FastAPI would read the body as JSON: a JSON content type, or none at all."""
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return False
+    kind = dict(scope.get("headers", [])).get(b"content-type")
+    if kind is None:
+        return True
+    media = kind.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (``receive`` enforces the size limit); None on a disconnect."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app: the buffered body once, then the client's own messages."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite
+    return value
+
+
+def _not_finite(text: str) -> float:
+    raise _NotFinite
+
+
+def _unencodable(body: bytes) -> list[dict[str, Any]] | None:
+    """The 422 detail for a JSON body Python parses but no JSON encoder can answer about (FastAPI
+    echoes the input in its 422, the database and the log encode it): a "\\ud800" escape that
+    is not half of a pair (a lone surrogate, in a key or a value), or NaN, Infinity, 1e400
+    (Python's json accepts them, JSON does not). None when fine; malformed JSON is the app's."""
+    try:
+        doc = json.loads(body, parse_float=_finite, parse_constant=_not_finite)
+    except _NotFinite:
+        return _NOT_FINITE
+    except (ValueError, RecursionError):
+        return None
+    todo = [doc]
+    while todo:  # iterative: nesting depth is the body's business, not the stack's
+        item = todo.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return _NOT_UNICODE
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return None
 
 
 class Measure:
@@ -189,7 +335,7 @@ class Measure:
             self.requests.labels(scope["method"], route(), str(code)).inc()
 
 
-async def _plain(send: Callable[[Message], Awaitable[None]], code: int, detail: str) -> None:
+async def _plain(send: Callable[[Message], Awaitable[None]], code: int, detail: Any) -> None:
     body = JSONResponse({"detail": detail}).body
     await send(
         {
