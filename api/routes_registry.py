@@ -779,7 +779,9 @@ async def get_history(
     ],
     start: Annotated[AwareDatetime, Query(description="inclusive, ISO 8601 with offset")],
     end: Annotated[AwareDatetime, Query(description="exclusive, ISO 8601 with offset")],
-    bucket: Annotated[str, Query(description="raw | auto | seconds", examples=["auto", "60"])] = "auto",
+    bucket: Annotated[
+        str, Query(max_length=12, description="raw | auto | seconds", examples=["auto", "60"])
+    ] = "auto",
     format: Annotated[Literal["json", "csv"] | None, Query(description="default: json")] = None,
 ) -> Any:
     s = state.settings

@@ -310,3 +310,15 @@ async def test_migration_0009_stops_on_existing_blank_bindings_naming_the_users(
             "UPDATE app_user SET enterprise = NULL, county = NULL WHERE username LIKE '%blank'"
         )
         assert [m.version for m in await upgrade(conn)] == [9]
+
+
+async def test_a_history_bucket_of_thousands_of_digits_is_422_naming_it(client: httpx.AsyncClient) -> None:
+    """int() refuses strings over 4,300 digits (a 500 before); the bucket is bounded in length."""
+    r = await client.get(
+        "/api/v1/history",
+        params={"tags": "AA.V1.LT1", "start": "2026-11-30T00:00:00Z", "end": "2026-11-30T01:00:00Z",
+                "bucket": "1" * 5000},
+        headers=await login(client, "op_aa"),
+    )  # fmt: skip
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "bucket"]
