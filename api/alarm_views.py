@@ -7,6 +7,7 @@ unknown); recipients leave here masked (alarms.dispatch_send.mask_recipient).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from alarms.commands import ACTIVE
-from alarms.dispatch_send import mask_recipient
+from alarms.delivery_evidence import evidence_of
 from alarms.model import Catalog, Priority
 from alarms.rationale import SIF_DISABLED, RationaleDefaults
 from alarms.state import Status
@@ -331,32 +332,5 @@ class _NoRules:
 
 async def deliveries(conn: Conn, key: str, limit: int = 200) -> list[Delivery]:
     """The alarm's newest ``limit`` deliveries (and the flood summaries that carried them),
-    oldest first, recipients masked."""
-    with translate_errors("read deliveries"):
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """SELECT d.seq, d.event, d.step, d.receiver, d.person, d.channel, d.recipient,
-                          CASE WHEN d.state = 'grouped' THEN 'grouped → ' || s.state ELSE d.state END AS state,
-                          coalesce(d.reason, s.reason) AS reason,
-                          d.attempts + coalesce(s.attempts, 0) AS attempts,
-                          coalesce(d.provider, s.provider) AS provider,
-                          coalesce(d.provider_message_id, s.provider_message_id) AS provider_message_id,
-                          d.due_at, coalesce(d.sent_at, s.sent_at) AS sent_at,
-                          coalesce(d.report_status, s.report_status)
-                              || coalesce(' ' || coalesce(d.report_code, s.report_code), '') AS report,
-                          coalesce(d.report_at, s.report_at) AS report_at
-                   FROM delivery d LEFT JOIN delivery s ON s.id = d.summary_id
-                   WHERE d.alarm_key = %s ORDER BY d.seq DESC NULLS LAST, d.step DESC, d.id DESC LIMIT %s""",
-                (key, limit),
-            )
-            rows = await cur.fetchall()
-    return [
-        Delivery(
-            **{
-                **r,
-                "recipient": mask_recipient(r["channel"], r["recipient"]),
-                **{k: utc(r[k]) for k in ("due_at", "sent_at", "report_at")},
-            }
-        )
-        for r in reversed(rows)
-    ]
+    oldest first, recipients masked (alarms.delivery_evidence, as the CLI shows them)."""
+    return [Delivery(**dataclasses.asdict(e)) for e in await evidence_of(conn, key, limit)]

@@ -8,7 +8,7 @@ Mounted on the alarms app by ``register(app)``; exit codes as ``alarms history``
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import typer
@@ -16,52 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from alarms.dispatch_send import mask_recipient
-from storage.db import Conn, translate_errors
+from alarms.delivery_evidence import DeliveryEvidence, evidence_of
+from storage.db import Conn
 
-__all__ = ["DeliveryRow", "deliveries_of", "register"]
+__all__ = ["register"]
 
 out = Console()
-
-
-@dataclass(frozen=True)
-class DeliveryRow:
-    seq: int | None
-    event: str
-    step: int
-    receiver: str
-    channel: str
-    recipient: str  # masked
-    state: str
-    reason: str | None
-    attempts: int
-    provider: str | None
-    provider_message_id: str | None
-    due_at: datetime
-    sent_at: datetime | None
-    report: str | None  # DELIVERED / FAILED / PENDING with the operator's code
-
-
-async def deliveries_of(conn: Conn, alarm_key: str, limit: int = 200) -> list[DeliveryRow]:
-    """An alarm's deliveries (and the flood summaries that carried them), oldest first."""
-    with translate_errors("read deliveries"):
-        cur = await conn.execute(
-            """SELECT d.seq, d.event, d.step, d.receiver, d.channel, d.recipient,
-                      CASE WHEN d.state = 'grouped' THEN 'grouped → ' || s.state ELSE d.state END,
-                      coalesce(d.reason, s.reason), d.attempts + coalesce(s.attempts, 0),
-                      coalesce(d.provider, s.provider), coalesce(d.provider_message_id, s.provider_message_id),
-                      d.due_at, coalesce(d.sent_at, s.sent_at),
-                      coalesce(d.report_status, s.report_status) || coalesce(' ' || coalesce(d.report_code, s.report_code), '')
-               FROM delivery d LEFT JOIN delivery s ON s.id = d.summary_id
-               WHERE d.alarm_key = %s ORDER BY d.seq DESC, d.step, d.id LIMIT %s""",
-            (alarm_key, limit),
-        )
-        rows = await cur.fetchall()
-    return [
-        DeliveryRow(r[0], r[1], r[2], r[3], r[4], mask_recipient(r[4], r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12],
-                    r[13])
-        for r in reversed(rows)
-    ]  # fmt: skip
 
 
 def register(app: typer.Typer, run: object, dsn_of: object, key_arg: object, dsn_opt: object) -> None:
@@ -75,8 +35,8 @@ def register(app: typer.Typer, run: object, dsn_of: object, key_arg: object, dsn
         """Who was told of an alarm: each escalation step, channel and person (phones masked), the
         outcome or why it did not go out, attempts, the provider's id and delivery receipt."""
 
-        async def job(conn: Conn) -> list[DeliveryRow]:
-            return await deliveries_of(conn, key, limit)
+        async def job(conn: Conn) -> list[DeliveryEvidence]:
+            return await evidence_of(conn, key, limit)
 
         rows = run(dsn_of(dsn), job)  # type: ignore[operator]
         if as_json:

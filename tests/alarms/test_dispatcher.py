@@ -527,7 +527,7 @@ async def test_a_long_message_is_cut_to_the_gsm_templates_parameter_length(
 
 async def test_alarms_deliveries_shows_a_webhook_by_its_origin_only(dsn: str) -> None:
     """A chat robot's webhook URL carries its token: the CLI shows the origin, as the journal does."""
-    from hazardwatch.cli_deliveries import deliveries_of
+    from alarms.delivery_evidence import evidence_of
 
     url = "https://oapi.dingtalk.com:8443/robot/send?access_token=SECRET123"
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -538,5 +538,5 @@ async def test_alarms_deliveries_shows_a_webhook_by_its_origin_only(dsn: str) ->
                        now(), 'sent', now())""",
             (url,),
         )
-        rows = await deliveries_of(conn, "A.B.C:HH")
+        rows = await evidence_of(conn, "A.B.C:HH")
     assert [r.recipient for r in rows] == ["https://oapi.dingtalk.com:8443"]
