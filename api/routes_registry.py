@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 MAX_HISTORY_TAGS = 20
 ONLINE_WINDOW = timedelta(hours=24)  # the lists' online rate
 RECENT_TTL_S = 60.0  # how long a list's per-point 24 h rate is reused (per API process)
-KPI_WINDOW = timedelta(hours=24)  # the KPIs' default period, ending now
+KPI_WINDOW = timedelta(hours=24)  # the KPI routes' default period (alarms and online rate), ending now
 # Times outside this range are refused (422): arithmetic near datetime's limits would overflow.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -832,6 +832,31 @@ async def get_history(
 # --- KPIs -------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class KpiFilter:
+    enterprise: str | None
+    hazard_source: str | None
+    start: datetime
+    end: datetime
+
+
+async def _kpi_filter(
+    who: Caller,
+    db: Db,
+    state: State,
+    enterprise: Annotated[str | None, Query(description="enterprise code")] = None,
+    hazard_source: Annotated[str | None, Query(description="hazard source code")] = None,
+    start: Annotated[AwareDatetime | None, Query(description="default: end - 24 h")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+) -> KpiFilter:
+    """The KPI routes' window (default the last 24 h) and filters, each in the caller's scope
+    (404 as unknown otherwise)."""
+    start, end = _window(start, end, KPI_WINDOW, state.settings.max_history_days)
+    await _enterprise_in_scope(db, who, enterprise)
+    await _hazard_source_in_scope(db, who, hazard_source, enterprise)
+    return KpiFilter(enterprise, hazard_source, start, end)
+
+
 @router.get(
     "/kpis/alarms",
     response_model=AlarmKpis,
@@ -840,18 +865,8 @@ async def get_history(
     "acknowledgement times over [start, end) (default: the last 24 h).",
     responses={**NOT_FOUND, **INVALID},
 )
-async def get_alarm_kpis(
-    who: Caller,
-    db: Db,
-    state: State,
-    enterprise: Annotated[str | None, Query(description="enterprise code")] = None,
-    hazard_source: Annotated[str | None, Query(description="hazard source code")] = None,
-    start: Annotated[AwareDatetime | None, Query(description="default: end - 24 h")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
-) -> AlarmKpis:
-    start, end = _window(start, end, KPI_WINDOW, state.settings.max_history_days)
-    await _enterprise_in_scope(db, who, enterprise)
-    await _hazard_source_in_scope(db, who, hazard_source, enterprise)
+async def get_alarm_kpis(who: Caller, db: Db, f: Annotated[KpiFilter, Depends(_kpi_filter)]) -> AlarmKpis:
+    enterprise, hazard_source, start, end = f.enterprise, f.hazard_source, f.start, f.end
     scope = who.scope
     kpis = await alarm_kpis(
         db,
@@ -873,17 +888,9 @@ async def get_alarm_kpis(
     responses={**NOT_FOUND, **INVALID},
 )
 async def get_online_kpis(
-    who: Caller,
-    db: Db,
-    state: State,
-    enterprise: Annotated[str | None, Query(description="enterprise code")] = None,
-    hazard_source: Annotated[str | None, Query(description="hazard source code")] = None,
-    start: Annotated[AwareDatetime | None, Query(description="default: end - 24 h")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+    who: Caller, db: Db, state: State, f: Annotated[KpiFilter, Depends(_kpi_filter)]
 ) -> OnlineKpis:
-    start, end = _window(start, end, ONLINE_WINDOW, state.settings.max_history_days)
-    await _enterprise_in_scope(db, who, enterprise)
-    await _hazard_source_in_scope(db, who, hazard_source, enterprise)
+    enterprise, hazard_source, start, end = f.enterprise, f.hazard_source, f.start, f.end
     rows, _ = await views.tags(db, who.scope, enterprise=enterprise, hazard_source=hazard_source)
     index = _index(state)
     rates = await _rates(db, index, rows, start, end)
