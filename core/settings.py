@@ -10,7 +10,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AlarmSettings", "ApiSettings", "CollectSettings", "RuleSettings", "Settings", "StorageSettings"]
+__all__ = [
+    "AlarmSettings",
+    "ApiSettings",
+    "CollectSettings",
+    "GrafanaSettings",
+    "RuleSettings",
+    "Settings",
+    "StorageSettings",
+]
 
 
 class _Section(BaseModel):
@@ -98,6 +106,24 @@ class ApiSettings(_Section):
     stream_key_session_s: float = Field(default=3600.0, ge=60, le=86400, allow_inf_nan=False)
 
 
+_HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class GrafanaSettings(_Section):
+    # `hazardwatch grafana build|push` (dashboards/). Both addresses are as a browser in the
+    # control room reaches them: Grafana's alarm rows link to the console's alarm detail, and
+    # the console's hazard source cards link to Grafana's detail board (none when url is "").
+    url: str = Field(default="", pattern=r"^$|" + _HTTP_URL)
+    console_url: str = Field(default="http://127.0.0.1:8000/console/", pattern=_HTTP_URL)
+    # Stable identities in Grafana: a second push updates, never duplicates.
+    folder_uid: str = Field(default="hazardwatch", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    folder_title: str = Field(default="HazardWatch 重大危险源", min_length=1, max_length=200)
+    datasource_uid: str = Field(default="hazardwatch-pg", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    datasource_name: str = Field(default="HazardWatch historian", min_length=1, max_length=200)
+    # How often open boards re-run their queries ("" : never); Grafana's own duration syntax.
+    refresh: str = Field(default="30s", pattern=r"^$|^[1-9][0-9]{0,4}(s|m|h)$")
+
+
 class Settings(_Section):
     # Everything kept on local disk (spool, tag-id cache, OPC UA client certificates, rule
     # state, heartbeat, the demo's embedded database) lives under this one directory, so
@@ -109,6 +135,7 @@ class Settings(_Section):
     collect: CollectSettings = CollectSettings()
     alarms: AlarmSettings = AlarmSettings()
     api: ApiSettings = ApiSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
 
     def local_path(self, path: str | Path) -> Path:
         """``path`` itself if absolute, else relative to ``data_dir``."""

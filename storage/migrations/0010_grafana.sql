@@ -1,0 +1,74 @@
+-- Issue 14: what Grafana reads, and the read-only role it reads it as.
+--
+-- collector_status / historian_status: the runtime's collector and historian health, written
+-- beside engine_heartbeat every few seconds (storage/engine_beat.py), so the data-quality board
+-- can show a dead link or a filling spool without scraping /metrics.
+CREATE TABLE collector_status (
+    engine          text NOT NULL,          -- engine_heartbeat.name (the plant's name)
+    source          text NOT NULL,          -- the collector's source (one link: OPC UA server, Modbus gateway)
+    enterprise      text,                   -- the enterprise whose tags it reads (NULL: several)
+    protocol        text NOT NULL,          -- opcua | modbus | ...
+    state           text NOT NULL,          -- starting | ok | failed (collector.base.RunnerStats)
+    up              boolean NOT NULL,       -- the link works and every device behind it answers
+    devices_up      integer NOT NULL,
+    devices_total   integer NOT NULL,
+    tags            integer NOT NULL,       -- tags this source owns
+    readings        bigint NOT NULL,        -- since the engine started
+    errors          bigint NOT NULL,
+    reconnects      bigint NOT NULL,
+    restarts        bigint NOT NULL,
+    last_ok         timestamptz,            -- last successful read
+    failed_since    timestamptz,            -- the current failure's start (NULL: not failing)
+    last_error      text NOT NULL DEFAULT '',
+    at              timestamptz NOT NULL,   -- when this row was written
+    PRIMARY KEY (engine, source)
+);
+
+CREATE TABLE historian_status (
+    engine            text PRIMARY KEY,
+    db_up             boolean NOT NULL,     -- the writer's connection (false: rows go to the spool)
+    pending_rows      bigint NOT NULL,      -- in the disk spool, waiting to be drained
+    pending_bytes     bigint NOT NULL,
+    written_rows      bigint NOT NULL,      -- since the engine started
+    drained_rows      bigint NOT NULL,
+    dropped_rows      bigint NOT NULL,      -- lost to the spool's size cap
+    quarantined_rows  bigint NOT NULL,
+    gap_markers       bigint NOT NULL,      -- crash-gap markers this run stamped at start
+    at                timestamptz NOT NULL
+);
+
+-- The read-only role Grafana's datasource logs in as (dashboards/provisioning). Roles belong
+-- to the cluster, so it may exist already (another database of the same server); creating it
+-- needs CREATEROLE: without it the migration goes on and `hazardwatch grafana grant` (run by
+-- someone who may) does the rest. Its password is set by the DBA, never here.
+CREATE FUNCTION hazardwatch_grafana_grants() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hazardwatch_grafana') THEN
+        BEGIN
+            CREATE ROLE hazardwatch_grafana LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN NULL;  -- created concurrently
+            WHEN insufficient_privilege THEN
+                RAISE WARNING 'cannot create role hazardwatch_grafana (needs CREATEROLE): '
+                              'create it (CREATE ROLE hazardwatch_grafana LOGIN) and run '
+                              '`hazardwatch grafana grant`';
+                RETURN;
+        END;
+    END IF;
+    -- Every statement read-only and bounded, whatever Grafana's datasource sends.
+    BEGIN
+        ALTER ROLE hazardwatch_grafana SET default_transaction_read_only = on;
+        ALTER ROLE hazardwatch_grafana SET statement_timeout = '30s';
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'cannot set hazardwatch_grafana''s defaults (read only, 30 s statements): set them as its owner';
+    END;
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO hazardwatch_grafana', current_database());
+    GRANT USAGE ON SCHEMA public TO hazardwatch_grafana;
+    -- What the boards read (dashboards/sql.py), and nothing else: no app_user, api_key,
+    -- audit_log, alarm_command, notification or delivery (people's names, phones, keys).
+    GRANT SELECT ON enterprise, hazard_source, unit, tag, reading, reading_1m, tag_latest,
+        alarm_state, alarm_journal, interlock_bypass, engine_heartbeat, collector_status,
+        historian_status TO hazardwatch_grafana;
+END $$;
+
+SELECT hazardwatch_grafana_grants();
