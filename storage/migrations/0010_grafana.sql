@@ -37,6 +37,18 @@ CREATE TABLE historian_status (
     at                timestamptz NOT NULL
 );
 
+-- A crash of the engine leaves a gap: the next start stamps BAD|COMM_FAILURE markers on every
+-- point at the moment the dead run stopped (hazardwatch/runtime.py) and records the gap here,
+-- from then to its own start, so the boards can mark it without scanning raw readings.
+CREATE TABLE collection_gap (
+    engine      text NOT NULL,
+    gap_from    timestamptz NOT NULL,       -- the dead run's last heartbeat + one interval
+    gap_to      timestamptz NOT NULL,       -- the next run's start
+    points      integer NOT NULL,           -- markers stamped
+    marked_at   timestamptz NOT NULL,
+    PRIMARY KEY (engine, gap_from)
+);
+
 -- The read-only role Grafana's datasource logs in as (dashboards/provisioning). Roles belong
 -- to the cluster, so it may exist already (another database of the same server); creating it
 -- needs CREATEROLE: without it the migration goes on and `hazardwatch grafana grant` (run by
@@ -68,7 +80,7 @@ BEGIN
     -- audit_log, alarm_command, notification or delivery (people's names, phones, keys).
     GRANT SELECT ON enterprise, hazard_source, unit, tag, reading, reading_1m, tag_latest,
         alarm_state, alarm_journal, interlock_bypass, engine_heartbeat, collector_status,
-        historian_status TO hazardwatch_grafana;
+        historian_status, collection_gap, reading_1m_open TO hazardwatch_grafana;
 END $$;
 
 SELECT hazardwatch_grafana_grants();
