@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.clock import to_datetime
-from core.plant import Plant
+from core.plant import ModbusDevice, OpcUaDevice, OpcUaMode, Plant, Tag
 from storage.db import Conn, translate_errors
 
 __all__ = ["SyncCounts", "SyncReport", "active_tag_ids", "sync_registry"]
@@ -76,6 +76,7 @@ async def sync_registry(conn: Conn, plant: Plant, *, now_us: int) -> SyncReport:
             unit_rows: dict[Key, tuple[Any, ...]] = {}
             tag_rows: dict[Key, tuple[Any, ...]] = {}
             for e in plant.enterprises:
+                devices = {d.id: d for d in e.devices}
                 for h in e.hazard_sources:
                     hs_id = hs_ids[ent_ids[(e.code,)], h.code]
                     for u in h.units:
@@ -84,7 +85,9 @@ async def sync_registry(conn: Conn, plant: Plant, *, now_us: int) -> SyncReport:
                     unit_of = {q.code: u.code for u in h.units for q in u.equipment}
                     for t in h.tags:
                         lo, hi = t.range if t.range else (None, None)
-                        attrs = Jsonb({"description": t.description, "resolution": t.resolution})
+                        attrs = Jsonb(
+                            {"description": t.description, "resolution": t.resolution, **_sampling(t, devices)}
+                        )
                         tag_rows[(t.key,)] = (
                             hs_id, unit_of.get(t.equipment), t.equipment, t.name, t.kind.value, t.unit, lo, hi,
                             t.in_service, attrs,
@@ -104,6 +107,21 @@ async def sync_registry(conn: Conn, plant: Plant, *, now_us: int) -> SyncReport:
             )  # fmt: skip
     report.tag_ids = {k[0]: v for k, v in tag_ids.items()}
     return report
+
+
+def _sampling(tag: Tag, devices: dict[str, OpcUaDevice | ModbusDevice]) -> dict[str, Any]:
+    """How often the point should report, for readers without the config (Grafana's online
+    rate and stale checks, dashboards/sql.py): the device's poll or sampling interval, whether
+    silence means "unchanged" (an OPC UA subscription), and the tag's own stale time if set."""
+    d = devices.get(tag.source.device)
+    out: dict[str, Any] = {"sample_s": 1.0, "changes_only": False}
+    if isinstance(d, ModbusDevice):
+        out = {"sample_s": d.poll_interval_s, "changes_only": False}
+    elif isinstance(d, OpcUaDevice):
+        out = {"sample_s": d.interval_s, "changes_only": d.mode == OpcUaMode.SUBSCRIPTION}
+    if tag.data_quality is not None and tag.data_quality.stale_s is not None:
+        out["stale_s"] = tag.data_quality.stale_s
+    return out
 
 
 _ENTERPRISE_ATTRS = {"city", "industry", "credit_code", "population_500m", "duty_phone"}
