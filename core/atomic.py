@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fsync_directory", "write_json_atomic"]
+__all__ = ["fsync_directory", "write_json_atomic", "write_text_atomic"]
 
 
 def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
@@ -27,6 +27,11 @@ def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
     temporary file behind; TypeError/ValueError if ``obj`` is not JSON-serializable.
     """
     text = json.dumps(obj, ensure_ascii=False)  # before touching the disk: a bad object changes nothing
+    write_text_atomic(path, text, durable=durable)
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``text`` (UTF-8), as write_json_atomic does."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Beside the target (same file system, so the rename is atomic); the pid keeps two
     # processes that share a directory by mistake from writing into each other's file.
