@@ -231,7 +231,7 @@ def demo(
 
 def _mount() -> None:
     """Subcommands from the modules that own them (explicit, no import-time discovery)."""
-    from hazardwatch import cli_api, cli_rosters, cli_routes, cli_rules, cli_sim
+    from hazardwatch import cli_api, cli_grafana, cli_rosters, cli_routes, cli_rules, cli_sim
     from hazardwatch.cli_alarms import alarms_app
 
     cli_sim.register(app)
@@ -239,6 +239,7 @@ def _mount() -> None:
     cli_routes.register(app)
     cli_rosters.register(app)
     cli_api.register(app)
+    cli_grafana.register(app)
     app.add_typer(alarms_app, name="alarms")
     try:
         from hazardwatch.cli_db import db_app

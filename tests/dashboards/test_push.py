@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+from typer.testing import CliRunner, Result
 
+from core.config import load_plant
 from core.settings import GrafanaSettings
+from dashboards.boards import build_boards
 from dashboards.push import (
     Action,
     DatabaseTarget,
@@ -23,6 +31,9 @@ from dashboards.push import (
     postgres_version_code,
     push,
 )
+from hazardwatch.cli import app
+from storage.db import Backend
+from tests.support.databases import fetch_all, migrated_db
 from tests.support.fake_grafana import ADMIN_TOKEN, VIEWER_TOKEN, FakeGrafana
 from tests.support.http_server import HANG, Reply, free_port
 
@@ -345,3 +356,151 @@ def test_bad_url_or_no_token_is_a_usage_error(url: str, token: str, expected: st
     with pytest.raises(PushError) as caught:
         Grafana(url, token)
     assert caught.value.usage and expected in str(caught.value) and "admin:admin" not in str(caught.value)
+
+
+# --- the command line, end to end ------------------------------------------------------------
+
+DEMO = Path(__file__).resolve().parents[2] / "config" / "demo"
+HAZARDWATCH = str(Path(sys.executable).parent / "hazardwatch")
+runner = CliRunner()
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``hazardwatch ARGS`` in its own process: (exit code, stdout, stderr)."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GRAFANA_TOKEN", "DATABASE_URL", "HAZARDWATCH_GRAFANA_DB_PASSWORD")
+    }
+    proc = await asyncio.create_subprocess_exec(
+        HAZARDWATCH, *args, env={**clean, "COLUMNS": "200", **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
+async def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The same in this process, from a worker thread (the loopback Grafana answers on this loop)."""
+    unset: dict[str, str | None] = dict.fromkeys(
+        ("GRAFANA_TOKEN", "DATABASE_URL", "HAZARDWATCH_GRAFANA_DB_PASSWORD")
+    )
+    return await asyncio.to_thread(runner.invoke, app, list(args), env={**unset, **(env or {})})
+
+
+@pytest.mark.parametrize("backend", [Backend.POSTGRES, Backend.TIMESCALEDB])
+async def test_cli_push_then_push_again(grafana: FakeGrafana, backend: Backend) -> None:
+    with migrated_db(backend) as dsn:
+        env = {"GRAFANA_TOKEN": ADMIN_TOKEN, "HAZARDWATCH_GRAFANA_DB_PASSWORD": PASSWORD, "DATABASE_URL": dsn}
+        push_args = ("grafana", "push", str(DEMO), "--url", grafana.url, "--db-sslmode", "disable")
+        code, stdout, stderr = await cli(*push_args, env=env)
+        assert code == 0, stderr
+        assert stdout.count("created") == 6 and f"Grafana at {grafana.url}" in stdout
+        ds = grafana.datasources["hazardwatch-pg"]
+        conninfo = conninfo_to_dict(dsn)
+        assert ds["url"] == f"127.0.0.1:{conninfo['port']}" and ds["user"] == "hazardwatch_grafana"
+        assert ds["jsonData"]["database"] == conninfo["dbname"] and ds["jsonData"]["sslmode"] == "disable"
+        assert ds["jsonData"]["timescaledb"] is (backend is Backend.TIMESCALEDB)  # asked of the database
+        assert ds["jsonData"]["postgresVersion"] == 1500
+        assert grafana.passwords == {"hazardwatch-pg": PASSWORD}
+        built = build_boards(load_plant(DEMO))
+        assert sorted(grafana.dashboards) == sorted(b["uid"] for b in built) == sorted(UIDS)
+        for board in built:
+            stored = grafana.dashboards[board["uid"]]
+            assert {k: v for k, v in stored["dashboard"].items() if k not in ("id", "version")} == {
+                k: v for k, v in board.items() if k not in ("id", "version")
+            }
+            assert stored["meta"]["folderUid"] == "hazardwatch"
+        writes = len(grafana.writes())
+        code, stdout_again, stderr_again = await cli(*push_args, env=env)
+        assert code == 0, stderr_again
+        assert stdout_again.count("unchanged") == 6 and "created" not in stdout_again
+        assert len(grafana.writes()) == writes
+    for text in (stdout, stderr, stdout_again, stderr_again):
+        assert PASSWORD not in text and ADMIN_TOKEN not in text
+
+
+async def test_cli_push_reads_secrets_from_files_and_needs_no_database(
+    grafana: FakeGrafana, tmp_path: Path
+) -> None:
+    (tmp_path / "token").write_text(ADMIN_TOKEN + "\n")
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    code, stdout, stderr = await cli(
+        "grafana", "push", str(DEMO), "--url", grafana.url, "--token-file", str(tmp_path / "token"),
+        "--db-host", "db.internal", "--db-name", "hw", "--db-password-file", str(tmp_path / "pw"), "--no-timescaledb",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert grafana.passwords == {"hazardwatch-pg": PASSWORD}  # without the editor's newline
+    ds = grafana.datasources["hazardwatch-pg"]
+    assert ds["url"] == "db.internal:5432" and ds["jsonData"]["sslmode"] == "require"
+    assert ds["jsonData"]["timescaledb"] is False and ds["jsonData"]["postgresVersion"] == 1500
+    assert PASSWORD not in stdout + stderr and ADMIN_TOKEN not in stdout + stderr
+
+
+async def test_cli_push_failures_exit_non_zero_with_the_reason(grafana: FakeGrafana, tmp_path: Path) -> None:
+    base = ("grafana", "push", str(DEMO), "--db-host", "db", "--db-name", "hw", "--no-timescaledb")
+    env = {"GRAFANA_TOKEN": ADMIN_TOKEN, "HAZARDWATCH_GRAFANA_DB_PASSWORD": PASSWORD}
+    code, stdout, stderr = await cli(*base, "--url", grafana.url, env={**env, "GRAFANA_TOKEN": "glsa_wrong"})
+    assert code == 1 and f"Grafana at {grafana.url} refused the token (401 Unauthorized)" in stderr
+    assert "glsa_wrong" not in stdout + stderr and PASSWORD not in stdout + stderr
+    down = f"http://127.0.0.1:{free_port()}/"
+    code, _, stderr = await cli(*base, "--url", down, env=env)
+    assert code == 1 and f"cannot reach Grafana at {down}" in stderr and "Connection refused" in stderr
+    # the usage errors, in-process (each a CLI start less)
+    r = await invoke(*base, "--url", grafana.url)
+    assert r.exit_code == 2 and "no Grafana token" in r.stderr
+    r = await invoke(*base, "--url", grafana.url, env={"GRAFANA_TOKEN": ADMIN_TOKEN})
+    assert r.exit_code == 2 and "HAZARDWATCH_GRAFANA_DB_PASSWORD" in r.stderr and "does not exist" in r.stderr
+    assert grafana.writes() == [("POST", "/api/folders")]  # only that run got as far as writing
+    r = await invoke(*base, "--url", "http://admin:s3cret@grafana.example/", env=env)
+    assert r.exit_code == 2 and "no credentials in the URL" in r.stderr and "s3cret" not in r.stderr
+    unreachable = f"postgresql://postgres:sekrit@127.0.0.1:{free_port()}/hw"
+    r = await invoke("grafana", "push", str(DEMO), "--url", grafana.url, "--dsn", unreachable, env=env)
+    assert r.exit_code == 2 and "--timescaledb or --no-timescaledb" in r.stderr and "sekrit" not in r.stderr
+    r = await invoke(*base, "--url", grafana.url, "--db-sslmode", "prefer", env=env)
+    assert r.exit_code == 2 and "--db-sslmode 'prefer'" in r.stderr
+    (tmp_path / "empty").write_text("")
+    r = await invoke(*base, "--url", grafana.url, "--token-file", str(tmp_path / "empty"), env=env)
+    assert r.exit_code == 2 and "the file is empty" in r.stderr
+    r = await invoke(
+        *base, "--url", grafana.url, "--token-file", str(tmp_path / "empty"), "--token", "x", env=env
+    )
+    assert r.exit_code == 2 and "not both" in r.stderr
+    r = await invoke("grafana", "push", str(DEMO), "--url", grafana.url, "--no-timescaledb", env=env)
+    assert r.exit_code == 2 and "--db-host and --db-name" in r.stderr
+
+
+async def test_cli_build_is_byte_for_byte_repeatable_and_names_config_errors(tmp_path: Path) -> None:
+    # two processes: a set or dict ordered by string hashes would differ between them
+    for out in ("a", "b"):
+        code, _, stderr = await cli("grafana", "build", str(DEMO), "--out", str(tmp_path / out))
+        assert code == 0, stderr
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {f.name for f in files} >= {f"{uid}.json" for uid in UIDS} | {"hazardwatch.yaml"}
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()) == files
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "plant.yaml").write_text(
+        "enterprises:\n  - code: E1\n    name: x\n    county: y\n    bogus_key: 3\n"
+    )
+    r = await invoke("grafana", "build", str(bad), "--out", str(tmp_path / "c"))
+    assert r.exit_code == 2 and f"{bad / 'plant.yaml'}:5 enterprises[0].bogus_key" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+async def test_cli_grant() -> None:
+    with migrated_db(Backend.POSTGRES) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("REVOKE SELECT ON collector_status FROM hazardwatch_grafana")
+        code, stdout, stderr = await cli("grafana", "grant", env={"DATABASE_URL": dsn})
+        assert code == 0, stderr
+        assert "granted hazardwatch_grafana" in stdout
+        sql = "SELECT has_table_privilege('hazardwatch_grafana', 'collector_status', 'SELECT')"
+        assert await fetch_all(dsn, sql) == [(True,)]
+    unreachable = f"postgresql://postgres:sekrit@127.0.0.1:{free_port()}/hw"
+    r = await invoke("grafana", "grant", "--dsn", unreachable)
+    assert r.exit_code == 1 and "hazardwatch grafana grant:" in r.stderr and "sekrit" not in r.stderr
+    r = await invoke("grafana", "grant")
+    assert r.exit_code == 2 and "DATABASE_URL" in r.stderr
