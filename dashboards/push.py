@@ -120,7 +120,8 @@ def datasource_model(settings: GrafanaSettings, db: DatabaseTarget) -> dict[str,
     }
 
 
-_COMPARED_DATASOURCE_FIELDS = ("name", "type", "access", "url", "user", "basicAuth", "isDefault", "jsonData")
+# Not isDefault: whether a Grafana makes it its default datasource is that Grafana's choice, kept.
+_COMPARED_DATASOURCE_FIELDS = ("name", "type", "access", "url", "user", "basicAuth", "jsonData")
 
 
 class Grafana:
@@ -245,9 +246,9 @@ def push(
 
 def _check_version(grafana: Grafana) -> None:
     health = grafana.read("reading /api/health", grafana.api.health.check)
-    version = str((health or {}).get("version", ""))
-    if health is None or not version:
-        raise PushError(f"{grafana.url} does not answer as Grafana does (no version at /api/health)")
+    if health is None or "database" not in health:
+        raise PushError(f"{grafana.url} does not answer as Grafana does (at /api/health)")
+    version = str(health.get("version", ""))  # absent where Grafana hides its version
     major = re.match(r"(\d+)\.", version)
     if major and int(major.group(1)) < MIN_GRAFANA_MAJOR:
         raise PushError(
@@ -302,7 +303,7 @@ def _push_datasource(
             f"{what} in Grafana at {grafana.url} is provisioned from a file (read-only) and differs: "
             "change the provisioning file instead (hazardwatch grafana build)"
         )
-    body = {**ours, "version": theirs.get("version")}
+    body = {**ours, "isDefault": bool(theirs.get("isDefault")), "version": theirs.get("version")}
     if send_password:
         body["secureJsonData"] = {"password": password}
     # Grafana keeps the stored password when secureJsonData leaves it out.

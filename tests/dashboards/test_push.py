@@ -224,6 +224,15 @@ async def test_update_password_sends_only_then(grafana: FakeGrafana) -> None:
     assert error.usage and "--update-password" in str(error)
 
 
+async def test_a_grafana_s_own_default_choice_is_kept(grafana: FakeGrafana) -> None:
+    await run(grafana)
+    grafana.datasources["hazardwatch-pg"]["isDefault"] = True  # an admin made it the default
+    assert actions(await run(grafana))[1][2] is Action.UNCHANGED
+    results = await run(grafana, db=DatabaseTarget(host="elsewhere", port=5432, database="hazardwatch"))
+    assert actions(results)[1][2] is Action.UPDATED
+    assert grafana.datasources["hazardwatch-pg"]["isDefault"] is True
+
+
 async def test_a_datasource_without_a_password_in_grafana_gets_ours(grafana: FakeGrafana) -> None:
     await run(grafana)
     grafana.passwords.clear()  # someone pressed "reset" in Grafana's editor
@@ -328,10 +337,12 @@ async def test_grafana_too_slow(grafana: FakeGrafana) -> None:
 async def test_not_grafana_or_too_old(grafana: FakeGrafana) -> None:
     error = await failure(grafana, url=grafana.url + "not-grafana/")
     assert "does not answer as Grafana does" in str(error)
+    grafana.faults[("GET", "/api/health")] = Reply(200, {"database": "ok"})  # version hidden: go on
+    assert {r.action for r in await run(grafana)} == {Action.CREATED}
     grafana.version = "10.4.2"
     error = await failure(grafana)
     assert "is version 10.4.2: HazardWatch's boards need Grafana 11 or later" in str(error)
-    assert grafana.writes() == []
+    assert len(grafana.writes()) == 6  # the first run's
 
 
 async def test_grafana_under_a_sub_path() -> None:
