@@ -122,6 +122,8 @@ class ApiConfig:
     # the plant's rationalization defaults (alarms.rationale.defaults_for: they need the config's
     # path); None: alarm details show the plant's own rationalization only
     rationale: RationaleDefaults | None = None
+    # settings.grafana.url: where the console links to Grafana's boards ("": no links)
+    grafana_url: str = ""
 
 
 class _TooLarge(Exception):
@@ -367,6 +369,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     state = ApiState(pool, config.dsn, s, config.secret, config.plant)
     if config.rationale is not None:
         state.extras[RATIONALE_DEFAULTS] = config.rationale
+    state.extras[routes_auth.GRAFANA_URL] = config.grafana_url.rstrip("/")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

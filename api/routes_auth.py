@@ -18,7 +18,9 @@ from api.deps import Caller, Db, State, client_address
 from api.security import TokenError, TokenKind, issue_token, read_token
 from api.users import login, principal_by_id
 
-__all__ = ["router"]
+__all__ = ["GRAFANA_URL", "router"]
+
+GRAFANA_URL = "grafana_url"  # ApiState.extras: settings.grafana.url without a trailing slash
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -50,6 +52,10 @@ class Me(BaseModel):
     enterprise: str | None
     county: str | None
     via: str = Field(description="token, or key:<prefix> for an API key")
+    grafana_url: str = Field(
+        description="Grafana's address for the console's links to its boards (settings.grafana.url, "
+        "no trailing slash); empty: no Grafana, no links"
+    )
 
 
 class RefreshRequest(BaseModel):
@@ -123,8 +129,9 @@ async def refresh(body: RefreshRequest, state: State, db: Db) -> Tokens:
 
 
 @router.get("/me", response_model=Me)
-async def me(who: Caller) -> Me:
-    """The caller as the API sees them: role and scope."""
+async def me(who: Caller, state: State) -> Me:
+    """The caller as the API sees them: role and scope; and Grafana's address, for the console's
+    links to its boards (on this authenticated route: an anonymous visitor learns nothing of it)."""
     return Me(
         username=who.username,
         display_name=who.display_name,
@@ -132,4 +139,5 @@ async def me(who: Caller) -> Me:
         enterprise=who.enterprise,
         county=who.county,
         via=who.via,
+        grafana_url=state.extras.get(GRAFANA_URL, ""),
     )

@@ -77,7 +77,8 @@ def api(
         _say(err, str(exc), "red")
         raise typer.Exit(2) from None
     s = plant.settings.api
-    app = create_app(ApiConfig(url, secret, s, plant, defaults_for(config, plant)))
+    rationale = defaults_for(config, plant)
+    app = create_app(ApiConfig(url, secret, s, plant, rationale, grafana_url=plant.settings.grafana.url))
     server = ApiServer(
         server_config(
             app,

@@ -108,7 +108,9 @@ async def running_api(
     await _prepare(plant, dsn, logins)
     s = plant.settings.api
     port = _port(s.host, s.port)
-    app = create_app(ApiConfig(dsn, _secret(plant), s, plant, rationale))
+    app = create_app(
+        ApiConfig(dsn, _secret(plant), s, plant, rationale, grafana_url=plant.settings.grafana.url)
+    )
     server = ApiServer(server_config(app, s.host, port), embedded=True)  # the demo owns Ctrl-C
     task = asyncio.create_task(server.serve(), name="api")
     while not server.started and not task.done():

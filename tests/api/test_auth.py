@@ -1,4 +1,5 @@
-"""Logging in, tokens, API keys, lockout and the login rate limit, against real PostgreSQL."""
+"""Logging in, tokens, API keys, lockout, the login rate limit, and what /me tells the console
+(Grafana's address), against real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import asyncio
 import httpx
 import psycopg
 import pytest
+from pydantic import ValidationError
 
+from api.app import ApiConfig, create_app
 from api.users import create_key, revoke_key, set_disabled, set_password
 from core.plant import Plant
-from core.settings import ApiSettings
-from tests.api.conftest import PASSWORD, login, make_client
+from core.settings import ApiSettings, GrafanaSettings
+from tests.api.conftest import PASSWORD, SECRET, login, make_client
 from tests.support.databases import fetch_all
 
 
@@ -19,7 +22,46 @@ async def test_password_login_gives_tokens_that_identify_the_user(client: httpx.
     headers = await login(client, "op_aa")
     me = (await client.get("/api/v1/auth/me", headers=headers)).json()
     assert me == {"username": "op_aa", "display_name": "张伟", "role": "enterprise_operator",
-                  "enterprise": "AA", "county": None, "via": "token"}  # fmt: skip
+                  "enterprise": "AA", "county": None, "via": "token", "grafana_url": ""}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("configured", "told"),
+    [
+        ("http://grafana.example:3000", "http://grafana.example:3000"),
+        ("https://ops.example/grafana/", "https://ops.example/grafana"),  # the console appends /d/...
+        ("", ""),  # no Grafana: the console shows no links to it
+    ],
+    ids=["grafana", "trailing-slash", "none"],
+)
+async def test_me_tells_the_console_where_grafana_is_and_only_a_known_caller(
+    seeded: str, plant: Plant, configured: str, told: str
+) -> None:
+    settings = GrafanaSettings(url=configured)  # as settings.grafana holds it (validated)
+    app = create_app(ApiConfig(seeded, SECRET, ApiSettings(), plant, grafana_url=settings.url))
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c,
+        app.router.lifespan_context(app),
+    ):
+        for username in ("op_aa", "bureau_city"):
+            me = (await c.get("/api/v1/auth/me", headers=await login(c, username))).json()
+            assert me["grafana_url"] == told
+        async with await psycopg.AsyncConnection.connect(seeded, autocommit=True) as conn:
+            issued = await create_key(conn, "bureau_city", "wall display")
+        me = (await c.get("/api/v1/auth/me", headers={"X-API-Key": issued.key})).json()
+        assert me["grafana_url"] == told
+        anonymous = await c.get("/api/v1/auth/me")
+        assert anonymous.status_code == 401
+        assert "grafana" not in anonymous.text.lower()
+        schema = (await c.get("/openapi.json")).json()["components"]["schemas"]["Me"]
+        assert "grafana_url" in schema["required"]
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "grafana.example:3000", "ftp://grafana.example/"])
+def test_a_grafana_url_the_console_could_not_link_to_is_refused(url: str) -> None:
+    # it ends up in an href: only http(s) addresses get that far
+    with pytest.raises(ValidationError, match="url"):
+        GrafanaSettings(url=url)
 
 
 @pytest.mark.parametrize(
