@@ -148,6 +148,10 @@ export function actionButtons(a) {
   return buttons;
 }
 
+// The alarm's name, opening its detail (#alarm?key=...; the key percent-encoded as Grafana's links do).
+export function detailLink(a) {
+  return el("a", { href: `#alarm?key=${encodeURIComponent(a.key)}`, class: "detail-link" }, alarmName(a));
+}
 
 export function priorityCell(a) {
   return el("td", {}, el("span", { class: `prio prio-${a.priority}` }, PRIORITY[a.priority] ?? a.priority ?? ""));
@@ -162,7 +166,7 @@ function row(a) {
     el(
       "td",
       {},
-      el("div", {}, alarmName(a), a.supervised ? el("span", { class: "supervised", title: a.supervised.text ?? "" }, "督办") : null),
+      el("div", {}, detailLink(a), a.supervised ? el("span", { class: "supervised", title: a.supervised.text ?? "" }, "督办") : null),
       el("small", { class: "muted" }, a.key),
     ),
     el("td", {}, a.hazard_source),

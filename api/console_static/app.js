@@ -1,13 +1,16 @@
-// The console's entry: login, then the views (#alarms, #sources, #trend?tag=, #bureau) over one
-// live stream. No framework, no build: ES modules served as they are.
+// The console's entry: login, then the views (#alarms, #alarm?key=, #sources, #trend?tag=, #bureau)
+// over one live stream. No framework, no build: ES modules served as they are. A link opened
+// before login (Grafana's to an alarm) keeps its hash through the login screen: the view it
+// names shows once logged in.
 
 import * as auth from "./api.js";
 import { loadAlarms, onAlarms, onStreamAlarm, renderAlarms, resetAlarms, setupSound } from "./alarms.js";
 import { loadBureau, renderBureau } from "./bureau.js";
+import { alarmChanged, leaveAlarm, showAlarm } from "./detail.js";
 import { renderSources } from "./sources.js";
 import { openStream } from "./stream.js";
 import { onValue, setupTrend, showTrend } from "./trend.js";
-import { $, ROLES } from "./ui.js";
+import { $, ROLES, setGrafana } from "./ui.js";
 
 const BUREAU = new Set(["bureau_duty", "admin"]);
 let me = null;
@@ -27,6 +30,7 @@ function showLogin() {
 
 async function start() {
   ({ data: me } = await auth.api("/api/v1/auth/me"));
+  setGrafana(me.grafana_url);
   $("login").hidden = true;
   $("main").hidden = false;
   $("who").textContent = `${me.display_name}（${ROLES[me.role] ?? me.role}${me.enterprise ? ` · ${me.enterprise}` : ""}${me.county ? ` · ${me.county}` : ""}）`;
@@ -37,7 +41,10 @@ async function start() {
     setTimeout(ok, 5000); // the stream down: show the list anyway (it reconnects by itself)
   });
   stream = openStream({
-    alarm: onStreamAlarm,
+    alarm: (d, id) => {
+      onStreamAlarm(d, id);
+      if (view === "alarm") alarmChanged(d.key);
+    },
     value: (d) => {
       for (const v of d.values) onValue(v.tag, v.time, v.value);
     },
@@ -50,6 +57,7 @@ async function start() {
     resync: () => {
       resetAlarms();
       loadAlarms(me).catch((err) => console.error("alarms:", err));
+      if (view === "alarm") alarmChanged(null); // what the stream missed meanwhile
     },
   });
   await subscribed; // events from here on are held until the list is in, then replayed over it
@@ -58,13 +66,18 @@ async function start() {
 }
 
 function route() {
-  const [name, query] = (location.hash.slice(1) || "alarms").split("?");
+  const hash = location.hash.slice(1) || "alarms";
+  const at = hash.indexOf("?");
+  const [name, query] = at < 0 ? [hash, ""] : [hash.slice(0, at), hash.slice(at + 1)];
   view = document.getElementById(`view-${name}`) ? name : "alarms";
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${view}`;
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === view);
-  const params = new URLSearchParams(query ?? "");
+  const tab = view === "alarm" ? "alarms" : view; // an alarm's detail belongs to the alarm list
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === tab);
+  const params = new URLSearchParams(query);
+  if (view !== "alarm") leaveAlarm();
   const shown = {
     alarms: async () => renderAlarms(),
+    alarm: () => showAlarm(params),
     sources: renderSources,
     trend: () => showTrend(params),
     bureau: loadBureau,

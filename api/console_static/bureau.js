@@ -1,13 +1,21 @@
 // The bureau's view: its jurisdiction's enterprises grouped by county (hazard sources, active
 // alarms by priority, unacknowledged), and the active alarms there with the 督办 action.
-// Clicking an enterprise narrows the alarm table to it.
+// Clicking an enterprise narrows the alarm table to it. With Grafana, each enterprise and alarm
+// links to its hazard source board.
 
 import { api } from "./api.js";
-import { actionButtons, isUnacked, priorityCell, sorted } from "./alarms.js";
+import { actionButtons, detailLink, isUnacked, priorityCell, sorted } from "./alarms.js";
 import { countBadges, counts, statusOf } from "./sources.js";
-import { $, STATUS, alarmName, el, fmtTime, items } from "./ui.js";
+import { $, STATUS, el, fmtTime, grafanaLink, items } from "./ui.js";
 
 let picked = null;
+
+// the enterprise's Grafana board; a click on it opens the board, it does not pick the row
+function boardLink(code) {
+  const link = grafanaLink(code);
+  link?.addEventListener("click", (ev) => ev.stopPropagation());
+  return link ? [" ", link] : null;
+}
 
 function enterpriseRow(e) {
   const c = counts(e);
@@ -22,7 +30,7 @@ function enterpriseRow(e) {
         renderBureau();
       },
     },
-    el("td", {}, el("strong", {}, e.name), el("small", { class: "muted" }, ` ${e.code}`)),
+    el("td", {}, el("strong", {}, e.name), el("small", { class: "muted" }, ` ${e.code}`), boardLink(e.code)),
     el("td", {}, e.hazard_sources),
     el("td", {}, c.total),
     el("td", {}, c.unacked),
@@ -37,10 +45,10 @@ function alarmRow(a) {
     { class: `p-${a.priority}${isUnacked(a) ? " unacked" : ""}`, dataset: { key: a.key } },
     priorityCell(a),
     el("td", { class: "status" }, STATUS[a.status] ?? a.status),
-    el("td", {}, el("div", {}, alarmName(a)), el("small", { class: "muted" }, a.key)),
+    el("td", {}, el("div", {}, detailLink(a)), el("small", { class: "muted" }, a.key)),
     el("td", {}, a.enterprise),
     el("td", {}, fmtTime(a.raised_at ?? a.since)),
-    el("td", { class: "actions" }, actionButtons(a)),
+    el("td", { class: "actions" }, actionButtons(a), grafanaLink(a.enterprise, a.hazard_source)),
   );
 }
 

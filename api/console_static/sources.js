@@ -1,8 +1,9 @@
 // The hazard source overview: one card per source in scope with its grade, a status colour (the
-// highest priority among its active alarms; green when none) and its active alarm counts.
+// highest priority among its active alarms; green when none), its active alarm counts, and links
+// to its trend and (with Grafana) its Grafana board.
 
 import { api } from "./api.js";
-import { $, GRADES, PRIORITY, el, items } from "./ui.js";
+import { $, GRADES, PRIORITY, el, grafanaLink, items } from "./ui.js";
 
 const ORDER = ["critical", "high", "medium", "low"];
 const KINDS = { PRODUCTION: "生产装置", STORAGE: "储存设施" };
@@ -38,7 +39,12 @@ function card(s) {
     el("p", {}, status === "normal" ? "运行正常" : `活动报警 ${c.total} 条，未确认 ${c.unacked} 条`),
     el("p", { class: "badges" }, countBadges(c)),
     online === undefined || online === null ? null : el("p", { class: "muted" }, `数据在线率 ${(online * 100).toFixed(1)}%`),
-    el("a", { href: `#trend?hazard_source=${encodeURIComponent(s.code)}` }, "查看趋势"),
+    el(
+      "p",
+      { class: "links" },
+      el("a", { href: `#trend?hazard_source=${encodeURIComponent(s.code)}` }, "查看趋势"),
+      grafanaLink(s.enterprise, s.code),
+    ),
   );
 }
 

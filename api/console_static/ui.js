@@ -87,3 +87,20 @@ export function alarmName(a) {
   if (a.subject_name) return `${a.subject_name} ${a.condition ?? a.kind ?? ""}`.trim();
   return a.key;
 }
+
+// Grafana (settings.grafana.url, told by /api/v1/auth/me): "" hides every link to its boards.
+let grafanaUrl = "";
+
+export function setGrafana(url) {
+  grafanaUrl = url ?? "";
+}
+
+// A link to Grafana's hazard source board (uid hw-hazard-source) in a new tab; without a hazard
+// source, the enterprise's (the board picks its first). null when there is no Grafana.
+export function grafanaLink(enterprise, hazardSource) {
+  if (!grafanaUrl || !enterprise) return null;
+  const query = [`var-enterprise=${encodeURIComponent(enterprise)}`];
+  if (hazardSource) query.push(`var-hazard_source=${encodeURIComponent(hazardSource)}`);
+  const href = `${grafanaUrl}/d/hw-hazard-source/?${query.join("&")}`;
+  return el("a", { href, class: "grafana-link", target: "_blank", rel: "noopener" }, "Grafana 看板");
+}

@@ -4,8 +4,11 @@ API server (api.server's uvicorn on a loopback port) over a seeded database, wit
 An operator logs in, sees an alarm the engine raises appear live (no reload), acknowledges it
 through the dialog and sees its state change, then opens the trend of the alarmed tag (history
 with limit lines; a drag zooms in and re-queries). The bureau sees its county's enterprises and
-supervises (督办) an alarm. Also: the stream resuming after a server restart, token refresh,
-a pending command followed until applied, and static files served by name only. Screenshots go
+supervises (督办) an alarm. An alarm's detail (#alarm?key=, where Grafana's alarm tables link)
+opens from a fresh tab through the login and from the lists; the console links to Grafana's
+hazard source board only when settings.grafana.url is set. Also: the stream resuming after a
+server restart, token refresh, a pending command followed until applied, and static files
+served by name only. Screenshots go
 to docs/img/ with HW_SCREENSHOTS=1, else tmp_path. tests/e2e/test_console_demo.py does the
 first over the whole chain, the simulated plant raising the alarm.
 """
@@ -18,13 +21,15 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 import psycopg
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, Route, expect
 
+from alarms.rationale import RationaleDefaults, defaults_for
 from api.app import ApiConfig, create_app
 from api.server import ApiServer, server_config
 from core.batch import ReadingBatch
@@ -33,13 +38,14 @@ from core.plant import Plant
 from core.quality import Quality
 from core.settings import ApiSettings
 from storage.writer import BatchWriter
-from tests.api.conftest import PASSWORD, SECRET
+from tests.api.conftest import PASSWORD, PLANT, SECRET
 from tests.support.api_engine import AA_GAS, AA_HH, BB_GAS, running_engine
 from tests.support.console_browser import chromium, has_class, new_page, screenshot_dir, watch
 from tests.support.console_browser import log_in as console_log_in
 from tests.support.waiting import eventually
 
 TAG = "AA.V1.LT1"  # the tag of AA_HH; limits h 8, hh 9 (tests/core/data/two_enterprises.yaml)
+GRAFANA = "http://grafana.test:3000"  # settings.grafana.url of the link tests; nothing listens there
 TIMEOUT_MS = 15_000
 
 
@@ -58,10 +64,19 @@ class LiveServer:
     """The API (console included) served by api.server on one loopback port, on this loop;
     stopped and started again on the same port as a restarted replica would be."""
 
-    def __init__(self, dsn: str, plant: Plant, settings: ApiSettings | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        plant: Plant,
+        settings: ApiSettings | None = None,
+        grafana_url: str = "",
+        rationale: RationaleDefaults | None = None,
+    ) -> None:
         self.dsn = dsn
         self.plant = plant
         self.settings = settings or ApiSettings(command_wait_s=10.0)
+        self.grafana_url = grafana_url
+        self.rationale = rationale
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port = probe.getsockname()[1]
@@ -71,7 +86,8 @@ class LiveServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        app = create_app(ApiConfig(self.dsn, SECRET, self.settings, self.plant))
+        config = ApiConfig(self.dsn, SECRET, self.settings, self.plant, self.rationale, self.grafana_url)
+        app = create_app(config)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
@@ -409,6 +425,203 @@ async def test_a_command_the_engine_has_not_applied_yet_is_followed_until_it_is(
             await expect(result).to_have_text("已执行：当前状态 已确认", timeout=TIMEOUT_MS)
             await page.locator("#dialog-cancel").click()
             await expect(row.locator("td.status")).to_have_text("已确认")
+        assert not errors, errors
+    finally:
+        await live.stop()
+
+
+def board(enterprise: str, hazard_source: str | None = None) -> str:
+    """Grafana's hazard source board for an enterprise and one of its sources (issue 14's link)."""
+    query = f"var-enterprise={quote(enterprise, safe='')}"
+    if hazard_source is not None:
+        query += f"&var-hazard_source={quote(hazard_source, safe='')}"
+    return f"{GRAFANA}/d/hw-hazard-source/?{query}"
+
+
+def alarm_link(base: str, key: str) -> str:
+    """The console's alarm detail as Grafana's alarm tables link to it (the key percent-encoded)."""
+    return f"{base}/console/#alarm?key={quote(key, safe='')}"
+
+
+async def answer_as_grafana(page: Page) -> list[str]:
+    """What the page's tabs ask of GRAFANA (nothing listens there: the browser is answered here)."""
+    asked: list[str] = []
+
+    async def grafana(route: Route) -> None:
+        asked.append(route.request.url)
+        await route.fulfill(status=200, content_type="text/html", body="<title>Grafana</title>")
+
+    await page.context.route(f"{GRAFANA}/**", grafana)
+    return asked
+
+
+async def opened_by(page: Page, link: Locator) -> str:
+    """The address of the tab a click on ``link`` opens (closed again)."""
+    async with page.context.expect_page() as opening:
+        await link.click()
+    tab = await opening.value
+    await tab.wait_for_load_state()
+    url = tab.url
+    await tab.close()
+    return url
+
+
+async def test_an_alarm_link_opened_before_login_shows_the_alarm_after_it(
+    seeded: str, plant: Plant, browser: Browser, shots: Path, tmp_path: Path
+) -> None:
+    """Grafana's alarm tables link to #alarm?key=...: a fresh tab shows the login first, then the
+    alarm (journal, priority, actions), which is acknowledged from there and links back to its
+    hazard source board. Unknown, foreign and impossible keys are one answer."""
+    live = LiveServer(seeded, plant, grafana_url=GRAFANA + "/", rationale=defaults_for(PLANT, plant))
+    await live.start()
+    try:
+        async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+            await engine.raise_(AA_HH, BB_GAS)
+            page = await new_page(browser)
+            errors = watch(page)
+            asked = await answer_as_grafana(page)
+            await page.goto(alarm_link(live.url, AA_HH))
+            await expect(page.locator("#login-form")).to_be_visible()
+            await page.fill("input[name=username]", "op_aa")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("#login-form button[type=submit]")
+
+            view = page.locator("#view-alarm")
+            await expect(view).to_be_visible(timeout=TIMEOUT_MS)
+            assert page.url == alarm_link(live.url, AA_HH)
+            await expect(page.locator("nav a[data-view=alarms]")).to_have_class(has_class("active"))
+            await expect(page.locator("#alarm-key")).to_have_text(AA_HH)
+            await expect(page.locator("#alarm-title")).to_have_text("液位 高高报")
+            facts = view.locator(".detail-state")
+            await expect(facts.locator(".prio")).to_have_text("高")
+            await expect(facts.locator(".status")).to_have_text("未确认")
+            await expect(facts).to_contain_text("AA-HS1")
+            rationale = page.locator("#alarm-rationale")  # config/reference's default for HH
+            await expect(rationale).to_contain_text("立即核对现场及冗余仪表")
+            await expect(rationale).to_contain_text("300 秒")
+            journal = page.locator("#alarm-journal tbody tr")
+            await expect(journal).to_have_count(1)
+            await expect(journal.first).to_have_attribute("data-action", "RAISED")
+            await expect(journal.first.locator("td").nth(1)).to_have_text("报警")
+            await expect(journal.first.locator("td").nth(2)).to_have_text("正常 → 未确认")
+            await expect(journal.first.locator("td").nth(4)).to_have_text("报警引擎")
+
+            actions = page.locator("#alarm-actions")
+            trend = actions.locator("a.trend-link")
+            await expect(trend).to_have_attribute("href", f"#trend?tag={quote(TAG, safe='')}&range=3600")
+            grafana = actions.locator("a.grafana-link")
+            await expect(grafana).to_have_attribute("href", board("AA", "AA-HS1"))
+            await expect(grafana).to_have_attribute("target", "_blank")
+            await expect(grafana).to_have_attribute("rel", "noopener")
+            assert await opened_by(page, grafana) == board("AA", "AA-HS1")  # the CSP lets it go
+            assert asked == [board("AA", "AA-HS1")]
+
+            # acknowledged from the detail, which follows the alarm's stream event
+            await actions.locator("button[data-action=ack]").click()
+            dialog = page.locator("#dialog")
+            await dialog.locator("textarea[name=comment]").fill("已通知现场核实")
+            await dialog.locator("#dialog-ok").click()
+            await expect(page.locator("#dialog-result")).to_have_text(
+                "已执行：当前状态 已确认", timeout=TIMEOUT_MS
+            )
+            await dialog.locator("#dialog-cancel").click()
+            await expect(facts.locator(".status")).to_have_text("已确认", timeout=TIMEOUT_MS)
+            await expect(journal).to_have_count(2)
+            acked = journal.nth(1)
+            await expect(acked).to_have_attribute("data-action", "ACKED")
+            await expect(acked.locator("td").nth(2)).to_have_text("未确认 → 已确认")
+            await expect(acked.locator("td").nth(4)).to_have_text("张伟 (op_aa)")
+            await expect(actions.locator("button[data-action=ack]")).to_have_count(0)
+            await expect(facts).to_contain_text("张伟 (op_aa)")  # acknowledged by
+            # a note is journaled with its text (an ack's comment goes to the audit log only)
+            await actions.locator("button[data-action=comment]").click()
+            await dialog.locator("textarea[name=text]").fill("现场确认为仪表漂移")
+            await dialog.locator("#dialog-ok").click()
+            await expect(page.locator("#dialog-result")).to_contain_text("已执行", timeout=TIMEOUT_MS)
+            await dialog.locator("#dialog-cancel").click()
+            await expect(journal).to_have_count(3, timeout=TIMEOUT_MS)
+            await expect(journal.nth(2)).to_have_attribute("data-action", "COMMENT")
+            await expect(journal.nth(2).locator("td").nth(1)).to_have_text("备注")
+            await expect(journal.nth(2).locator("td").nth(5)).to_have_text("现场确认为仪表漂移")
+            await page.screenshot(path=shots / "console-alarm.png")
+
+            # the list's rows open the same view
+            await page.click("nav a[data-view=alarms]")
+            await page.locator(f'tr[data-key="{AA_HH}"] a.detail-link').click()
+            await expect(page.locator("#alarm-key")).to_have_text(AA_HH)
+            await expect(journal).to_have_count(3)
+            assert page.url == alarm_link(live.url, AA_HH)
+
+            # no key, an unknown one, another enterprise's, one no alarm can have: one answer
+            missing = page.locator("#alarm-missing")
+            await page.goto(alarm_link(live.url, ""))
+            await expect(missing).to_have_text("报警不存在或无权查看")
+            await expect(page.locator("#alarm-journal")).to_have_count(0)
+            await expect(page.locator("#alarm-title")).to_have_text("")
+            refused = []
+            for key, code in (("AA.V1.LT1:NOPE", 404), (BB_GAS, 404), ("AA.V1.LT1\x01", 422)):
+                await page.click("nav a[data-view=alarms]")
+                await expect(page.locator("#view-alarms")).to_be_visible()
+                await page.goto(alarm_link(live.url, key))
+                refused.append(f"{code} GET {live.url}/api/v1/alarms/{quote(key, safe='')}")
+                await eventually(lambda: refused[-1] in errors, timeout=10)
+                await expect(missing).to_have_text("报警不存在或无权查看")
+                await expect(page.locator("#alarm-key")).to_have_text(key)
+                await expect(page.locator("#alarm-actions")).to_have_count(0)
+            assert errors == refused, errors
+
+            await page.click("nav a[data-view=sources]")
+            card = page.locator('article[data-code="AA-HS2"]')
+            await expect(card.locator("a.grafana-link")).to_have_attribute("href", board("AA", "AA-HS2"))
+    finally:
+        await live.stop()
+
+
+@pytest.mark.parametrize("grafana_url", [GRAFANA, ""], ids=["grafana", "no-grafana"])
+async def test_the_console_links_to_grafana_boards_only_when_there_is_grafana(
+    seeded: str, plant: Plant, browser: Browser, tmp_path: Path, grafana_url: str
+) -> None:
+    """Hazard source cards, the bureau's enterprises and alarms, and an alarm's detail link to
+    the hazard source board; settings.grafana.url "" shows none of these links."""
+    live = LiveServer(seeded, plant, grafana_url=grafana_url)
+    await live.start()
+    try:
+        async with running_engine(plant, seeded, tmp_path / "alarms") as engine:
+            await engine.raise_(AA_HH, BB_GAS)
+        page = await new_page(browser)
+        errors = watch(page)
+        asked = await answer_as_grafana(page)
+        await console_log_in(page, live.url, "bureau_city", PASSWORD)
+
+        async def links_to(link: Locator, *where: str) -> None:
+            if grafana_url:
+                await expect(link).to_have_attribute("href", board(*where))
+            else:
+                await expect(link).to_have_count(0)
+
+        await page.click("nav a[data-view=sources]")
+        await expect(page.locator("#source-cards article")).to_have_count(3)
+        for enterprise, source in (("AA", "AA-HS1"), ("AA", "AA-HS2"), ("BB", "BB-HS1")):
+            await links_to(page.locator(f'article[data-code="{source}"] a.grafana-link'), enterprise, source)
+
+        await page.click("nav a[data-view=bureau]")
+        await expect(page.locator("section.county")).to_have_count(2, timeout=TIMEOUT_MS)
+        for enterprise in ("AA", "BB"):
+            await links_to(page.locator(f'tr[data-code="{enterprise}"] a.grafana-link'), enterprise)
+        alarm = page.locator(f'#bureau-alarms tr[data-key="{BB_GAS}"]')
+        await links_to(alarm.locator("a.grafana-link"), "BB", "BB-HS1")
+        if grafana_url:  # the enterprise's board opens; the row is not picked by that click
+            assert await opened_by(page, page.locator('tr[data-code="BB"] a.grafana-link')) == board("BB")
+            await expect(page.locator('tr[data-code="BB"]')).not_to_have_class(has_class("picked"))
+            await expect(page.locator("#bureau-alarms tr")).to_have_count(2)
+
+        await alarm.locator("a.detail-link").click()
+        await expect(page.locator("#alarm-key")).to_have_text(BB_GAS)
+        await expect(page.locator("#alarm-journal tbody tr")).to_have_count(1)
+        await expect(page.locator("#alarm-actions button[data-action=supervise]")).to_be_visible()
+        await expect(page.locator("#alarm-rationale")).to_have_text("未配置处置说明")  # no defaults given
+        await links_to(page.locator("#alarm-actions a.grafana-link"), "BB", "BB-HS1")
+        assert asked == ([board("BB")] if grafana_url else [])
         assert not errors, errors
     finally:
         await live.stop()
