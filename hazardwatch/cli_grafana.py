@@ -213,7 +213,8 @@ def _target(
         if detected is None:
             _say(
                 err,
-                "cannot ask the database whether it is TimescaleDB: give --timescaledb or --no-timescaledb",
+                f"cannot ask the database at {parts.get('host')}:{parts.get('port') or 5432} whether it is "
+                "TimescaleDB: give --timescaledb or --no-timescaledb",
                 "red",
             )
             raise typer.Exit(2)

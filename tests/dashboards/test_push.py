@@ -252,6 +252,8 @@ async def test_creating_the_datasource_needs_the_password(grafana: FakeGrafana) 
 def test_datasource_model_and_version_codes() -> None:
     ipv6 = datasource_model(SETTINGS, DatabaseTarget(host="::1", port=5432, database="d"))
     assert ipv6["url"] == "[::1]:5432"
+    socket = datasource_model(SETTINGS, DatabaseTarget(host="/var/run/postgresql", port=5432, database="d"))
+    assert socket["url"] == "/var/run/postgresql"
     assert [postgres_version_code(n) for n in (90603, 100023, 140011, 150020, 170012)] == [
         906,
         1000,
