@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AckDeadlines",
     "AlarmSettings",
     "ApiSettings",
     "CollectSettings",
@@ -109,6 +110,15 @@ class ApiSettings(_Section):
 _HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 
 
+class AckDeadlines(_Section):
+    # Seconds an alarm of each priority may stay unacknowledged before the boards show it as
+    # overdue (DOMAIN.md: escalate unacknowledged high alarms after 5 min, critical after 2 min).
+    critical: float = Field(default=120.0, ge=1, le=86400, allow_inf_nan=False)
+    high: float = Field(default=300.0, ge=1, le=86400, allow_inf_nan=False)
+    medium: float = Field(default=900.0, ge=1, le=86400, allow_inf_nan=False)
+    low: float = Field(default=1800.0, ge=1, le=86400, allow_inf_nan=False)
+
+
 class GrafanaSettings(_Section):
     # `hazardwatch grafana build|push` (dashboards/). Both addresses are as a browser in the
     # control room reaches them: Grafana's alarm rows link to the console's alarm detail, and
@@ -122,6 +132,7 @@ class GrafanaSettings(_Section):
     datasource_name: str = Field(default="HazardWatch historian", min_length=1, max_length=200)
     # How often open boards re-run their queries ("" : never); Grafana's own duration syntax.
     refresh: str = Field(default="30s", pattern=r"^$|^[1-9][0-9]{0,4}(s|m|h)$")
+    ack_deadline_s: AckDeadlines = AckDeadlines()
 
 
 class Settings(_Section):

@@ -80,6 +80,7 @@ class _Ctx:
         self.ds = dm.DataSourceRef(type_val=DATASOURCE_TYPE, uid=g.datasource_uid)
         self.console = g.console_url
         self.refresh = g.refresh
+        self.deadlines = g.ack_deadline_s
         self.next_id = 0
 
     def pid(self) -> int:
@@ -169,7 +170,7 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
     )
     risk = {"红": RED, "橙": ORANGE, "黄": YELLOW, "蓝": BLUE}
     sources = (
-        c.table("重大危险源一览 (实时风险)", sql.bureau_sources(), h=12)
+        c.table("重大危险源一览 (实时风险)", sql.bureau_sources(c.deadlines), h=12)
         .override_by_name("风险", [dm.DynamicConfigValue(id_val="mappings", value=[m.to_json() for m in _text_colours(risk)]),
                                   _cell_colour()])
         .override_by_name("危险源", [dm.DynamicConfigValue(id_val="links", value=[
@@ -189,7 +190,7 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
         .with_panel(c.stat("数据在线率 (24 小时)", sql.online_city("e.county IN ($county)"), w=5)
                     .unit("percentunit").decimals(1).time_from("24h")
                     .thresholds(_thresholds([(None, RED), (0.9, ORANGE), (0.95, GREEN)])))
-        .with_panel(c.stat("超时未确认", f"SELECT count(*) AS \"超时未确认\" FROM ({sql.bureau_overdue()}) o", w=5)
+        .with_panel(c.stat("超时未确认", f"SELECT count(*) AS \"超时未确认\" FROM ({sql.bureau_overdue(c.deadlines)}) o", w=5)
                     .thresholds(_thresholds([(None, GREEN), (1, RED)])))
         .with_panel(sources)
         .with_panel(c.series("报警趋势 (按优先级)", sql.bureau_alarm_trend(), w=12)
@@ -200,7 +201,7 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
                         dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
                         dm.DynamicConfigValue(id_val="thresholds", value=_thresholds(
                             [(None, RED), (0.9, ORANGE), (0.95, GREEN)]).build().to_json())]))
-        .with_panel(c.table("超时未确认报警", sql.bureau_overdue(), w=12)
+        .with_panel(c.table("超时未确认报警", sql.bureau_overdue(c.deadlines), w=12)
                     .data_links([c.alarm_link()]).override_by_name("key", [_hide("key")]))
         .with_panel(c.table("联锁旁路 / 停用 / 输入故障", sql.interlock_exceptions(interlocks), w=12))
     )  # fmt: skip
@@ -259,8 +260,10 @@ def hazard_source(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
               .keep_time(True))
     )  # fmt: skip
     for kind, label, _unit in _KIND_PANELS:
-        panel = c.series(f"{label}", sql.series(f"{_SCOPE} AND t.kind = '{kind.value}'"))
-        d = d.with_panel(_limit_overrides(panel, [t for t in tags if t.kind == kind]))
+        of_kind = [t for t in tags if t.kind == kind]
+        if of_kind:  # a plant without, say, analysers gets no empty panel for them
+            panel = c.series(f"{label}", sql.series(f"{_SCOPE} AND t.kind = '{kind.value}'"))
+            d = d.with_panel(_limit_overrides(panel, of_kind))
     d = (
         d.with_panel(c.table("联锁状态与有效表决", sql.interlock_status(
             interlocks, "d.enterprise = '$enterprise' AND d.hazard_source = '$hazard_source'"), h=7)
@@ -309,7 +312,7 @@ def alarm_performance(c: _Ctx) -> dashboard.Dashboard:
                     .datasource(c.ds).height(8).span(12).with_target(Sql(sql.kpi_priority_mix(), "table", c.ds))
                     .pie_type(pm.PieChartType.DONUT)
                     .reduce_options(common_b.ReduceDataOptions().values(True).calcs([]).fields("")))
-        .with_panel(c.table("确认时间 (按优先级)", sql.kpi_time_to_ack(), w=12))
+        .with_panel(c.table("确认时间 (按优先级)", sql.kpi_time_to_ack(c.deadlines), w=12))
     )  # fmt: skip
     return d
 

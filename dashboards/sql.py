@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from core.plant import Plant, resolve_key
+from core.settings import AckDeadlines
 
 __all__ = [
     "ACK_DEADLINE_S",
@@ -34,9 +35,8 @@ __all__ = [
     "literal",
 ]
 
-# Acknowledgement deadline per priority for "unacknowledged past their deadline" (DOMAIN.md:
-# escalate unacknowledged high alarms after 5 min, critical after 2 min).
-ACK_DEADLINE_S = {"critical": 120, "high": 300, "medium": 900, "low": 1800}
+# Acknowledgement deadline per priority (settings.grafana.ack_deadline_s) when none is given.
+ACK_DEADLINE_S = AckDeadlines()
 
 USABLE = "(({q}) & 64) <> 0"  # GOOD or UNCERTAIN (core/quality.py)
 
@@ -291,9 +291,11 @@ PRIORITY_LABEL = (
 )
 
 
-def deadline_s(priority: str) -> str:
-    whens = " ".join(f"WHEN '{p}' THEN {s}" for p, s in ACK_DEADLINE_S.items())
-    return f"(CASE {priority} {whens} ELSE 1800 END)"
+def deadline_s(priority: str, deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
+    """The acknowledgement deadline (seconds) of the priority held by the SQL expression ``priority``."""
+    d = deadlines.model_dump()
+    whens = " ".join(f"WHEN '{p}' THEN {literal(s)}" for p, s in d.items())
+    return f"(CASE {priority} {whens} ELSE {literal(d['low'])} END)"
 
 
 def alarm_rows(where: str, limit: int = 200) -> str:
@@ -310,21 +312,22 @@ LIMIT {limit}"""
 
 # --- bureau overview ----------------------------------------------------------------------
 
-_OVERDUE = (
-    "s.status IN ('unacknowledged', 'returned_unacknowledged') "
-    f"AND s.raised_at < now() - make_interval(secs => {deadline_s('s.priority')})"
-)
-_INTERLOCK_OUT = "s.kind IN ('INPUT_BYPASSED', 'BYPASS_OVERDUE', 'OUT_OF_SERVICE') AND s.condition"
+def _overdue(deadlines: AckDeadlines) -> str:
+    return (
+        "s.status IN ('unacknowledged', 'returned_unacknowledged') "
+        f"AND s.raised_at < now() - make_interval(secs => {deadline_s('s.priority', deadlines)})"
+    )
+_INTERLOCK_OUT = "s.kind IN ('INPUT_BYPASSED', 'BYPASS_OVERDUE', 'OUT_OF_SERVICE', 'SIF_DISABLED') AND s.condition"
 
 
-def bureau_sources() -> str:
+def bureau_sources(deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
     """Every hazard source of the county: grade, live risk colour, alarm counts, interlocks."""
     return f"""WITH a AS (
   SELECT s.enterprise, s.hazard_source,
          count(*) FILTER (WHERE s.status IN {ANNUNCIATED} AND s.priority = 'critical') AS critical,
          count(*) FILTER (WHERE s.status IN {ANNUNCIATED} AND s.priority = 'high') AS high,
          count(*) FILTER (WHERE s.status IN {ANNUNCIATED} AND s.priority IN ('medium', 'low')) AS other,
-         count(*) FILTER (WHERE {_OVERDUE}) AS overdue,
+         count(*) FILTER (WHERE {_overdue(deadlines)}) AS overdue,
          count(*) FILTER (WHERE {_INTERLOCK_OUT}) AS interlocks_out
   FROM alarm_state s WHERE s.county IN ($county)
   GROUP BY 1, 2)
@@ -352,13 +355,13 @@ GROUP BY s.priority, 1
 ORDER BY CASE s.priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END"""
 
 
-def bureau_overdue() -> str:
+def bureau_overdue(deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
     return f"""SELECT s.raised_at AS "报警时间", e.name AS "企业", s.hazard_source AS "危险源",
        {PRIORITY_LABEL} AS "优先级", s.subject AS "位号", s.kind AS "类型",
        round(extract(epoch FROM now() - s.raised_at)::numeric / 60, 1) AS "未确认分钟", s.key AS key
 FROM alarm_state s
 JOIN enterprise e ON e.code = s.enterprise
-WHERE {_OVERDUE} AND s.county IN ($county)
+WHERE {_overdue(deadlines)} AND s.county IN ($county)
 ORDER BY s.raised_at
 LIMIT 500"""
 
@@ -464,7 +467,7 @@ GROUP BY 1 ORDER BY 1"""
 def kpi_summary() -> str:
     """Average per 10 minutes over the range, the share of 10-minute windows in flood."""
     return f"""WITH b AS (
-  SELECT $__timeGroup(j.at, '10m') AS t, count(*) AS n FROM {_RAISED} GROUP BY 1)
+  SELECT date_bin('10 minutes', j.at, timestamptz 'epoch') AS t, count(*) AS n FROM {_RAISED} GROUP BY 1)
 SELECT coalesce(sum(n), 0)::float8
          / greatest(1, extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz) / 600) AS "平均报警数/10分钟",
        coalesce(sum(n), 0) AS "报警总数",
@@ -477,7 +480,7 @@ FROM b"""
 def kpi_floods() -> str:
     """Flood periods: runs of consecutive 10-minute windows with more than 10 alarms."""
     return f"""WITH b AS (
-  SELECT $__timeGroup(j.at, '10m') AS t, count(*) AS n FROM {_RAISED} GROUP BY 1),
+  SELECT date_bin('10 minutes', j.at, timestamptz 'epoch') AS t, count(*) AS n FROM {_RAISED} GROUP BY 1),
 f AS (SELECT t, n, t - (row_number() OVER (ORDER BY t)) * interval '10 minutes' AS run FROM b WHERE n > {FLOOD_PER_10MIN})
 SELECT min(t) AS "开始", max(t) + interval '10 minutes' AS "结束", sum(n) AS "报警数", max(n) AS "10分钟峰值"
 FROM f GROUP BY run ORDER BY 1"""
@@ -515,7 +518,7 @@ FROM {_RAISED}
 GROUP BY s.priority, 1 ORDER BY 2 DESC"""
 
 
-def kpi_time_to_ack() -> str:
+def kpi_time_to_ack(deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
     """Per priority: acknowledgements in the range and the time from the annunciation before."""
     return f"""WITH a AS (
   SELECT s.priority, extract(epoch FROM j.at - r.at)::float8 AS secs
@@ -529,8 +532,8 @@ def kpi_time_to_ack() -> str:
 SELECT {PRIORITY_LABEL.replace("s.priority", "a.priority")} AS "优先级", count(*) AS "确认次数",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS "中位(秒)",
        percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS "90%(秒)",
-       {deadline_s("a.priority")} AS "时限(秒)",
-       count(*) FILTER (WHERE secs > {deadline_s("a.priority")}) AS "超时"
+       {deadline_s("a.priority", deadlines)} AS "时限(秒)",
+       count(*) FILTER (WHERE secs > {deadline_s("a.priority", deadlines)}) AS "超时"
 FROM a GROUP BY a.priority ORDER BY min(CASE a.priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END)"""
 
 
