@@ -364,9 +364,23 @@ def build_boards(plant: Plant, settings: Settings | None = None) -> list[dict[st
         lambda c: bureau(plant, c), lambda c: hazard_source(plant, c), alarm_performance, data_quality
     ):  # fmt: skip
         ctx = _Ctx(settings)
-        built = make(ctx).build()
-        boards.append(_plain(built))
+        board = _plain(make(ctx).build())
+        _flow(board["panels"])
+        boards.append(board)
     return boards
+
+
+def _flow(panels: list[dict[str, Any]]) -> None:
+    """Lay panels out left to right, starting a new row where the next one does not fit (the
+    SDK's own flow places a full-width panel after a half-width one off the 24-column grid)."""
+    x = y = row_h = 0
+    for p in panels:
+        g = p["gridPos"]
+        if x + g["w"] > 24:
+            x, y, row_h = 0, y + row_h, 0
+        g["x"], g["y"] = x, y
+        x += g["w"]
+        row_h = max(row_h, g["h"])
 
 
 def _plain(obj: object) -> dict[str, Any]:
