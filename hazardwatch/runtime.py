@@ -28,7 +28,7 @@ from alarms.journal import RuleRow
 from alarms.model import Catalog
 from alarms.rationale import RationaleDefaults
 from alarms.service import AlarmService
-from collector.base import CollectorRunner, comm_failure_batch
+from collector.base import CollectorRunner, RunnerStats, Source, SourceHealth, comm_failure_batch
 from collector.hub import Hub
 from collector.metrics import HubMetrics, SourceMetrics
 from collector.opcua.workers import OpcUaWorkerPool
@@ -37,7 +37,7 @@ from core.batch import ReadingBatch
 from core.clock import Clock, SystemClock, to_datetime
 from core.errors import DatabaseUnavailable
 from core.live import LiveSnapshot
-from core.plant import Plant
+from core.plant import ModbusDevice, Plant
 from core.registry import TagRegistry
 from hazardwatch.compile_all import Compiled, compile_plant
 from hazardwatch.metrics_server import LogMetrics, MetricsServer
@@ -46,7 +46,7 @@ from hazardwatch.run_summary import RunSummary
 from rules import RuleEngine
 from storage.db import connect
 from storage.dirlock import DirectoryLock
-from storage.engine_beat import engine_beat_loop
+from storage.engine_beat import CollectorStatus, HistorianStatus, StatusSnapshot, engine_beat_loop
 from storage.heartbeat import Beat, Heartbeat
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
@@ -75,6 +75,30 @@ class RuntimeOptions:
     rule_state_file: str | None = "rule-state.json"  # None: rule state is not kept across restarts
     shutdown_flush_s: float = 10.0
     heartbeat_s: float = 1.0  # crash detection: see storage/heartbeat.py
+    engine_beat_s: float = 5.0  # engine_heartbeat and the collector/historian status rows
+
+
+@dataclass(frozen=True)
+class _SourceInfo:
+    """What a source's collector_status row takes from the config (computed once at start)."""
+
+    protocol: str
+    enterprise: str | None  # None: its tags belong to several enterprises
+    tags: int
+
+
+def _source_info(plant: Plant, registry: TagRegistry, sources: tuple[Source, ...]) -> dict[str, _SourceInfo]:
+    # A source is named after its device, an RTU bus after its serial port (collector.factory).
+    protocol = {d.id: d.protocol.lower() for d in plant.devices()}
+    protocol |= {
+        d.serial_port: "modbus" for d in plant.devices() if isinstance(d, ModbusDevice) and d.serial_port
+    }
+    out = {}
+    for s in sources:
+        ents = np.unique(registry.enterprise[s.tags])
+        one = registry.enterprises[int(ents[0])] if len(ents) == 1 else None
+        out[s.name] = _SourceInfo(protocol.get(s.name, type(s).__name__.lower()), one, len(s.tags))
+    return out
 
 
 def _iso(ts_us: int) -> str:
@@ -160,6 +184,7 @@ class Runtime:
         self._db_failed_at: float | None = None  # monotonic: this process's first failed attempt
         self.published_rows = 0  # everything handed to the hub: readings and markers
         self.gap_markers = 0  # "not collected" markers for a crash of the previous run
+        self._sources: dict[str, _SourceInfo] = {}  # every configured source, for status()
 
     def add_sink(self, name: str, write: Callable[[ReadingBatch], Any]) -> None:
         """Another consumer of every batch (rule engine, API); call before start()."""
@@ -273,9 +298,15 @@ class Runtime:
         self._beat_now()
         self._beating = True
         self._tasks.append(asyncio.create_task(self._beat(), name="heartbeat"))
-        self._tasks.append(  # for the API's /readyz: someone applies commands and raises alarms
+        # For the API's /readyz (someone applies commands and raises alarms) and Grafana's
+        # data-quality board (status()).
+        self._sources = _source_info(self.plant, self.registry, compiled.sources)
+        self._tasks.append(
             asyncio.create_task(
-                engine_beat_loop(self.dsn, self.plant.name, self.clock), name="engine-heartbeat"
+                engine_beat_loop(
+                    self.dsn, self.plant.name, self.clock, self.options.engine_beat_s, status=self.status
+                ),
+                name="engine-heartbeat",
             )
         )
         self.opcua_pool, sources = await OpcUaWorkerPool.start_for(
@@ -452,6 +483,49 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.shutdown_flush_s):
                     await self.writer.flush()
+
+    def status(self) -> StatusSnapshot:
+        """Collector and historian health as the database keeps it (storage/engine_beat.py):
+        every configured source, "starting" until its runner exists."""
+        runners = {r.source.name: r for r in self.runners}
+        rows = []
+        for name, info in self._sources.items():
+            runner = runners.get(name)
+            stats = runner.stats if runner is not None else RunnerStats()
+            health = runner.health() if runner is not None else SourceHealth()
+            rows.append(
+                CollectorStatus(
+                    source=name,
+                    enterprise=info.enterprise,
+                    protocol=info.protocol,
+                    state=stats.state,
+                    up=runner is not None and runner.up_with(health),
+                    devices_up=sum(health.devices.values()) if stats.state == "ok" else 0,  # as /metrics
+                    devices_total=len(health.devices),
+                    tags=info.tags,
+                    readings=stats.readings,
+                    errors=stats.errors,
+                    reconnects=stats.reconnects,
+                    restarts=stats.restarts,
+                    last_ok=to_datetime(stats.last_ok_us) if stats.last_ok_us else None,
+                    failed_since=to_datetime(stats.failed_since_us) if stats.state == "failed" else None,
+                    last_error=stats.last_error,
+                )
+            )
+        historian = None
+        if self.writer is not None:
+            m = self.writer.metrics()
+            historian = HistorianStatus(
+                db_up=bool(m["db_up"]),
+                pending_rows=m["pending_rows"],
+                pending_bytes=m["pending_bytes"],
+                written_rows=m["written_rows"],
+                drained_rows=m["drained_rows"],
+                dropped_rows=m["dropped_rows"],
+                quarantined_rows=m["quarantined_rows"],
+                gap_markers=self.gap_markers,
+            )
+        return StatusSnapshot(rows, historian)
 
     def summary(self) -> RunSummary:
         """Where every row of this run went; see RunSummary."""
