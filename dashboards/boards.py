@@ -344,7 +344,7 @@ def data_quality(c: _Ctx) -> dashboard.Dashboard:
         .with_panel(c.table("采集链路", sql.collectors(), w=24)
                     .override_by_name("状态", [_cell_colour(), dm.DynamicConfigValue(id_val="mappings", value=[
                         m.to_json() for m in _text_colours(
-                            {"正常": GREEN, "部分设备中断": ORANGE, "中断": RED, "未上报": RED})])]))
+                            {"正常": GREEN, "启动中": BLUE, "部分设备中断": ORANGE, "中断": RED, "未上报": RED})])]))
         .with_panel(c.table("历史库与落盘缓存", sql.historian(), h=5, w=24))
         .with_panel(c.table("采集缺口 (停机与通讯中断)", sql.gaps(), w=24))
     )  # fmt: skip

@@ -312,12 +312,17 @@ LIMIT {limit}"""
 
 # --- bureau overview ----------------------------------------------------------------------
 
+
 def _overdue(deadlines: AckDeadlines) -> str:
     return (
         "s.status IN ('unacknowledged', 'returned_unacknowledged') "
         f"AND s.raised_at < now() - make_interval(secs => {deadline_s('s.priority', deadlines)})"
     )
-_INTERLOCK_OUT = "s.kind IN ('INPUT_BYPASSED', 'BYPASS_OVERDUE', 'OUT_OF_SERVICE', 'SIF_DISABLED') AND s.condition"
+
+
+_INTERLOCK_OUT = (
+    "s.kind IN ('INPUT_BYPASSED', 'BYPASS_OVERDUE', 'OUT_OF_SERVICE', 'SIF_DISABLED') AND s.condition"
+)
 
 
 def bureau_sources(deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
@@ -580,7 +585,8 @@ WHERE t.in_service AND t.retired_at IS NULL AND e.code IN ($enterprise)"""
 def collectors() -> str:
     return """SELECT c.source AS "采集源", c.protocol AS "协议", coalesce(e.name, '多个企业') AS "企业",
        CASE WHEN c.at < now() - interval '30 seconds' THEN '未上报' WHEN c.up THEN '正常'
-            WHEN c.state = 'failed' THEN '中断' ELSE '部分设备中断' END AS "状态",
+            WHEN c.state = 'failed' THEN '中断' WHEN c.state = 'starting' THEN '启动中'
+            ELSE '部分设备中断' END AS "状态",
        c.devices_up || '/' || c.devices_total AS "设备", c.tags AS "点数", c.readings AS "读数",
        c.reconnects AS "重连", c.failed_since AS "中断起", c.last_ok AS "最后成功", c.last_error AS "最后错误",
        c.at AS "上报时间"

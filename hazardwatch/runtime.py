@@ -46,7 +46,13 @@ from hazardwatch.run_summary import RunSummary
 from rules import RuleEngine
 from storage.db import connect
 from storage.dirlock import DirectoryLock
-from storage.engine_beat import CollectorStatus, HistorianStatus, StatusSnapshot, engine_beat_loop
+from storage.engine_beat import (
+    CollectionGap,
+    CollectorStatus,
+    HistorianStatus,
+    StatusSnapshot,
+    engine_beat_loop,
+)
 from storage.heartbeat import Beat, Heartbeat
 from storage.migrate import upgrade
 from storage.registry_sync import active_tag_ids, sync_registry
@@ -184,6 +190,7 @@ class Runtime:
         self._db_failed_at: float | None = None  # monotonic: this process's first failed attempt
         self.published_rows = 0  # everything handed to the hub: readings and markers
         self.gap_markers = 0  # "not collected" markers for a crash of the previous run
+        self.gap: CollectionGap | None = None  # that crash's gap, for collection_gap
         self._sources: dict[str, _SourceInfo] = {}  # every configured source, for status()
 
     def add_sink(self, name: str, write: Callable[[ReadingBatch], Any]) -> None:
@@ -475,6 +482,7 @@ class Runtime:
         )
         markers = comm_failure_batch(np.arange(len(self.registry), dtype=np.int32), at_us)
         self.gap_markers += len(markers)
+        self.gap = CollectionGap(to_datetime(at_us), to_datetime(now_us), len(markers))
         self._publish(markers)
         # Stored (or spooled) before this run's first beat, so a crash right now cannot
         # replace the evidence of the previous one.
@@ -525,7 +533,7 @@ class Runtime:
                 quarantined_rows=m["quarantined_rows"],
                 gap_markers=self.gap_markers,
             )
-        return StatusSnapshot(rows, historian)
+        return StatusSnapshot(rows, historian, self.gap)
 
     def summary(self) -> RunSummary:
         """Where every row of this run went; see RunSummary."""

@@ -24,6 +24,7 @@ from core.clock import Clock
 from storage.db import Conn, connect, translate_errors
 
 __all__ = [
+    "CollectionGap",
     "CollectorStatus",
     "HistorianStatus",
     "StatusSnapshot",
@@ -76,12 +77,26 @@ class HistorianStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionGap:
+    """A crash of the previous run, as this run's start marked it (a collection_gap row):
+    nothing was collected from ``start`` (the dead run's last beat + one interval) to ``end``
+    (this run's start); ``points`` BAD|COMM_FAILURE markers were stamped at ``start``."""
+
+    start: datetime
+    end: datetime
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     """Everything one beat writes beside the heartbeat; taken on the event loop, where the
     runners' stats live, so no row mixes two moments of one runner."""
 
     collectors: Sequence[CollectorStatus]
     historian: HistorianStatus | None  # None: no historian row for this engine
+    # The crash gap this run marked at its start, written with every beat until one commits
+    # (idempotent: the gap's start is part of the key), so a start during an outage records it too.
+    gap: CollectionGap | None = None
 
 
 _UPSERT_COLLECTORS = """
@@ -140,6 +155,13 @@ async def write_status(conn: Conn, name: str, snapshot: StatusSnapshot, now: dat
             await conn.execute("DELETE FROM historian_status WHERE engine = %s", (name,))
         else:
             await conn.execute(_UPSERT_HISTORIAN, (name, now, *_historian_row(snapshot.historian)))
+        if snapshot.gap is not None:
+            g = snapshot.gap
+            await conn.execute(
+                """INSERT INTO collection_gap (engine, gap_from, gap_to, points, marked_at)
+                   VALUES (%s, %s, %s, %s, %s) ON CONFLICT (engine, gap_from) DO NOTHING""",
+                (name, g.start, g.end, g.points, now),
+            )
 
 
 async def engine_beat_loop(

@@ -192,6 +192,17 @@ def test_every_panel_query_runs_with_its_columns_and_data(filled: Filled) -> Non
     assert nonempty == seen, f"no data from: {sorted(seen - nonempty)}"
 
 
+def test_the_crash_and_the_lost_gateway_show_as_gaps(filled: Filled) -> None:
+    board = next(b for b in _boards(filled) if b["uid"] == "hw-data-quality")
+    q = next(q for q in panel_queries(board) if q.title.startswith("采集缺口"))
+    with _reader(filled) as conn:
+        _, rows = _run(conn, filled, q, _ranges(filled, q)["scenario"], _variables(filled, board["uid"]))
+    kinds = {r[2] for r in rows}
+    assert kinds == {"引擎停机缺口", "通讯中断"}, rows
+    crash = next(r for r in rows if r[2] == "引擎停机缺口")
+    assert crash[3] == len(filled.plant.tags()) and crash[0] < crash[1]  # every point marked, from -> to
+
+
 def test_every_variable_query_lists_choices(filled: Filled) -> None:
     with _reader(filled) as conn:
         for board in _boards(filled):

@@ -25,6 +25,7 @@ from hazardwatch.runtime import Runtime, RuntimeOptions, _source_info
 from storage.db import Backend
 from storage.engine_beat import (
     LAST_ERROR_CHARS,
+    CollectionGap,
     CollectorStatus,
     HistorianStatus,
     StatusSnapshot,
@@ -120,6 +121,18 @@ async def test_a_beat_writes_updates_and_deletes_the_rows_of_its_engine(pg: str)
     await write(pg, "site", StatusSnapshot([], None), later)
     assert await collectors(pg) == {}
     assert await fetch_all(pg, "SELECT engine FROM historian_status") == [("other-site",)]
+
+
+async def test_a_crash_gap_is_recorded_once_whatever_the_number_of_beats(pg: str) -> None:
+    gap = CollectionGap(T0 - timedelta(minutes=7), T0, 87)
+    for n in range(3):  # every beat of the run carries it until one commits
+        await write(pg, "site", StatusSnapshot([], HISTORIAN, gap), T0 + timedelta(seconds=5 * n))
+    await write(
+        pg, "site", StatusSnapshot([], HISTORIAN), T0 + timedelta(seconds=20)
+    )  # a run without a crash
+    assert await fetch_all(pg, "SELECT engine, gap_from, gap_to, points, marked_at FROM collection_gap") == [
+        ("site", gap.start, gap.end, 87, T0)
+    ]
 
 
 async def test_awkward_rows_are_written_rather_than_failing_the_heartbeat(pg: str) -> None:
