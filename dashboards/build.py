@@ -11,6 +11,7 @@ same plant and settings changes no byte)::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,8 +29,26 @@ def board_json(board: dict[str, Any]) -> str:
     return json.dumps(board, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
 
 
-def write_build(plant: Plant, settings: Settings | None, out_dir: Path) -> list[Path]:
-    """Write every board and the provisioning files under ``out_dir``; the paths written."""
+def write_build(
+    plant: Plant,
+    settings: Settings | None,
+    out_dir: Path,
+    *,
+    timescaledb: bool = False,
+    sslmode: str = "require",
+) -> list[Path]:
+    """Write every board and the provisioning files under ``out_dir``; the paths written.
+
+    ``timescaledb`` and ``sslmode`` are the provisioned datasource's, written here because Grafana
+    expands only plain ``$NAME`` / ``${NAME}`` in provisioning files (Go's os.ExpandEnv: a
+    ``${NAME:-default}`` reads a variable named ``NAME:-default``, which is unset, so empty). The
+    datasource's fields are dashboards.push.datasource_model's: a push and the file read alike.
+    """
+    # grafana-client comes with dashboards.push: loaded only when the build is written
+    from dashboards.push import SSL_MODES, DatabaseTarget, datasource_model
+
+    if sslmode not in SSL_MODES:
+        raise ValueError(f"sslmode {sslmode!r}: one of {', '.join(SSL_MODES)}")
     settings = settings or plant.settings
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -37,20 +56,56 @@ def write_build(plant: Plant, settings: Settings | None, out_dir: Path) -> list[
         path = out_dir / f"{board['uid']}.json"
         write_text_atomic(path, board_json(board))
         written.append(path)
+    # url is ${HAZARDWATCH_DB_HOST} in the template: host:port as Grafana's server reaches it
+    db = DatabaseTarget(
+        host="", port=0, database="${HAZARDWATCH_DB_NAME}", sslmode=sslmode, timescaledb=timescaledb
+    )
+    model = datasource_model(settings.grafana, db)
+    values: dict[str, Any] = {
+        "NAME": model["name"],
+        "UID": model["uid"],
+        "TYPE": model["type"],
+        "ACCESS": model["access"],
+        "USER": model["user"],
+        "BASIC_AUTH": model["basicAuth"],
+        "JSON_DATA": "\n".join(f"      {k}: {_yaml_scalar(v)}" for k, v in model["jsonData"].items()),
+        "FOLDER_TITLE": settings.grafana.folder_title,
+        "FOLDER_UID": settings.grafana.folder_uid,
+    }
     src = resources.files("dashboards") / "provisioning"
     for kind in ("datasources", "dashboards"):
         target = out_dir / "provisioning" / kind / "hazardwatch.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
         text = (src / kind / "hazardwatch.yaml").read_text(encoding="utf-8")
-        text = (
-            text.replace("@DATASOURCE_UID@", settings.grafana.datasource_uid)
-            .replace("@DATASOURCE_NAME@", settings.grafana.datasource_name)
-            .replace("@FOLDER_TITLE@", settings.grafana.folder_title)
-            .replace("@FOLDER_UID@", settings.grafana.folder_uid)
+        text = re.sub(
+            r"@([A-Z_]+)@",
+            lambda m: values[m[1]] if m[1] == "JSON_DATA" else _yaml_scalar(values[m[1]]),
+            text,
         )
         write_text_atomic(target, text)
         written.append(target)
     return written
+
+
+# What Grafana's environment supplies to the provisioning files; every other "$" is ours, literal.
+_PROVISIONING_ENV = frozenset(
+    f"${{{name}}}"
+    for name in (
+        "HAZARDWATCH_DB_HOST",
+        "HAZARDWATCH_DB_NAME",
+        "HAZARDWATCH_GRAFANA_DB_PASSWORD",
+        "HAZARDWATCH_DASHBOARDS",
+    )
+)
+
+
+def _yaml_scalar(value: object) -> str:
+    """``value`` as a YAML flow scalar (JSON's are YAML's), a settings name with quotes or a
+    colon included. Grafana expands ``$`` in every provisioned string and reads ``$$`` as one
+    ``$``: a "$" in a title is doubled, or Grafana would put an environment variable there."""
+    if isinstance(value, str) and value not in _PROVISIONING_ENV:
+        value = value.replace("$", "$$")
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)

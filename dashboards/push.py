@@ -26,6 +26,7 @@ __all__ = [
     "DATASOURCE_TYPE",
     "GRAFANA_DB_USER",
     "SSL_MODES",
+    "TIME_INTERVAL",
     "Action",
     "DatabaseTarget",
     "Grafana",
@@ -39,6 +40,9 @@ __all__ = [
 DATASOURCE_TYPE = "grafana-postgresql-datasource"  # Grafana 11's id of its core PostgreSQL datasource
 GRAFANA_DB_USER = "hazardwatch_grafana"  # the read-only role of migration 0010
 SSL_MODES = ("disable", "require", "verify-ca", "verify-full")  # what Grafana's datasource accepts
+# The datasource's minimum interval: $__interval never finer than the collectors' 1 s cycle. Both
+# push and the file provisioning (dashboards.build) send it through datasource_model.
+TIME_INTERVAL = "1s"
 MIN_GRAFANA_MAJOR = 11  # the boards' schema and the datasource type id are Grafana 11's
 _IGNORED_BOARD_KEYS = ("id", "version")  # Grafana's bookkeeping, not the board
 
@@ -95,8 +99,8 @@ def postgres_version_code(server_version_num: int) -> int:
 
 def datasource_model(settings: GrafanaSettings, db: DatabaseTarget) -> dict[str, Any]:
     """The datasource's non-secret fields, as Grafana's provisioning docs lay them out for the
-    PostgreSQL datasource (database in jsonData since Grafana 10); the same as the file
-    provisioning's (dashboards/provisioning/datasources), so either way Grafana reads alike."""
+    PostgreSQL datasource (database in jsonData since Grafana 10). The file provisioning
+    (dashboards.build.write_build) writes these too, so either way Grafana reads alike."""
     return {
         "uid": settings.datasource_uid,
         "name": settings.datasource_name,
@@ -115,8 +119,7 @@ def datasource_model(settings: GrafanaSettings, db: DatabaseTarget) -> dict[str,
             "maxOpenConns": db.max_open_conns,
             "maxIdleConns": db.max_open_conns,
             "connMaxLifetime": db.conn_max_lifetime_s,
-            # $__interval never finer than the collectors' 1 s cycle
-            "timeInterval": "1s",
+            "timeInterval": TIME_INTERVAL,
         },
     }
 

@@ -10,9 +10,11 @@ $HAZARDWATCH_GRAFANA_DB_PASSWORD or ``--db-password-file``. Exit codes follow ha
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import psycopg
 import typer
@@ -51,13 +53,26 @@ def build(
     out_dir: Path = typer.Option(
         Path("dashboards/build"), "--out", help="Where the dashboard JSON and provisioning files go."
     ),
+    timescaledb: bool = typer.Option(
+        False,
+        "--timescaledb/--no-timescaledb",
+        help="Whether the provisioned datasource's database is TimescaleDB ($__timeGroup uses time_bucket).",
+    ),
+    db_sslmode: str = typer.Option(
+        "require",
+        "--db-sslmode",
+        help="The provisioned datasource's: disable, require, verify-ca or verify-full.",
+    ),
 ) -> None:
     """Write every board's JSON and Grafana's file provisioning under --out; the same config
-    writes the same bytes."""
+    writes the same bytes. Grafana's provisioning files take no defaults from its environment, so
+    the datasource's TLS mode and TimescaleDB are written in them from these options."""
     from dashboards.build import write_build
 
+    _check_sslmode(db_sslmode)
     plant = load_plant_or_exit(config)
-    for path in write_build(plant, plant.settings, out_dir):
+    _warn_loopback_console(plant.settings.grafana.console_url)
+    for path in write_build(plant, plant.settings, out_dir, timescaledb=timescaledb, sslmode=db_sslmode):
         _say(out, str(path))
 
 
@@ -105,6 +120,7 @@ def push_cmd(
     from dashboards.push import Grafana, PushError, push
 
     plant = load_plant_or_exit(config)
+    _warn_loopback_console(plant.settings.grafana.console_url)
     secret = _token(token, token_file)
     password = (
         _secret_file(db_password_file, "--db-password-file")
@@ -198,36 +214,102 @@ def _target(
         except Exception:  # psycopg's ProgrammingError quotes the DSN whole
             _say(err, "--dsn / $DATABASE_URL: not a PostgreSQL URL or conninfo", "red")
             raise typer.Exit(2) from None
-    host = host or parts.get("host")
     name = name or parts.get("dbname")
-    if not host or not name:
+    if not (host or parts.get("host")) or not name:
         _say(err, "name the database Grafana reads: --db-host and --db-name, or --dsn / $DATABASE_URL", "red")
         raise typer.Exit(2)
+    host = _one_host(host, parts)
+    port = port or _dsn_port(parts)
     # libpq's default "prefer" is not one of Grafana's: encryption required unless told otherwise
     sslmode = sslmode or (parts.get("sslmode") if parts.get("sslmode") in SSL_MODES else None) or "require"
-    if sslmode not in SSL_MODES:
-        _say(err, f"--db-sslmode {sslmode!r}: one of {', '.join(SSL_MODES)}", "red")
-        raise typer.Exit(2)
+    _check_sslmode(sslmode)
     version, detected = _detect(dsn) if dsn else (None, None)
     if timescaledb is None:
         if detected is None:
-            _say(
-                err,
-                f"cannot ask the database at {parts.get('host')}:{parts.get('port') or 5432} whether it is "
-                "TimescaleDB: give --timescaledb or --no-timescaledb",
-                "red",
+            asked = (
+                f"cannot ask the database at {_dsn_address(parts)} whether it is TimescaleDB"
+                if dsn
+                else "no --dsn / $DATABASE_URL to ask whether the database is TimescaleDB"
             )
+            _say(err, f"{asked}: give --timescaledb or --no-timescaledb", "red")
             raise typer.Exit(2)
         timescaledb = detected
     return DatabaseTarget(
         host=host,
-        port=port or int(parts.get("port") or 5432),
+        port=port,
         database=name,
         user=user,
         sslmode=sslmode,
         timescaledb=timescaledb,
         postgres_version=version or 1500,
     )
+
+
+def _one_host(host: str | None, parts: dict[str, str]) -> str:
+    """--db-host, else the DSN's host: one of them, for a Grafana datasource reads from one
+    address (libpq's "h1,h2" lists fail-over hosts)."""
+    if host:
+        if "," in host:
+            _say(err, f"--db-host {host!r}: one host (Grafana's datasource reads from one address)", "red")
+            raise typer.Exit(2)
+        return host
+    found = parts["host"]
+    if "," in found:
+        _say(
+            err,
+            f"the DSN names several hosts ({found}); Grafana's datasource reads from one: give --db-host "
+            "(and --db-port)",
+            "red",
+        )
+        raise typer.Exit(2)
+    return found
+
+
+def _dsn_port(parts: dict[str, str]) -> int:
+    """The DSN's port, or 5432; a usage error where it names several or none usable."""
+    found = parts.get("port") or "5432"
+    if "," in found:
+        _say(
+            err,
+            f"the DSN names several ports ({found}); Grafana's datasource reads one: give --db-port",
+            "red",
+        )
+        raise typer.Exit(2)
+    if not found.isascii() or not found.isdigit() or not 1 <= int(found) <= 65535:
+        _say(err, f"the DSN's port {found!r} is not a port number (1-65535): give --db-port", "red")
+        raise typer.Exit(2)
+    return int(found)
+
+
+def _dsn_address(parts: dict[str, str]) -> str:
+    return f"{parts.get('host') or 'the local socket'} port {parts.get('port') or 5432}"
+
+
+def _check_sslmode(sslmode: str) -> None:
+    from dashboards.push import SSL_MODES
+
+    if sslmode not in SSL_MODES:
+        _say(err, f"--db-sslmode {sslmode!r}: one of {', '.join(SSL_MODES)}", "red")
+        raise typer.Exit(2)
+
+
+def _warn_loopback_console(console_url: str) -> None:
+    """A warning, not an error (a Grafana on the console's own machine may be what is wanted):
+    Grafana's alarm rows link to the console as the viewer's browser reaches it, and a loopback
+    address is the viewer's own machine."""
+    host = urlsplit(console_url).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if loopback:
+        _say(
+            err,
+            f"warning: settings.grafana.console_url {console_url} is a loopback address: every alarm link "
+            "in Grafana would open the viewer's own machine; set it to the console's address as the "
+            "control room reaches it",
+            "yellow",
+        )
 
 
 def _detect(dsn: str) -> tuple[int | None, bool | None]:

@@ -484,6 +484,74 @@ async def test_cli_push_failures_exit_non_zero_with_the_reason(grafana: FakeGraf
     assert r.exit_code == 2 and "--db-host and --db-name" in r.stderr
 
 
+async def test_cli_push_database_address_usage_errors(grafana: FakeGrafana, tmp_path: Path) -> None:
+    """A datasource reads from one address: a DSN listing fail-over hosts or ports (libpq's
+    "h1:p1,h2:p2") needs --db-host / --db-port, said as a usage error, not a traceback."""
+    env = {"GRAFANA_TOKEN": ADMIN_TOKEN, "HAZARDWATCH_GRAFANA_DB_PASSWORD": PASSWORD}
+    base = ("grafana", "push", str(DEMO), "--url", grafana.url, "--no-timescaledb")
+    p1, p2 = free_port(), free_port()
+    two = f"postgresql://postgres:sekrit@127.0.0.1:{p1},127.0.0.2:{p2}/hw"
+    r = await invoke(*base, "--dsn", two, env=env)
+    assert r.exit_code == 2 and "the DSN names several hosts (127.0.0.1,127.0.0.2)" in r.stderr
+    assert "give --db-host" in r.stderr and isinstance(r.exception, SystemExit)
+    r = await invoke(*base, "--dsn", two, "--db-host", "db.internal", env=env)
+    assert (
+        r.exit_code == 2
+        and f"the DSN names several ports ({p1},{p2})" in r.stderr
+        and "--db-port" in r.stderr
+    )
+    assert isinstance(r.exception, SystemExit)  # not a ValueError from int("5432,5433")
+    r = await invoke(*base, "--dsn", "postgresql://postgres@127.0.0.1:abc/hw", env=env)
+    assert r.exit_code == 2 and "the DSN's port 'abc' is not a port number" in r.stderr
+    r = await invoke(*base, "--db-host", "h1,h2", "--db-name", "hw", env=env)
+    assert r.exit_code == 2 and "--db-host 'h1,h2': one host" in r.stderr
+    assert grafana.writes() == []
+    # --db-host and --db-port name the one the datasource reads
+    r = await invoke(*base, "--dsn", two, "--db-host", "db.internal", "--db-port", "6432", env=env)
+    assert r.exit_code == 0, r.stderr
+    assert grafana.datasources["hazardwatch-pg"]["url"] == "db.internal:6432"
+    assert grafana.datasources["hazardwatch-pg"]["jsonData"]["database"] == "hw"
+    assert "sekrit" not in r.output + r.stderr
+
+
+async def test_cli_push_says_why_it_cannot_tell_timescaledb() -> None:
+    r = await invoke(
+        "grafana", "push", str(DEMO), "--url", "http://grafana.example/", "--db-host", "db", "--db-name", "hw",
+        env={"GRAFANA_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert r.exit_code == 2 and "None" not in r.stderr
+    assert "no --dsn / $DATABASE_URL to ask whether the database is TimescaleDB" in r.stderr
+    assert "give --timescaledb or --no-timescaledb" in r.stderr
+    r = await invoke(  # no host in the DSN: libpq's socket, here with nothing listening
+        "grafana", "push", str(DEMO), "--url", "http://grafana.example/", "--db-host", "db",
+        "--dsn", f"dbname=hw port={free_port()}", env={"GRAFANA_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert r.exit_code == 2 and "None" not in r.stderr
+    assert "cannot ask the database at the local socket port " in r.stderr
+
+
+LOOPBACK_WARNING = "is a loopback address: every alarm link in Grafana would open the viewer's own machine"
+
+
+async def test_cli_push_warns_of_a_loopback_console(grafana: FakeGrafana, tmp_path: Path) -> None:
+    env = {"GRAFANA_TOKEN": ADMIN_TOKEN, "HAZARDWATCH_GRAFANA_DB_PASSWORD": PASSWORD}
+    db = ("--url", grafana.url, "--db-host", "db", "--db-name", "hw", "--no-timescaledb")
+    r = await invoke("grafana", "push", str(DEMO), *db, env=env)  # the demo's console: 127.0.0.1
+    assert r.exit_code == 0, r.stderr  # a warning: the push goes on
+    [line] = [x for x in r.stderr.splitlines() if LOOPBACK_WARNING in x]
+    assert line.startswith("warning: settings.grafana.console_url http://127.0.0.1:8000/console/ ")
+    text = (DEMO / "plant.yaml").read_text(encoding="utf-8")
+    assert "\nsettings:" not in text  # else the lines below would make a second settings block
+    text = text.replace("reference: ../reference", f"reference: {DEMO.parent / 'reference'}")
+    text += "settings:\n  grafana:\n    console_url: https://duty.example.cn/console/\n"
+    (tmp_path / "plant.yaml").write_text(text, encoding="utf-8")
+    for name in ("enterprises", "rosters.yaml", "routes.yaml", "scenarios"):
+        (tmp_path / name).symlink_to(DEMO / name)
+    r = await invoke("grafana", "push", str(tmp_path), *db, env=env)
+    assert r.exit_code == 0, r.stderr
+    assert LOOPBACK_WARNING not in r.stderr
+
+
 async def test_cli_build_is_byte_for_byte_repeatable_and_names_config_errors(tmp_path: Path) -> None:
     # two processes: a set or dict ordered by string hashes would differ between them
     for out in ("a", "b"):
