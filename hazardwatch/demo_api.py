@@ -76,15 +76,25 @@ def _secret(plant: Plant) -> bytes:
     return jwt_secret({f"{SECRET_ENV}_FILE": str(path)})
 
 
-def _port(host: str, wanted: int) -> int:
-    """``wanted`` if free, else any free port (a second demo, or something else on 8000)."""
-    with socket.socket() as s:
+def _listen(host: str, wanted: int) -> socket.socket:
+    """A listening socket on ``wanted`` if free, else on any free port (a second demo, or
+    something else on 8000). Listening at once and handed to uvicorn as it is: a port only
+    checked here and bound later could be taken by a demo starting at the same moment."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart within TIME_WAIT
         try:
             s.bind((host, wanted))
-            return wanted
+            s.listen(128)
         except OSError:
+            s.close()
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
             s.bind((host, 0))
-            return int(s.getsockname()[1])
+            s.listen(128)
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 async def _prepare(plant: Plant, dsn: str, logins: tuple[DemoLogin, ...]) -> None:
@@ -92,8 +102,12 @@ async def _prepare(plant: Plant, dsn: str, logins: tuple[DemoLogin, ...]) -> Non
     async with conn:
         await upgrade(conn)
         await sync_registry(conn, plant, now_us=SystemClock().now_us())
+        cur = await conn.execute("SELECT username FROM app_user")
+        existing = {row[0] for row in await cur.fetchall()}
         for who in logins:
-            with contextlib.suppress(UserError):  # a second demo keeps the first one's users
+            if who.username in existing:  # a second demo keeps the first one's users (and skips
+                continue  # hashing their password again: Argon2id costs on purpose)
+            with contextlib.suppress(UserError):
                 await add_user(
                     conn, who.username, who.display_name, who.role, DEMO_PASSWORD, enterprise=who.enterprise
                 )
@@ -107,15 +121,17 @@ async def running_api(
     logins = demo_logins(plant)
     await _prepare(plant, dsn, logins)
     s = plant.settings.api
-    port = _port(s.host, s.port)
+    sock = _listen(s.host, s.port)
+    port = int(sock.getsockname()[1])
     app = create_app(
         ApiConfig(dsn, _secret(plant), s, plant, rationale, grafana_url=plant.settings.grafana.url)
     )
     server = ApiServer(server_config(app, s.host, port), embedded=True)  # the demo owns Ctrl-C
-    task = asyncio.create_task(server.serve(), name="api")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
     if task.done():
+        sock.close()
         task.result()  # raises why it could not start
     try:
         yield DemoApi(f"http://{s.host}:{port}/", logins)
@@ -123,3 +139,4 @@ async def running_api(
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
+        sock.close()
