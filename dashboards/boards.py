@@ -185,12 +185,12 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
         .with_variable(_var_query("county", "属地", _COUNTIES, c.ds, multi=True, include_all=True))
         .with_panel(c.stat("重大危险源", "SELECT count(*) AS \"重大危险源\" FROM hazard_source h JOIN enterprise e "
                            "ON e.id = h.enterprise_id WHERE h.retired_at IS NULL AND e.county IN ($county)"))
-        .with_panel(c.stat("报警 (按优先级)", sql.bureau_active_by_priority(), w=8)
+        .with_panel(c.stat("报警 (按优先级)", sql.bureau_active_by_priority(), w=8).no_value("0")
                     .thresholds(_thresholds([(None, GREEN), (1, ORANGE)])))
         .with_panel(c.stat("数据在线率 (24 小时)", sql.online_city("e.county IN ($county)"), w=5)
                     .unit("percentunit").decimals(1).time_from("24h")
                     .thresholds(_thresholds([(None, RED), (0.9, ORANGE), (0.95, GREEN)])))
-        .with_panel(c.stat("超时未确认", f"SELECT count(*) AS \"超时未确认\" FROM ({sql.bureau_overdue(c.deadlines)}) o", w=5)
+        .with_panel(c.stat("超时未确认", sql.bureau_overdue_count(c.deadlines), w=5)
                     .thresholds(_thresholds([(None, GREEN), (1, RED)])))
         .with_panel(sources)
         .with_panel(c.series("报警趋势 (按优先级)", sql.bureau_alarm_trend(), w=12)
@@ -232,10 +232,10 @@ def _limit_steps(limits: Limits) -> list[tuple[float | None, str]]:
 
 
 def _limit_overrides(panel: timeseries.Panel, tags: Sequence[Tag]) -> timeseries.Panel:
+    """One override per tag with alarm limits, matched by its series name (sql.SERIES_NAME):
+    the board holds the limits of the plant's tags of that kind (rebuilt with the config)."""
     for t in sorted(tags, key=lambda t: t.key):
-        props = [dm.DynamicConfigValue(id_val="displayName", value=f"{t.code} {t.name}")]
-        if t.unit:
-            props.append(dm.DynamicConfigValue(id_val="unit", value=t.unit))
+        props: list[dm.DynamicConfigValue] = []
         if t.limits is not None and len(_limit_steps(t.limits)) > 1:
             props += [
                 dm.DynamicConfigValue(
@@ -243,7 +243,8 @@ def _limit_overrides(panel: timeseries.Panel, tags: Sequence[Tag]) -> timeseries
                 ),
                 dm.DynamicConfigValue(id_val="custom.thresholdsStyle", value={"mode": "dashed"}),
             ]
-        panel = panel.override_by_name(t.key, props)
+        if props:
+            panel = panel.override_by_name(sql.series_name(t.key, t.name, t.unit), props)
     return panel
 
 
@@ -292,11 +293,22 @@ def alarm_performance(c: _Ctx) -> dashboard.Dashboard:
         dashboard.Dashboard("报警绩效 (ISA-18.2 / EEMUA 191)").uid("hw-alarms")
         .tags(["hazardwatch", "alarms", "kpi"]).time("now-7d", "now").timezone("browser").refresh(c.refresh)
         .description("每 10 分钟报警数 (目标 ≤1，>10 为泛滥)、泛滥时段、前 10 报警源、抖动与陈旧报警、优先级分布、确认时间。")
-        .with_variable(_var_query("enterprise", "企业", _ENTERPRISES, c.ds, multi=True, include_all=True))
+        # one operator position at a time: ISA-18.2's and EEMUA's rates are per position, and a
+        # city's enterprises summed would look like a flood
+        .with_variable(_var_query("enterprise", "企业 (操作岗位)", _ENTERPRISES, c.ds, multi=False, include_all=False))
         .with_variable(stale_h)
         .with_panel(c.stat("报警率与泛滥", sql.kpi_summary(), w=24)
-                    .thresholds(_thresholds([(None, GREEN), (sql.TARGET_PER_10MIN, ORANGE),
-                                             (sql.FLOOD_PER_10MIN, RED)])))
+                    .thresholds(_thresholds([(None, BLUE)]))
+                    .override_by_name("平均报警数/10分钟", [dm.DynamicConfigValue(
+                        id_val="thresholds", value=_thresholds([(None, GREEN), (sql.TARGET_PER_10MIN, ORANGE),
+                                                                (sql.FLOOD_PER_10MIN, RED)]).build().to_json())])
+                    .override_by_name("10分钟峰值", [dm.DynamicConfigValue(
+                        id_val="thresholds", value=_thresholds([(None, GREEN), (sql.TARGET_PER_10MIN + 0.5, ORANGE),
+                                                                (sql.FLOOD_PER_10MIN + 0.5, RED)]).build().to_json())])
+                    .override_by_name("泛滥时间占比", [
+                        dm.DynamicConfigValue(id_val="unit", value="percentunit"),
+                        dm.DynamicConfigValue(id_val="thresholds", value=_thresholds(
+                            [(None, GREEN), (0.01, RED)]).build().to_json())]))
         .with_panel(c.series("每 10 分钟报警数 (目标 1，泛滥 10)", sql.kpi_rate(), w=24)
                     .draw_style(common.GraphDrawStyle.BARS)
                     .thresholds(_thresholds([(None, GREEN), (sql.TARGET_PER_10MIN + 0.001, ORANGE),
@@ -308,7 +320,7 @@ def alarm_performance(c: _Ctx) -> dashboard.Dashboard:
                     .override_by_name("占比", [dm.DynamicConfigValue(id_val="unit", value="percentunit")]))
         .with_panel(c.table("抖动报警 (1 分钟内 ≥3 次)", sql.kpi_chattering(), w=12).data_links([c.alarm_link()]))
         .with_panel(c.table("陈旧报警", sql.kpi_stale(), w=12).data_links([c.alarm_link()]))
-        .with_panel(piechart.Panel().id(c.pid()).title("优先级分布 (建议 低 80% / 高 15% / 紧急 5%)")
+        .with_panel(piechart.Panel().id(c.pid()).no_value("0").title("优先级分布 (建议 低 ≈80% / 中 ≈15% / 高与紧急 ≈5%)")
                     .datasource(c.ds).height(8).span(12).with_target(Sql(sql.kpi_priority_mix(), "table", c.ds))
                     .pie_type(pm.PieChartType.DONUT)
                     .reduce_options(common_b.ReduceDataOptions().values(True).calcs([]).fields("")))
@@ -321,16 +333,11 @@ def alarm_performance(c: _Ctx) -> dashboard.Dashboard:
 
 
 def data_quality(c: _Ctx) -> dashboard.Dashboard:
-    frozen = (
-        dashboard.CustomVariable("frozen_min").label("冻结判定 (分钟)").values("30,60,10")
-        .current(dm.VariableOption(selected=True, text="30", value="30"))
-    )  # fmt: skip
     d = (
         dashboard.Dashboard("数据质量").uid("hw-data-quality")
         .tags(["hazardwatch", "data-quality"]).time("now-24h", "now").timezone("browser").refresh(c.refresh)
         .description("各企业和测点的在线率、陈旧/坏值/冻结测点、采集链路健康、历史库缓存和停机缺口。")
         .with_variable(_var_query("enterprise", "企业", _ENTERPRISES, c.ds, multi=True, include_all=True))
-        .with_variable(frozen)
         .with_panel(bargauge.Panel().id(c.pid()).title("企业数据在线率").datasource(c.ds).height(8).span(12)
                     .with_target(Sql(sql.online_by_enterprise("e.code IN ($enterprise)"), "table", c.ds))
                     .unit("percentunit").min(0).max(1)

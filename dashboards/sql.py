@@ -58,6 +58,11 @@ def literal(v: str | float | bool | None) -> str:
         return repr(f)
     if "\x00" in v:
         raise ValueError("text holds a NUL character")
+    if any(c in v for c in "$[\\"):
+        # Grafana expands $name, ${name}, [[name]] and $__macro(...) anywhere in a panel's SQL,
+        # string literals included: a Unicode-escape literal spells them without the characters.
+        escaped = v.replace("\\", "\\\\").replace("'", "''").replace("$", "\\0024").replace("[", "\\005B")
+        return "U&'" + escaped + "'"
     return "'" + v.replace("'", "''") + "'"
 
 
@@ -179,7 +184,7 @@ def interlock_ctes(rows: Sequence[InterlockRow]) -> str:
 _INPUT_STATE = f"""inp AS (
     SELECT i.key, i.tag, l.value, l.quality,
            (l.quality IS NULL OR NOT {usable("l.quality")}) AS failed,
-           coalesce(bl.value >= 0.5 AND {usable("bl.quality")}, false) AS bypassed,
+           coalesce(bl.value >= 0.5 AND bl.value <> 'NaN', false) AS bypassed,
            coalesce({usable("l.quality")} AND CASE i.op
                WHEN '>' THEN l.value > i.trip WHEN '>=' THEN l.value >= i.trip
                WHEN '<' THEN l.value < i.trip WHEN '<=' THEN l.value <= i.trip
@@ -192,7 +197,8 @@ vote AS (
            count(*) FILTER (WHERE NOT inp.failed AND NOT inp.bypassed) AS can_vote,
            count(*) FILTER (WHERE NOT inp.failed AND NOT inp.bypassed AND inp.tripping) AS votes,
            string_agg(split_part(inp.tag, '.', 3), ',' ORDER BY inp.tag) FILTER (WHERE inp.bypassed) AS bypassed,
-           string_agg(split_part(inp.tag, '.', 3), ',' ORDER BY inp.tag) FILTER (WHERE inp.failed) AS failed
+           string_agg(split_part(inp.tag, '.', 3), ',' ORDER BY inp.tag)
+               FILTER (WHERE inp.failed AND NOT inp.bypassed) AS failed
     FROM d JOIN inp ON inp.key = d.key GROUP BY d.key),
 permit AS (
     SELECT b.interlock AS key, count(*) AS active, min(b.expires_at) AS expires_at,
@@ -250,7 +256,15 @@ ORDER BY 5, d.key"""
 # --- readings ----------------------------------------------------------------------------
 
 
-def series(where: str, metric: str = "t.key") -> str:
+SERIES_NAME = "t.key || ' ' || t.name || coalesce(' (' || nullif(t.eng_unit, '') || ')', '')"
+
+
+def series_name(key: str, name: str, unit: str) -> str:
+    """The series name SERIES_NAME gives a tag (the board's overrides match it)."""
+    return f"{key} {name}" + (f" ({unit})" if unit else "")
+
+
+def series(where: str, metric: str = SERIES_NAME) -> str:
     """Mean value per ``$__interval`` and tag: raw readings below a minute, the rollup above.
 
     ``where`` filters ``t`` (tag), ``h`` (hazard_source) and ``e`` (enterprise)."""
@@ -258,13 +272,15 @@ def series(where: str, metric: str = "t.key") -> str:
   SELECT $__timeGroupAlias(r.time, $__interval), {metric} AS metric, avg(r.value) AS value
   {_SCOPED_TAGS}
   JOIN reading r ON r.tag_id = t.id
-  WHERE $__interval_ms < 60000 AND $__timeFilter(r.time) AND {usable("r.quality")} AND {where}
+  WHERE $__interval_ms < 60000 AND $__timeFilter(r.time) AND {usable("r.quality")} AND t.retired_at IS NULL
+    AND {where}
   GROUP BY 1, 2
   UNION ALL
   SELECT $__timeGroupAlias(m.bucket, $__interval), {metric} AS metric, sum(m.sum) / sum(m.count) AS value
   {_SCOPED_TAGS}
   JOIN reading_1m m ON m.tag_id = t.id
-  WHERE $__interval_ms >= 60000 AND $__timeFilter(m.bucket) AND m.count > 0 AND {where}
+  WHERE $__interval_ms >= 60000 AND $__timeFilter(m.bucket) AND m.count > 0 AND t.retired_at IS NULL
+    AND {where}
   GROUP BY 1, 2
 ) s
 ORDER BY 1, 2"""
@@ -278,7 +294,7 @@ def latest_table(where: str) -> str:
        l.time AS "时间"
 {_SCOPED_TAGS}
 LEFT JOIN tag_latest l ON l.tag_id = t.id
-WHERE {where}
+WHERE t.retired_at IS NULL AND {where}
 ORDER BY t.key"""
 
 
@@ -302,7 +318,7 @@ def alarm_rows(where: str, limit: int = 200) -> str:
     """Current alarms (annunciated and hidden ones) with the key the console link needs."""
     return f"""SELECT s.raised_at AS "时间", {PRIORITY_LABEL} AS "优先级", s.status AS "状态",
        s.subject AS "位号", s.kind AS "类型", s.value AS "值", s."limit" AS "限值",
-       s.acked_by AS "确认人", s.key AS key
+       s.acked_at AS "确认时间", s.key AS key
 FROM alarm_state s
 WHERE s.status <> 'normal' AND {where}
 ORDER BY s.acked, CASE s.priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END,
@@ -315,7 +331,7 @@ LIMIT {limit}"""
 
 def _overdue(deadlines: AckDeadlines) -> str:
     return (
-        "s.status IN ('unacknowledged', 'returned_unacknowledged') "
+        f"NOT s.acked AND s.status IN {ANNUNCIATED} "
         f"AND s.raised_at < now() - make_interval(secs => {deadline_s('s.priority', deadlines)})"
     )
 
@@ -369,6 +385,10 @@ JOIN enterprise e ON e.code = s.enterprise
 WHERE {_overdue(deadlines)} AND s.county IN ($county)
 ORDER BY s.raised_at
 LIMIT 500"""
+
+
+def bureau_overdue_count(deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
+    return f"""SELECT count(*) AS "超时未确认" FROM alarm_state s WHERE {_overdue(deadlines)} AND s.county IN ($county)"""
 
 
 def bureau_alarm_trend() -> str:
@@ -460,7 +480,7 @@ CHATTER_COUNT = 3
 
 _RAISED = f"""alarm_journal j
 JOIN alarm_state s ON s.key = j.alarm_key
-WHERE $__timeFilter(j.at) AND j.action IN {RAISES} AND s.enterprise IN ($enterprise)"""
+WHERE $__timeFilter(j.at) AND j.action IN {RAISES} AND s.enterprise = '$enterprise'"""
 
 
 def kpi_rate() -> str:
@@ -476,8 +496,9 @@ def kpi_summary() -> str:
 SELECT coalesce(sum(n), 0)::float8
          / greatest(1, extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz) / 600) AS "平均报警数/10分钟",
        coalesce(sum(n), 0) AS "报警总数",
-       count(*) FILTER (WHERE n > {FLOOD_PER_10MIN})::float8
-         / greatest(1, extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz) / 600) AS "泛滥时间占比",
+       least(1.0, count(*) FILTER (WHERE n > {FLOOD_PER_10MIN})::float8
+         / greatest(1, ceil(extract(epoch FROM $__timeTo()::timestamptz - $__timeFrom()::timestamptz) / 600)))
+         AS "泛滥时间占比",
        coalesce(max(n), 0) AS "10分钟峰值"
 FROM b"""
 
@@ -508,12 +529,12 @@ GROUP BY r.alarm_key ORDER BY 2 DESC, 1 LIMIT 50"""
 
 
 def kpi_stale() -> str:
-    """Alarms standing longer than $stale_h hours (EEMUA: stale after 24 h)."""
+    """Alarms standing (condition still present) longer than $stale_h hours (EEMUA: stale after 24 h)."""
     return f"""SELECT s.key AS key, s.subject AS "位号", {PRIORITY_LABEL} AS "优先级", s.status AS "状态",
        s.raised_at AS "报警时间", round(extract(epoch FROM now() - s.raised_at)::numeric / 3600, 1) AS "持续小时"
 FROM alarm_state s
-WHERE s.status IN {ANNUNCIATED} AND s.enterprise IN ($enterprise)
-  AND s.raised_at < now() - make_interval(secs => $stale_h * 3600)
+WHERE s.condition AND s.status IN {ANNUNCIATED} AND s.enterprise = '$enterprise'
+  AND s.raised_at < now() - make_interval(secs => '$stale_h'::float8 * 3600)
 ORDER BY s.raised_at LIMIT 200"""
 
 
@@ -526,14 +547,14 @@ GROUP BY s.priority, 1 ORDER BY 2 DESC"""
 def kpi_time_to_ack(deadlines: AckDeadlines = ACK_DEADLINE_S) -> str:
     """Per priority: acknowledgements in the range and the time from the annunciation before."""
     return f"""WITH a AS (
-  SELECT s.priority, extract(epoch FROM j.at - r.at)::float8 AS secs
+  SELECT s.priority, greatest(0, extract(epoch FROM j.arrival - r.arrival))::float8 AS secs
   FROM alarm_journal j
   JOIN alarm_state s ON s.key = j.alarm_key
   CROSS JOIN LATERAL (
-    SELECT x.at FROM alarm_journal x
+    SELECT x.arrival FROM alarm_journal x
     WHERE x.alarm_key = j.alarm_key AND x.action IN {RAISES} AND (x.seq, x.n) < (j.seq, j.n)
     ORDER BY x.seq DESC, x.n DESC LIMIT 1) r
-  WHERE $__timeFilter(j.at) AND j.action = 'ACKED' AND s.enterprise IN ($enterprise))
+  WHERE $__timeFilter(j.at) AND j.action = 'ACKED' AND s.enterprise = '$enterprise')
 SELECT {PRIORITY_LABEL.replace("s.priority", "a.priority")} AS "优先级", count(*) AS "确认次数",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS "中位(秒)",
        percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS "90%(秒)",
@@ -546,30 +567,29 @@ FROM a GROUP BY a.priority ORDER BY min(CASE a.priority WHEN 'critical' THEN 0 W
 
 
 def quality_points() -> str:
-    """Points stale, BAD or frozen now: stale past the tag's stale_s (else 5 samples and at
-    least a minute), frozen when an analog value has not moved over the last $frozen_min
-    minutes of usable data."""
+    """Points with a data-quality problem now: BAD or never reported (tag_latest), or a standing
+    data-quality alarm of the engine (stale, frozen, out of range, clock ahead: the rules and
+    delays the plant configures, rules/compile.py), so the board and the alarms agree."""
     return f"""WITH p AS (
-  SELECT t.id, e.name AS enterprise, t.key, t.name, t.kind,
-         coalesce((t.attrs->>'stale_s')::float8, greatest(60.0, 5 * coalesce((t.attrs->>'sample_s')::float8, 1.0))) AS stale_s
+  SELECT t.id, e.name AS enterprise, t.key, t.name
   {_SCOPED_TAGS}
   WHERE t.in_service AND t.retired_at IS NULL AND e.code IN ($enterprise)),
-f AS (
-  SELECT m.tag_id FROM reading_1m m JOIN p ON p.id = m.tag_id
-  WHERE m.bucket >= now() - make_interval(mins => $frozen_min) AND m.count > 0
-    AND p.kind IN ('TEMPERATURE', 'PRESSURE', 'LEVEL', 'FLOW', 'COMPOSITION', 'GAS')
-  GROUP BY m.tag_id
-  HAVING max(m.max) = min(m.min) AND count(*) >= 0.8 * $frozen_min)
+a AS (
+  SELECT s.subject,
+         string_agg(CASE s.kind WHEN 'STALE' THEN '陈旧' WHEN 'FROZEN' THEN '冻结' WHEN 'BAD_QUALITY' THEN '坏值报警'
+                                WHEN 'OUT_OF_RANGE' THEN '超量程' ELSE '时钟超前' END, ',' ORDER BY s.kind) AS kinds
+  FROM alarm_state s
+  WHERE s.condition AND s.kind IN ('STALE', 'FROZEN', 'BAD_QUALITY', 'OUT_OF_RANGE', 'CLOCK_AHEAD')
+    AND s.enterprise IN ($enterprise)
+  GROUP BY s.subject)
 SELECT p.enterprise AS "企业", p.key AS "位号", p.name AS "名称",
-       CASE WHEN l.tag_id IS NULL THEN '无数据'
-            WHEN NOT {usable("l.quality")} THEN '坏'
-            WHEN l.time < now() - make_interval(secs => p.stale_s) THEN '陈旧'
-            ELSE '冻结' END AS "问题",
+       concat_ws(',', CASE WHEN l.tag_id IS NULL THEN '无数据' WHEN NOT {usable("l.quality")} THEN '坏' END,
+                 a.kinds) AS "问题",
        l.quality AS "质量码", l.value AS "值", l.time AS "最新时间"
 FROM p
 LEFT JOIN tag_latest l ON l.tag_id = p.id
-WHERE l.tag_id IS NULL OR NOT {usable("l.quality")} OR l.time < now() - make_interval(secs => p.stale_s)
-   OR p.id IN (SELECT tag_id FROM f)
+LEFT JOIN a ON a.subject = p.key
+WHERE l.tag_id IS NULL OR NOT {usable("l.quality")} OR a.kinds IS NOT NULL
 ORDER BY 4, p.key LIMIT 500"""
 
 
@@ -610,14 +630,19 @@ ORDER BY h.engine"""
 def gaps() -> str:
     """Gaps in collection: an engine's crash gap (collection_gap, recorded by the next start,
     which stamped BAD|COMM_FAILURE markers on every point) and lost links (minutes whose newest
-    reading is a BAD|COMM_FAILURE marker, quality 0x18, from the rollup)."""
+    reading is a BAD|COMM_FAILURE marker, quality 0x18, from the rollup, until the point's next
+    minute with data: empty while still out; a crash's own markers are left to its row)."""
     return f"""SELECT g.gap_from AS "开始", g.gap_to AS "结束", '引擎停机缺口' AS "类型", g.points AS "点数", g.engine AS "来源"
 FROM collection_gap g
 WHERE g.gap_to >= $__timeFrom()::timestamptz AND g.gap_from <= $__timeTo()::timestamptz
 UNION ALL
-SELECT min(m.last_time), max(m.bucket) + interval '1 minute', '通讯中断', count(DISTINCT m.tag_id)::int, min(e.name)
+SELECT min(m.last_time), max(nx.bucket), '通讯中断', count(DISTINCT m.tag_id)::int, min(e.name)
 {_SCOPED_TAGS}
 JOIN reading_1m m ON m.tag_id = t.id
+LEFT JOIN LATERAL (
+  SELECT n.bucket FROM reading_1m n WHERE n.tag_id = m.tag_id AND n.bucket > m.bucket AND n.count > 0
+  ORDER BY n.bucket LIMIT 1) nx ON true
 WHERE $__timeFilter(m.bucket) AND m.last_quality = 24 AND e.code IN ($enterprise)
+  AND NOT EXISTS (SELECT FROM collection_gap g WHERE g.gap_from = m.last_time)
 GROUP BY m.bucket
 ORDER BY 1 DESC LIMIT 500"""

@@ -67,20 +67,42 @@ BEGIN
                 RETURN;
         END;
     END IF;
-    -- Every statement read-only and bounded, whatever Grafana's datasource sends.
+    -- Every statement read-only and bounded, whatever Grafana's datasource sends. Per database
+    -- (one pg_db_role_setting row each): two databases of one server migrating at once would
+    -- otherwise update the role's one shared row concurrently and one of them fail.
     BEGIN
-        ALTER ROLE hazardwatch_grafana SET default_transaction_read_only = on;
-        ALTER ROLE hazardwatch_grafana SET statement_timeout = '30s';
+        EXECUTE format('ALTER ROLE hazardwatch_grafana IN DATABASE %I SET default_transaction_read_only = on',
+                       current_database());
+        EXECUTE format('ALTER ROLE hazardwatch_grafana IN DATABASE %I SET statement_timeout = ''30s''',
+                       current_database());
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE WARNING 'cannot set hazardwatch_grafana''s defaults (read only, 30 s statements): set them as its owner';
     END;
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO hazardwatch_grafana', current_database());
     GRANT USAGE ON SCHEMA public TO hazardwatch_grafana;
     -- What the boards read (dashboards/sql.py), and nothing else: no app_user, api_key,
-    -- audit_log, alarm_command, notification or delivery (people's names, phones, keys).
-    GRANT SELECT ON enterprise, hazard_source, unit, tag, reading, reading_1m, tag_latest,
-        alarm_state, alarm_journal, interlock_bypass, engine_heartbeat, collector_status,
-        historian_status, collection_gap, reading_1m_open TO hazardwatch_grafana;
+    -- audit_log, alarm_command, notification or delivery. Any Grafana viewer can send the
+    -- datasource any SQL, so these grants are the boundary: people's names and free text
+    -- (who acknowledged, commented, requested or approved a bypass, and why) stay out too.
+    GRANT SELECT ON enterprise, hazard_source, unit, tag, reading, reading_1m, reading_1m_open, tag_latest,
+        engine_heartbeat, collector_status, historian_status, collection_gap TO hazardwatch_grafana;
+    REVOKE SELECT ON alarm_state, alarm_journal, interlock_bypass FROM hazardwatch_grafana;
+    GRANT SELECT (key, enterprise, county, hazard_source, unit, subject, kind, priority, status, condition,
+                  acked, latching, since, shelved_until, value, "limit", raised_at, acked_at, seq)
+        ON alarm_state TO hazardwatch_grafana;
+    GRANT SELECT (seq, n, alarm_key, action, old_status, new_status, at, arrival, value, "limit")
+        ON alarm_journal TO hazardwatch_grafana;
+    GRANT SELECT (id, interlock, enterprise, county, hazard_source, input_tag, starts_at, expires_at, state,
+                  requested_at, decided_at, restored_at)
+        ON interlock_bypass TO hazardwatch_grafana;
+    -- Before PostgreSQL 15 every role may create objects in schema public (and a session may turn
+    -- its read-only default off): a viewer's SQL could plant a function the app then resolves.
+    IF current_setting('server_version_num')::int < 150000
+       AND has_schema_privilege('hazardwatch_grafana', 'public', 'CREATE') THEN
+        RAISE WARNING 'hazardwatch_grafana may CREATE in schema public (PostgreSQL < 15 grants it to PUBLIC): '
+                      'REVOKE CREATE ON SCHEMA public FROM PUBLIC once the app''s own user owns the schema '
+                      'or holds CREATE itself';
+    END IF;
 END $$;
 
 SELECT hazardwatch_grafana_grants();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from core.plant import Plant, TagKind
 from core.settings import GrafanaSettings
 from dashboards.boards import BOARD_UIDS, DATASOURCE_TYPE, build_boards
 from dashboards.build import board_json, panel_queries, write_build
-from dashboards.sql import literal
+from dashboards.sql import literal, series_name
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO = ROOT / "tests/core/data/two_enterprises.yaml"
@@ -114,8 +115,7 @@ def test_alarm_limits_from_the_config_are_drawn_as_threshold_lines(
             TagKind.TEMPERATURE,
         ):
             continue
-        props = overrides[tag.key]
-        assert props["displayName"] == f"{tag.code} {tag.name}"
+        props = overrides[series_name(tag.key, tag.name, tag.unit)]
         steps = props["thresholds"]["steps"]
         want = [v for v in (tag.limits.ll, tag.limits.l, tag.limits.h, tag.limits.hh) if v is not None]
         assert [s["value"] for s in steps[1:]] == want, tag.key
@@ -123,7 +123,7 @@ def test_alarm_limits_from_the_config_are_drawn_as_threshold_lines(
         checked += 1
     gas = [t for t in demo.tags() if t.kind == TagKind.GAS]
     assert gas and all(
-        overrides[t.key]["thresholds"]["steps"][1]["value"] for t in gas
+        overrides[series_name(t.key, t.name, t.unit)]["thresholds"]["steps"][1]["value"] for t in gas
     )  # resolved GB/T 50493 levels
     assert checked > 20
 
@@ -211,3 +211,29 @@ def test_good_grafana_settings_load(tmp_path: Path) -> None:
         g.url == "https://grafana.lvliang.gov.cn/" and g.refresh == "1m" and g.ack_deadline_s.critical == 60
     )
     assert json.dumps(build_boards(load_plant(plant))).count('"refresh": "1m"') == 4
+
+
+@pytest.mark.parametrize(
+    "text", ["泵$county停", "${county}", "[[county]]", "$__timeFilter(x)", "a\\b", "O'Brien", "$$"]
+)
+def test_config_text_reaches_the_database_as_written_through_grafanas_expansion(text: str) -> None:
+    """Grafana expands $name, ${name}, [[name]] and $__macro() even inside string literals:
+    text from the config (an interlock's name) must not be one of them when Grafana is done."""
+    from datetime import UTC, datetime, timedelta
+
+    from dashboards.expand import TimeRange, Variable, expand
+
+    now = datetime.now(UTC)
+    sql = f"SELECT {literal(text)}"
+    expanded = expand(
+        sql,
+        TimeRange(now - timedelta(hours=1), now),
+        interval=timedelta(seconds=1),
+        variables=[Variable("county", ["孝义市", "文水县"], multi=True, include_all=True)],
+        timescaledb=False,
+    )
+    assert expanded == sql
+    import psycopg
+
+    with psycopg.connect(os.environ.get("HW_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")) as conn:
+        assert conn.execute(expanded).fetchone() == (text,)

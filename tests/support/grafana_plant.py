@@ -9,9 +9,9 @@
 2. the next start on the same data directory stamps the crash gap's markers and records the
    gap, and runs the scenario again until the gateway is offline at the end (BAD points now);
 3. operators act through the real alarm engine: acknowledgements (alarm_command, as the API
-   submits them), one standing alarm chattering (condition edges into the alarm service, as the rule
-   engine produces them), and an approved interlock bypass permit (interlock_bypass, by two
-   real users).
+   submits them); condition edges into the alarm service, as the rule engine produces them, for
+   one standing alarm chattering and one latching gas alarm raised and cleared (latched,
+   unacknowledged); and an approved interlock bypass permit (interlock_bypass, by two real users).
 
 Both backends are filled concurrently (``start_filling``) since each takes about a minute,
 mostly waiting for the demo.
@@ -101,10 +101,11 @@ async def _operate(dsn: str, plant: Plant, log_dir: Path) -> None:
     conn = await connect(dsn, autocommit=True)
     try:
         cur = await conn.execute(
-            "SELECT key, enterprise FROM alarm_state WHERE status = 'unacknowledged' ORDER BY key LIMIT 20"
+            "SELECT key, enterprise FROM alarm_state WHERE NOT acked AND status IN "
+            "('unacknowledged', 'returned_unacknowledged', 'latched') ORDER BY key LIMIT 20"
         )
         unacked = await cur.fetchall()
-        if len(unacked) < 4:
+        if len(unacked) < 2:
             raise RuntimeError(f"the scenario raised too few alarms: {unacked}")
         eng = await add_user(conn, "eng_grafana", "陈静", "engineer", None)
         approver = await add_user(conn, "approver_grafana", "杨勇", "approver", None)
@@ -128,11 +129,19 @@ async def _operate(dsn: str, plant: Plant, log_dir: Path) -> None:
             if not row or row[0] != len(ids):
                 raise RuntimeError("the engine did not apply the acknowledgements")
             # a chattering detector: three annunciations within seconds
+            # a gas alarm that latched: its condition gone, still unacknowledged (overdue soon)
+            cur = await conn.execute("SELECT key FROM alarm_state WHERE status <> 'normal'")
+            standing = {row[0] for row in await cur.fetchall()}
+            latching = next(
+                a.key for a in engine.catalog
+                if a.latching and a.rule >= 0 and a.key not in standing and a.key.startswith("LHJH.")
+            )  # fmt: skip
+            await engine.raise_(latching)
+            await engine.clear(latching)
             chatter = next(
-                key
-                for key, _ in unacked[1::2]
-                if (a := engine.catalog.by_key(key)) is not None and a.rule >= 0
-            )
+                a.key for a in engine.catalog
+                if not a.latching and a.rule >= 0 and a.key not in standing and a.key.startswith("LHJH.")
+            )  # fmt: skip
             for _ in range(3):
                 await engine.clear(chatter)
                 await engine.raise_(chatter)
