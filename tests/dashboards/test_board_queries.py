@@ -25,6 +25,7 @@ from core.settings import AckDeadlines, GrafanaSettings
 from dashboards.boards import build_boards
 from dashboards.build import PanelQuery, panel_queries, variable_queries
 from dashboards.expand import TimeRange, Variable, expand, interval_for
+from dashboards.push import TIME_INTERVAL
 from storage.db import Backend, connect
 from tests.support.grafana_plant import Filled
 
@@ -38,7 +39,7 @@ _KIND = {
 SERIES = {"time": D, "metric": T, "value": F}
 # The datasource's minimum interval (jsonData.timeInterval, provisioning and push: "1s"); Grafana's
 # SQL datasource would assume 1m without it.
-MIN_INTERVAL = timedelta(seconds=1)
+MIN_INTERVAL = timedelta(seconds=float(TIME_INTERVAL.removesuffix("s")))
 
 # The columns each panel's visualisation is configured for (overrides, links, mappings name them).
 COLUMNS: dict[tuple[str, str], dict[str, str]] = {
