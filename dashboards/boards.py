@@ -263,7 +263,10 @@ def hazard_source(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
     for kind, label, _unit in _KIND_PANELS:
         of_kind = [t for t in tags if t.kind == kind]
         if of_kind:  # a plant without, say, analysers gets no empty panel for them
-            panel = c.series(f"{label}", sql.series(f"{_SCOPE} AND t.kind = '{kind.value}'"))
+            # a point a minute over the board's 6 hours: the rollup, not raw rows, at every refresh
+            panel = c.series(f"{label}", sql.series(f"{_SCOPE} AND t.kind = '{kind.value}'")).max_data_points(
+                360
+            )
             d = d.with_panel(_limit_overrides(panel, of_kind))
     d = (
         d.with_panel(c.table("联锁状态与有效表决", sql.interlock_status(

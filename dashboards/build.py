@@ -117,6 +117,8 @@ class PanelQuery:
     raw_sql: str
     format: str
     time_from: str | None  # the panel's own relative range ("24h"), if it overrides the board's
+    # the panel's maxDataPoints; Grafana otherwise takes the panel's width in pixels (about 1000)
+    max_data_points: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,14 @@ def panel_queries(board: dict[str, Any]) -> list[PanelQuery]:
     """Every SQL target of every panel, as the JSON holds it (what Grafana will run)."""
     return [
         PanelQuery(
-            board["uid"], p["id"], p.get("title", ""), t["refId"], t["rawSql"], t["format"], p.get("timeFrom")
+            board["uid"],
+            p["id"],
+            p.get("title", ""),
+            t["refId"],
+            t["rawSql"],
+            t["format"],
+            p.get("timeFrom"),
+            int(p.get("maxDataPoints") or 1000),
         )
         for p in _panels(board)
         for t in p.get("targets", [])

@@ -158,7 +158,7 @@ def _ranges(filled: Filled, q: PanelQuery) -> dict[str, TimeRange]:
 def _run(conn: psycopg.Connection[tuple[Any, ...]], filled: Filled, q: PanelQuery, rng: TimeRange,
          variables: list[Variable]) -> tuple[dict[str, str], list[tuple[Any, ...]]]:  # fmt: skip
     text = expand(
-        q.raw_sql, rng, interval=interval_for(rng, min_interval=MIN_INTERVAL), variables=variables,
+        q.raw_sql, rng, interval=interval_for(rng, q.max_data_points, min_interval=MIN_INTERVAL), variables=variables,
         timescaledb=filled.backend is Backend.TIMESCALEDB,
     )  # fmt: skip
     try:
@@ -271,7 +271,7 @@ def test_long_ranges_read_the_rollup_and_short_ranges_raw_readings(filled: Fille
         for q in series:
             read: dict[str, dict[str, int]] = {label: {} for label in ranges}
             for (ent, hs), (label, rng) in itertools.product(pairs, ranges.items()):
-                text = expand(q.raw_sql, rng, interval=interval_for(rng, min_interval=MIN_INTERVAL),
+                text = expand(q.raw_sql, rng, interval=interval_for(rng, q.max_data_points, min_interval=MIN_INTERVAL),
                               variables=_variables(filled, q.board_uid, ent, hs),
                               timescaledb=filled.backend is Backend.TIMESCALEDB)  # fmt: skip
                 row = conn.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {text}").fetchone()

@@ -235,5 +235,26 @@ def test_config_text_reaches_the_database_as_written_through_grafanas_expansion(
     assert expanded == sql
     import psycopg
 
-    with psycopg.connect(os.environ.get("HW_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")) as conn:
+    with psycopg.connect(
+        os.environ.get("HW_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    ) as conn:
         assert conn.execute(expanded).fetchone() == (text,)
+
+
+def test_the_detail_boards_default_range_reads_the_rollup(boards: list[dict[str, Any]]) -> None:
+    """At its default 6 hours, every refresh of the detail board's trends reads minute rollups:
+    Grafana's $__interval from the range and the panel's maxDataPoints is a minute or more."""
+    from datetime import UTC, datetime, timedelta
+
+    from dashboards.expand import TimeRange, interval_for
+
+    detail = next(b for b in boards if b["uid"] == "hw-hazard-source")
+    assert detail["time"] == {"from": "now-6h", "to": "now"}
+    now = datetime.now(UTC)
+    series = [q for q in panel_queries(detail) if q.format == "time_series"]
+    assert series
+    for q in series:
+        interval = interval_for(
+            TimeRange(now - timedelta(hours=6), now), q.max_data_points, timedelta(seconds=1)
+        )
+        assert interval >= timedelta(minutes=1), (q.title, interval)
