@@ -21,6 +21,7 @@ BENCHMARKS = [
     "bench.alarms",
     "bench.notify",
     "bench.api",
+    "bench.grafana",
 ]
 
 
