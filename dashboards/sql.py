@@ -636,7 +636,8 @@ def gaps() -> str:
 FROM collection_gap g
 WHERE g.gap_to >= $__timeFrom()::timestamptz AND g.gap_from <= $__timeTo()::timestamptz
 UNION ALL
-SELECT min(m.last_time), max(nx.bucket), '通讯中断', count(DISTINCT m.tag_id)::int, min(e.name)
+SELECT min(m.last_time), CASE WHEN bool_or(nx.bucket IS NULL) THEN NULL ELSE max(nx.bucket) END, '通讯中断',
+       count(DISTINCT m.tag_id)::int, e.name
 {_SCOPED_TAGS}
 JOIN reading_1m m ON m.tag_id = t.id
 LEFT JOIN LATERAL (
@@ -644,5 +645,5 @@ LEFT JOIN LATERAL (
   ORDER BY n.bucket LIMIT 1) nx ON true
 WHERE $__timeFilter(m.bucket) AND m.last_quality = 24 AND e.code IN ($enterprise)
   AND NOT EXISTS (SELECT FROM collection_gap g WHERE g.gap_from = m.last_time)
-GROUP BY m.bucket
+GROUP BY m.bucket, e.code, e.name
 ORDER BY 1 DESC LIMIT 500"""

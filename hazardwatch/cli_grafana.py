@@ -160,11 +160,13 @@ def grant_cmd(dsn: str | None = DSN_OPTION) -> None:
     from dashboards.reader import grant
 
     try:
-        asyncio.run(grant(_dsn(dsn)))
+        warnings = asyncio.run(grant(_dsn(dsn)))
     except StorageError as exc:
         _say(err, redact(f"hazardwatch grafana grant: {exc}"), "red")
         raise typer.Exit(1) from None
-    _say(out, f"granted {ROLE} read access")
+    for w in warnings:
+        _say(err, f"warning: {w}", "yellow")
+    _say(out, f"granted {ROLE} read access (read-only sessions, 30 s statements by default)")
 
 
 def _token(token: str | None, token_file: Path | None) -> str:

@@ -122,21 +122,31 @@ async def running_api(
     await _prepare(plant, dsn, logins)
     s = plant.settings.api
     sock = _listen(s.host, s.port)
-    port = int(sock.getsockname()[1])
-    app = create_app(
-        ApiConfig(dsn, _secret(plant), s, plant, rationale, grafana_url=plant.settings.grafana.url)
-    )
-    server = ApiServer(server_config(app, s.host, port), embedded=True)  # the demo owns Ctrl-C
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.05)
-    if task.done():
-        sock.close()
-        task.result()  # raises why it could not start
     try:
-        yield DemoApi(f"http://{s.host}:{port}/", logins)
+        port = int(sock.getsockname()[1])
+        app = create_app(
+            ApiConfig(dsn, _secret(plant), s, plant, rationale, grafana_url=plant.settings.grafana.url)
+        )
+        server = ApiServer(server_config(app, s.host, port), embedded=True)  # the demo owns Ctrl-C
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+        try:
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            if task.done():
+                task.result()  # raises why it could not start
+            yield DemoApi(f"http://{_url_host(s.host)}:{port}/", logins)
+        finally:
+            server.should_exit = True
+            done, _ = await asyncio.wait({task}, timeout=10)
+            if not done:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # its failure, if any, was raised above
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
         sock.close()
+
+
+def _url_host(host: str) -> str:
+    """How a browser on this machine reaches ``host``: a wildcard address is loopback, an IPv6
+    one goes in brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host

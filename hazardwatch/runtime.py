@@ -311,7 +311,12 @@ class Runtime:
         self._tasks.append(
             asyncio.create_task(
                 engine_beat_loop(
-                    self.dsn, self.plant.name, self.clock, self.options.engine_beat_s, status=self.status
+                    self.dsn,
+                    self.plant.name,
+                    self.clock,
+                    self.options.engine_beat_s,
+                    status=self.status,
+                    written=self._status_written,
                 ),
                 name="engine-heartbeat",
             )
@@ -534,6 +539,11 @@ class Runtime:
                 gap_markers=self.gap_markers,
             )
         return StatusSnapshot(rows, historian, self.gap)
+
+    def _status_written(self, snapshot: StatusSnapshot) -> None:
+        """A beat committed ``snapshot``: its crash gap is recorded and need not be sent again."""
+        if snapshot.gap is not None and snapshot.gap is self.gap:
+            self.gap = None
 
     def summary(self) -> RunSummary:
         """Where every row of this run went; see RunSummary."""

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 
 from core.clock import Clock
+from core.redact import redact
 from storage.db import Conn, connect, translate_errors
 
 __all__ = [
@@ -94,7 +95,7 @@ class StatusSnapshot:
 
     collectors: Sequence[CollectorStatus]
     historian: HistorianStatus | None  # None: no historian row for this engine
-    # The crash gap this run marked at its start, written with every beat until one commits
+    # The crash gap this run marked at its start, written with the beats until one commits
     # (idempotent: the gap's start is part of the key), so a start during an outage records it too.
     gap: CollectionGap | None = None
 
@@ -127,7 +128,9 @@ _historian_row = attrgetter(*(f.name for f in fields(HistorianStatus)))
 
 
 def _clean(text: str) -> str:
-    return text.replace("\x00", "\ufffd")[:LAST_ERROR_CHARS]
+    """An error for a table every Grafana viewer reads: passwords of URLs and DSNs masked (as
+    in the logs, core.redact), no NUL, bounded."""
+    return redact(text.replace("\x00", "\ufffd"))[:LAST_ERROR_CHARS]
 
 
 async def beat_once(conn: Conn, name: str, started_at: datetime, now: datetime) -> None:
@@ -170,8 +173,10 @@ async def engine_beat_loop(
     clock: Clock,
     interval_s: float = 5.0,
     status: Callable[[], StatusSnapshot] | None = None,
+    written: Callable[[StatusSnapshot], None] | None = None,
 ) -> None:
-    """Beat until cancelled; with ``status``, write its snapshot with every beat."""
+    """Beat until cancelled; with ``status``, write its snapshot with every beat, and tell
+    ``written`` each snapshot that committed (the runtime then drops the gap it carried)."""
     started_at = datetime.fromtimestamp(clock.now_us() / 1e6, UTC)
     conn: Conn | None = None
     failing = False
@@ -195,6 +200,8 @@ async def engine_beat_loop(
                     await beat_once(conn, name, started_at, now)
                     if snapshot is not None:
                         await write_status(conn, name, snapshot, now)
+                if snapshot is not None and written is not None:
+                    written(snapshot)
                 if failing:
                     log.warning("engine heartbeat: database reachable again")
                 failing = False

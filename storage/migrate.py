@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from psycopg.errors import Diagnostic
+
 from core.errors import SchemaError
 from storage.db import Backend, Conn, autocommit, translate_errors
 
@@ -139,15 +141,26 @@ async def require_current_schema(conn: Conn) -> Backend:
 async def upgrade(conn: Conn) -> list[Migration]:
     """Apply pending migrations, each in its own transaction; return those applied.
 
-    ``conn`` must not be inside a transaction; it is left in the mode it came in.
+    ``conn`` must not be inside a transaction; it is left in the mode it came in. A migration's
+    WARNINGs (say, 0010 could not create Grafana's role for want of CREATEROLE) are logged: the
+    server sends them as notices, which a connection drops unless someone listens.
     """
-    async with autocommit(conn):
-        with translate_errors("upgrade"):
-            await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
-            try:
-                return await _upgrade_locked(conn)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    conn.add_notice_handler(_log_warning)
+    try:
+        async with autocommit(conn):
+            with translate_errors("upgrade"):
+                await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+                try:
+                    return await _upgrade_locked(conn)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    finally:
+        conn.remove_notice_handler(_log_warning)
+
+
+def _log_warning(d: Diagnostic) -> None:
+    if d.severity_nonlocalized == "WARNING":
+        log.warning("migration: %s", d.message_primary)
 
 
 async def _upgrade_locked(conn: Conn) -> list[Migration]:

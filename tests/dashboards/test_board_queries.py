@@ -469,3 +469,18 @@ def test_the_role_cannot_read_names_or_free_text(filled: Filled) -> None:
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(f"SELECT {column} FROM {table} LIMIT 1")
         assert conn.execute("SELECT count(*) FROM alarm_journal").fetchone()[0] > 0  # type: ignore[index]
+
+
+def test_data_quality_lists_what_the_engine_finds_stale_and_the_bad_points(filled: Filled) -> None:
+    stale = {
+        r[0] for r in _superuser(filled, "SELECT subject FROM alarm_state WHERE kind = 'STALE' AND condition")
+    }
+    bad = {r[0] for r in _superuser(
+        filled, "SELECT t.key FROM tag_latest l JOIN tag t ON t.id = l.tag_id WHERE t.in_service AND l.quality & 64 = 0"
+    )}  # fmt: skip
+    assert stale
+    problems = {r[1]: r[3] for r in _rows(filled, "hw-data-quality", "陈旧 / 坏值 / 冻结测点")}
+    for key in stale:
+        assert "陈旧" in problems[key].split(","), (key, problems.get(key))
+    for key in bad:
+        assert "坏" in problems[key].split(","), (key, problems.get(key))

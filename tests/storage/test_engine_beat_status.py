@@ -331,3 +331,39 @@ async def test_heartbeat_and_status_are_one_transaction_and_a_failure_never_stop
         "engine heartbeat: cannot write",
         "engine heartbeat: database reachable again",
     ]
+
+
+async def _beats(dsn: str, snapshot: StatusSnapshot, until_written: bool) -> list[StatusSnapshot]:
+    """Run the loop with ``snapshot`` for three beats (or until one committed); the snapshots
+    it reported written."""
+    taken: list[StatusSnapshot] = []
+    written: list[StatusSnapshot] = []
+
+    def status() -> StatusSnapshot:
+        taken.append(snapshot)
+        return snapshot
+
+    task = asyncio.create_task(
+        engine_beat_loop(dsn, "site", SystemClock(), interval_s=0.05, status=status, written=written.append)
+    )
+    try:
+        await eventually(lambda: len(taken) >= 3 and (bool(written) or not until_written), timeout=10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return written
+
+
+async def test_written_is_told_only_of_snapshots_that_committed(pg: str) -> None:
+    snapshot = StatusSnapshot([], HISTORIAN, CollectionGap(T0 - timedelta(minutes=3), T0, 12))
+    assert await _beats("postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1", snapshot, False) == []
+    written = await _beats(pg, snapshot, True)
+    assert written and all(w is snapshot for w in written)
+    assert await fetch_all(pg, "SELECT points FROM collection_gap") == [(12,)]
+
+
+async def test_a_password_in_a_collectors_error_is_masked(pg: str) -> None:
+    error = "SourceError: opc.tcp://operator:s3cret@10.1.2.3:4840 refused; dsn password=hunter2"
+    await write(pg, "site", StatusSnapshot([collector("DCS1", state="failed", last_error=error)], HISTORIAN))
+    stored = (await collectors(pg))["DCS1"]["last_error"]
+    assert "s3cret" not in stored and "hunter2" not in stored and "10.1.2.3:4840" in stored

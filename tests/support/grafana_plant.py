@@ -10,8 +10,8 @@
    gap, and runs the scenario again until the gateway is offline at the end (BAD points now);
 3. operators act through the real alarm engine: acknowledgements (alarm_command, as the API
    submits them); condition edges into the alarm service, as the rule engine produces them, for
-   one standing alarm chattering and one latching gas alarm raised and cleared (latched,
-   unacknowledged); and an approved interlock bypass permit (interlock_bypass, by two real users).
+   one standing alarm chattering, one latching gas alarm raised and cleared (latched,
+   unacknowledged) and one point's STALE alarm; and an approved interlock bypass permit (interlock_bypass, by two real users).
 
 Both backends are filled concurrently (``start_filling``) since each takes about a minute,
 mostly waiting for the demo.
@@ -35,6 +35,7 @@ import psycopg
 
 from alarms.commands import Command, CommandKind, Role, submit
 from api.users import add_user
+from core.conditions import RuleKind
 from core.config import load_plant
 from core.plant import Plant
 from storage.db import Backend, connect
@@ -138,6 +139,12 @@ async def _operate(dsn: str, plant: Plant, log_dir: Path) -> None:
             )  # fmt: skip
             await engine.raise_(latching)
             await engine.clear(latching)
+            # a point the engine finds stale (its value no longer arriving though good when last seen)
+            stale = next(
+                a.key for a in engine.catalog
+                if a.kind is RuleKind.STALE and a.rule >= 0 and a.key not in standing and a.key.startswith("LHJH.")
+            )  # fmt: skip
+            await engine.raise_(stale)
             chatter = next(
                 a.key for a in engine.catalog
                 if not a.latching and a.rule >= 0 and a.key not in standing and a.key.startswith("LHJH.")
