@@ -86,7 +86,11 @@ async def sync_registry(conn: Conn, plant: Plant, *, now_us: int) -> SyncReport:
                     for t in h.tags:
                         lo, hi = t.range if t.range else (None, None)
                         attrs = Jsonb(
-                            {"description": t.description, "resolution": t.resolution, **_sampling(t, devices)}
+                            {
+                                "description": t.description,
+                                "resolution": t.resolution,
+                                **_sampling(t, devices),
+                            }
                         )
                         tag_rows[(t.key,)] = (
                             hs_id, unit_of.get(t.equipment), t.equipment, t.name, t.kind.value, t.unit, lo, hi,

@@ -75,6 +75,9 @@ BEGIN
                        current_database());
         EXECUTE format('ALTER ROLE hazardwatch_grafana IN DATABASE %I SET statement_timeout = ''30s''',
                        current_database());
+        -- JIT compiling a board's online-rate plan took longer than running it (bench/grafana.py;
+        -- api/online.py turns it off for the same query)
+        EXECUTE format('ALTER ROLE hazardwatch_grafana IN DATABASE %I SET jit = off', current_database());
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE WARNING 'cannot set hazardwatch_grafana''s defaults (read only, 30 s statements): set them as its owner';
     END;
