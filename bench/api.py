@@ -63,6 +63,7 @@ from bench.api_data import (
     load_readings,
     write_plant,
 )
+from bench.config import load_average
 
 __all__ = ["main"]
 
@@ -805,7 +806,7 @@ def render(r: Results) -> str:
         "",
         f"Every client got every event of its scope exactly once and nothing outside it: "
         f"**{'yes' if exact else 'NO'}**. Load average (1/5/15 min) when the run ended: "
-        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs, shared by the API server, "
+        f"{load_average()}, shared by the API server, "
         f"the clients, this process (the writer) and PostgreSQL; the benchmark took {r.elapsed_s:.0f} s.",
     ]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import gc
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,16 @@ from bench.report import spread
 from core.config import collector_paused, load_plant_located
 from hazardwatch.compile_all import compile_checked
 
-__all__ = ["TAGS_PER_ENTERPRISE", "Run", "check_once", "main", "write_plant"]
+__all__ = [
+    "TAGS_PER_ENTERPRISE",
+    "TAGS_PER_EQUIPMENT",
+    "Run",
+    "check_once",
+    "enterprise_yaml",
+    "load_average",
+    "main",
+    "write_plant",
+]
 
 TAGS_PER_ENTERPRISE = 1000
 TAGS_PER_EQUIPMENT = 10
@@ -68,13 +78,32 @@ _EQUIPMENT_TAGS = (
 )
 
 
-def _enterprise(e: int, first: int, n_tags: int) -> str:
+def enterprise_yaml(
+    e: int,
+    sources: Sequence[int],
+    *,
+    comment: str | None = None,
+    county: str = "孝义市",
+    grade: Callable[[int], int] = lambda h: 3,
+    deviation: bool = True,
+    in_service: Callable[[int, int], bool] | None = None,
+) -> str:
+    """Enterprise ``e``'s included file: an OPC UA server and a Modbus gateway, and hazard source
+    ``h`` with ``sources[h]`` tags of ``_EQUIPMENT_TAGS`` (the last equipment maybe incomplete) and
+    a 2oo3 interlock per complete equipment.
+
+    One generator for every benchmark's plant (this one's, bench/api_data.py's and
+    bench/grafana_data.py's), so they stay the same kind of plant; what differs is a parameter:
+    ``grade(h)``, ``deviation`` (the second level transmitter's deviation alarm against the first),
+    ``in_service(h, first tag of the equipment)`` (None: the line is left out, in service) and a
+    leading ``# comment``.
+    """
     code = f"E{e:03d}"
     out = [
-        f"# generated: enterprise {e}, tags {first}..{first + n_tags - 1}",
+        *([f"# {comment}"] if comment is not None else []),
         f"code: {code}",
         f"name: 生成企业{e}",
-        "county: 孝义市",
+        f"county: {county}",
         "devices:",
         "  - protocol: OPCUA",
         f"    id: {code}-OPC",
@@ -86,16 +115,14 @@ def _enterprise(e: int, first: int, n_tags: int) -> str:
         "    port: 502",
         "hazard_sources:",
     ]
-    per_hs = TAGS_PER_EQUIPMENT * EQUIPMENT_PER_HAZARD_SOURCE
     address = {"HOLDING": 0, "DISCRETE_INPUT": 0}
-    for h, start in enumerate(range(0, n_tags, per_hs)):
-        count = min(per_hs, n_tags - start)
+    for h, count in enumerate(sources):
         equipment = [f"V{h:02d}{k:03d}" for k in range(-(-count // TAGS_PER_EQUIPMENT))]
         out += [
             f"  - code: {code}-H{h:02d}",
             f"    name: 危险源{h}",
             "    kind: STORAGE",
-            "    grade: 3",
+            f"    grade: {grade(h)}",
             "    units:",
             f"      - code: {code}-U{h:02d}",
             "        name: 储罐区",
@@ -128,14 +155,18 @@ def _enterprise(e: int, first: int, n_tags: int) -> str:
                 *(f"        {line}" for line in body),
                 f"        source: {source}",
             ]
-            if prefix == "LT" and i % TAGS_PER_EQUIPMENT == 1:
+            if deviation and prefix == "LT" and i % TAGS_PER_EQUIPMENT == 1:
                 out.append(f"        deviation: {{tag: {eq}.LT-{i - 1:04d}, max: 0.5}}")
             if i % TAGS_PER_EQUIPMENT == TAGS_PER_EQUIPMENT - 1:
                 base = i - TAGS_PER_EQUIPMENT + 1
+                service = (
+                    [] if in_service is None else [f"        in_service: {str(in_service(h, base)).lower()}"]
+                )
                 interlocks += [
                     f"      - code: IL-{eq}",
                     f"        name: {eq} 液位低低联锁",
                     "        voting: 2oo3",
+                    *service,
                     "        inputs:",
                     *(
                         f"          - {{tag: {eq}.LT-{base + k:04d}, op: '<=', value: 0.6, "
@@ -147,6 +178,22 @@ def _enterprise(e: int, first: int, n_tags: int) -> str:
         if interlocks:
             out += ["    interlocks:", *interlocks]
     return "\n".join(out) + "\n"
+
+
+def _enterprise(e: int, first: int, n_tags: int) -> str:
+    """Enterprise ``e`` with tags ``first``.. of a province's ``n_tags``, in hazard sources of
+    ``EQUIPMENT_PER_HAZARD_SOURCE`` equipment (the last one the rest)."""
+    per_hs = TAGS_PER_EQUIPMENT * EQUIPMENT_PER_HAZARD_SOURCE
+    sources = [min(per_hs, n_tags - start) for start in range(0, n_tags, per_hs)]
+    return enterprise_yaml(
+        e, sources, comment=f"generated: enterprise {e}, tags {first}..{first + n_tags - 1}"
+    )
+
+
+def load_average() -> str:
+    """``0.52 / 0.61 / 0.70 on 8 CPUs``: the 1/5/15-minute load average as a run ends, which its
+    figures are read against (clients and servers share the machine); one wording for every section."""
+    return f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
 
 
 def write_plant(folder: Path, n_tags: int) -> Path:

@@ -53,6 +53,7 @@ import psycopg
 from psycopg import sql as psql
 from psycopg.conninfo import make_conninfo
 
+from bench.config import load_average
 from bench.grafana_data import Loaded, Scale, load, write_plant
 from bench.report import spread
 from core.plant import Plant
@@ -537,8 +538,8 @@ def render(worlds: list[World]) -> str:
         f"Target (DESIGN.md), each bureau-overview query over 30 days for a city, median of the rounds' p95 ≤ "
         f"{TARGET_MS:.0f} ms on both backends: **{'met' if met else 'missed'}**. No bureau query plans a raw "
         f"`reading` partition or chunk: **{'yes' if not raw else 'NO: ' + ', '.join(raw)}** (EXPLAIN of each). "
-        f"Load average (1/5/15 min) at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} on "
-        f"{os.cpu_count()} CPUs (the database servers and this client share them).",
+        f"Load average (1/5/15 min) at the end: {load_average()} (the database servers and this client share "
+        "them).",
     ]
     return "\n".join(lines)
 

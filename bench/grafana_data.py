@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import _EQUIPMENT_TAGS, REFERENCE
+from bench.api_data import copy_binary
+from bench.config import REFERENCE, enterprise_yaml
 from core.config import load_plant
 from core.plant import Plant
 from storage.db import Backend, Conn
 from storage.partitions import ensure_partitions
-from storage.pgcopy import encode
 from storage.registry_sync import sync_registry
 
 __all__ = ["Loaded", "Scale", "load", "write_plant"]
@@ -51,7 +51,6 @@ _ROLLUP = (
 )  # fmt: skip
 _READING = (("time", "timestamptz"), ("tag_id", "int4"), ("value", "float8"), ("quality", "int2"))
 _LATEST = (("tag_id", "int4"), ("time", "timestamptz"), ("value", "float8"), ("quality", "int2"))
-TAGS_PER_EQUIPMENT = len(_EQUIPMENT_TAGS)
 # alarm kinds a tag of each prefix raises, with their priorities
 _KINDS = {
     "LT": (("H", "high"), ("HH", "critical"), ("L", "medium"), ("LL", "critical")),
@@ -104,70 +103,16 @@ class Scale:
 
 
 def _enterprise_yaml(scale: Scale, e: int) -> str:
-    code = f"E{e:03d}"
-    out = [
-        f"code: {code}",
-        f"name: 生成企业{e}",
-        f"county: {scale.county_of(e)}",
-        "devices:",
-        "  - protocol: OPCUA",
-        f"    id: {code}-OPC",
-        f"    endpoint: opc.tcp://127.0.0.1:4840/{code.lower()}",
-        f"    namespace_uri: urn:bench:{code.lower()}",
-        "  - protocol: MODBUS",
-        f"    id: {code}-MB",
-        "    host: 127.0.0.1",
-        "    port: 502",
-        "hazard_sources:",
-    ]
-    address = {"HOLDING": 0, "DISCRETE_INPUT": 0}
-    n = scale.tags_per_source
-    for h in range(scale.hazard_sources_of(e)):
-        equipment = [f"V{h:02d}{k:03d}" for k in range(-(-n // TAGS_PER_EQUIPMENT))]
-        out += [
-            f"  - code: {code}-H{h:02d}",
-            f"    name: 危险源{h}",
-            "    kind: STORAGE",
-            f"    grade: {1 + (e + h) % 4}",
-            "    units:",
-            f"      - code: {code}-U{h:02d}",
-            "        name: 储罐区",
-            "        equipment:",
-            *(f"          - {{code: {eq}, name: 储罐{eq}}}" for eq in equipment),
-            "    tags:",
-        ]
-        interlocks = []
-        for i in range(n):
-            eq = equipment[i // TAGS_PER_EQUIPMENT]
-            prefix, body = _EQUIPMENT_TAGS[i % TAGS_PER_EQUIPMENT]
-            tag = f"{prefix}-{i:04d}"
-            if prefix in ("XV", "HS"):
-                source = f"{{device: {code}-MB, table: DISCRETE_INPUT, address: {address['DISCRETE_INPUT']}, type: BOOL}}"
-                address["DISCRETE_INPUT"] += 1
-            elif i % 2:
-                source = (
-                    f"{{device: {code}-MB, table: HOLDING, address: {address['HOLDING']}, type: FLOAT32}}"
-                )
-                address["HOLDING"] += 2
-            else:
-                source = f"{{device: {code}-OPC, node: s={eq}.{tag}}}"
-            out += [f"      - code: {tag}", f"        name: {eq} {tag}", f"        equipment: {eq}",
-                    *(f"        {line}" for line in body), f"        source: {source}"]  # fmt: skip
-            if i % TAGS_PER_EQUIPMENT == TAGS_PER_EQUIPMENT - 1:
-                base = i - TAGS_PER_EQUIPMENT + 1
-                interlocks += [
-                    f"      - code: IL-{eq}",
-                    f"        name: {eq} 液位低低联锁",
-                    "        voting: 2oo3",
-                    f"        in_service: {'false' if (e + h) % 7 == 3 and base == 0 else 'true'}",
-                    "        inputs:",
-                    *(f"          - {{tag: {eq}.LT-{base + k:04d}, op: '<=', value: 0.6, bypass: {eq}.HS-{i:04d}}}"
-                      for k in range(3)),
-                    f"        final_element: {{tag: {eq}.XV-{i - 1:04d}, safe_value: 0}}",
-                ]  # fmt: skip
-        if interlocks:
-            out += ["    interlocks:", *interlocks]
-    return "\n".join(out) + "\n"
+    """bench/config.py's enterprise with ``scale``'s sources and county, grades 1-4, no deviation alarms,
+    and the first interlock of one source in seven out of service."""
+    return enterprise_yaml(
+        e,
+        [scale.tags_per_source] * scale.hazard_sources_of(e),
+        county=scale.county_of(e),
+        grade=lambda h: 1 + (e + h) % 4,
+        deviation=False,
+        in_service=lambda h, first: not ((e + h) % 7 == 3 and first == 0),
+    )
 
 
 def write_plant(folder: Path, scale: Scale) -> Plant:
@@ -195,20 +140,6 @@ class Loaded:
     seconds: float
     now: datetime  # when the data ends
     tag_ids: dict[str, int]
-
-
-async def _copy(
-    conn: Conn, table: str, columns: tuple[tuple[str, str], ...], values: dict[str, np.ndarray]
-) -> None:
-    names = ", ".join(f'"{c}"' for c, _ in columns)
-    data = encode(columns, values)
-    async with (
-        conn.cursor() as cur,
-        cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)".encode()) as cp,
-    ):
-        step = 8 << 20
-        for i in range(0, len(data), step):
-            await cp.write(data[i : i + step])
 
 
 def _prefix(key: str) -> str:
@@ -264,7 +195,7 @@ async def load(conn: Conn, backend: Backend, plant: Plant, scale: Scale, seed: i
             "sum": (avg * count)[sel], "count": count[sel], "bad_count": bad_count[sel],
             "last_time": (bucket + 59_000_000)[sel], "last_value": avg[sel], "last_quality": last_q[sel],
         }  # fmt: skip
-        await _copy(conn, "reading_1m", _ROLLUP, vals)
+        await copy_binary(conn, "reading_1m", _ROLLUP, vals)
         rows += int(sel.sum())
     # the last raw_minutes: raw readings at 1 Hz, their closed minutes rolled up from them
     raw = 0
@@ -274,7 +205,7 @@ async def load(conn: Conn, backend: Backend, plant: Plant, scale: Scale, seed: i
         t = np.repeat(secs, n)
         v = np.tile(base, len(secs)) + 0.05 * rng.standard_normal(len(t)) * np.tile(analog, len(secs))
         q = np.where(rng.random(len(t)) < 0.001, _BAD_COMM, _GOOD).astype(np.int16)
-        await _copy(
+        await copy_binary(
             conn,
             "reading",
             _READING,
@@ -291,7 +222,7 @@ async def load(conn: Conn, backend: Backend, plant: Plant, scale: Scale, seed: i
                 r = {"tag_id": ids, "bucket": np.full(n, m0), "min": np.nanmin(masked, 0), "max": np.nanmax(masked, 0),
                      "sum": np.nansum(masked, 0), "count": cnt, "bad_count": (len(secs) - cnt).astype(np.int32),
                      "last_time": np.full(n, secs[-1]), "last_value": grid[-1], "last_quality": qg[-1]}  # fmt: skip
-            await _copy(conn, "reading_1m", _ROLLUP, r)
+            await copy_binary(conn, "reading_1m", _ROLLUP, r)
             rows += n
     if not latest:  # no raw readings at this scale: the newest value of each point, as of now
         latest = {"tag_id": ids, "time": np.full(n, now_us - 1_000_000), "value": base.copy(),
@@ -303,7 +234,7 @@ async def load(conn: Conn, backend: Backend, plant: Plant, scale: Scale, seed: i
     latest["value"][on] = 1.0
     latest["quality"] = latest["quality"].copy()
     latest["quality"][on] = _GOOD
-    await _copy(conn, "tag_latest", _LATEST, latest)
+    await copy_binary(conn, "tag_latest", _LATEST, latest)
     await conn.execute(
         "INSERT INTO reading_1m_open (bucket, tag_lo, tag_hi) VALUES (to_timestamp(%s / 1e6), %s, %s)",
         [current, int(ids.min()), int(ids.max())],
