@@ -138,8 +138,9 @@ async def require_current_schema(conn: Conn) -> Backend:
     return state.backend
 
 
-async def upgrade(conn: Conn) -> list[Migration]:
-    """Apply pending migrations, each in its own transaction; return those applied.
+async def upgrade(conn: Conn, *, until: int | None = None) -> list[Migration]:
+    """Apply pending migrations (up to version ``until``, all by default), each in its own
+    transaction; return those applied.
 
     ``conn`` must not be inside a transaction; it is left in the mode it came in. A migration's
     WARNINGs (say, 0010 could not create Grafana's role for want of CREATEROLE) are logged: the
@@ -151,7 +152,7 @@ async def upgrade(conn: Conn) -> list[Migration]:
             with translate_errors("upgrade"):
                 await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
                 try:
-                    return await _upgrade_locked(conn)
+                    return await _upgrade_locked(conn, until)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     finally:
@@ -163,7 +164,7 @@ def _log_warning(d: Diagnostic) -> None:
         log.warning("migration: %s", d.message_primary)
 
 
-async def _upgrade_locked(conn: Conn) -> list[Migration]:
+async def _upgrade_locked(conn: Conn, until: int | None) -> list[Migration]:
     await conn.execute(_BOOTSTRAP)
     state = await schema_state(conn)
     backend = state.backend or await detect_backend(conn)
@@ -179,7 +180,7 @@ async def _upgrade_locked(conn: Conn) -> list[Migration]:
         if applied.get(m.version) != m.checksum:
             log.warning("migration %04d_%s changed since it was applied", m.version, m.name)
     done = []
-    for m in migrations[state.version :]:
+    for m in migrations[state.version : until]:
         async with conn.transaction():
             await conn.execute(m.sql.encode())  # bytes: sent as-is, no placeholder parsing
             await conn.execute(

@@ -19,10 +19,11 @@ from alarms.kpi import alarm_kpis
 from api.users import UserError, add_user
 from core.errors import StorageError
 from core.plant import Plant
+from storage.db import Backend
 from storage.migrate import upgrade
 from tests.api.conftest import login
 from tests.support.api_engine import AA_GAS, AA_HH, BB_GAS, running_engine
-from tests.support.databases import fetch_all
+from tests.support.databases import create_scratch_db, drop_scratch_db, fetch_all
 
 NOT_UNICODE = {
     "detail": [
@@ -291,25 +292,26 @@ async def test_everything_else_keeps_the_strict_policy(client: httpx.AsyncClient
     assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"], path
 
 
-async def test_migration_0009_stops_on_existing_blank_bindings_naming_the_users(dsn: str) -> None:
+async def test_migration_0009_stops_on_existing_blank_bindings_naming_the_users(backend: Backend) -> None:
     """A database from before 0009 holding blank rows: the upgrade refuses (widening them or
     disabling them is a person's decision) and says who; once fixed, it applies."""
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(
-            """ALTER TABLE app_user DROP CONSTRAINT app_user_enterprise_not_blank,
-                   DROP CONSTRAINT app_user_county_not_blank"""
-        )
-        await conn.execute("DELETE FROM schema_version WHERE version = 9")
-        await conn.execute(
-            """INSERT INTO app_user (username, display_name, role, enterprise, county)
-               VALUES ('eng_blank', 'x', 'engineer', '', NULL), ('duty_blank', 'y', 'bureau_duty', NULL, '')"""
-        )
-        with pytest.raises(StorageError, match="blank enterprise or county: duty_blank, eng_blank"):
-            await upgrade(conn)
-        await conn.execute(
-            "UPDATE app_user SET enterprise = NULL, county = NULL WHERE username LIKE '%blank'"
-        )
-        assert [m.version for m in await upgrade(conn)] == [9]
+    dsn = create_scratch_db(backend)
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await upgrade(conn, until=8)
+            await conn.execute(
+                """INSERT INTO app_user (username, display_name, role, enterprise, county)
+                   VALUES ('eng_blank', 'x', 'engineer', '', NULL), ('duty_blank', 'y', 'bureau_duty', NULL, '')"""
+            )
+            with pytest.raises(StorageError, match="blank enterprise or county: duty_blank, eng_blank"):
+                await upgrade(conn)
+            await conn.execute(
+                "UPDATE app_user SET enterprise = NULL, county = NULL WHERE username LIKE '%blank'"
+            )
+            applied = [m.version for m in await upgrade(conn)]
+            assert applied[:1] == [9]
+    finally:
+        drop_scratch_db(backend, dsn)
 
 
 async def test_a_history_bucket_of_thousands_of_digits_is_422_naming_it(client: httpx.AsyncClient) -> None:
