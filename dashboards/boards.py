@@ -12,7 +12,6 @@ from __future__ import annotations
 import typing
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 from grafana_foundation_sdk.builders import (
     bargauge,
@@ -154,8 +153,8 @@ def _cell_colour() -> dm.DynamicConfigValue:
     return dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"})
 
 
-def _hide(field: str) -> dm.DynamicConfigValue:
-    del field
+def _hidden() -> dm.DynamicConfigValue:
+    """A table column kept for links (an alarm's key, a source's codes) but not shown."""
     return dm.DynamicConfigValue(id_val="custom.hidden", value=True)
 
 
@@ -175,8 +174,8 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
                                   _cell_colour()])
         .override_by_name("危险源", [dm.DynamicConfigValue(id_val="links", value=[
             dashboard.DashboardLink("危险源详情").url(detail).build().to_json()])])
-        .override_by_name("enterprise", [_hide("enterprise")])
-        .override_by_name("hazard_source", [_hide("hazard_source")])
+        .override_by_name("enterprise", [_hidden()])
+        .override_by_name("hazard_source", [_hidden()])
     )  # fmt: skip
     d = (
         dashboard.Dashboard("应急局总览 · 重大危险源").uid("hw-bureau")
@@ -202,7 +201,7 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
                         dm.DynamicConfigValue(id_val="thresholds", value=_thresholds(
                             [(None, RED), (0.9, ORANGE), (0.95, GREEN)]).build().to_json())]))
         .with_panel(c.table("超时未确认报警", sql.bureau_overdue(c.deadlines), w=12)
-                    .data_links([c.alarm_link()]).override_by_name("key", [_hide("key")]))
+                    .data_links([c.alarm_link()]).override_by_name("key", [_hidden()]))
         .with_panel(c.table("联锁旁路 / 停用 / 输入故障", sql.interlock_exceptions(interlocks), w=12))
     )  # fmt: skip
     return d
@@ -210,13 +209,14 @@ def bureau(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
 
 # --- hazard source detail ----------------------------------------------------------------------
 
+# one trend per measured kind (a tag's unit is in its series name, sql.SERIES_NAME)
 _KIND_PANELS = (
-    (TagKind.LEVEL, "液位", "m"),
-    (TagKind.PRESSURE, "压力", ""),
-    (TagKind.TEMPERATURE, "温度", "celsius"),
-    (TagKind.FLOW, "流量", ""),
-    (TagKind.GAS, "可燃/有毒气体", ""),
-    (TagKind.COMPOSITION, "组分", ""),
+    (TagKind.LEVEL, "液位"),
+    (TagKind.PRESSURE, "压力"),
+    (TagKind.TEMPERATURE, "温度"),
+    (TagKind.FLOW, "流量"),
+    (TagKind.GAS, "可燃/有毒气体"),
+    (TagKind.COMPOSITION, "组分"),
 )
 _SCOPE = "e.code = '$enterprise' AND h.code = '$hazard_source'"
 
@@ -260,7 +260,7 @@ def hazard_source(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
         .link(dashboard.DashboardLink("应急局总览").type(dm.DashboardLinkType.LINK).url("/d/hw-bureau/")
               .keep_time(True))
     )  # fmt: skip
-    for kind, label, _unit in _KIND_PANELS:
+    for kind, label in _KIND_PANELS:
         of_kind = [t for t in tags if t.kind == kind]
         if of_kind:  # a plant without, say, analysers gets no empty panel for them
             # a point a minute over the board's 6 hours: the rollup, not raw rows, at every refresh
@@ -278,7 +278,7 @@ def hazard_source(plant: Plant, c: _Ctx) -> dashboard.Dashboard:
         .with_panel(c.table("紧急切断阀与开关量", sql.latest_table(f"{_SCOPE} AND t.kind = 'DISCRETE'"), h=7, w=12))
         .with_panel(c.table("最近报警", sql.alarm_rows(
             "s.enterprise = '$enterprise' AND s.hazard_source = '$hazard_source'"), h=7, w=12)
-            .data_links([c.alarm_link()]).override_by_name("key", [_hide("key")]))
+            .data_links([c.alarm_link()]).override_by_name("key", [_hidden()]))
         .with_panel(c.table("全部测点当前值", sql.latest_table(_SCOPE), h=10))
     )  # fmt: skip
     return d
@@ -399,7 +399,3 @@ def _plain(obj: object) -> dict[str, Any]:
 
     data: dict[str, Any] = json.loads(json.dumps(obj, cls=JSONEncoder, ensure_ascii=False))
     return data
-
-
-def console_alarm_url(console_url: str, key: str) -> str:
-    return f"{console_url}#alarm?key={quote(key, safe='')}"
